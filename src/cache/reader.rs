@@ -1,0 +1,174 @@
+//! Reading a byte range of a file as a stream of chunks, optionally while
+//! another task is still writing it (a blob being filled from upstream).
+//!
+//! Reads are positional (`read_at`) on a shared descriptor, so any number of
+//! readers follow one writer without sharing an offset, and a reader keeps
+//! its data even after the file is renamed or evicted.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+
+/// How far a fill has got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// The upstream has not answered yet.
+    Pending,
+    /// The upstream has answered; `size` is its declared length, if any.
+    Started { size: Option<u64>, written: u64 },
+    /// All bytes are written and the digest matched.
+    Done { size: u64 },
+    /// The fill failed; readers must abort.
+    Failed(String),
+}
+
+/// Chunk size for file reads: large enough for throughput, small enough that
+/// a thousand slow clients do not pin much memory.
+pub const CHUNK: usize = 128 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("upstream transfer failed: {0}")]
+    Fill(String),
+    #[error("reading cached content failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads `[offset, end)` of `file` (to the end of the content when `end` is
+/// `None`), waiting on `progress` for bytes not yet written.
+pub struct RangeReader {
+    file: Arc<File>,
+    offset: u64,
+    end: Option<u64>,
+    progress: Option<watch::Receiver<Progress>>,
+}
+
+impl RangeReader {
+    pub fn new(file: Arc<File>, offset: u64, end: Option<u64>, progress: Option<watch::Receiver<Progress>>) -> Self {
+        RangeReader {
+            file,
+            offset,
+            end,
+            progress,
+        }
+    }
+
+    /// How many bytes may be read now, waiting if none are available yet.
+    /// `Ok(None)` means the range is complete.
+    async fn available(&mut self) -> Result<Option<u64>, ReadError> {
+        let Some(rx) = self.progress.as_mut() else {
+            return Ok(self.end.map(|e| e.saturating_sub(self.offset)).filter(|&n| n > 0));
+        };
+        loop {
+            let state = rx.borrow_and_update().clone();
+            let limit = match state {
+                Progress::Failed(reason) => return Err(ReadError::Fill(reason)),
+                Progress::Done { size } => {
+                    let end = self.end.map_or(size, |e| e.min(size));
+                    return Ok(Some(end.saturating_sub(self.offset)).filter(|&n| n > 0));
+                }
+                Progress::Started { written, .. } => self.end.map_or(written, |e| e.min(written)),
+                Progress::Pending => 0,
+            };
+            if self.end.is_some_and(|e| self.offset >= e) {
+                return Ok(None);
+            }
+            if limit > self.offset {
+                return Ok(Some(limit - self.offset));
+            }
+            if rx.changed().await.is_err() {
+                return Err(ReadError::Fill("fill stopped without finishing".into()));
+            }
+        }
+    }
+
+    /// The next chunk, or `None` at the end of the range.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ReadError> {
+        let Some(available) = self.available().await? else {
+            return Ok(None);
+        };
+        let want = usize::try_from(available).unwrap_or(CHUNK).min(CHUNK);
+        let file = Arc::clone(&self.file);
+        let offset = self.offset;
+        let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
+            let mut buf = BytesMut::zeroed(want);
+            let n = file.read_at(&mut buf, offset)?;
+            buf.truncate(n);
+            Ok(buf.freeze())
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        if chunk.is_empty() {
+            return Err(ReadError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "cached file is shorter than expected",
+            )));
+        }
+        self.offset += chunk.len() as u64;
+        Ok(Some(chunk))
+    }
+
+    /// This reader as a stream of chunks.
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, ReadError>> + Send {
+        futures_util::stream::unfold(self, |mut reader| async move {
+            match reader.next_chunk().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), reader)),
+                Ok(None) => None,
+                Err(e) => {
+                    reader.end = Some(reader.offset);
+                    reader.progress = None;
+                    Some((Err(e), reader))
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use std::io::Write;
+
+    #[tokio::test]
+    async fn reads_a_range_of_a_complete_file() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&(0..=255u8).cycle().take(300_000).collect::<Vec<_>>()).unwrap();
+        let reader = RangeReader::new(Arc::new(f), 10, Some(200_010), None);
+        let chunks: Vec<_> = reader.into_stream().collect().await;
+        let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.unwrap().to_vec()).collect();
+        assert_eq!(bytes.len(), 200_000);
+        assert_eq!(bytes[0], 10);
+    }
+
+    #[tokio::test]
+    async fn follows_a_writer_and_aborts_when_it_fails() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let read = Arc::new(file.reopen().unwrap());
+        let (tx, rx) = watch::channel(Progress::Started { size: None, written: 0 });
+        let mut reader = RangeReader::new(read, 0, None, Some(rx));
+        let mut w = file.as_file();
+        w.write_all(b"hello").unwrap();
+        tx.send(Progress::Started { size: None, written: 5 }).unwrap();
+        assert_eq!(reader.next_chunk().await.unwrap().unwrap(), Bytes::from_static(b"hello"));
+        tx.send(Progress::Failed("reset".into())).unwrap();
+        assert!(matches!(reader.next_chunk().await, Err(ReadError::Fill(_))));
+    }
+
+    #[tokio::test]
+    async fn finishes_when_the_writer_is_done() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let read = Arc::new(file.reopen().unwrap());
+        let (tx, rx) = watch::channel(Progress::Started { size: Some(3), written: 0 });
+        let reader = RangeReader::new(read, 0, None, Some(rx));
+        let handle = tokio::spawn(reader.into_stream().collect::<Vec<_>>());
+        file.as_file().write_all(b"abc").unwrap();
+        tx.send(Progress::Done { size: 3 }).unwrap();
+        let got = handle.await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].as_ref().unwrap(), &Bytes::from_static(b"abc"));
+    }
+}

@@ -1,0 +1,393 @@
+//! Configuration: the TOML file ([`raw`]) and the validated [`Config`] built
+//! from it. Validation reports every problem at once, each with its key path.
+
+pub mod raw;
+mod units;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use raw::RawConfig;
+pub use units::{parse_duration, parse_size};
+
+use crate::policy::{Glob, Mode, Policy, PolicySet, Rule};
+
+/// The name of a configured upstream: the key used by `?ns=` and path prefixes.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpstreamName(Box<str>);
+
+impl UpstreamName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for UpstreamName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.as_bytes()[0].is_ascii_alphanumeric()
+            && s.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b':' | b'_')
+            });
+        if ok {
+            Ok(UpstreamName(s.into()))
+        } else {
+            Err(format!(
+                "`{s}` is not an upstream name (lowercase letters, digits, '.', '-', '_', ':')"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for UpstreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for UpstreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: Option<AdminConfig>,
+    pub cache: CacheConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub policies: PolicySet,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub default_upstream: Option<UpstreamName>,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub memory_bytes: u64,
+    pub tag_ttl: Duration,
+    pub max_stale: Duration,
+    pub verdict_ttl: Duration,
+    pub deny_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: UpstreamName,
+    pub url: reqwest::Url,
+    pub ca_file: Option<PathBuf>,
+    pub credentials_file: Option<PathBuf>,
+    /// Hosts besides the upstream's own that may serve as its token realm.
+    pub token_realm_hosts: Vec<String>,
+    /// Docker Hub's rule: single-component names get `library/`.
+    pub library_prefix: bool,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// One problem in a config file, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} has {} problem(s):", self.file.display(), self.problems.len())?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths inside it are
+    /// resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |path_key: &str, message: String| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![Problem {
+                path: path_key.into(),
+                message,
+            }],
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail("(file)", e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml(&text, base).map_err(|problems| ConfigError {
+            file: path.to_path_buf(),
+            problems,
+        })
+    }
+
+    /// Parses and validates TOML text; `base` anchors relative paths.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
+        let de = toml::Deserializer::parse(text).map_err(|e| {
+            vec![Problem {
+                path: "(syntax)".into(),
+                message: e.to_string().trim().replace('\n', " "),
+            }]
+        })?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().message().to_string();
+            vec![Problem { path, message }]
+        })?;
+        Validator::new(base).config(raw)
+    }
+}
+
+/// Collects problems while building the validated config.
+struct Validator<'a> {
+    base: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Validator<'a> {
+    fn new(base: &'a Path) -> Self {
+        Validator {
+            base,
+            problems: Vec::new(),
+        }
+    }
+
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn check<T>(&mut self, path: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|m| self.problem(path, m)).ok()
+    }
+
+    fn duration(&mut self, path: &str, v: Option<&str>, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => self.check(path, parse_duration(s)).unwrap_or(default),
+        }
+    }
+
+    fn size(&mut self, path: &str, v: Option<&str>, default: u64) -> u64 {
+        match v {
+            None => default,
+            Some(s) => self.check(path, parse_size(s)).unwrap_or(default),
+        }
+    }
+
+    fn addr(&mut self, path: &str, s: &str) -> SocketAddr {
+        let parsed = s
+            .parse()
+            .map_err(|_| format!("`{s}` is not an address like \"127.0.0.1:5000\""));
+        self.check(path, parsed)
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    fn path(&self, s: &str) -> PathBuf {
+        self.base.join(s)
+    }
+
+    fn config(mut self, raw: RawConfig) -> Result<Config, Vec<Problem>> {
+        let upstreams: Vec<UpstreamConfig> = raw
+            .upstreams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| self.upstream(i, u))
+            .collect();
+        if raw.upstreams.is_empty() {
+            self.problem("upstream", "at least one [[upstream]] is required");
+        }
+        let mut seen = HashSet::new();
+        for (i, u) in upstreams.iter().enumerate() {
+            if !seen.insert(u.name.clone()) {
+                self.problem(format!("upstream[{i}].name"), format!("`{}` is used twice", u.name));
+            }
+        }
+        let server = self.server(&raw.server, &seen);
+        let admin = raw.admin.as_ref().map(|a| AdminConfig {
+            listen: self.addr("admin.listen", &a.listen),
+        });
+        let cache = self.cache(&raw.cache);
+        let policies = self.policies(&raw.policies);
+        if self.problems.is_empty() {
+            Ok(Config {
+                server,
+                admin,
+                cache,
+                upstreams,
+                policies,
+            })
+        } else {
+            Err(self.problems)
+        }
+    }
+
+    fn server(&mut self, raw: &raw::RawServer, names: &HashSet<UpstreamName>) -> ServerConfig {
+        let default_upstream = raw.default_upstream.as_deref().and_then(|s| {
+            let name = self.check("server.default_upstream", s.parse::<UpstreamName>())?;
+            if !names.contains(&name) {
+                self.problem(
+                    "server.default_upstream",
+                    format!("`{name}` is not the name of any [[upstream]]"),
+                );
+            }
+            Some(name)
+        });
+        ServerConfig {
+            listen: self.addr("server.listen", &raw.listen),
+            default_upstream,
+            header_read_timeout: self.duration(
+                "server.header_read_timeout",
+                raw.header_read_timeout.as_deref(),
+                Duration::from_secs(10),
+            ),
+            max_connections: raw.max_connections.unwrap_or(10_000),
+        }
+    }
+
+    fn cache(&mut self, raw: &raw::RawCache) -> CacheConfig {
+        let tag_ttl = self.duration("cache.tag_ttl", raw.tag_ttl.as_deref(), Duration::from_secs(60));
+        let max_stale = self.duration(
+            "cache.max_stale",
+            raw.max_stale.as_deref(),
+            Duration::from_secs(24 * 3600),
+        );
+        if max_stale < tag_ttl {
+            self.problem("cache.max_stale", "must be at least cache.tag_ttl");
+        }
+        CacheConfig {
+            dir: self.path(&raw.dir),
+            max_bytes: self.size("cache.max_bytes", raw.max_bytes.as_deref(), 50 << 30),
+            memory_bytes: self.size("cache.memory_bytes", raw.memory_bytes.as_deref(), 256 << 20),
+            tag_ttl,
+            max_stale,
+            verdict_ttl: self.duration("cache.verdict_ttl", raw.verdict_ttl.as_deref(), Duration::from_secs(600)),
+            deny_ttl: self.duration("cache.deny_ttl", raw.deny_ttl.as_deref(), Duration::from_secs(30)),
+        }
+    }
+
+    fn upstream(&mut self, i: usize, raw: &raw::RawUpstream) -> Option<UpstreamConfig> {
+        let key = |field: &str| format!("upstream[{i}].{field}");
+        let name = self.check(&key("name"), raw.name.parse::<UpstreamName>());
+        let url = self.check(
+            &key("url"),
+            reqwest::Url::parse(&raw.url).map_err(|e| format!("`{}` is not a URL: {e}", raw.url)),
+        );
+        if let Some(url) = &url {
+            match url.scheme() {
+                "https" => {}
+                "http" if raw.insecure => {}
+                "http" => self.problem(
+                    key("url"),
+                    "plain http is refused unless the upstream is marked `insecure = true`",
+                ),
+                other => self.problem(key("url"), format!("scheme `{other}` is not http(s)")),
+            }
+            if url.host_str().is_none() || url.path() != "/" || url.query().is_some() {
+                self.problem(key("url"), "must be a registry root like https://host[:port]");
+            }
+        }
+        for (j, host) in raw.token_realm_hosts.iter().enumerate() {
+            if host.is_empty() || host.contains(['/', ' ', '@']) {
+                self.problem(format!("upstream[{i}].token_realm_hosts[{j}]"), "must be a bare host name");
+            }
+        }
+        let library_prefix = raw.library_prefix.unwrap_or(raw.name == "docker.io");
+        let connect_timeout = self.duration(&key("connect_timeout"), raw.connect_timeout.as_deref(), Duration::from_secs(10));
+        let response_timeout = self.duration(&key("response_timeout"), raw.response_timeout.as_deref(), Duration::from_secs(30));
+        let idle_timeout = self.duration(&key("idle_timeout"), raw.idle_timeout.as_deref(), Duration::from_secs(30));
+        Some(UpstreamConfig {
+            name: name?,
+            url: url?,
+            ca_file: raw.ca_file.as_deref().map(|p| self.path(p)),
+            credentials_file: raw.credentials_file.as_deref().map(|p| self.path(p)),
+            token_realm_hosts: raw.token_realm_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            library_prefix,
+            connect_timeout,
+            response_timeout,
+            idle_timeout,
+        })
+    }
+
+    fn policies(&mut self, raw: &[raw::RawPolicy]) -> PolicySet {
+        let mut policies = Vec::new();
+        for (i, p) in raw.iter().enumerate() {
+            let key = |field: &str| format!("policy[{i}].{field}");
+            let patterns: Vec<Glob> = p
+                .patterns
+                .iter()
+                .enumerate()
+                .filter_map(|(j, g)| self.check(&format!("policy[{i}].match[{j}]"), g.parse::<Glob>()))
+                .collect();
+            if p.patterns.is_empty() {
+                self.problem(key("match"), "needs at least one pattern");
+            }
+            let mode = match p.mode.as_deref() {
+                None | Some("enforce") => Mode::Enforce,
+                Some("audit") => Mode::Audit,
+                Some(other) => {
+                    self.problem(key("mode"), format!("`{other}` is not \"enforce\" or \"audit\""));
+                    Mode::Enforce
+                }
+            };
+            let rule = match (p.deny, p.allow_unverified) {
+                (true, false) => Rule::Deny,
+                (false, true) => Rule::AllowUnverified,
+                (true, true) => {
+                    self.problem(key("deny"), "`deny` and `allow_unverified` exclude each other");
+                    Rule::Deny
+                }
+                (false, false) => {
+                    self.problem(key("deny"), "a policy must say what it requires: `deny = true` or `allow_unverified = true`");
+                    Rule::Deny
+                }
+            };
+            policies.push(Policy {
+                name: p.name.clone(),
+                patterns,
+                mode,
+                rule,
+            });
+        }
+        PolicySet::new(policies)
+    }
+}
+
+#[cfg(test)]
+mod tests;

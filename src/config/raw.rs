@@ -1,0 +1,90 @@
+//! The configuration file as written: every field a string or plain value,
+//! unknown keys refused. Meaning is checked in [`super::Config::try_from`].
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub server: RawServer,
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
+    pub cache: RawCache,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<RawUpstream>,
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: String,
+    #[serde(default)]
+    pub default_upstream: Option<String>,
+    #[serde(default)]
+    pub header_read_timeout: Option<String>,
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub dir: String,
+    #[serde(default)]
+    pub max_bytes: Option<String>,
+    #[serde(default)]
+    pub memory_bytes: Option<String>,
+    #[serde(default)]
+    pub tag_ttl: Option<String>,
+    #[serde(default)]
+    pub max_stale: Option<String>,
+    #[serde(default)]
+    pub verdict_ttl: Option<String>,
+    #[serde(default)]
+    pub deny_ttl: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub credentials_file: Option<String>,
+    #[serde(default)]
+    pub token_realm_hosts: Vec<String>,
+    #[serde(default)]
+    pub library_prefix: Option<bool>,
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    #[serde(default)]
+    pub response_timeout: Option<String>,
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub patterns: Vec<String>,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub deny: bool,
+    #[serde(default)]
+    pub allow_unverified: bool,
+}

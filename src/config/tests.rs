@@ -1,0 +1,129 @@
+use super::*;
+
+fn minimal(extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:5000"
+default_upstream = "hub"
+
+[cache]
+dir = "cache"
+
+[[upstream]]
+name = "hub"
+url = "https://registry.example"
+
+[[policy]]
+name = "all"
+match = ["**"]
+allow_unverified = true
+{extra}"#
+    )
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    Config::from_toml(text, Path::new("/etc/p")).unwrap_err()
+}
+
+#[test]
+fn minimal_config_gets_defaults_and_resolves_paths() {
+    let c = Config::from_toml(&minimal(""), Path::new("/etc/p")).unwrap();
+    assert_eq!(c.cache.dir, PathBuf::from("/etc/p/cache"));
+    assert_eq!(c.cache.tag_ttl, Duration::from_secs(60));
+    assert_eq!(c.server.default_upstream.unwrap().as_str(), "hub");
+    assert!(!c.upstreams[0].library_prefix);
+}
+
+#[test]
+fn unknown_key_is_reported_with_its_path() {
+    let p = problems(&minimal("[[upstream]]\nname = \"x\"\nurl = \"https://x\"\nurll = 1\n"));
+    assert_eq!(p.len(), 1);
+    assert!(p[0].path.starts_with("upstream"), "{p:?}");
+    assert!(p[0].message.contains("urll"), "{p:?}");
+}
+
+#[test]
+fn every_semantic_problem_is_reported_at_once_with_key_paths() {
+    let text = r#"
+[server]
+listen = "nowhere"
+default_upstream = "missing"
+
+[cache]
+dir = "c"
+max_bytes = "lots"
+tag_ttl = "soon"
+
+[[upstream]]
+name = "Bad Name"
+url = "ftp://x"
+
+[[upstream]]
+name = "plain"
+url = "http://x"
+
+[[policy]]
+name = "p"
+match = ["a//b"]
+mode = "sometimes"
+"#;
+    let p = problems(text);
+    let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+    for expected in [
+        "server.listen",
+        "server.default_upstream",
+        "cache.max_bytes",
+        "cache.tag_ttl",
+        "upstream[0].name",
+        "upstream[0].url",
+        "upstream[1].url",
+        "policy[0].match[0]",
+        "policy[0].mode",
+        "policy[0].deny",
+    ] {
+        assert!(paths.contains(&expected), "{expected} missing from {paths:?}");
+    }
+}
+
+#[test]
+fn duplicate_upstream_names_are_refused() {
+    let p = problems(&minimal("[[upstream]]\nname = \"hub\"\nurl = \"https://other\"\n"));
+    assert!(p.iter().any(|p| p.path == "upstream[1].name" && p.message.contains("twice")), "{p:?}");
+}
+
+#[test]
+fn insecure_upstream_allows_plain_http() {
+    let c = Config::from_toml(&minimal("[[upstream]]\nname = \"local\"\nurl = \"http://127.0.0.1:5001\"\ninsecure = true\n"), Path::new(".")).unwrap();
+    assert_eq!(c.upstreams[1].url.scheme(), "http");
+}
+
+#[test]
+fn docker_hub_gets_library_prefix_by_default() {
+    let c = Config::from_toml(
+        &minimal("[[upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\n"),
+        Path::new("."),
+    )
+    .unwrap();
+    assert!(c.upstreams[1].library_prefix);
+}
+
+#[test]
+fn syntax_error_is_reported_not_panicked() {
+    let p = problems("[server\nlisten=");
+    assert_eq!(p[0].path, "(syntax)");
+}
+
+#[test]
+fn every_shipped_config_file_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1);
+}

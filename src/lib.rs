@@ -1,0 +1,89 @@
+//! Portcullis: a pull-through caching OCI registry proxy that serves an
+//! image only when policy allows it.
+//!
+//! Module map (dependencies point down the list):
+//!
+//! - [`server`]: hyper listeners, path parsing and routing, OCI responses, admin endpoints
+//! - [`app`]: builds the running proxy from a [`config::Config`]
+//! - [`pull`]: orchestration: tag resolution, verdicts, single flight, blob fills
+//! - [`upstream`]: one client per registry: pooling, TLS, token auth, limits
+//! - [`verify`]: the decision point; only it builds a [`verify::VerifiedManifest`]
+//! - [`policy`]: which policy matches a repository
+//! - [`cache`]: the disk content store and streaming reads of it
+//! - [`config`]: the TOML file and its validation
+//! - [`oci`]: protocol vocabulary with no I/O: digests, names, manifests, errors
+//! - [`metrics`], [`clock`]: Prometheus metrics and injected time
+
+pub mod app;
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod metrics;
+pub mod oci;
+pub mod policy;
+pub mod pull;
+pub mod server;
+pub mod upstream;
+pub mod verify;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use app::App;
+pub use config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Build(#[from] app::BuildError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { addr, source })
+}
+
+/// Runs the proxy (and its admin listener) until `shutdown` fires, then
+/// drains open requests.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let app = App::build(&config).await?;
+    let listener = bind(config.server.listen).await?;
+    let admin = match &config.admin {
+        Some(a) => Some(bind(a.listen).await?),
+        None => None,
+    };
+    tracing::info!(listen = %config.server.listen, admin = ?config.admin.as_ref().map(|a| a.listen), upstreams = config.upstreams.len(), "portcullis serving");
+    let registry_app = Arc::clone(&app);
+    let registry = server::serve(
+        listener,
+        move |req| server::handle(Arc::clone(&registry_app), req),
+        config.server.header_read_timeout,
+        config.server.max_connections,
+        shutdown.clone(),
+    );
+    let admin_app = Arc::clone(&app);
+    let admin_shutdown = shutdown.clone();
+    let admin = async move {
+        if let Some(listener) = admin {
+            let handler = move |req| server::handle_admin(Arc::clone(&admin_app), req);
+            server::serve(listener, handler, std::time::Duration::from_secs(10), 256, admin_shutdown).await;
+        }
+    };
+    let flag_app = Arc::clone(&app);
+    let mark_unready = async move {
+        shutdown.cancelled().await;
+        flag_app.ready.store(false, Ordering::Relaxed);
+    };
+    tokio::join!(registry, admin, mark_unready);
+    tracing::info!("portcullis stopped");
+    Ok(())
+}

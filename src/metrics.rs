@@ -1,0 +1,113 @@
+//! Every Prometheus metric Portcullis exports, in one registry that is
+//! passed in, never global. Label values come only from fixed sets or from
+//! the config (upstream and policy names), never from a request.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Client requests by endpoint and status code.
+    pub requests: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    /// Requests sent upstream by upstream and kind (manifest, blob, token, …).
+    pub upstream_requests: IntCounterVec,
+    /// Upstream failures by upstream and kind (connect, timeout, status, …).
+    pub upstream_errors: IntCounterVec,
+    pub cache_hits: IntCounterVec,
+    pub cache_misses: IntCounterVec,
+    pub cache_bytes: IntGauge,
+    pub cache_evictions: IntCounter,
+    /// Blob bytes sent to clients, by source (cache, upstream).
+    pub blob_bytes: IntCounterVec,
+    pub pull_decisions: IntCounterVec,
+    pub denied_pulls: IntCounterVec,
+    pub stale_served: IntCounterVec,
+    pub verification_seconds: Histogram,
+}
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> Result<M, prometheus::Error> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
+}
+
+const LATENCY_BUCKETS: [f64; 11] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0,
+];
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let r = &registry;
+        Ok(Metrics {
+            requests: counter(r, "portcullis_requests_total", "Client requests by endpoint and status", &["endpoint", "status"])?,
+            request_seconds: register(r, HistogramVec::new(
+                HistogramOpts::new("portcullis_request_duration_seconds", "Time to answer a client request (until headers are sent), by endpoint")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                &["endpoint"],
+            )?)?,
+            upstream_requests: counter(r, "portcullis_upstream_requests_total", "Requests sent to upstream registries, by kind", &["upstream", "kind"])?,
+            upstream_errors: counter(r, "portcullis_upstream_errors_total", "Upstream failures, by kind", &["upstream", "kind"])?,
+            cache_hits: counter(r, "portcullis_cache_hits_total", "Cache hits, by cache", &["cache"])?,
+            cache_misses: counter(r, "portcullis_cache_misses_total", "Cache misses, by cache", &["cache"])?,
+            cache_bytes: register(r, IntGauge::new("portcullis_cache_bytes", "Bytes held in the disk content store")?)?,
+            cache_evictions: register(r, IntCounter::new("portcullis_cache_evictions_total", "Entries evicted from the disk content store to stay under cache.max_bytes")?)?,
+            blob_bytes: counter(r, "portcullis_blob_bytes_total", "Blob bytes sent to clients, by source", &["source"])?,
+            pull_decisions: counter(r, "portcullis_pull_decisions_total", "Manifest decisions", &["upstream", "policy", "decision", "reason"])?,
+            denied_pulls: counter(r, "portcullis_denied_pulls_total", "Manifest requests denied", &["upstream", "policy", "reason"])?,
+            stale_served: counter(r, "portcullis_stale_served_total", "Tag mappings served past tag_ttl because the upstream was unavailable", &["upstream"])?,
+            verification_seconds: register(r, Histogram::with_opts(
+                HistogramOpts::new("portcullis_verification_duration_seconds", "Time to decide on a manifest not in the verdict cache")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+            )?)?,
+            registry,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_registers_and_renders_with_the_prefix() {
+        let m = Metrics::new().unwrap();
+        m.requests.with_label_values(&["manifest", "200"]).inc();
+        m.cache_bytes.set(5);
+        m.request_seconds.with_label_values(&["manifest"]).observe(0.001);
+        m.verification_seconds.observe(0.001);
+        m.cache_evictions.inc();
+        let text = String::from_utf8(m.render()).unwrap();
+        for name in [
+            "portcullis_requests_total",
+            "portcullis_cache_bytes",
+            "portcullis_request_duration_seconds",
+            "portcullis_verification_duration_seconds",
+            "portcullis_cache_evictions_total",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+        assert!(text.lines().filter(|l| !l.starts_with('#')).all(|l| l.starts_with("portcullis_")));
+    }
+}

@@ -1,0 +1,64 @@
+//! Policies: which rule applies to a repository (first match by glob, in
+//! file order) and what it requires. Judging evidence against a rule is
+//! [`crate::verify`]'s job; this module only finds the rule.
+
+mod glob;
+
+pub use glob::Glob;
+
+/// Whether a failed requirement denies (enforce) or is only recorded (audit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
+}
+
+/// What a policy requires of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// Nothing is allowed.
+    Deny,
+    /// Everything is allowed without verification (an explicit, named choice).
+    AllowUnverified,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    pub patterns: Vec<Glob>,
+    pub mode: Mode,
+    pub rule: Rule,
+}
+
+/// The configured policies in file order.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    policies: Vec<Policy>,
+}
+
+impl PolicySet {
+    pub fn new(policies: Vec<Policy>) -> Self {
+        PolicySet { policies }
+    }
+
+    /// The first policy matching `upstream/repository`, if any.
+    pub fn find(&self, upstream: &str, repository: &str) -> Option<&Policy> {
+        let path = format!("{upstream}/{repository}");
+        self.policies
+            .iter()
+            .find(|p| p.patterns.iter().any(|g| g.matches(&path)))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.iter()
+    }
+}

@@ -1,0 +1,293 @@
+//! Blobs: served from the content store, or streamed from the upstream while
+//! being written to it. One fill per digest, however many clients ask; each
+//! client reads the growing file at its own pace, and a fill that fails
+//! (reset, digest mismatch) aborts every reader and leaves nothing behind.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+
+use super::{PullError, Puller, Target};
+use crate::cache::{CommitError, Kind, Progress, RangeReader, Writer};
+use crate::oci::Digest;
+use crate::upstream::UpstreamError;
+
+/// Bytes gathered from the upstream before one write to disk.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// A requested byte range, inclusive of `end` as in the `Range` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    From(u64),
+    FromTo(u64, u64),
+    Suffix(u64),
+}
+
+impl ByteRange {
+    /// Parses a single-range `bytes=` header; other forms are ignored (`None`).
+    pub fn parse(header: &str) -> Option<ByteRange> {
+        let spec = header.trim().strip_prefix("bytes=")?;
+        if spec.contains(',') {
+            return None;
+        }
+        let (a, b) = spec.split_once('-')?;
+        let (a, b) = (a.trim(), b.trim());
+        match (a.is_empty(), b.is_empty()) {
+            (false, true) => Some(ByteRange::From(a.parse().ok()?)),
+            (false, false) => {
+                let (s, e) = (a.parse().ok()?, b.parse().ok()?);
+                (s <= e).then_some(ByteRange::FromTo(s, e))
+            }
+            (true, false) => Some(ByteRange::Suffix(b.parse().ok()?)),
+            (true, true) => None,
+        }
+    }
+
+    /// `[start, end)` within a body of `size` bytes, or `None` if unsatisfiable.
+    pub fn resolve(self, size: u64) -> Option<(u64, u64)> {
+        let (start, end) = match self {
+            ByteRange::From(s) => (s, size),
+            ByteRange::FromTo(s, e) => (s, e.saturating_add(1).min(size)),
+            ByteRange::Suffix(n) => (size.saturating_sub(n), size),
+        };
+        (start < end).then_some((start, end))
+    }
+}
+
+/// A blob response ready to stream.
+pub struct BlobBody {
+    /// Total size of the blob, when known.
+    pub size: Option<u64>,
+    /// `[start, end)` served when a range was honoured.
+    pub range: Option<(u64, u64)>,
+    pub reader: RangeReader,
+    pub from_cache: bool,
+}
+
+/// What a HEAD learns.
+pub struct BlobHead {
+    pub size: Option<u64>,
+}
+
+struct Fill {
+    read: Arc<File>,
+    progress: watch::Receiver<Progress>,
+    error: Arc<Mutex<Option<PullError>>>,
+}
+
+#[derive(Default)]
+pub(super) struct Fills {
+    running: Mutex<HashMap<Digest, Arc<Fill>>>,
+}
+
+impl Puller {
+    /// The blob `digest` of `target`, honouring `range` when the size is known.
+    pub async fn blob(self: &Arc<Self>, target: &Target, digest: &Digest, range: Option<ByteRange>) -> Result<BlobBody, PullError> {
+        if let Some((file, size)) = self.store.open_blob(digest).await {
+            self.hit("blob", true);
+            self.confirm(target, digest, false).await?;
+            let (start, end) = resolve(range, size)?;
+            return Ok(BlobBody {
+                size: Some(size),
+                range: range.map(|_| (start, end)),
+                reader: RangeReader::new(Arc::new(file), start, Some(end), None),
+                from_cache: true,
+            });
+        }
+        self.hit("blob", false);
+        let fill = self.join_fill(target, digest).await?;
+        let mut progress = fill.progress.clone();
+        let size = loop {
+            let state = progress.borrow_and_update().clone();
+            match state {
+                Progress::Pending => {
+                    if progress.changed().await.is_err() {
+                        return Err(PullError::Internal("blob fill vanished".into()));
+                    }
+                }
+                Progress::Started { size, .. } => break size,
+                Progress::Done { size } => break Some(size),
+                Progress::Failed(reason) => {
+                    let typed = fill.error.lock().ok().and_then(|e| e.clone());
+                    return Err(typed.unwrap_or(PullError::Internal(reason)));
+                }
+            }
+        };
+        let (range, start, end) = match (range, size) {
+            (Some(r), Some(size)) => {
+                let (s, e) = resolve(Some(r), size)?;
+                (Some((s, e)), s, Some(e))
+            }
+            _ => (None, 0, None),
+        };
+        Ok(BlobBody {
+            size,
+            range,
+            reader: RangeReader::new(Arc::clone(&fill.read), start, end, Some(progress)),
+            from_cache: false,
+        })
+    }
+
+    /// Size of a blob, from the store or by asking the upstream.
+    pub async fn head_blob(&self, target: &Target, digest: &Digest) -> Result<BlobHead, PullError> {
+        if self.store.contains(Kind::Blob, digest) {
+            self.confirm(target, digest, false).await?;
+            if let Some((_, size)) = self.store.open_blob(digest).await {
+                return Ok(BlobHead { size: Some(size) });
+            }
+        }
+        let size = target.upstream.head_blob(&target.repo, digest).await?;
+        self.known.insert(target.key(digest), ());
+        Ok(BlobHead { size })
+    }
+
+    /// Joins the fill of `digest` under way, or starts one.
+    async fn join_fill(self: &Arc<Self>, target: &Target, digest: &Digest) -> Result<Arc<Fill>, PullError> {
+        if let Some(f) = self.running_fill(digest) {
+            return Ok(f);
+        }
+        let writer = self
+            .store
+            .begin(Kind::Blob, digest.clone())
+            .await
+            .map_err(|e| PullError::Internal(format!("cannot start cache write: {e}")))?;
+        let read = writer
+            .reopen_for_read()
+            .map_err(|e| PullError::Internal(format!("cannot read cache write: {e}")))?;
+        let mut running = self.fills.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = running.get(digest) {
+            // Someone else started one while we created our file; ours is dropped.
+            return Ok(Arc::clone(f));
+        }
+        let (tx, rx) = watch::channel(Progress::Pending);
+        let fill = Arc::new(Fill {
+            read: Arc::new(read),
+            progress: rx,
+            error: Arc::new(Mutex::new(None)),
+        });
+        running.insert(digest.clone(), Arc::clone(&fill));
+        drop(running);
+        let this = Arc::clone(self);
+        let (t, d, error) = (target.clone(), digest.clone(), Arc::clone(&fill.error));
+        tokio::spawn(async move {
+            let result = this.run_fill(&t, &d, writer, &tx).await;
+            this.fills.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&d);
+            match result {
+                Ok(size) => {
+                    this.store.committed();
+                    this.known.insert(t.key(&d), ());
+                    tx.send_replace(Progress::Done { size });
+                }
+                Err(e) => {
+                    tracing::warn!(upstream = %t.upstream.name, repo = %t.repo, digest = %d, error = %e, "blob fill failed");
+                    let message = e.to_string();
+                    if let Ok(mut slot) = error.lock() {
+                        *slot = Some(e);
+                    }
+                    tx.send_replace(Progress::Failed(message));
+                }
+            }
+        });
+        Ok(fill)
+    }
+
+    fn running_fill(&self, digest: &Digest) -> Option<Arc<Fill>> {
+        let running = self.fills.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.get(digest).cloned()
+    }
+
+    /// Downloads the blob into `writer`, publishing progress; returns its size.
+    async fn run_fill(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        mut writer: Writer,
+        tx: &watch::Sender<Progress>,
+    ) -> Result<u64, PullError> {
+        let mut response = target.upstream.fetch_blob(&target.repo, digest).await?;
+        let size = response.content_length();
+        tx.send_replace(Progress::Started { size, written: 0 });
+        let mut pending = BytesMut::with_capacity(WRITE_BATCH);
+        loop {
+            let chunk = response
+                .chunk()
+                .await
+                .map_err(|e| target.upstream.record_fault(UpstreamError::from_reqwest(&e)))?;
+            let done = chunk.is_none();
+            if let Some(chunk) = chunk {
+                let total = writer.written() + pending.len() as u64 + chunk.len() as u64;
+                if size.is_some_and(|s| total > s) {
+                    let e = UpstreamError::BadResponse("blob longer than its Content-Length".into());
+                    return Err(target.upstream.record_fault(e).into());
+                }
+                pending.extend_from_slice(&chunk);
+            }
+            if pending.len() >= WRITE_BATCH || (done && !pending.is_empty()) {
+                writer = write_batch(writer, pending.split().freeze()).await?;
+                tx.send_replace(Progress::Started { size, written: writer.written() });
+            }
+            if done {
+                break;
+            }
+        }
+        let written = writer.written();
+        if size.is_some_and(|s| s != written) {
+            let e = UpstreamError::Connect("blob body ended early".into());
+            return Err(target.upstream.record_fault(e).into());
+        }
+        let commit = tokio::task::spawn_blocking(move || writer.commit_blocking())
+            .await
+            .map_err(|e| PullError::Internal(format!("commit task failed: {e}")))?;
+        match commit {
+            Ok(()) => Ok(written),
+            Err(CommitError::Mismatch { expected, actual }) => {
+                let e = UpstreamError::DigestMismatch {
+                    expected: expected.to_string(),
+                    actual: actual.to_string(),
+                };
+                Err(target.upstream.record_fault(e).into())
+            }
+            Err(CommitError::Io(e)) => Err(PullError::Internal(format!("cache write failed: {e}"))),
+        }
+    }
+}
+
+async fn write_batch(mut writer: Writer, batch: Bytes) -> Result<Writer, PullError> {
+    tokio::task::spawn_blocking(move || writer.write(&batch).map(|()| writer))
+        .await
+        .map_err(|e| PullError::Internal(format!("write task failed: {e}")))?
+        .map_err(|e| PullError::Internal(format!("cache write failed: {e}")))
+}
+
+fn resolve(range: Option<ByteRange>, size: u64) -> Result<(u64, u64), PullError> {
+    match range {
+        None => Ok((0, size)),
+        Some(r) => r.resolve(size).ok_or(PullError::RangeNotSatisfiable { size }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_header_forms() {
+        assert_eq!(ByteRange::parse("bytes=10-"), Some(ByteRange::From(10)));
+        assert_eq!(ByteRange::parse("bytes=0-99"), Some(ByteRange::FromTo(0, 99)));
+        assert_eq!(ByteRange::parse("bytes=-5"), Some(ByteRange::Suffix(5)));
+        assert_eq!(ByteRange::parse("bytes=5-1"), None);
+        assert_eq!(ByteRange::parse("bytes=0-1,5-6"), None);
+        assert_eq!(ByteRange::parse("items=0-1"), None);
+    }
+
+    #[test]
+    fn range_resolution_clamps_and_rejects() {
+        assert_eq!(ByteRange::From(10).resolve(100), Some((10, 100)));
+        assert_eq!(ByteRange::FromTo(0, 999).resolve(100), Some((0, 100)));
+        assert_eq!(ByteRange::Suffix(30).resolve(100), Some((70, 100)));
+        assert_eq!(ByteRange::From(100).resolve(100), None);
+    }
+}

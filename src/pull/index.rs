@@ -1,0 +1,154 @@
+//! Listings: `tags/list` with pagination, and the referrers API with the
+//! `sha256-<hex>` tag fallback for upstreams that lack it. Both are mutable
+//! views of the upstream and are not cached.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{PullError, Puller, Target};
+use crate::oci::media::OCI_INDEX;
+use crate::oci::{Descriptor, Digest, Manifest, ManifestKind, Reference, Tag};
+use crate::upstream::UpstreamError;
+
+/// The client's `n` and `last` for `tags/list`.
+#[derive(Debug, Default, Clone)]
+pub struct TagsQuery {
+    pub n: Option<usize>,
+    pub last: Option<String>,
+}
+
+/// One page of tags, and whether the upstream has more.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TagsPage {
+    pub name: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub tags: Vec<String>,
+    #[serde(skip)]
+    pub more: bool,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A referrers index and whether a filter was applied to it.
+pub struct Referrers {
+    pub body: Bytes,
+    pub filtered: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexOut<'a> {
+    schema_version: u32,
+    media_type: &'static str,
+    manifests: Vec<&'a serde_json::Value>,
+}
+
+impl Puller {
+    pub async fn tags(&self, target: &Target, query: &TagsQuery) -> Result<TagsPage, PullError> {
+        let mut q = Vec::new();
+        if let Some(n) = query.n {
+            q.push(format!("n={n}"));
+        }
+        if let Some(last) = &query.last {
+            q.push(format!("last={}", percent_encoding::utf8_percent_encode(last, percent_encoding::NON_ALPHANUMERIC)));
+        }
+        let q = (!q.is_empty()).then(|| q.join("&"));
+        let fetched = target
+            .upstream
+            .fetch_small(&target.repo, "tags/list", q.as_deref(), "application/json", "tags")
+            .await?;
+        let mut page: TagsPage = serde_json::from_slice(&fetched.bytes)
+            .map_err(|_| bad(target, "tags list is not valid JSON"))?;
+        page.tags.retain(|t| t.parse::<Tag>().is_ok());
+        page.more = fetched
+            .headers
+            .get_all(http::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("rel=\"next\"") || v.contains("rel=next"));
+        Ok(page)
+    }
+
+    /// Referrers of `subject`, from the upstream's API or, when it has none,
+    /// from the `sha256-<hex>` fallback tag; always an OCI index.
+    pub async fn referrers(&self, target: &Target, subject: &Digest, artifact_type: Option<&str>) -> Result<Referrers, PullError> {
+        let query = artifact_type.map(|a| {
+            format!("artifactType={}", percent_encoding::utf8_percent_encode(a, percent_encoding::NON_ALPHANUMERIC))
+        });
+        let api = target
+            .upstream
+            .fetch_small(&target.repo, &format!("referrers/{subject}"), query.as_deref(), OCI_INDEX, "referrers")
+            .await;
+        match api {
+            Ok(f) if crate::upstream::content_type(&f.headers).is_some_and(|c| c.as_str() == OCI_INDEX) => {
+                let upstream_filtered = f
+                    .headers
+                    .get("oci-filters-applied")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.split(',').any(|x| x.trim() == "artifactType"));
+                if artifact_type.is_none() || upstream_filtered {
+                    return Ok(Referrers {
+                        body: f.bytes,
+                        filtered: upstream_filtered,
+                    });
+                }
+                filter_index(target, &f.bytes, artifact_type)
+            }
+            Ok(_) | Err(UpstreamError::NotFound | UpstreamError::Status(400 | 405 | 406)) => {
+                self.referrers_from_tag(target, subject, artifact_type).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn referrers_from_tag(&self, target: &Target, subject: &Digest, artifact_type: Option<&str>) -> Result<Referrers, PullError> {
+        let tag: Tag = subject
+            .referrers_tag()
+            .parse()
+            .map_err(|_| PullError::Internal("referrers tag is not a tag".into()))?;
+        let fetched = target
+            .upstream
+            .fetch_manifest(&target.repo, &Reference::Tag(tag), OCI_INDEX)
+            .await;
+        match fetched {
+            Ok(f) => match Manifest::parse(&f.bytes, f.content_type.as_ref()) {
+                Ok(Manifest { kind: ManifestKind::Index { .. }, .. }) => filter_index(target, &f.bytes, artifact_type),
+                _ => filter_index(target, br#"{"manifests":[]}"#, artifact_type),
+            },
+            Err(UpstreamError::NotFound) => filter_index(target, br#"{"manifests":[]}"#, artifact_type),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Re-emits an index's descriptors, keeping those of `artifact_type` if given.
+fn filter_index(target: &Target, bytes: &[u8], artifact_type: Option<&str>) -> Result<Referrers, PullError> {
+    #[derive(Deserialize)]
+    struct In {
+        #[serde(default)]
+        manifests: Vec<serde_json::Value>,
+    }
+    let parsed: In = serde_json::from_slice(bytes).map_err(|_| bad(target, "referrers index is not valid JSON"))?;
+    let manifests = parsed
+        .manifests
+        .iter()
+        .filter(|m| serde_json::from_value::<Descriptor>((*m).clone()).is_ok())
+        .filter(|m| artifact_type.is_none_or(|a| m.get("artifactType").and_then(|v| v.as_str()) == Some(a)))
+        .collect();
+    let out = IndexOut {
+        schema_version: 2,
+        media_type: OCI_INDEX,
+        manifests,
+    };
+    let body = serde_json::to_vec(&out).map_err(|e| PullError::Internal(e.to_string()))?;
+    Ok(Referrers {
+        body: Bytes::from(body),
+        filtered: artifact_type.is_some(),
+    })
+}
+
+fn bad(target: &Target, what: &str) -> PullError {
+    target.upstream.record_fault(UpstreamError::BadResponse(what.into())).into()
+}

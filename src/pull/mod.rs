@@ -1,0 +1,353 @@
+//! Pull orchestration: resolve a tag once, fetch exact manifest bytes, ask
+//! the [`Gate`] for a verdict, cache it; stream blobs while storing them.
+//! Concurrent identical requests share one upstream fetch.
+
+mod blob;
+mod flight;
+mod index;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::cache::ContentStore;
+use crate::clock::{Clock, age};
+use crate::config::{CacheConfig, UpstreamName};
+use crate::metrics::Metrics;
+use crate::oci::media::DEFAULT_MANIFEST_ACCEPT;
+use crate::oci::{Digest, Manifest, ManifestContent, Reference, RepositoryName, Tag};
+use crate::upstream::{Upstream, UpstreamError};
+use crate::verify::{Denial, Gate, VerifiedManifest};
+
+pub use blob::{BlobBody, BlobHead, ByteRange};
+pub use flight::Flights;
+pub use index::{Referrers, TagsPage, TagsQuery};
+
+/// An upstream and a repository in it: where a request is routed.
+#[derive(Clone)]
+pub struct Target {
+    pub upstream: Arc<Upstream>,
+    pub repo: RepositoryName,
+}
+
+impl Target {
+    fn key(&self, digest: &Digest) -> RepoDigest {
+        (self.upstream.name.clone(), self.repo.clone(), digest.clone())
+    }
+}
+
+type RepoDigest = (UpstreamName, RepositoryName, Digest);
+type TagKey = (UpstreamName, RepositoryName, Tag);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("denied: {}", .0.message)]
+    Denied(Denial),
+    #[error("upstream sent an invalid manifest: {0}")]
+    ManifestInvalid(String),
+    #[error("requested range cannot be satisfied")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("the proxy failed: {0}")]
+    Internal(String),
+}
+
+#[derive(Clone)]
+struct TagEntry {
+    digest: Digest,
+    checked_at: SystemTime,
+    verified: bool,
+}
+
+type Verdict = Result<VerifiedManifest, Denial>;
+
+/// Expires allow verdicts after `verdict_ttl` and denials after `deny_ttl`.
+struct VerdictExpiry {
+    allow: Duration,
+    deny: Duration,
+}
+
+impl moka::Expiry<RepoDigest, Verdict> for VerdictExpiry {
+    fn expire_after_create(&self, _k: &RepoDigest, v: &Verdict, _at: std::time::Instant) -> Option<Duration> {
+        Some(if v.is_ok() { self.allow } else { self.deny })
+    }
+}
+
+pub struct Puller {
+    store: Arc<ContentStore>,
+    hot: moka::sync::Cache<Digest, Arc<ManifestContent>>,
+    tags: moka::sync::Cache<TagKey, TagEntry>,
+    /// (upstream, repo, digest) the upstream is known to hold.
+    known: moka::sync::Cache<RepoDigest, ()>,
+    verdicts: moka::sync::Cache<RepoDigest, Verdict>,
+    tag_flights: Flights<TagKey, Result<Digest, PullError>>,
+    verdict_flights: Flights<RepoDigest, Result<Verdict, PullError>>,
+    fills: blob::Fills,
+    gate: Gate,
+    clock: Arc<dyn Clock>,
+    tag_ttl: Duration,
+    max_stale: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Puller {
+    pub fn new(
+        config: &CacheConfig,
+        store: Arc<ContentStore>,
+        gate: Gate,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Puller {
+        Puller {
+            hot: moka::sync::Cache::builder()
+                .max_capacity(config.memory_bytes)
+                .weigher(|_: &Digest, m: &Arc<ManifestContent>| u32::try_from(m.bytes().len()).unwrap_or(u32::MAX))
+                .build(),
+            tags: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(config.max_stale)
+                .build(),
+            known: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
+            verdicts: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .expire_after(VerdictExpiry {
+                    allow: config.verdict_ttl,
+                    deny: config.deny_ttl,
+                })
+                .build(),
+            tag_flights: Flights::new(),
+            verdict_flights: Flights::new(),
+            fills: blob::Fills::default(),
+            store,
+            gate,
+            clock,
+            tag_ttl: config.tag_ttl,
+            max_stale: config.max_stale,
+            metrics,
+        }
+    }
+
+    fn hit(&self, cache: &str, hit: bool) {
+        let m = if hit { &self.metrics.cache_hits } else { &self.metrics.cache_misses };
+        m.with_label_values(&[cache]).inc();
+    }
+
+    /// The manifest for `reference`, if policy allows serving it.
+    pub async fn manifest(self: &Arc<Self>, target: &Target, reference: &Reference) -> Result<VerifiedManifest, PullError> {
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => self.resolve_tag(target, t).await?,
+        };
+        let key = target.key(&digest);
+        let cached = self.verdicts.get(&key);
+        self.hit("verdict", cached.is_some());
+        let verdict = match cached {
+            Some(v) => v,
+            None => {
+                let this = Arc::clone(self);
+                let t = target.clone();
+                let flight = move || async move { this.decide(&t, &digest).await };
+                self.verdict_flights.run(key, flight, cancelled()).await?
+            }
+        };
+        let verified = verdict.map_err(PullError::Denied)?;
+        if let Reference::Tag(tag) = reference {
+            self.mark_tag_verified(target, tag, verified.content().digest());
+        }
+        Ok(verified)
+    }
+
+    /// Fetches (or loads) the content, asks the gate, and caches the verdict.
+    /// Upstream faults are returned as errors and never cached.
+    async fn decide(&self, target: &Target, digest: &Digest) -> Result<Verdict, PullError> {
+        let content = self.content(target, digest).await?;
+        let started = std::time::Instant::now();
+        let verdict = self.gate.decide(&target.upstream.name, &target.repo, content);
+        self.metrics.verification_seconds.observe(started.elapsed().as_secs_f64());
+        if let Ok(v) = &verdict {
+            self.remember_references(target, v.content());
+        }
+        self.verdicts.insert(target.key(digest), verdict.clone());
+        Ok(verdict)
+    }
+
+    /// The manifest bytes for `digest`, from memory, disk or the upstream.
+    /// Content cached for another repository is served for this one only
+    /// after the upstream confirms this repository holds it.
+    async fn content(&self, target: &Target, digest: &Digest) -> Result<Arc<ManifestContent>, PullError> {
+        if let Some(c) = self.hot.get(digest) {
+            self.hit("manifest_memory", true);
+            self.confirm(target, digest, true).await?;
+            return Ok(c);
+        }
+        self.hit("manifest_memory", false);
+        if let Some((media_type, bytes)) = self.store.read_manifest(digest).await {
+            self.hit("manifest_disk", true);
+            self.confirm(target, digest, true).await?;
+            let content = ManifestContent::new(digest.clone(), media_type, bytes)
+                .map_err(|_| PullError::Internal("stored manifest failed its digest".into()))?;
+            let content = Arc::new(content);
+            self.hot.insert(digest.clone(), Arc::clone(&content));
+            return Ok(content);
+        }
+        self.hit("manifest_disk", false);
+        let fetched = target
+            .upstream
+            .fetch_manifest(&target.repo, &Reference::Digest(digest.clone()), DEFAULT_MANIFEST_ACCEPT)
+            .await?;
+        let content = self.admit(target, digest.clone(), fetched).await?;
+        Ok(content)
+    }
+
+    /// Checks bytes from the upstream against `digest` and their declared
+    /// type, then stores them. Nothing that fails a check is cached.
+    async fn admit(
+        &self,
+        target: &Target,
+        digest: Digest,
+        fetched: crate::upstream::FetchedManifest,
+    ) -> Result<Arc<ManifestContent>, PullError> {
+        let manifest = Manifest::parse(&fetched.bytes, fetched.content_type.as_ref())
+            .map_err(|e| PullError::ManifestInvalid(e.to_string()));
+        let manifest = match manifest {
+            Ok(m) => m,
+            Err(e) => {
+                target.upstream.record_fault(UpstreamError::BadResponse("invalid manifest".into()));
+                return Err(e);
+            }
+        };
+        let content = ManifestContent::new(digest.clone(), manifest.media_type, fetched.bytes).map_err(|actual| {
+            PullError::Upstream(target.upstream.record_fault(UpstreamError::DigestMismatch {
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            }))
+        })?;
+        if let Err(e) = self.store.put_manifest(&digest, content.media_type(), content.bytes()).await {
+            // The content is verified and can still be served; only the disk copy is lost.
+            tracing::warn!(%digest, error = %e, "storing manifest failed");
+        }
+        let content = Arc::new(content);
+        self.hot.insert(digest.clone(), Arc::clone(&content));
+        self.known.insert(target.key(&digest), ());
+        Ok(content)
+    }
+
+    /// Makes sure the upstream holds `digest` in this repository, asking it
+    /// with a HEAD when that is not known yet.
+    async fn confirm(&self, target: &Target, digest: &Digest, manifest: bool) -> Result<(), PullError> {
+        let key = target.key(digest);
+        if self.known.contains_key(&key) {
+            return Ok(());
+        }
+        if manifest {
+            target
+                .upstream
+                .head_manifest(&target.repo, &Reference::Digest(digest.clone()), DEFAULT_MANIFEST_ACCEPT)
+                .await?;
+        } else {
+            target.upstream.head_blob(&target.repo, digest).await?;
+        }
+        self.known.insert(key, ());
+        Ok(())
+    }
+
+    /// Records what an allowed manifest references as present in its repository.
+    fn remember_references(&self, target: &Target, content: &ManifestContent) {
+        if let Ok(m) = Manifest::parse(content.bytes(), Some(content.media_type())) {
+            for d in m.references() {
+                self.known.insert(target.key(&d.digest), ());
+            }
+        }
+    }
+
+    /// Tag → digest: from the tag cache within `tag_ttl`, else revalidated
+    /// with a HEAD (which Docker Hub does not count as a pull). While the
+    /// upstream is unavailable, a verified mapping is used up to `max_stale`.
+    async fn resolve_tag(self: &Arc<Self>, target: &Target, tag: &Tag) -> Result<Digest, PullError> {
+        let key: TagKey = (target.upstream.name.clone(), target.repo.clone(), tag.clone());
+        if let Some(entry) = self.tags.get(&key) {
+            if age(self.clock.as_ref(), entry.checked_at) < self.tag_ttl {
+                self.hit("tag", true);
+                return Ok(entry.digest);
+            }
+        }
+        self.hit("tag", false);
+        let this = Arc::clone(self);
+        let t = target.clone();
+        let k = key.clone();
+        let flight = move || async move { this.revalidate_tag(&t, k).await };
+        self.tag_flights.run(key, flight, cancelled()).await
+    }
+
+    async fn revalidate_tag(&self, target: &Target, key: TagKey) -> Result<Digest, PullError> {
+        let reference = Reference::Tag(key.2.clone());
+        let head = target.upstream.head_manifest(&target.repo, &reference, DEFAULT_MANIFEST_ACCEPT).await;
+        let digest = match head {
+            Ok(h) => match h.digest {
+                Some(d) => d,
+                None => self.fetch_by_tag(target, &reference).await?,
+            },
+            Err(UpstreamError::NotFound) => {
+                self.tags.invalidate(&key);
+                return Err(UpstreamError::NotFound.into());
+            }
+            Err(e) => return self.stale_or(target, &key, e),
+        };
+        let previous = self.tags.get(&key);
+        let verified = previous.is_some_and(|p| p.verified && p.digest == digest);
+        self.known.insert(target.key(&digest), ());
+        self.tags.insert(
+            key,
+            TagEntry {
+                digest: digest.clone(),
+                checked_at: self.clock.now(),
+                verified,
+            },
+        );
+        Ok(digest)
+    }
+
+    /// For upstreams whose HEAD lacks `Docker-Content-Digest`: GET by tag and
+    /// hash the bytes ourselves (they are then cached by that digest).
+    async fn fetch_by_tag(&self, target: &Target, reference: &Reference) -> Result<Digest, PullError> {
+        let fetched = target.upstream.fetch_manifest(&target.repo, reference, DEFAULT_MANIFEST_ACCEPT).await?;
+        let digest = Digest::sha256_of(&fetched.bytes);
+        if let Some(claimed) = &fetched.digest_header {
+            if !claimed.matches(&fetched.bytes) {
+                return Err(PullError::Upstream(target.upstream.record_fault(UpstreamError::DigestMismatch {
+                    expected: claimed.to_string(),
+                    actual: Digest::of(claimed.algorithm(), &fetched.bytes).to_string(),
+                })));
+            }
+        }
+        self.admit(target, digest.clone(), fetched).await?;
+        Ok(digest)
+    }
+
+    fn stale_or(&self, target: &Target, key: &TagKey, e: UpstreamError) -> Result<Digest, PullError> {
+        if e.is_unavailable() {
+            if let Some(entry) = self.tags.get(key) {
+                if entry.verified && age(self.clock.as_ref(), entry.checked_at) < self.max_stale {
+                    tracing::warn!(upstream = %target.upstream.name, repo = %target.repo, tag = %key.2, error = %e, "upstream unavailable; serving last verified tag mapping");
+                    self.metrics.stale_served.with_label_values(&[target.upstream.name.as_str()]).inc();
+                    return Ok(entry.digest);
+                }
+            }
+        }
+        Err(e.into())
+    }
+
+    fn mark_tag_verified(&self, target: &Target, tag: &Tag, digest: &Digest) {
+        let key: TagKey = (target.upstream.name.clone(), target.repo.clone(), tag.clone());
+        if let Some(mut entry) = self.tags.get(&key) {
+            if !entry.verified && entry.digest == *digest {
+                entry.verified = true;
+                self.tags.insert(key, entry);
+            }
+        }
+    }
+}
+
+fn cancelled<T>() -> Result<T, PullError> {
+    Err(PullError::Internal("request work was cancelled".into()))
+}

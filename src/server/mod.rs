@@ -1,0 +1,177 @@
+//! The HTTP side: the registry listener and the admin listener, each a hyper
+//! server with a header read timeout, a connection cap and graceful shutdown.
+
+mod admin;
+mod handlers;
+pub mod response;
+pub mod routes;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::oci::ErrorCode;
+use crate::pull::Target;
+use response::{Body, oci_error};
+use routes::{Query, Route, RouteError, RoutingError};
+
+/// How long in-flight requests may take to finish after shutdown begins.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Serves `handler` on `listener` until `shutdown` fires, then drains.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    handler: H,
+    header_read_timeout: Duration,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let h = handler.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let h = h.clone();
+            async move { Ok::<_, Infallible>(h(req).await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after the drain period; closing them");
+    }
+}
+
+/// The registry API entry point.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let (endpoint, response) = dispatch(&app, &req).await;
+    app.metrics
+        .requests
+        .with_label_values(&[endpoint, response.status().as_str()])
+        .inc();
+    app.metrics
+        .request_seconds
+        .with_label_values(&[endpoint])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn dispatch(app: &Arc<App>, req: &Request<Incoming>) -> (&'static str, Response<Body>) {
+    let method = req.method();
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = oci_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Unsupported,
+            "this registry is a read-only proxy",
+            None,
+        );
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return ("write", r);
+    }
+    let route = match Route::parse(req.uri().path()) {
+        Ok(r) => r,
+        Err(e) => return ("other", route_error(&e)),
+    };
+    let endpoint = route.endpoint();
+    let query = Query::parse(req.uri().query());
+    let name = match &route {
+        Route::Base => return (endpoint, handlers::base()),
+        Route::Manifest { name, .. }
+        | Route::Blob { name, .. }
+        | Route::Tags { name }
+        | Route::Referrers { name, .. } => name.as_str(),
+    };
+    let routed = routes::route(
+        name,
+        query.ns.as_deref(),
+        |n| app.upstream(n),
+        app.default_upstream(),
+        |u| u.library_prefix,
+    );
+    let routed = match routed {
+        Ok(r) => r,
+        Err(e) => return (endpoint, routing_error(&e)),
+    };
+    let target = Target {
+        upstream: routed.upstream,
+        repo: routed.repo,
+    };
+    let p = &app.puller;
+    let m = &app.metrics;
+    let mut response = match &route {
+        Route::Base => handlers::base(),
+        Route::Manifest { reference, .. } => handlers::manifest(p, m, &target, reference, method).await,
+        Route::Blob { digest, .. } => handlers::blob(p, m, &target, digest, method, req.headers()).await,
+        Route::Tags { .. } => handlers::tags(p, &target, name, &query).await,
+        Route::Referrers { digest, .. } => handlers::referrers(p, &target, digest, &query).await,
+    };
+    if let Some(v) = routed.namespace.and_then(|ns| HeaderValue::from_str(&ns).ok()) {
+        response.headers_mut().insert("oci-namespace", v);
+    }
+    response
+        .headers_mut()
+        .insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+    (endpoint, response)
+}
+
+fn route_error(e: &RouteError) -> Response<Body> {
+    match e {
+        RouteError::NotFound => oci_error(StatusCode::NOT_FOUND, ErrorCode::NameUnknown, "no such endpoint", None),
+        RouteError::Reference => oci_error(StatusCode::BAD_REQUEST, ErrorCode::ManifestInvalid, "invalid tag or digest", None),
+        RouteError::Digest => oci_error(StatusCode::BAD_REQUEST, ErrorCode::DigestInvalid, "invalid digest", None),
+    }
+}
+
+fn routing_error(e: &RoutingError) -> Response<Body> {
+    match e {
+        RoutingError::InvalidName => oci_error(StatusCode::BAD_REQUEST, ErrorCode::NameInvalid, "invalid repository name", None),
+        RoutingError::UnknownNamespace | RoutingError::NoUpstream => {
+            oci_error(StatusCode::NOT_FOUND, ErrorCode::NameUnknown, "no configured upstream for this name", None)
+        }
+    }
+}
+
+pub use admin::handle as handle_admin;

@@ -1,0 +1,443 @@
+//! One client per configured upstream registry: a shared connection pool,
+//! rustls with webpki roots (plus an optional CA file), timeouts, the
+//! Bearer/Basic challenge flow with a token cache, and bounded bodies.
+//!
+//! Credentials go only to the upstream itself and to a token realm whose host
+//! is the upstream's or listed in `token_realm_hosts`; redirects to another
+//! host never carry `Authorization` (reqwest strips it).
+
+mod challenge;
+mod credentials;
+mod error;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde::Deserialize;
+
+pub use challenge::Challenge;
+pub use credentials::{Credentials, CredentialsFile, Secret};
+pub use error::UpstreamError;
+
+use crate::config::{UpstreamConfig, UpstreamName};
+use crate::metrics::Metrics;
+use crate::oci::{Digest, MediaType, Reference, RepositoryName};
+
+/// Largest manifest accepted from an upstream (the spec's 4 MiB).
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+/// Largest token response, tags list or referrers index read.
+const MAX_AUX_BYTES: usize = 4 << 20;
+
+/// A registry the proxy pulls from.
+pub struct Upstream {
+    pub name: UpstreamName,
+    base: reqwest::Url,
+    http: reqwest::Client,
+    realm_hosts: Vec<String>,
+    credentials: CredentialsFile,
+    tokens: moka::sync::Cache<String, Token>,
+    basic_only: AtomicBool,
+    response_timeout: Duration,
+    pub library_prefix: bool,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Clone)]
+struct Token {
+    value: Secret,
+    expires: Instant,
+}
+
+/// A manifest as the upstream sent it.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    pub bytes: Bytes,
+    pub content_type: Option<MediaType>,
+    pub digest_header: Option<Digest>,
+}
+
+/// What a manifest HEAD told us.
+#[derive(Debug, Clone)]
+pub struct ManifestHead {
+    pub digest: Option<Digest>,
+    pub content_type: Option<MediaType>,
+}
+
+/// A bounded body with the headers a pass-through response needs.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub bytes: Bytes,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    token: Option<Secret>,
+    #[serde(default)]
+    access_token: Option<Secret>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("upstream {name}: cannot read CA file {path}: {message}")]
+    CaFile {
+        name: String,
+        path: String,
+        message: String,
+    },
+    #[error("upstream {name}: TLS setup failed: {0}", name = .1)]
+    Tls(String, String),
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig, metrics: Arc<Metrics>) -> Result<Upstream, BuildError> {
+        let tls = tls_config(config)?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.idle_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| BuildError::Tls(e.to_string(), config.name.to_string()))?;
+        let mut realm_hosts = config.token_realm_hosts.clone();
+        if let Some(host) = config.url.host_str() {
+            realm_hosts.push(host.to_ascii_lowercase());
+        }
+        Ok(Upstream {
+            name: config.name.clone(),
+            base: config.url.clone(),
+            http,
+            realm_hosts,
+            credentials: CredentialsFile::new(config.credentials_file.clone()),
+            tokens: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+            basic_only: AtomicBool::new(false),
+            response_timeout: config.response_timeout,
+            library_prefix: config.library_prefix,
+            metrics,
+        })
+    }
+
+    fn count(&self, kind: &str) {
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[self.name.as_str(), kind])
+            .inc();
+    }
+
+    fn fail(&self, e: UpstreamError) -> UpstreamError {
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[self.name.as_str(), e.kind()])
+            .inc();
+        e
+    }
+
+    /// Sends a request for `/v2/<repo>/<path>`, answering an auth challenge
+    /// once. Returns successful responses; maps every failure to an error.
+    pub async fn send(
+        &self,
+        method: Method,
+        repo: &RepositoryName,
+        path: &str,
+        query: Option<&str>,
+        headers: HeaderMap,
+        kind: &'static str,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut url = self
+            .base
+            .join(&format!("v2/{repo}/{path}"))
+            .map_err(|e| UpstreamError::BadResponse(format!("cannot build URL: {e}")))?;
+        url.set_query(query);
+        let scope = format!("repository:{repo}:pull");
+        let mut auth = self.cached_auth(&scope).await.map_err(|e| self.fail(e))?;
+        for attempt in 0..2 {
+            self.count(kind);
+            let mut request = self.http.request(method.clone(), url.clone()).headers(headers.clone());
+            if let Some(value) = &auth {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            let response = self.timed(request.send()).await.map_err(|e| self.fail(e))?;
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED && attempt == 0 {
+                let challenge = response
+                    .headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(challenge::parse);
+                auth = Some(self.answer(challenge, &scope).await.map_err(|e| self.fail(e))?);
+                continue;
+            }
+            return self.check_status(response).await.map_err(|e| self.fail(e));
+        }
+        Err(self.fail(UpstreamError::Unauthorized))
+    }
+
+    async fn timed<F>(&self, fut: F) -> Result<reqwest::Response, UpstreamError>
+    where
+        F: std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>,
+    {
+        match tokio::time::timeout(self.response_timeout, fut).await {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Err(e)) => Err(UpstreamError::from_reqwest(&e)),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    async fn check_status(&self, response: reqwest::Response) -> Result<reqwest::Response, UpstreamError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        Err(match status.as_u16() {
+            401 | 403 => UpstreamError::Unauthorized,
+            404 => UpstreamError::NotFound,
+            429 => UpstreamError::RateLimited {
+                retry_after: response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse().ok()),
+            },
+            s if s >= 500 => UpstreamError::Unavailable(status.as_u16()),
+            s => UpstreamError::Status(s),
+        })
+    }
+
+    /// The Authorization value to send before any challenge, if one is known.
+    async fn cached_auth(&self, scope: &str) -> Result<Option<HeaderValue>, UpstreamError> {
+        if self.basic_only.load(Ordering::Relaxed) {
+            let (creds, _) = self.credentials.current().await.map_err(UpstreamError::credentials)?;
+            return Ok(creds.map(|c| basic_value(&c)));
+        }
+        let (_, generation) = self.credentials.current().await.map_err(UpstreamError::credentials)?;
+        Ok(self
+            .tokens
+            .get(&format!("{generation} {scope}"))
+            .filter(|t| t.expires > Instant::now())
+            .and_then(|t| bearer_value(&t.value)))
+    }
+
+    async fn answer(&self, challenge: Option<Challenge>, scope: &str) -> Result<HeaderValue, UpstreamError> {
+        let (creds, generation) = self.credentials.current().await.map_err(UpstreamError::credentials)?;
+        match challenge {
+            Some(Challenge::Basic) => {
+                let creds = creds.ok_or(UpstreamError::Unauthorized)?;
+                self.basic_only.store(true, Ordering::Relaxed);
+                Ok(basic_value(&creds))
+            }
+            Some(Challenge::Bearer { realm, service, scope: challenged }) => {
+                let wanted = challenged.unwrap_or_else(|| scope.to_string());
+                let token = self.fetch_token(&realm, service.as_deref(), &wanted, creds.as_ref()).await?;
+                let value = bearer_value(&token.value).ok_or_else(|| UpstreamError::BadResponse("token is not a header value".into()))?;
+                self.tokens.insert(format!("{generation} {scope}"), token);
+                Ok(value)
+            }
+            None => Err(UpstreamError::BadResponse("401 without a usable WWW-Authenticate challenge".into())),
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<Token, UpstreamError> {
+        let mut url = reqwest::Url::parse(realm)
+            .map_err(|_| UpstreamError::BadResponse("token realm is not a URL".into()))?;
+        let host_allowed = url
+            .host_str()
+            .is_some_and(|h| self.realm_hosts.iter().any(|a| a.eq_ignore_ascii_case(h)));
+        let scheme_allowed = url.scheme() == "https" || url.scheme() == self.base.scheme();
+        if !host_allowed || !scheme_allowed {
+            tracing::warn!(upstream = %self.name, realm_host = url.host_str().unwrap_or(""), "token realm refused: host not allowed for this upstream");
+            return Err(UpstreamError::RealmRefused);
+        }
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(service) = service {
+                q.append_pair("service", service);
+            }
+            q.append_pair("scope", scope);
+        }
+        let mut request = self.http.get(url);
+        if let Some(c) = creds {
+            request = request.basic_auth(&c.username, Some(c.password.expose()));
+        }
+        self.count("token");
+        let response = self.timed(request.send()).await?;
+        let response = self.check_status(response).await?;
+        let body = read_limited(response, MAX_AUX_BYTES).await?;
+        let parsed: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|_| UpstreamError::BadResponse("token response is not JSON".into()))?;
+        let value = parsed
+            .token
+            .or(parsed.access_token)
+            .ok_or_else(|| UpstreamError::BadResponse("token response has no token".into()))?;
+        let lifetime = parsed.expires_in.unwrap_or(60).max(60);
+        Ok(Token {
+            value,
+            expires: Instant::now() + Duration::from_secs(lifetime.saturating_sub(10)),
+        })
+    }
+
+    /// HEAD a manifest: its digest and media type without a pull count.
+    pub async fn head_manifest(&self, repo: &RepositoryName, reference: &Reference, accept: &str) -> Result<ManifestHead, UpstreamError> {
+        let response = self
+            .send(Method::HEAD, repo, &format!("manifests/{reference}"), None, accept_headers(accept), "manifest_head")
+            .await?;
+        Ok(ManifestHead {
+            digest: header_digest(response.headers()),
+            content_type: content_type(response.headers()),
+        })
+    }
+
+    /// GET a manifest, reading at most [`MAX_MANIFEST_BYTES`].
+    pub async fn fetch_manifest(&self, repo: &RepositoryName, reference: &Reference, accept: &str) -> Result<FetchedManifest, UpstreamError> {
+        let response = self
+            .send(Method::GET, repo, &format!("manifests/{reference}"), None, accept_headers(accept), "manifest")
+            .await?;
+        let digest_header = header_digest(response.headers());
+        let content_type = content_type(response.headers());
+        let bytes = read_limited(response, MAX_MANIFEST_BYTES).await.map_err(|e| self.fail(e))?;
+        Ok(FetchedManifest {
+            bytes,
+            content_type,
+            digest_header,
+        })
+    }
+
+    /// GET a blob; the caller streams and checks the body.
+    pub async fn fetch_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<reqwest::Response, UpstreamError> {
+        self.send(Method::GET, repo, &format!("blobs/{digest}"), None, HeaderMap::new(), "blob").await
+    }
+
+    /// HEAD a blob: its size, if the upstream has it.
+    pub async fn head_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<Option<u64>, UpstreamError> {
+        let response = self
+            .send(Method::HEAD, repo, &format!("blobs/{digest}"), None, HeaderMap::new(), "blob_head")
+            .await?;
+        Ok(response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()))
+    }
+
+    /// GET a small JSON resource (tags list, referrers) with a bounded body.
+    pub async fn fetch_small(
+        &self,
+        repo: &RepositoryName,
+        path: &str,
+        query: Option<&str>,
+        accept: &str,
+        kind: &'static str,
+    ) -> Result<Fetched, UpstreamError> {
+        let response = self.send(Method::GET, repo, path, query, accept_headers(accept), kind).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = read_limited(response, MAX_AUX_BYTES).await.map_err(|e| self.fail(e))?;
+        Ok(Fetched { status, headers, bytes })
+    }
+
+    /// Records a content fault found after the response was received.
+    pub fn record_fault(&self, e: UpstreamError) -> UpstreamError {
+        self.fail(e)
+    }
+}
+
+fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, BuildError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = &config.ca_file {
+        let ca_err = |message: String| BuildError::CaFile {
+            name: config.name.to_string(),
+            path: path.display().to_string(),
+            message,
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| ca_err(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| ca_err(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(ca_err("no PEM certificates in file".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| BuildError::Tls(e.to_string(), config.name.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+fn basic_value(c: &Credentials) -> HeaderValue {
+    use base64::Engine;
+    let raw = format!("{}:{}", c.username, c.password.expose());
+    let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+    let mut v = HeaderValue::from_str(&format!("Basic {encoded}")).unwrap_or(HeaderValue::from_static(""));
+    v.set_sensitive(true);
+    v
+}
+
+fn bearer_value(token: &Secret) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose())).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+fn accept_headers(accept: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(accept) {
+        h.insert(header::ACCEPT, v);
+    }
+    h
+}
+
+pub fn header_digest(headers: &HeaderMap) -> Option<Digest> {
+    headers
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+pub fn content_type(headers: &HeaderMap) -> Option<MediaType> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| MediaType::parse(v).ok())
+}
+
+/// Reads a whole body, refusing more than `limit` bytes (declared or actual).
+pub async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Bytes, UpstreamError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(UpstreamError::TooLarge { limit });
+    }
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| UpstreamError::from_reqwest(&e))? {
+        if buf.len() + chunk.len() > limit {
+            return Err(UpstreamError::TooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
