@@ -1,0 +1,9 @@
+//! Integration tests against real components on loopback: the CNCF
+//! distribution registry as upstream, skopeo and containerd as clients.
+//! One test binary for all of them, to keep build time down.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[allow(dead_code)]
+mod support;
+
+mod proxy;

@@ -1,0 +1,185 @@
+//! Shared test support: real components on loopback, each test with its own
+//! ports and temp dirs so tests run in parallel.
+
+pub mod image;
+pub mod registry;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use image::{Blob, Image, Index, Pusher};
+pub use registry::{Registry, RegistryAuth};
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Portcullis running in this test process on its own ports and cache dir.
+pub struct Proxy {
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub client: reqwest::Client,
+}
+
+/// An `[[upstream]]` entry pointing at a plain-HTTP test registry.
+pub fn upstream_toml(name: &str, url: &str, extra: &str) -> String {
+    format!("[[upstream]]\nname = \"{name}\"\nurl = \"{url}\"\ninsecure = true\nresponse_timeout = \"5s\"\nidle_timeout = \"5s\"\nconnect_timeout = \"2s\"\n{extra}\n")
+}
+
+pub const ALLOW_ALL: &str = "[[policy]]\nname = \"allow-unverified\"\nmatch = [\"**\"]\nallow_unverified = true\n";
+
+impl Proxy {
+    /// Starts Portcullis with `body` (upstreams, policies, extra cache keys
+    /// under `[cache]` are not allowed here: use `start_with`).
+    pub async fn start(upstreams_and_policies: &str, default_upstream: Option<&str>) -> Proxy {
+        Proxy::start_with(upstreams_and_policies, default_upstream, "").await
+    }
+
+    pub async fn start_with(upstreams_and_policies: &str, default_upstream: Option<&str>, cache_extra: &str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let admin_port = free_port();
+        let default = default_upstream.map(|d| format!("default_upstream = \"{d}\"\n")).unwrap_or_default();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{default}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n[cache]\ndir = \"cache\"\n{cache_extra}\n\n{upstreams_and_policies}"
+        );
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(&path, &text).unwrap();
+        let config = portcullis::Config::load(&path).unwrap_or_else(|e| panic!("{e}\n---\n{text}"));
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            portcullis::run(config, token).await.unwrap();
+        });
+        let proxy = Proxy {
+            port,
+            admin_port,
+            dir,
+            shutdown,
+            task: Some(task),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        };
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self.client.get(format!("{}/healthz", self.admin_url())).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("portcullis did not become healthy");
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    pub fn cache_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.url())).send().await.unwrap()
+    }
+
+    /// GET with the Accept header container runtimes send for manifests.
+    pub async fn get_manifest(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.url()))
+            .header("accept", format!("{}, {}, {}, {}", image::OCI_INDEX, image::OCI_MANIFEST, image::DOCKER_LIST, image::DOCKER_MANIFEST))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn head(&self, path: &str) -> reqwest::Response {
+        self.client.head(format!("{}{path}", self.url())).send().await.unwrap()
+    }
+
+    /// Every sample on `/metrics`, keyed by `name{labels}` as printed.
+    pub async fn metrics(&self) -> BTreeMap<String, f64> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.admin_url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Sum of all samples of `name` whose labels contain every `label="value"` in `matching`.
+    pub async fn metric(&self, name: &str, matching: &[&str]) -> f64 {
+        self.metrics()
+            .await
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{name}{{")) || *k == name)
+            .filter(|(k, _)| matching.iter().all(|m| k.contains(m)))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// Upstream requests of one kind sent so far.
+    pub async fn upstream_requests(&self, kind: &str) -> f64 {
+        self.metric("portcullis_upstream_requests_total", &[&format!("kind=\"{kind}\"")]).await
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(35), t).await;
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
