@@ -41,7 +41,10 @@ impl App {
         App::build_with_clock(config, Arc::new(SystemClock)).await
     }
 
-    pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<App>, BuildError> {
+    pub async fn build_with_clock(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<App>, BuildError> {
         let metrics = Arc::new(Metrics::new()?);
         let mut upstreams = HashMap::new();
         let mut aliases = Vec::new();
@@ -68,14 +71,24 @@ impl App {
             .default_upstream
             .as_ref()
             .and_then(|n| upstreams.get(n.as_str()).cloned());
-        let store = ContentStore::open(&config.cache.dir, config.cache.max_bytes, Arc::clone(&metrics))
-            .await
-            .map_err(|source| BuildError::Store {
-                dir: config.cache.dir.display().to_string(),
-                source,
-            })?;
+        let store = ContentStore::open(
+            &config.cache.dir,
+            config.cache.max_bytes,
+            Arc::clone(&metrics),
+        )
+        .await
+        .map_err(|source| BuildError::Store {
+            dir: config.cache.dir.display().to_string(),
+            source,
+        })?;
         let gate = Gate::new(config.policies.clone());
-        let puller = Arc::new(Puller::new(&config.cache, store, gate, clock, Arc::clone(&metrics)));
+        let puller = Arc::new(Puller::new(
+            &config.cache,
+            store,
+            gate,
+            clock,
+            Arc::clone(&metrics),
+        ));
         Ok(Arc::new(App {
             upstreams,
             default_upstream,

@@ -75,7 +75,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let admin = async move {
         if let Some(listener) = admin {
             let handler = move |req| server::handle_admin(Arc::clone(&admin_app), req);
-            server::serve(listener, handler, std::time::Duration::from_secs(10), 256, admin_shutdown).await;
+            server::serve(
+                listener,
+                handler,
+                std::time::Duration::from_secs(10),
+                256,
+                admin_shutdown,
+            )
+            .await;
         }
     };
     let flag_app = Arc::clone(&app);

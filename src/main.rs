@@ -9,7 +9,11 @@ use portcullis::Config;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "A verifying pull-through OCI registry proxy")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "A verifying pull-through OCI registry proxy"
+)]
 struct Cli {
     /// Log filter, e.g. `info` or `portcullis=debug`.
     #[arg(long, global = true, default_value = "info", env = "PORTCULLIS_LOG")]
@@ -50,7 +54,9 @@ fn main() -> ExitCode {
 fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -61,14 +67,32 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
         Ok(c) => {
             println!("{}: ok", file.display());
-            println!("  listen {} (admin {})", c.server.listen, c.admin.as_ref().map_or("off".into(), |a| a.listen.to_string()));
-            println!("  cache {} (max {} bytes, tag_ttl {:?}, max_stale {:?})", c.cache.dir.display(), c.cache.max_bytes, c.cache.tag_ttl, c.cache.max_stale);
+            println!(
+                "  listen {} (admin {})",
+                c.server.listen,
+                c.admin
+                    .as_ref()
+                    .map_or("off".into(), |a| a.listen.to_string())
+            );
+            println!(
+                "  cache {} (max {} bytes, tag_ttl {:?}, max_stale {:?})",
+                c.cache.dir.display(),
+                c.cache.max_bytes,
+                c.cache.tag_ttl,
+                c.cache.max_stale
+            );
             for u in &c.upstreams {
                 println!("  upstream {} -> {}", u.name, u.url);
             }
             for p in c.policies.iter() {
                 let globs: Vec<&str> = p.patterns.iter().map(|g| g.as_str()).collect();
-                println!("  policy {} [{}] {:?} {}", p.name, globs.join(", "), p.rule, p.mode.as_str());
+                println!(
+                    "  policy {} [{}] {:?} {}",
+                    p.name,
+                    globs.join(", "),
+                    p.rule,
+                    p.mode.as_str()
+                );
             }
             ExitCode::SUCCESS
         }
@@ -87,7 +111,10 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -109,7 +136,10 @@ fn serve(path: &std::path::Path) -> ExitCode {
 
 async fn stop_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

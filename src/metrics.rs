@@ -54,26 +54,95 @@ impl Metrics {
         let registry = Registry::new();
         let r = &registry;
         Ok(Metrics {
-            requests: counter(r, "portcullis_requests_total", "Client requests by endpoint and status", &["endpoint", "status"])?,
-            request_seconds: register(r, HistogramVec::new(
-                HistogramOpts::new("portcullis_request_duration_seconds", "Time to answer a client request (until headers are sent), by endpoint")
+            requests: counter(
+                r,
+                "portcullis_requests_total",
+                "Client requests by endpoint and status",
+                &["endpoint", "status"],
+            )?,
+            request_seconds: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "portcullis_request_duration_seconds",
+                        "Time to answer a client request (until headers are sent), by endpoint",
+                    )
                     .buckets(LATENCY_BUCKETS.to_vec()),
-                &["endpoint"],
-            )?)?,
-            upstream_requests: counter(r, "portcullis_upstream_requests_total", "Requests sent to upstream registries, by kind", &["upstream", "kind"])?,
-            upstream_errors: counter(r, "portcullis_upstream_errors_total", "Upstream failures, by kind", &["upstream", "kind"])?,
-            cache_hits: counter(r, "portcullis_cache_hits_total", "Cache hits, by cache", &["cache"])?,
-            cache_misses: counter(r, "portcullis_cache_misses_total", "Cache misses, by cache", &["cache"])?,
-            cache_bytes: register(r, IntGauge::new("portcullis_cache_bytes", "Bytes held in the disk content store")?)?,
-            cache_evictions: register(r, IntCounter::new("portcullis_cache_evictions_total", "Entries evicted from the disk content store to stay under cache.max_bytes")?)?,
-            blob_bytes: counter(r, "portcullis_blob_bytes_total", "Blob bytes sent to clients, by source", &["source"])?,
-            pull_decisions: counter(r, "portcullis_pull_decisions_total", "Manifest decisions", &["upstream", "policy", "decision", "reason"])?,
-            denied_pulls: counter(r, "portcullis_denied_pulls_total", "Manifest requests denied", &["upstream", "policy", "reason"])?,
-            stale_served: counter(r, "portcullis_stale_served_total", "Tag mappings served past tag_ttl because the upstream was unavailable", &["upstream"])?,
-            verification_seconds: register(r, Histogram::with_opts(
-                HistogramOpts::new("portcullis_verification_duration_seconds", "Time to decide on a manifest not in the verdict cache")
+                    &["endpoint"],
+                )?,
+            )?,
+            upstream_requests: counter(
+                r,
+                "portcullis_upstream_requests_total",
+                "Requests sent to upstream registries, by kind",
+                &["upstream", "kind"],
+            )?,
+            upstream_errors: counter(
+                r,
+                "portcullis_upstream_errors_total",
+                "Upstream failures, by kind",
+                &["upstream", "kind"],
+            )?,
+            cache_hits: counter(
+                r,
+                "portcullis_cache_hits_total",
+                "Cache hits, by cache",
+                &["cache"],
+            )?,
+            cache_misses: counter(
+                r,
+                "portcullis_cache_misses_total",
+                "Cache misses, by cache",
+                &["cache"],
+            )?,
+            cache_bytes: register(
+                r,
+                IntGauge::new(
+                    "portcullis_cache_bytes",
+                    "Bytes held in the disk content store",
+                )?,
+            )?,
+            cache_evictions: register(
+                r,
+                IntCounter::new(
+                    "portcullis_cache_evictions_total",
+                    "Entries evicted from the disk content store to stay under cache.max_bytes",
+                )?,
+            )?,
+            blob_bytes: counter(
+                r,
+                "portcullis_blob_bytes_total",
+                "Blob bytes sent to clients, by source",
+                &["source"],
+            )?,
+            pull_decisions: counter(
+                r,
+                "portcullis_pull_decisions_total",
+                "Manifest decisions",
+                &["upstream", "policy", "decision", "reason"],
+            )?,
+            denied_pulls: counter(
+                r,
+                "portcullis_denied_pulls_total",
+                "Manifest requests denied",
+                &["upstream", "policy", "reason"],
+            )?,
+            stale_served: counter(
+                r,
+                "portcullis_stale_served_total",
+                "Tag mappings served past tag_ttl because the upstream was unavailable",
+                &["upstream"],
+            )?,
+            verification_seconds: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "portcullis_verification_duration_seconds",
+                        "Time to decide on a manifest not in the verdict cache",
+                    )
                     .buckets(LATENCY_BUCKETS.to_vec()),
-            )?)?,
+                )?,
+            )?,
             registry,
         })
     }
@@ -95,7 +164,9 @@ mod tests {
         let m = Metrics::new().unwrap();
         m.requests.with_label_values(&["manifest", "200"]).inc();
         m.cache_bytes.set(5);
-        m.request_seconds.with_label_values(&["manifest"]).observe(0.001);
+        m.request_seconds
+            .with_label_values(&["manifest"])
+            .observe(0.001);
         m.verification_seconds.observe(0.001);
         m.cache_evictions.inc();
         let text = String::from_utf8(m.render()).unwrap();
@@ -108,6 +179,10 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing");
         }
-        assert!(text.lines().filter(|l| !l.starts_with('#')).all(|l| l.starts_with("portcullis_")));
+        assert!(
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .all(|l| l.starts_with("portcullis_"))
+        );
     }
 }

@@ -47,7 +47,12 @@ pub struct RangeReader {
 }
 
 impl RangeReader {
-    pub fn new(file: Arc<File>, offset: u64, end: Option<u64>, progress: Option<watch::Receiver<Progress>>) -> Self {
+    pub fn new(
+        file: Arc<File>,
+        offset: u64,
+        end: Option<u64>,
+        progress: Option<watch::Receiver<Progress>>,
+    ) -> Self {
         RangeReader {
             file,
             offset,
@@ -60,7 +65,10 @@ impl RangeReader {
     /// `Ok(None)` means the range is complete.
     async fn available(&mut self) -> Result<Option<u64>, ReadError> {
         let Some(rx) = self.progress.as_mut() else {
-            return Ok(self.end.map(|e| e.saturating_sub(self.offset)).filter(|&n| n > 0));
+            return Ok(self
+                .end
+                .map(|e| e.saturating_sub(self.offset))
+                .filter(|&n| n > 0));
         };
         loop {
             let state = rx.borrow_and_update().clone();
@@ -136,10 +144,14 @@ mod tests {
     #[tokio::test]
     async fn reads_a_range_of_a_complete_file() {
         let mut f = tempfile::tempfile().unwrap();
-        f.write_all(&(0..=255u8).cycle().take(300_000).collect::<Vec<_>>()).unwrap();
+        f.write_all(&(0..=255u8).cycle().take(300_000).collect::<Vec<_>>())
+            .unwrap();
         let reader = RangeReader::new(Arc::new(f), 10, Some(200_010), None);
         let chunks: Vec<_> = reader.into_stream().collect().await;
-        let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.unwrap().to_vec()).collect();
+        let bytes: Vec<u8> = chunks
+            .into_iter()
+            .flat_map(|c| c.unwrap().to_vec())
+            .collect();
         assert_eq!(bytes.len(), 200_000);
         assert_eq!(bytes[0], 10);
     }
@@ -148,12 +160,22 @@ mod tests {
     async fn follows_a_writer_and_aborts_when_it_fails() {
         let file = tempfile::NamedTempFile::new().unwrap();
         let read = Arc::new(file.reopen().unwrap());
-        let (tx, rx) = watch::channel(Progress::Started { size: None, written: 0 });
+        let (tx, rx) = watch::channel(Progress::Started {
+            size: None,
+            written: 0,
+        });
         let mut reader = RangeReader::new(read, 0, None, Some(rx));
         let mut w = file.as_file();
         w.write_all(b"hello").unwrap();
-        tx.send(Progress::Started { size: None, written: 5 }).unwrap();
-        assert_eq!(reader.next_chunk().await.unwrap().unwrap(), Bytes::from_static(b"hello"));
+        tx.send(Progress::Started {
+            size: None,
+            written: 5,
+        })
+        .unwrap();
+        assert_eq!(
+            reader.next_chunk().await.unwrap().unwrap(),
+            Bytes::from_static(b"hello")
+        );
         tx.send(Progress::Failed("reset".into())).unwrap();
         assert!(matches!(reader.next_chunk().await, Err(ReadError::Fill(_))));
     }
@@ -162,7 +184,10 @@ mod tests {
     async fn finishes_when_the_writer_is_done() {
         let file = tempfile::NamedTempFile::new().unwrap();
         let read = Arc::new(file.reopen().unwrap());
-        let (tx, rx) = watch::channel(Progress::Started { size: Some(3), written: 0 });
+        let (tx, rx) = watch::channel(Progress::Started {
+            size: Some(3),
+            written: 0,
+        });
         let reader = RangeReader::new(read, 0, None, Some(rx));
         let handle = tokio::spawn(reader.into_stream().collect::<Vec<_>>());
         file.as_file().write_all(b"abc").unwrap();

@@ -61,7 +61,11 @@ fn weight(size: u64) -> u32 {
 impl ContentStore {
     /// Opens (creating) the store at `root`, clears abandoned temporary files
     /// and indexes what is already there, oldest first.
-    pub async fn open(root: &Path, max_bytes: u64, metrics: Arc<Metrics>) -> std::io::Result<Arc<ContentStore>> {
+    pub async fn open(
+        root: &Path,
+        max_bytes: u64,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Arc<ContentStore>> {
         let root = root.to_path_buf();
         let evict_root = root.clone();
         let evict_metrics = Arc::clone(&metrics);
@@ -115,14 +119,19 @@ impl ContentStore {
     pub async fn open_blob(&self, digest: &Digest) -> Option<(File, u64)> {
         let size = self.index.get(&(Kind::Blob, digest.clone()))?;
         let path = self.path(Kind::Blob, digest);
-        let file = tokio::task::spawn_blocking(move || File::open(path)).await.ok()?.ok()?;
+        let file = tokio::task::spawn_blocking(move || File::open(path))
+            .await
+            .ok()?
+            .ok()?;
         Some((file, size))
     }
 
     /// Reads a stored manifest: its media type and exact bytes.
     pub async fn read_manifest(&self, digest: &Digest) -> Option<(MediaType, Bytes)> {
         self.index.get(&(Kind::Manifest, digest.clone()))?;
-        let raw = tokio::fs::read(self.path(Kind::Manifest, digest)).await.ok()?;
+        let raw = tokio::fs::read(self.path(Kind::Manifest, digest))
+            .await
+            .ok()?;
         let split = raw.iter().position(|&b| b == b'\n')?;
         let media_type = MediaType::parse(std::str::from_utf8(&raw[..split]).ok()?).ok()?;
         let bytes = Bytes::from(raw).slice(split + 1..);
@@ -137,14 +146,18 @@ impl ContentStore {
     }
 
     /// Stores a manifest whose bytes were already checked against `digest`.
-    pub async fn put_manifest(&self, digest: &Digest, media_type: &MediaType, bytes: &Bytes) -> Result<(), CommitError> {
+    pub async fn put_manifest(
+        &self,
+        digest: &Digest,
+        media_type: &MediaType,
+        bytes: &Bytes,
+    ) -> Result<(), CommitError> {
         let mut writer = self.begin(Kind::Manifest, digest.clone()).await?;
         writer.write_prefix(format!("{media_type}\n").as_bytes())?;
         writer.write(bytes)?;
-        let writer = tokio::task::spawn_blocking(move || writer.commit_blocking().map(|()| ()))
+        tokio::task::spawn_blocking(move || writer.commit_blocking())
             .await
-            .map_err(std::io::Error::other)?;
-        writer?;
+            .map_err(std::io::Error::other)??;
         self.update_gauge();
         Ok(())
     }
@@ -152,7 +165,10 @@ impl ContentStore {
     /// Starts writing content that must hash to `digest` when committed.
     pub async fn begin(&self, kind: Kind, digest: Digest) -> std::io::Result<Writer> {
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.root.join("tmp").join(format!("{}-{}-{n}", digest.hex(), std::process::id()));
+        let tmp =
+            self.root
+                .join("tmp")
+                .join(format!("{}-{}-{n}", digest.hex(), std::process::id()));
         let final_path = self.path(kind, &digest);
         let tmp2 = tmp.clone();
         let file = tokio::task::spawn_blocking(move || File::create_new(tmp2))
@@ -177,7 +193,9 @@ impl ContentStore {
 }
 
 fn path_for(root: &Path, kind: Kind, digest: &Digest) -> PathBuf {
-    root.join(kind.dir()).join(digest.algorithm().as_str()).join(digest.hex())
+    root.join(kind.dir())
+        .join(digest.algorithm().as_str())
+        .join(digest.hex())
 }
 
 /// Creates the layout, empties `tmp/`, and lists stored files oldest first.
@@ -195,7 +213,10 @@ fn scan(root: &Path) -> std::io::Result<Vec<(Key, u64)>> {
             for entry in std::fs::read_dir(&dir)? {
                 let entry = entry?;
                 let name = entry.file_name();
-                let Some(digest) = name.to_str().and_then(|h| format!("{alg}:{h}").parse::<Digest>().ok()) else {
+                let Some(digest) = name
+                    .to_str()
+                    .and_then(|h| format!("{alg}:{h}").parse::<Digest>().ok())
+                else {
                     continue;
                 };
                 let meta = entry.metadata()?;
@@ -223,7 +244,9 @@ pub struct Writer {
 
 impl Writer {
     fn file(&mut self) -> std::io::Result<&mut File> {
-        self.file.as_mut().ok_or_else(|| std::io::Error::other("writer already finished"))
+        self.file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("writer already finished"))
     }
 
     /// Bytes that are stored but not part of the content (the manifest header line).
@@ -250,21 +273,26 @@ impl Writer {
 
     /// Checks the digest, syncs, and publishes the file under its digest.
     pub fn commit_blocking(mut self) -> Result<(), CommitError> {
-        let actual = std::mem::replace(&mut self.hasher, self.expected.algorithm().hasher()).finish();
+        let actual =
+            std::mem::replace(&mut self.hasher, self.expected.algorithm().hasher()).finish();
         if actual != self.expected {
             return Err(CommitError::Mismatch {
                 expected: self.expected.clone(),
                 actual,
             });
         }
-        let file = self.file.take().ok_or_else(|| std::io::Error::other("writer already finished"))?;
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| std::io::Error::other("writer already finished"))?;
         file.sync_data()?;
         drop(file);
         if let Some(parent) = self.final_path.parent() {
             std::fs::create_dir_all(parent)?;
         }
         std::fs::rename(&self.tmp, &self.final_path)?;
-        self.index.insert((self.kind, self.expected.clone()), self.written);
+        self.index
+            .insert((self.kind, self.expected.clone()), self.written);
         Ok(())
     }
 }

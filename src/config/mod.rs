@@ -34,7 +34,9 @@ impl FromStr for UpstreamName {
             && s.len() <= 128
             && s.as_bytes()[0].is_ascii_alphanumeric()
             && s.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b':' | b'_')
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'.' | b'-' | b':' | b'_')
             });
         if ok {
             Ok(UpstreamName(s.into()))
@@ -128,7 +130,12 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} has {} problem(s):", self.file.display(), self.problems.len())?;
+        write!(
+            f,
+            "{} has {} problem(s):",
+            self.file.display(),
+            self.problems.len()
+        )?;
         for p in &self.problems {
             write!(f, "\n  {p}")?;
         }
@@ -236,7 +243,10 @@ impl<'a> Validator<'a> {
         let mut seen = HashSet::new();
         for (i, u) in upstreams.iter().enumerate() {
             if !seen.insert(u.name.clone()) {
-                self.problem(format!("upstream[{i}].name"), format!("`{}` is used twice", u.name));
+                self.problem(
+                    format!("upstream[{i}].name"),
+                    format!("`{}` is used twice", u.name),
+                );
             }
         }
         let server = self.server(&raw.server, &seen);
@@ -282,7 +292,11 @@ impl<'a> Validator<'a> {
     }
 
     fn cache(&mut self, raw: &raw::RawCache) -> CacheConfig {
-        let tag_ttl = self.duration("cache.tag_ttl", raw.tag_ttl.as_deref(), Duration::from_secs(60));
+        let tag_ttl = self.duration(
+            "cache.tag_ttl",
+            raw.tag_ttl.as_deref(),
+            Duration::from_secs(60),
+        );
         let max_stale = self.duration(
             "cache.max_stale",
             raw.max_stale.as_deref(),
@@ -297,8 +311,16 @@ impl<'a> Validator<'a> {
             memory_bytes: self.size("cache.memory_bytes", raw.memory_bytes.as_deref(), 256 << 20),
             tag_ttl,
             max_stale,
-            verdict_ttl: self.duration("cache.verdict_ttl", raw.verdict_ttl.as_deref(), Duration::from_secs(600)),
-            deny_ttl: self.duration("cache.deny_ttl", raw.deny_ttl.as_deref(), Duration::from_secs(30)),
+            verdict_ttl: self.duration(
+                "cache.verdict_ttl",
+                raw.verdict_ttl.as_deref(),
+                Duration::from_secs(600),
+            ),
+            deny_ttl: self.duration(
+                "cache.deny_ttl",
+                raw.deny_ttl.as_deref(),
+                Duration::from_secs(30),
+            ),
         }
     }
 
@@ -320,24 +342,46 @@ impl<'a> Validator<'a> {
                 other => self.problem(key("url"), format!("scheme `{other}` is not http(s)")),
             }
             if url.host_str().is_none() || url.path() != "/" || url.query().is_some() {
-                self.problem(key("url"), "must be a registry root like https://host[:port]");
+                self.problem(
+                    key("url"),
+                    "must be a registry root like https://host[:port]",
+                );
             }
         }
         for (j, host) in raw.token_realm_hosts.iter().enumerate() {
             if host.is_empty() || host.contains(['/', ' ', '@']) {
-                self.problem(format!("upstream[{i}].token_realm_hosts[{j}]"), "must be a bare host name");
+                self.problem(
+                    format!("upstream[{i}].token_realm_hosts[{j}]"),
+                    "must be a bare host name",
+                );
             }
         }
         let library_prefix = raw.library_prefix.unwrap_or(raw.name == "docker.io");
-        let connect_timeout = self.duration(&key("connect_timeout"), raw.connect_timeout.as_deref(), Duration::from_secs(10));
-        let response_timeout = self.duration(&key("response_timeout"), raw.response_timeout.as_deref(), Duration::from_secs(30));
-        let idle_timeout = self.duration(&key("idle_timeout"), raw.idle_timeout.as_deref(), Duration::from_secs(30));
+        let connect_timeout = self.duration(
+            &key("connect_timeout"),
+            raw.connect_timeout.as_deref(),
+            Duration::from_secs(10),
+        );
+        let response_timeout = self.duration(
+            &key("response_timeout"),
+            raw.response_timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        let idle_timeout = self.duration(
+            &key("idle_timeout"),
+            raw.idle_timeout.as_deref(),
+            Duration::from_secs(30),
+        );
         Some(UpstreamConfig {
             name: name?,
             url: url?,
             ca_file: raw.ca_file.as_deref().map(|p| self.path(p)),
             credentials_file: raw.credentials_file.as_deref().map(|p| self.path(p)),
-            token_realm_hosts: raw.token_realm_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            token_realm_hosts: raw
+                .token_realm_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             library_prefix,
             connect_timeout,
             response_timeout,
@@ -353,7 +397,9 @@ impl<'a> Validator<'a> {
                 .patterns
                 .iter()
                 .enumerate()
-                .filter_map(|(j, g)| self.check(&format!("policy[{i}].match[{j}]"), g.parse::<Glob>()))
+                .filter_map(|(j, g)| {
+                    self.check(&format!("policy[{i}].match[{j}]"), g.parse::<Glob>())
+                })
                 .collect();
             if p.patterns.is_empty() {
                 self.problem(key("match"), "needs at least one pattern");
@@ -362,7 +408,10 @@ impl<'a> Validator<'a> {
                 None | Some("enforce") => Mode::Enforce,
                 Some("audit") => Mode::Audit,
                 Some(other) => {
-                    self.problem(key("mode"), format!("`{other}` is not \"enforce\" or \"audit\""));
+                    self.problem(
+                        key("mode"),
+                        format!("`{other}` is not \"enforce\" or \"audit\""),
+                    );
                     Mode::Enforce
                 }
             };
@@ -370,7 +419,10 @@ impl<'a> Validator<'a> {
                 (true, false) => Rule::Deny,
                 (false, true) => Rule::AllowUnverified,
                 (true, true) => {
-                    self.problem(key("deny"), "`deny` and `allow_unverified` exclude each other");
+                    self.problem(
+                        key("deny"),
+                        "`deny` and `allow_unverified` exclude each other",
+                    );
                     Rule::Deny
                 }
                 (false, false) => {

@@ -37,7 +37,9 @@ fn minimal_config_gets_defaults_and_resolves_paths() {
 
 #[test]
 fn unknown_key_is_reported_with_its_path() {
-    let p = problems(&minimal("[[upstream]]\nname = \"x\"\nurl = \"https://x\"\nurll = 1\n"));
+    let p = problems(&minimal(
+        "[[upstream]]\nname = \"x\"\nurl = \"https://x\"\nurll = 1\n",
+    ));
     assert_eq!(p.len(), 1);
     assert!(p[0].path.starts_with("upstream"), "{p:?}");
     assert!(p[0].message.contains("urll"), "{p:?}");
@@ -82,19 +84,34 @@ mode = "sometimes"
         "policy[0].mode",
         "policy[0].deny",
     ] {
-        assert!(paths.contains(&expected), "{expected} missing from {paths:?}");
+        assert!(
+            paths.contains(&expected),
+            "{expected} missing from {paths:?}"
+        );
     }
 }
 
 #[test]
 fn duplicate_upstream_names_are_refused() {
-    let p = problems(&minimal("[[upstream]]\nname = \"hub\"\nurl = \"https://other\"\n"));
-    assert!(p.iter().any(|p| p.path == "upstream[1].name" && p.message.contains("twice")), "{p:?}");
+    let p = problems(&minimal(
+        "[[upstream]]\nname = \"hub\"\nurl = \"https://other\"\n",
+    ));
+    assert!(
+        p.iter()
+            .any(|p| p.path == "upstream[1].name" && p.message.contains("twice")),
+        "{p:?}"
+    );
 }
 
 #[test]
 fn insecure_upstream_allows_plain_http() {
-    let c = Config::from_toml(&minimal("[[upstream]]\nname = \"local\"\nurl = \"http://127.0.0.1:5001\"\ninsecure = true\n"), Path::new(".")).unwrap();
+    let c = Config::from_toml(
+        &minimal(
+            "[[upstream]]\nname = \"local\"\nurl = \"http://127.0.0.1:5001\"\ninsecure = true\n",
+        ),
+        Path::new("."),
+    )
+    .unwrap();
     assert_eq!(c.upstreams[1].url.scheme(), "http");
 }
 

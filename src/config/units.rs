@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (write e.g. \"90s\", \"10m\", \"24h\")"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e} (write e.g. \"90s\", \"10m\", \"24h\")"))
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -24,7 +25,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
         "TiB" => 1 << 40,
-        other => return Err(format!("unknown size unit `{other}` (use B, KB, MB, GB, KiB, MiB, GiB, TiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (use B, KB, MB, GB, KiB, MiB, GiB, TiB)"
+            ));
+        }
     };
     number
         .checked_mul(multiplier)

@@ -207,7 +207,10 @@ mod tests {
             "sha256:../../etc/passwd".parse::<Digest>(),
             Err(DigestError::InvalidHex)
         );
-        assert_eq!("sha256".parse::<Digest>(), Err(DigestError::MissingSeparator));
+        assert_eq!(
+            "sha256".parse::<Digest>(),
+            Err(DigestError::MissingSeparator)
+        );
     }
 
     #[test]

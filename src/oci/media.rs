@@ -147,7 +147,10 @@ pub enum ManifestError {
 impl Manifest {
     /// Parses `bytes`, taking the media type from the body when present and
     /// otherwise from `content_type`; when both are present they must agree.
-    pub fn parse(bytes: &[u8], content_type: Option<&MediaType>) -> Result<Manifest, ManifestError> {
+    pub fn parse(
+        bytes: &[u8],
+        content_type: Option<&MediaType>,
+    ) -> Result<Manifest, ManifestError> {
         let raw: RawManifest =
             serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
         if raw.schema_version != 2 {
@@ -226,7 +229,8 @@ mod tests {
 
     #[test]
     fn media_type_strips_parameters_and_rejects_header_injection() {
-        let m = MediaType::parse("application/vnd.oci.image.manifest.v1+json; charset=utf-8").unwrap();
+        let m =
+            MediaType::parse("application/vnd.oci.image.manifest.v1+json; charset=utf-8").unwrap();
         assert_eq!(m.as_str(), OCI_MANIFEST);
         assert!(MediaType::parse("text/plain\r\nX-Evil: 1").is_err());
         assert!(MediaType::parse("nonsense").is_err());
@@ -264,7 +268,10 @@ mod tests {
             Manifest::parse(br#"{"schemaVersion":1}"#, None),
             Err(ManifestError::SchemaVersion(1))
         ));
-        assert!(matches!(Manifest::parse(b"\x00\xff", None), Err(ManifestError::Json(_))));
+        assert!(matches!(
+            Manifest::parse(b"\x00\xff", None),
+            Err(ManifestError::Json(_))
+        ));
         assert!(matches!(
             Manifest::parse(br#"{"schemaVersion":2,"layers":null}"#, None),
             Err(ManifestError::NoMediaType)

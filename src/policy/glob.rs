@@ -54,9 +54,13 @@ impl Glob {
 fn match_segments(pattern: &[Segment], parts: &[&str]) -> bool {
     match pattern.split_first() {
         None => parts.is_empty(),
-        Some((Segment::Any, rest)) => (0..=parts.len()).any(|skip| match_segments(rest, &parts[skip..])),
+        Some((Segment::Any, rest)) => {
+            (0..=parts.len()).any(|skip| match_segments(rest, &parts[skip..]))
+        }
         Some((Segment::Pattern(p), rest)) => match parts.split_first() {
-            Some((first, tail)) => match_wildcard(p.as_bytes(), first.as_bytes()) && match_segments(rest, tail),
+            Some((first, tail)) => {
+                match_wildcard(p.as_bytes(), first.as_bytes()) && match_segments(rest, tail)
+            }
             None => false,
         },
     }

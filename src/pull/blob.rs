@@ -85,7 +85,13 @@ pub(super) struct Fills {
 
 impl Puller {
     /// The blob `digest` of `target`, honouring `range` when the size is known.
-    pub async fn blob(self: &Arc<Self>, target: &Target, digest: &Digest, range: Option<ByteRange>) -> Result<BlobBody, PullError> {
+    pub async fn blob(
+        self: &Arc<Self>,
+        target: &Target,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<BlobBody, PullError> {
+        self.precheck(target)?;
         if let Some((file, size)) = self.store.open_blob(digest).await {
             self.hit("blob", true);
             self.confirm(target, digest, false).await?;
@@ -133,6 +139,7 @@ impl Puller {
 
     /// Size of a blob, from the store or by asking the upstream.
     pub async fn head_blob(&self, target: &Target, digest: &Digest) -> Result<BlobHead, PullError> {
+        self.precheck(target)?;
         if self.store.contains(Kind::Blob, digest) {
             self.confirm(target, digest, false).await?;
             if let Some((_, size)) = self.store.open_blob(digest).await {
@@ -145,7 +152,11 @@ impl Puller {
     }
 
     /// Joins the fill of `digest` under way, or starts one.
-    async fn join_fill(self: &Arc<Self>, target: &Target, digest: &Digest) -> Result<Arc<Fill>, PullError> {
+    async fn join_fill(
+        self: &Arc<Self>,
+        target: &Target,
+        digest: &Digest,
+    ) -> Result<Arc<Fill>, PullError> {
         if let Some(f) = self.running_fill(digest) {
             return Ok(f);
         }
@@ -174,7 +185,11 @@ impl Puller {
         let (t, d, error) = (target.clone(), digest.clone(), Arc::clone(&fill.error));
         tokio::spawn(async move {
             let result = this.run_fill(&t, &d, writer, &tx).await;
-            this.fills.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&d);
+            this.fills
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&d);
             match result {
                 Ok(size) => {
                     this.store.committed();
@@ -212,22 +227,27 @@ impl Puller {
         tx.send_replace(Progress::Started { size, written: 0 });
         let mut pending = BytesMut::with_capacity(WRITE_BATCH);
         loop {
-            let chunk = response
-                .chunk()
-                .await
-                .map_err(|e| target.upstream.record_fault(UpstreamError::from_reqwest(&e)))?;
+            let chunk = response.chunk().await.map_err(|e| {
+                target
+                    .upstream
+                    .record_fault(UpstreamError::from_reqwest(&e))
+            })?;
             let done = chunk.is_none();
             if let Some(chunk) = chunk {
                 let total = writer.written() + pending.len() as u64 + chunk.len() as u64;
                 if size.is_some_and(|s| total > s) {
-                    let e = UpstreamError::BadResponse("blob longer than its Content-Length".into());
+                    let e =
+                        UpstreamError::BadResponse("blob longer than its Content-Length".into());
                     return Err(target.upstream.record_fault(e).into());
                 }
                 pending.extend_from_slice(&chunk);
             }
             if pending.len() >= WRITE_BATCH || (done && !pending.is_empty()) {
                 writer = write_batch(writer, pending.split().freeze()).await?;
-                tx.send_replace(Progress::Started { size, written: writer.written() });
+                tx.send_replace(Progress::Started {
+                    size,
+                    written: writer.written(),
+                });
             }
             if done {
                 break;
@@ -265,7 +285,9 @@ async fn write_batch(mut writer: Writer, batch: Bytes) -> Result<Writer, PullErr
 fn resolve(range: Option<ByteRange>, size: u64) -> Result<(u64, u64), PullError> {
     match range {
         None => Ok((0, size)),
-        Some(r) => r.resolve(size).ok_or(PullError::RangeNotSatisfiable { size }),
+        Some(r) => r
+            .resolve(size)
+            .ok_or(PullError::RangeNotSatisfiable { size }),
     }
 }
 
@@ -276,7 +298,10 @@ mod tests {
     #[test]
     fn range_header_forms() {
         assert_eq!(ByteRange::parse("bytes=10-"), Some(ByteRange::From(10)));
-        assert_eq!(ByteRange::parse("bytes=0-99"), Some(ByteRange::FromTo(0, 99)));
+        assert_eq!(
+            ByteRange::parse("bytes=0-99"),
+            Some(ByteRange::FromTo(0, 99))
+        );
         assert_eq!(ByteRange::parse("bytes=-5"), Some(ByteRange::Suffix(5)));
         assert_eq!(ByteRange::parse("bytes=5-1"), None);
         assert_eq!(ByteRange::parse("bytes=0-1,5-6"), None);

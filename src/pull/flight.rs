@@ -47,7 +47,9 @@ where
                         map.lock().unwrap_or_else(|e| e.into_inner()).remove(&k);
                         v
                     });
-                    let flight = async move { task.await.unwrap_or(on_cancel) }.boxed().shared();
+                    let flight = async move { task.await.unwrap_or(on_cancel) }
+                        .boxed()
+                        .shared();
                     running.insert(key, flight.clone());
                     flight
                 }

@@ -52,37 +52,74 @@ impl Puller {
             q.push(format!("n={n}"));
         }
         if let Some(last) = &query.last {
-            q.push(format!("last={}", percent_encoding::utf8_percent_encode(last, percent_encoding::NON_ALPHANUMERIC)));
+            q.push(format!(
+                "last={}",
+                percent_encoding::utf8_percent_encode(last, percent_encoding::NON_ALPHANUMERIC)
+            ));
         }
         let q = (!q.is_empty()).then(|| q.join("&"));
         let fetched = target
             .upstream
-            .fetch_small(&target.repo, "tags/list", q.as_deref(), "application/json", "tags")
+            .fetch_small(
+                &target.repo,
+                "tags/list",
+                q.as_deref(),
+                "application/json",
+                "tags",
+            )
             .await?;
         let mut page: TagsPage = serde_json::from_slice(&fetched.bytes)
             .map_err(|_| bad(target, "tags list is not valid JSON"))?;
+        // Upstreams that ignore `n`/`last` (distribution 2.x) get paginated
+        // here, so clients always see the spec's lexical pages.
         page.tags.retain(|t| t.parse::<Tag>().is_ok());
-        page.more = fetched
-            .headers
-            .get_all(http::header::LINK)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.contains("rel=\"next\"") || v.contains("rel=next"));
+        page.tags.sort();
+        if let Some(last) = &query.last {
+            page.tags.retain(|t| t > last);
+        }
+        let truncated = query.n.is_some_and(|n| page.tags.len() > n);
+        if let Some(n) = query.n {
+            page.tags.truncate(n);
+        }
+        page.more = truncated
+            || fetched
+                .headers
+                .get_all(http::header::LINK)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("rel=\"next\"") || v.contains("rel=next"));
         Ok(page)
     }
 
     /// Referrers of `subject`, from the upstream's API or, when it has none,
     /// from the `sha256-<hex>` fallback tag; always an OCI index.
-    pub async fn referrers(&self, target: &Target, subject: &Digest, artifact_type: Option<&str>) -> Result<Referrers, PullError> {
+    pub async fn referrers(
+        &self,
+        target: &Target,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Referrers, PullError> {
         let query = artifact_type.map(|a| {
-            format!("artifactType={}", percent_encoding::utf8_percent_encode(a, percent_encoding::NON_ALPHANUMERIC))
+            format!(
+                "artifactType={}",
+                percent_encoding::utf8_percent_encode(a, percent_encoding::NON_ALPHANUMERIC)
+            )
         });
         let api = target
             .upstream
-            .fetch_small(&target.repo, &format!("referrers/{subject}"), query.as_deref(), OCI_INDEX, "referrers")
+            .fetch_small(
+                &target.repo,
+                &format!("referrers/{subject}"),
+                query.as_deref(),
+                OCI_INDEX,
+                "referrers",
+            )
             .await;
         match api {
-            Ok(f) if crate::upstream::content_type(&f.headers).is_some_and(|c| c.as_str() == OCI_INDEX) => {
+            Ok(f)
+                if crate::upstream::content_type(&f.headers)
+                    .is_some_and(|c| c.as_str() == OCI_INDEX) =>
+            {
                 let upstream_filtered = f
                     .headers
                     .get("oci-filters-applied")
@@ -97,13 +134,19 @@ impl Puller {
                 filter_index(target, &f.bytes, artifact_type)
             }
             Ok(_) | Err(UpstreamError::NotFound | UpstreamError::Status(400 | 405 | 406)) => {
-                self.referrers_from_tag(target, subject, artifact_type).await
+                self.referrers_from_tag(target, subject, artifact_type)
+                    .await
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn referrers_from_tag(&self, target: &Target, subject: &Digest, artifact_type: Option<&str>) -> Result<Referrers, PullError> {
+    async fn referrers_from_tag(
+        &self,
+        target: &Target,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Referrers, PullError> {
         let tag: Tag = subject
             .referrers_tag()
             .parse()
@@ -114,28 +157,40 @@ impl Puller {
             .await;
         match fetched {
             Ok(f) => match Manifest::parse(&f.bytes, f.content_type.as_ref()) {
-                Ok(Manifest { kind: ManifestKind::Index { .. }, .. }) => filter_index(target, &f.bytes, artifact_type),
+                Ok(Manifest {
+                    kind: ManifestKind::Index { .. },
+                    ..
+                }) => filter_index(target, &f.bytes, artifact_type),
                 _ => filter_index(target, br#"{"manifests":[]}"#, artifact_type),
             },
-            Err(UpstreamError::NotFound) => filter_index(target, br#"{"manifests":[]}"#, artifact_type),
+            Err(UpstreamError::NotFound) => {
+                filter_index(target, br#"{"manifests":[]}"#, artifact_type)
+            }
             Err(e) => Err(e.into()),
         }
     }
 }
 
 /// Re-emits an index's descriptors, keeping those of `artifact_type` if given.
-fn filter_index(target: &Target, bytes: &[u8], artifact_type: Option<&str>) -> Result<Referrers, PullError> {
+fn filter_index(
+    target: &Target,
+    bytes: &[u8],
+    artifact_type: Option<&str>,
+) -> Result<Referrers, PullError> {
     #[derive(Deserialize)]
     struct In {
         #[serde(default)]
         manifests: Vec<serde_json::Value>,
     }
-    let parsed: In = serde_json::from_slice(bytes).map_err(|_| bad(target, "referrers index is not valid JSON"))?;
+    let parsed: In = serde_json::from_slice(bytes)
+        .map_err(|_| bad(target, "referrers index is not valid JSON"))?;
     let manifests = parsed
         .manifests
         .iter()
         .filter(|m| serde_json::from_value::<Descriptor>((*m).clone()).is_ok())
-        .filter(|m| artifact_type.is_none_or(|a| m.get("artifactType").and_then(|v| v.as_str()) == Some(a)))
+        .filter(|m| {
+            artifact_type.is_none_or(|a| m.get("artifactType").and_then(|v| v.as_str()) == Some(a))
+        })
         .collect();
     let out = IndexOut {
         schema_version: 2,
@@ -150,5 +205,8 @@ fn filter_index(target: &Target, bytes: &[u8], artifact_type: Option<&str>) -> R
 }
 
 fn bad(target: &Target, what: &str) -> PullError {
-    target.upstream.record_fault(UpstreamError::BadResponse(what.into())).into()
+    target
+        .upstream
+        .record_fault(UpstreamError::BadResponse(what.into()))
+        .into()
 }

@@ -31,7 +31,11 @@ pub struct Target {
 
 impl Target {
     fn key(&self, digest: &Digest) -> RepoDigest {
-        (self.upstream.name.clone(), self.repo.clone(), digest.clone())
+        (
+            self.upstream.name.clone(),
+            self.repo.clone(),
+            digest.clone(),
+        )
     }
 }
 
@@ -68,7 +72,12 @@ struct VerdictExpiry {
 }
 
 impl moka::Expiry<RepoDigest, Verdict> for VerdictExpiry {
-    fn expire_after_create(&self, _k: &RepoDigest, v: &Verdict, _at: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _k: &RepoDigest,
+        v: &Verdict,
+        _at: std::time::Instant,
+    ) -> Option<Duration> {
         Some(if v.is_ok() { self.allow } else { self.deny })
     }
 }
@@ -101,7 +110,9 @@ impl Puller {
         Puller {
             hot: moka::sync::Cache::builder()
                 .max_capacity(config.memory_bytes)
-                .weigher(|_: &Digest, m: &Arc<ManifestContent>| u32::try_from(m.bytes().len()).unwrap_or(u32::MAX))
+                .weigher(|_: &Digest, m: &Arc<ManifestContent>| {
+                    u32::try_from(m.bytes().len()).unwrap_or(u32::MAX)
+                })
                 .build(),
             tags: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -128,12 +139,21 @@ impl Puller {
     }
 
     fn hit(&self, cache: &str, hit: bool) {
-        let m = if hit { &self.metrics.cache_hits } else { &self.metrics.cache_misses };
+        let m = if hit {
+            &self.metrics.cache_hits
+        } else {
+            &self.metrics.cache_misses
+        };
         m.with_label_values(&[cache]).inc();
     }
 
     /// The manifest for `reference`, if policy allows serving it.
-    pub async fn manifest(self: &Arc<Self>, target: &Target, reference: &Reference) -> Result<VerifiedManifest, PullError> {
+    pub async fn manifest(
+        self: &Arc<Self>,
+        target: &Target,
+        reference: &Reference,
+    ) -> Result<VerifiedManifest, PullError> {
+        self.precheck(target)?;
         let digest = match reference {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(t) => self.resolve_tag(target, t).await?,
@@ -157,13 +177,25 @@ impl Puller {
         Ok(verified)
     }
 
+    /// Denies requests for repositories no policy could allow, before any
+    /// upstream request.
+    pub fn precheck(&self, target: &Target) -> Result<(), PullError> {
+        self.gate
+            .precheck(&target.upstream.name, &target.repo)
+            .map_err(PullError::Denied)
+    }
+
     /// Fetches (or loads) the content, asks the gate, and caches the verdict.
     /// Upstream faults are returned as errors and never cached.
     async fn decide(&self, target: &Target, digest: &Digest) -> Result<Verdict, PullError> {
         let content = self.content(target, digest).await?;
         let started = std::time::Instant::now();
-        let verdict = self.gate.decide(&target.upstream.name, &target.repo, content);
-        self.metrics.verification_seconds.observe(started.elapsed().as_secs_f64());
+        let verdict = self
+            .gate
+            .decide(&target.upstream.name, &target.repo, content);
+        self.metrics
+            .verification_seconds
+            .observe(started.elapsed().as_secs_f64());
         if let Ok(v) = &verdict {
             self.remember_references(target, v.content());
         }
@@ -174,7 +206,11 @@ impl Puller {
     /// The manifest bytes for `digest`, from memory, disk or the upstream.
     /// Content cached for another repository is served for this one only
     /// after the upstream confirms this repository holds it.
-    async fn content(&self, target: &Target, digest: &Digest) -> Result<Arc<ManifestContent>, PullError> {
+    async fn content(
+        &self,
+        target: &Target,
+        digest: &Digest,
+    ) -> Result<Arc<ManifestContent>, PullError> {
         if let Some(c) = self.hot.get(digest) {
             self.hit("manifest_memory", true);
             self.confirm(target, digest, true).await?;
@@ -193,7 +229,11 @@ impl Puller {
         self.hit("manifest_disk", false);
         let fetched = target
             .upstream
-            .fetch_manifest(&target.repo, &Reference::Digest(digest.clone()), DEFAULT_MANIFEST_ACCEPT)
+            .fetch_manifest(
+                &target.repo,
+                &Reference::Digest(digest.clone()),
+                DEFAULT_MANIFEST_ACCEPT,
+            )
             .await?;
         let content = self.admit(target, digest.clone(), fetched).await?;
         Ok(content)
@@ -212,17 +252,24 @@ impl Puller {
         let manifest = match manifest {
             Ok(m) => m,
             Err(e) => {
-                target.upstream.record_fault(UpstreamError::BadResponse("invalid manifest".into()));
+                target
+                    .upstream
+                    .record_fault(UpstreamError::BadResponse("invalid manifest".into()));
                 return Err(e);
             }
         };
-        let content = ManifestContent::new(digest.clone(), manifest.media_type, fetched.bytes).map_err(|actual| {
-            PullError::Upstream(target.upstream.record_fault(UpstreamError::DigestMismatch {
-                expected: digest.to_string(),
-                actual: actual.to_string(),
-            }))
-        })?;
-        if let Err(e) = self.store.put_manifest(&digest, content.media_type(), content.bytes()).await {
+        let content = ManifestContent::new(digest.clone(), manifest.media_type, fetched.bytes)
+            .map_err(|actual| {
+                PullError::Upstream(target.upstream.record_fault(UpstreamError::DigestMismatch {
+                    expected: digest.to_string(),
+                    actual: actual.to_string(),
+                }))
+            })?;
+        if let Err(e) = self
+            .store
+            .put_manifest(&digest, content.media_type(), content.bytes())
+            .await
+        {
             // The content is verified and can still be served; only the disk copy is lost.
             tracing::warn!(%digest, error = %e, "storing manifest failed");
         }
@@ -234,7 +281,12 @@ impl Puller {
 
     /// Makes sure the upstream holds `digest` in this repository, asking it
     /// with a HEAD when that is not known yet.
-    async fn confirm(&self, target: &Target, digest: &Digest, manifest: bool) -> Result<(), PullError> {
+    async fn confirm(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        manifest: bool,
+    ) -> Result<(), PullError> {
         let key = target.key(digest);
         if self.known.contains_key(&key) {
             return Ok(());
@@ -242,7 +294,11 @@ impl Puller {
         if manifest {
             target
                 .upstream
-                .head_manifest(&target.repo, &Reference::Digest(digest.clone()), DEFAULT_MANIFEST_ACCEPT)
+                .head_manifest(
+                    &target.repo,
+                    &Reference::Digest(digest.clone()),
+                    DEFAULT_MANIFEST_ACCEPT,
+                )
                 .await?;
         } else {
             target.upstream.head_blob(&target.repo, digest).await?;
@@ -263,8 +319,16 @@ impl Puller {
     /// Tag → digest: from the tag cache within `tag_ttl`, else revalidated
     /// with a HEAD (which Docker Hub does not count as a pull). While the
     /// upstream is unavailable, a verified mapping is used up to `max_stale`.
-    async fn resolve_tag(self: &Arc<Self>, target: &Target, tag: &Tag) -> Result<Digest, PullError> {
-        let key: TagKey = (target.upstream.name.clone(), target.repo.clone(), tag.clone());
+    async fn resolve_tag(
+        self: &Arc<Self>,
+        target: &Target,
+        tag: &Tag,
+    ) -> Result<Digest, PullError> {
+        let key: TagKey = (
+            target.upstream.name.clone(),
+            target.repo.clone(),
+            tag.clone(),
+        );
         if let Some(entry) = self.tags.get(&key) {
             if age(self.clock.as_ref(), entry.checked_at) < self.tag_ttl {
                 self.hit("tag", true);
@@ -281,7 +345,10 @@ impl Puller {
 
     async fn revalidate_tag(&self, target: &Target, key: TagKey) -> Result<Digest, PullError> {
         let reference = Reference::Tag(key.2.clone());
-        let head = target.upstream.head_manifest(&target.repo, &reference, DEFAULT_MANIFEST_ACCEPT).await;
+        let head = target
+            .upstream
+            .head_manifest(&target.repo, &reference, DEFAULT_MANIFEST_ACCEPT)
+            .await;
         let digest = match head {
             Ok(h) => match h.digest {
                 Some(d) => d,
@@ -309,27 +376,44 @@ impl Puller {
 
     /// For upstreams whose HEAD lacks `Docker-Content-Digest`: GET by tag and
     /// hash the bytes ourselves (they are then cached by that digest).
-    async fn fetch_by_tag(&self, target: &Target, reference: &Reference) -> Result<Digest, PullError> {
-        let fetched = target.upstream.fetch_manifest(&target.repo, reference, DEFAULT_MANIFEST_ACCEPT).await?;
+    async fn fetch_by_tag(
+        &self,
+        target: &Target,
+        reference: &Reference,
+    ) -> Result<Digest, PullError> {
+        let fetched = target
+            .upstream
+            .fetch_manifest(&target.repo, reference, DEFAULT_MANIFEST_ACCEPT)
+            .await?;
         let digest = Digest::sha256_of(&fetched.bytes);
         if let Some(claimed) = &fetched.digest_header {
             if !claimed.matches(&fetched.bytes) {
-                return Err(PullError::Upstream(target.upstream.record_fault(UpstreamError::DigestMismatch {
-                    expected: claimed.to_string(),
-                    actual: Digest::of(claimed.algorithm(), &fetched.bytes).to_string(),
-                })));
+                return Err(PullError::Upstream(target.upstream.record_fault(
+                    UpstreamError::DigestMismatch {
+                        expected: claimed.to_string(),
+                        actual: Digest::of(claimed.algorithm(), &fetched.bytes).to_string(),
+                    },
+                )));
             }
         }
         self.admit(target, digest.clone(), fetched).await?;
         Ok(digest)
     }
 
-    fn stale_or(&self, target: &Target, key: &TagKey, e: UpstreamError) -> Result<Digest, PullError> {
+    fn stale_or(
+        &self,
+        target: &Target,
+        key: &TagKey,
+        e: UpstreamError,
+    ) -> Result<Digest, PullError> {
         if e.is_unavailable() {
             if let Some(entry) = self.tags.get(key) {
                 if entry.verified && age(self.clock.as_ref(), entry.checked_at) < self.max_stale {
                     tracing::warn!(upstream = %target.upstream.name, repo = %target.repo, tag = %key.2, error = %e, "upstream unavailable; serving last verified tag mapping");
-                    self.metrics.stale_served.with_label_values(&[target.upstream.name.as_str()]).inc();
+                    self.metrics
+                        .stale_served
+                        .with_label_values(&[target.upstream.name.as_str()])
+                        .inc();
                     return Ok(entry.digest);
                 }
             }
@@ -338,7 +422,11 @@ impl Puller {
     }
 
     fn mark_tag_verified(&self, target: &Target, tag: &Tag, digest: &Digest) {
-        let key: TagKey = (target.upstream.name.clone(), target.repo.clone(), tag.clone());
+        let key: TagKey = (
+            target.upstream.name.clone(),
+            target.repo.clone(),
+            tag.clone(),
+        );
         if let Some(mut entry) = self.tags.get(&key) {
             if !entry.verified && entry.digest == *digest {
                 entry.verified = true;

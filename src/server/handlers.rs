@@ -14,19 +14,28 @@ use super::routes::Query;
 use crate::metrics::Metrics;
 use crate::oci::media::OCI_INDEX;
 use crate::oci::{Digest, ErrorCode, Reference};
-use crate::pull::{ByteRange, Puller, Target, TagsQuery};
+use crate::pull::{ByteRange, Puller, TagsQuery, Target};
 
 const API_VERSION: HeaderValue = HeaderValue::from_static("registry/2.0");
 
 pub fn base() -> Response<Body> {
     let mut r = Response::new(full(Bytes::from_static(b"{}")));
-    r.headers_mut().insert("docker-distribution-api-version", API_VERSION);
     r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        .insert("docker-distribution-api-version", API_VERSION);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
-pub async fn manifest(puller: &Arc<Puller>, metrics: &Metrics, target: &Target, reference: &Reference, method: &Method) -> Response<Body> {
+pub async fn manifest(
+    puller: &Arc<Puller>,
+    metrics: &Metrics,
+    target: &Target,
+    reference: &Reference,
+    method: &Method,
+) -> Response<Body> {
     let upstream = target.upstream.name.as_str();
     match puller.manifest(target, reference).await {
         Ok(v) => {
@@ -37,9 +46,16 @@ pub async fn manifest(puller: &Arc<Puller>, metrics: &Metrics, target: &Target, 
                 }
                 None => ("allow", "none"),
             };
-            metrics.pull_decisions.with_label_values(&[upstream, v.policy(), decision, reason]).inc();
+            metrics
+                .pull_decisions
+                .with_label_values(&[upstream, v.policy(), decision, reason])
+                .inc();
             let c = v.content();
-            let mut r = Response::new(if method == Method::HEAD { empty() } else { full(c.bytes().clone()) });
+            let mut r = Response::new(if method == Method::HEAD {
+                empty()
+            } else {
+                full(c.bytes().clone())
+            });
             let h = r.headers_mut();
             put(h, header::CONTENT_TYPE, c.media_type().as_str());
             put(h, "docker-content-digest", &c.digest().to_string());
@@ -51,15 +67,28 @@ pub async fn manifest(puller: &Arc<Puller>, metrics: &Metrics, target: &Target, 
             if let crate::pull::PullError::Denied(d) = &e {
                 let policy = d.policy.as_deref().unwrap_or("none");
                 tracing::info!(upstream, repo = %target.repo, %reference, policy, reason = %d.reason, message = %d.message, "denied");
-                metrics.pull_decisions.with_label_values(&[upstream, policy, "deny", d.reason.as_str()]).inc();
-                metrics.denied_pulls.with_label_values(&[upstream, policy, d.reason.as_str()]).inc();
+                metrics
+                    .pull_decisions
+                    .with_label_values(&[upstream, policy, "deny", d.reason.as_str()])
+                    .inc();
+                metrics
+                    .denied_pulls
+                    .with_label_values(&[upstream, policy, d.reason.as_str()])
+                    .inc();
             }
             pull_error(&e, Missing::Manifest)
         }
     }
 }
 
-pub async fn blob(puller: &Arc<Puller>, metrics: &Metrics, target: &Target, digest: &Digest, method: &Method, headers: &HeaderMap) -> Response<Body> {
+pub async fn blob(
+    puller: &Arc<Puller>,
+    metrics: &Metrics,
+    target: &Target,
+    digest: &Digest,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response<Body> {
     if method == Method::HEAD {
         return match puller.head_blob(target, digest).await {
             Ok(head) => {
@@ -87,14 +116,23 @@ pub async fn blob(puller: &Arc<Puller>, metrics: &Metrics, target: &Target, dige
         counter.inc_by(chunk.len() as u64);
         Frame::data(chunk)
     });
-    let boxed = StreamBody::new(stream.map_err(|e| -> super::response::BoxError { Box::new(e) })).boxed();
+    let boxed =
+        StreamBody::new(stream.map_err(|e| -> super::response::BoxError { Box::new(e) })).boxed();
     let mut r = Response::new(boxed);
     blob_headers(r.headers_mut(), digest);
     match (body.range, body.size) {
         (Some((start, end)), Some(size)) => {
             *r.status_mut() = StatusCode::PARTIAL_CONTENT;
-            put(r.headers_mut(), header::CONTENT_RANGE, &format!("bytes {start}-{}/{size}", end - 1));
-            put(r.headers_mut(), header::CONTENT_LENGTH, &(end - start).to_string());
+            put(
+                r.headers_mut(),
+                header::CONTENT_RANGE,
+                &format!("bytes {start}-{}/{size}", end - 1),
+            );
+            put(
+                r.headers_mut(),
+                header::CONTENT_LENGTH,
+                &(end - start).to_string(),
+            );
         }
         (_, Some(size)) => put(r.headers_mut(), header::CONTENT_LENGTH, &size.to_string()),
         _ => {}
@@ -110,16 +148,37 @@ fn blob_headers(h: &mut HeaderMap, digest: &Digest) {
 }
 
 /// `tags/list`: the upstream's page with a `Link` pointing back at this proxy.
-pub async fn tags(puller: &Arc<Puller>, target: &Target, client_name: &str, query: &Query) -> Response<Body> {
+pub async fn tags(
+    puller: &Arc<Puller>,
+    target: &Target,
+    client_name: &str,
+    query: &Query,
+) -> Response<Body> {
     let n = match query.n.as_deref().map(str::parse::<usize>) {
         None => None,
         Some(Ok(n)) => Some(n.min(10_000)),
-        Some(Err(_)) => return oci_error(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, "n must be a number", None),
+        Some(Err(_)) => {
+            return oci_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::Unsupported,
+                "n must be a number",
+                None,
+            );
+        }
     };
     if n == Some(0) {
         return json(&serde_json::json!({"name": client_name, "tags": []}));
     }
-    let page = match puller.tags(target, &TagsQuery { n, last: query.last.clone() }).await {
+    let page = match puller
+        .tags(
+            target,
+            &TagsQuery {
+                n,
+                last: query.last.clone(),
+            },
+        )
+        .await
+    {
         Ok(p) => p,
         Err(e) => return pull_error(&e, Missing::Name),
     };
@@ -139,8 +198,16 @@ pub async fn tags(puller: &Arc<Puller>, target: &Target, client_name: &str, quer
     r
 }
 
-pub async fn referrers(puller: &Arc<Puller>, target: &Target, digest: &Digest, query: &Query) -> Response<Body> {
-    match puller.referrers(target, digest, query.artifact_type.as_deref()).await {
+pub async fn referrers(
+    puller: &Arc<Puller>,
+    target: &Target,
+    digest: &Digest,
+    query: &Query,
+) -> Response<Body> {
+    match puller
+        .referrers(target, digest, query.artifact_type.as_deref())
+        .await
+    {
         Ok(refs) => {
             let mut r = Response::new(full(refs.body));
             put(r.headers_mut(), header::CONTENT_TYPE, OCI_INDEX);

@@ -71,7 +71,9 @@ pub async fn serve<H, F>(
             let h = h.clone();
             async move { Ok::<_, Infallible>(h(req).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;
@@ -79,7 +81,10 @@ pub async fn serve<H, F>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after the drain period; closing them");
     }
 }
@@ -108,7 +113,8 @@ async fn dispatch(app: &Arc<App>, req: &Request<Incoming>) -> (&'static str, Res
             "this registry is a read-only proxy",
             None,
         );
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return ("write", r);
     }
     let route = match Route::parse(req.uri().path()) {
@@ -143,34 +149,65 @@ async fn dispatch(app: &Arc<App>, req: &Request<Incoming>) -> (&'static str, Res
     let m = &app.metrics;
     let mut response = match &route {
         Route::Base => handlers::base(),
-        Route::Manifest { reference, .. } => handlers::manifest(p, m, &target, reference, method).await,
-        Route::Blob { digest, .. } => handlers::blob(p, m, &target, digest, method, req.headers()).await,
+        Route::Manifest { reference, .. } => {
+            handlers::manifest(p, m, &target, reference, method).await
+        }
+        Route::Blob { digest, .. } => {
+            handlers::blob(p, m, &target, digest, method, req.headers()).await
+        }
         Route::Tags { .. } => handlers::tags(p, &target, name, &query).await,
         Route::Referrers { digest, .. } => handlers::referrers(p, &target, digest, &query).await,
     };
-    if let Some(v) = routed.namespace.and_then(|ns| HeaderValue::from_str(&ns).ok()) {
+    if let Some(v) = routed
+        .namespace
+        .and_then(|ns| HeaderValue::from_str(&ns).ok())
+    {
         response.headers_mut().insert("oci-namespace", v);
     }
-    response
-        .headers_mut()
-        .insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+    response.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
     (endpoint, response)
 }
 
 fn route_error(e: &RouteError) -> Response<Body> {
     match e {
-        RouteError::NotFound => oci_error(StatusCode::NOT_FOUND, ErrorCode::NameUnknown, "no such endpoint", None),
-        RouteError::Reference => oci_error(StatusCode::BAD_REQUEST, ErrorCode::ManifestInvalid, "invalid tag or digest", None),
-        RouteError::Digest => oci_error(StatusCode::BAD_REQUEST, ErrorCode::DigestInvalid, "invalid digest", None),
+        RouteError::NotFound => oci_error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NameUnknown,
+            "no such endpoint",
+            None,
+        ),
+        RouteError::Reference => oci_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::ManifestInvalid,
+            "invalid tag or digest",
+            None,
+        ),
+        RouteError::Digest => oci_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::DigestInvalid,
+            "invalid digest",
+            None,
+        ),
     }
 }
 
 fn routing_error(e: &RoutingError) -> Response<Body> {
     match e {
-        RoutingError::InvalidName => oci_error(StatusCode::BAD_REQUEST, ErrorCode::NameInvalid, "invalid repository name", None),
-        RoutingError::UnknownNamespace | RoutingError::NoUpstream => {
-            oci_error(StatusCode::NOT_FOUND, ErrorCode::NameUnknown, "no configured upstream for this name", None)
-        }
+        RoutingError::InvalidName => oci_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::NameInvalid,
+            "invalid repository name",
+            None,
+        ),
+        RoutingError::UnknownNamespace | RoutingError::NoUpstream => oci_error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NameUnknown,
+            "no configured upstream for this name",
+            None,
+        ),
     }
 }
 

@@ -14,7 +14,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn empty() -> Body {
@@ -22,11 +24,18 @@ pub fn empty() -> Body {
 }
 
 /// An OCI error response.
-pub fn oci_error(status: StatusCode, code: ErrorCode, message: &str, detail: Option<&serde_json::Value>) -> Response<Body> {
+pub fn oci_error(
+    status: StatusCode,
+    code: ErrorCode,
+    message: &str,
+    detail: Option<&serde_json::Value>,
+) -> Response<Body> {
     let mut r = Response::new(full(error_body(code, message, detail)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -46,15 +55,30 @@ pub fn pull_error(e: &PullError, missing: Missing) -> Response<Body> {
                 "reason": d.reason.as_str(),
                 "policy": d.policy.as_deref(),
             });
-            oci_error(StatusCode::FORBIDDEN, ErrorCode::Denied, &format!("{}: {}", d.reason, d.message), Some(&detail))
+            oci_error(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Denied,
+                &format!("{}: {}", d.reason, d.message),
+                Some(&detail),
+            )
         }
         PullError::Upstream(u) => upstream_error(u, missing),
         PullError::ManifestInvalid(_) => {
             tracing::warn!(error = %e, "upstream manifest refused");
-            oci_error(StatusCode::BAD_GATEWAY, ErrorCode::ManifestInvalid, "upstream sent an invalid manifest", None)
+            oci_error(
+                StatusCode::BAD_GATEWAY,
+                ErrorCode::ManifestInvalid,
+                "upstream sent an invalid manifest",
+                None,
+            )
         }
         PullError::RangeNotSatisfiable { size } => {
-            let mut r = oci_error(StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::SizeInvalid, "range not satisfiable", None);
+            let mut r = oci_error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                ErrorCode::SizeInvalid,
+                "range not satisfiable",
+                None,
+            );
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
@@ -62,7 +86,12 @@ pub fn pull_error(e: &PullError, missing: Missing) -> Response<Body> {
         }
         PullError::Internal(_) => {
             tracing::error!(error = %e, "request failed inside the proxy");
-            oci_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable, "internal error", None)
+            oci_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Unavailable,
+                "internal error",
+                None,
+            )
         }
     }
 }
@@ -77,27 +106,50 @@ fn upstream_error(e: &UpstreamError, missing: Missing) -> Response<Body> {
             };
             return oci_error(StatusCode::NOT_FOUND, code, "not found upstream", None);
         }
-        UpstreamError::Timeout => (StatusCode::GATEWAY_TIMEOUT, ErrorCode::Unavailable, "upstream timed out"),
-        UpstreamError::Connect(_) | UpstreamError::Unavailable(_) => {
-            (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "upstream unavailable")
-        }
+        UpstreamError::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::Unavailable,
+            "upstream timed out",
+        ),
+        UpstreamError::Connect(_) | UpstreamError::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "upstream unavailable",
+        ),
         UpstreamError::RateLimited { retry_after } => {
-            let mut r = oci_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "upstream rate limit reached", None);
+            let mut r = oci_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                "upstream rate limit reached",
+                None,
+            );
             if let Some(v) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
             return r;
         }
-        UpstreamError::Unauthorized | UpstreamError::RealmRefused | UpstreamError::Credentials(_) => {
-            (StatusCode::BAD_GATEWAY, ErrorCode::Unavailable, "upstream refused the proxy's credentials")
-        }
-        UpstreamError::DigestMismatch { .. } => {
-            (StatusCode::BAD_GATEWAY, ErrorCode::Unavailable, "upstream content does not match its digest")
-        }
-        UpstreamError::TooLarge { .. } => (StatusCode::BAD_GATEWAY, ErrorCode::Unavailable, "upstream content exceeds the size limit"),
-        UpstreamError::Status(_) | UpstreamError::BadResponse(_) => {
-            (StatusCode::BAD_GATEWAY, ErrorCode::Unavailable, "upstream sent an unusable answer")
-        }
+        UpstreamError::Unauthorized
+        | UpstreamError::RealmRefused
+        | UpstreamError::Credentials(_) => (
+            StatusCode::BAD_GATEWAY,
+            ErrorCode::Unavailable,
+            "upstream refused the proxy's credentials",
+        ),
+        UpstreamError::DigestMismatch { .. } => (
+            StatusCode::BAD_GATEWAY,
+            ErrorCode::Unavailable,
+            "upstream content does not match its digest",
+        ),
+        UpstreamError::TooLarge { .. } => (
+            StatusCode::BAD_GATEWAY,
+            ErrorCode::Unavailable,
+            "upstream content exceeds the size limit",
+        ),
+        UpstreamError::Status(_) | UpstreamError::BadResponse(_) => (
+            StatusCode::BAD_GATEWAY,
+            ErrorCode::Unavailable,
+            "upstream sent an unusable answer",
+        ),
     };
     tracing::warn!(error = %e, status = status.as_u16(), "upstream fault");
     oci_error(status, code, message, None)

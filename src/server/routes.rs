@@ -88,7 +88,11 @@ pub struct Query {
 impl Query {
     pub fn parse(query: Option<&str>) -> Query {
         let mut q = Query::default();
-        for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let v = percent_decode_str(v).decode_utf8_lossy().into_owned();
             match k {
@@ -139,18 +143,29 @@ pub fn route<U: Clone>(
     let (upstream, repo_path, namespace) = match ns {
         Some(ns) => {
             let u = lookup(ns).ok_or(RoutingError::UnknownNamespace)?;
-            let strip = remainder.is_some() && lookup(first).is_some() && first.eq_ignore_ascii_case(ns);
-            let path = if strip { remainder.unwrap_or(name) } else { name };
+            let strip =
+                remainder.is_some() && lookup(first).is_some() && first.eq_ignore_ascii_case(ns);
+            let path = if strip {
+                remainder.unwrap_or(name)
+            } else {
+                name
+            };
             (u, path, Some(ns.to_string()))
         }
         None => match (lookup(first), remainder) {
             (Some(u), Some(rest)) => (u, rest, None),
-            _ => (default.cloned().ok_or(RoutingError::NoUpstream)?, name, None),
+            _ => (
+                default.cloned().ok_or(RoutingError::NoUpstream)?,
+                name,
+                None,
+            ),
         },
     };
     let mut repo: RepositoryName = repo_path.parse().map_err(|_| RoutingError::InvalidName)?;
     if library_prefix(&upstream) && !repo_path.contains('/') {
-        repo = repo.prefixed("library").map_err(|_| RoutingError::InvalidName)?;
+        repo = repo
+            .prefixed("library")
+            .map_err(|_| RoutingError::InvalidName)?;
     }
     Ok(Routed {
         upstream,

@@ -16,7 +16,9 @@ pub enum Challenge {
 /// Parses the first Bearer or Basic challenge in a header value.
 pub fn parse(header: &str) -> Option<Challenge> {
     let header = header.trim();
-    let (scheme, rest) = header.split_once(char::is_whitespace).unwrap_or((header, ""));
+    let (scheme, rest) = header
+        .split_once(char::is_whitespace)
+        .unwrap_or((header, ""));
     if scheme.eq_ignore_ascii_case("basic") {
         return Some(Challenge::Basic);
     }
@@ -65,7 +67,9 @@ mod tests {
 
     #[test]
     fn parses_docker_hub_bearer_challenge_with_comma_in_scope() {
-        let c = parse(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:samalba/my-app:pull,push""#);
+        let c = parse(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:samalba/my-app:pull,push""#,
+        );
         assert_eq!(
             c,
             Some(Challenge::Bearer {
@@ -78,7 +82,10 @@ mod tests {
 
     #[test]
     fn parses_basic_and_rejects_unknown_or_realmless() {
-        assert_eq!(parse(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
+        assert_eq!(
+            parse(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
         assert_eq!(parse("Negotiate abc"), None);
         assert_eq!(parse(r#"Bearer service="x""#), None);
         assert_eq!(parse(r#"Bearer realm="unterminated"#), None);

@@ -85,8 +85,8 @@ impl CredentialsFile {
             return Ok((Some(l.credentials.clone()), l.generation));
         }
         let bytes = tokio::fs::read(path).await.map_err(read_err)?;
-        let credentials: Credentials =
-            serde_json::from_slice(&bytes).map_err(|_| CredentialsError::Parse { path: path.clone() })?;
+        let credentials: Credentials = serde_json::from_slice(&bytes)
+            .map_err(|_| CredentialsError::Parse { path: path.clone() })?;
         let mut state = self.lock();
         let generation = state.as_ref().map_or(1, |l| l.generation + 1);
         tracing::info!(file = %path.display(), username = %credentials.username, generation, "loaded upstream credentials");
@@ -129,6 +129,9 @@ mod tests {
         assert_eq!(c2.unwrap().password.expose(), "second");
         assert_ne!(g1, g2);
         std::fs::write(&path, "not json").unwrap();
-        assert!(matches!(file.current().await, Err(CredentialsError::Parse { .. })));
+        assert!(matches!(
+            file.current().await,
+            Err(CredentialsError::Parse { .. })
+        ));
     }
 }

@@ -23,7 +23,9 @@ pub enum UpstreamError {
     Status(u16),
     #[error("upstream body exceeds {limit} bytes")]
     TooLarge { limit: usize },
-    #[error("upstream sent content that does not match its digest (expected {expected}, got {actual})")]
+    #[error(
+        "upstream sent content that does not match its digest (expected {expected}, got {actual})"
+    )]
     DigestMismatch { expected: String, actual: String },
     #[error("upstream sent a malformed answer: {0}")]
     BadResponse(String),
@@ -35,9 +37,7 @@ impl UpstreamError {
     pub fn from_reqwest(e: &reqwest::Error) -> Self {
         if e.is_timeout() {
             UpstreamError::Timeout
-        } else if e.is_connect() {
-            UpstreamError::Connect(source_chain(e))
-        } else if e.is_body() || e.is_decode() || e.is_request() {
+        } else if e.is_connect() || e.is_body() || e.is_decode() || e.is_request() {
             UpstreamError::Connect(source_chain(e))
         } else {
             UpstreamError::BadResponse(source_chain(e))

@@ -165,7 +165,10 @@ impl Upstream {
         let mut auth = self.cached_auth(&scope).await.map_err(|e| self.fail(e))?;
         for attempt in 0..2 {
             self.count(kind);
-            let mut request = self.http.request(method.clone(), url.clone()).headers(headers.clone());
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
             if let Some(value) = &auth {
                 request = request.header(header::AUTHORIZATION, value);
             }
@@ -177,7 +180,11 @@ impl Upstream {
                     .get(header::WWW_AUTHENTICATE)
                     .and_then(|v| v.to_str().ok())
                     .and_then(challenge::parse);
-                auth = Some(self.answer(challenge, &scope).await.map_err(|e| self.fail(e))?);
+                auth = Some(
+                    self.answer(challenge, &scope)
+                        .await
+                        .map_err(|e| self.fail(e))?,
+                );
                 continue;
             }
             return self.check_status(response).await.map_err(|e| self.fail(e));
@@ -196,7 +203,10 @@ impl Upstream {
         }
     }
 
-    async fn check_status(&self, response: reqwest::Response) -> Result<reqwest::Response, UpstreamError> {
+    async fn check_status(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -219,10 +229,18 @@ impl Upstream {
     /// The Authorization value to send before any challenge, if one is known.
     async fn cached_auth(&self, scope: &str) -> Result<Option<HeaderValue>, UpstreamError> {
         if self.basic_only.load(Ordering::Relaxed) {
-            let (creds, _) = self.credentials.current().await.map_err(UpstreamError::credentials)?;
+            let (creds, _) = self
+                .credentials
+                .current()
+                .await
+                .map_err(UpstreamError::credentials)?;
             return Ok(creds.map(|c| basic_value(&c)));
         }
-        let (_, generation) = self.credentials.current().await.map_err(UpstreamError::credentials)?;
+        let (_, generation) = self
+            .credentials
+            .current()
+            .await
+            .map_err(UpstreamError::credentials)?;
         Ok(self
             .tokens
             .get(&format!("{generation} {scope}"))
@@ -230,22 +248,40 @@ impl Upstream {
             .and_then(|t| bearer_value(&t.value)))
     }
 
-    async fn answer(&self, challenge: Option<Challenge>, scope: &str) -> Result<HeaderValue, UpstreamError> {
-        let (creds, generation) = self.credentials.current().await.map_err(UpstreamError::credentials)?;
+    async fn answer(
+        &self,
+        challenge: Option<Challenge>,
+        scope: &str,
+    ) -> Result<HeaderValue, UpstreamError> {
+        let (creds, generation) = self
+            .credentials
+            .current()
+            .await
+            .map_err(UpstreamError::credentials)?;
         match challenge {
             Some(Challenge::Basic) => {
                 let creds = creds.ok_or(UpstreamError::Unauthorized)?;
                 self.basic_only.store(true, Ordering::Relaxed);
                 Ok(basic_value(&creds))
             }
-            Some(Challenge::Bearer { realm, service, scope: challenged }) => {
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope: challenged,
+            }) => {
                 let wanted = challenged.unwrap_or_else(|| scope.to_string());
-                let token = self.fetch_token(&realm, service.as_deref(), &wanted, creds.as_ref()).await?;
-                let value = bearer_value(&token.value).ok_or_else(|| UpstreamError::BadResponse("token is not a header value".into()))?;
+                let token = self
+                    .fetch_token(&realm, service.as_deref(), &wanted, creds.as_ref())
+                    .await?;
+                let value = bearer_value(&token.value).ok_or_else(|| {
+                    UpstreamError::BadResponse("token is not a header value".into())
+                })?;
                 self.tokens.insert(format!("{generation} {scope}"), token);
                 Ok(value)
             }
-            None => Err(UpstreamError::BadResponse("401 without a usable WWW-Authenticate challenge".into())),
+            None => Err(UpstreamError::BadResponse(
+                "401 without a usable WWW-Authenticate challenge".into(),
+            )),
         }
     }
 
@@ -295,9 +331,21 @@ impl Upstream {
     }
 
     /// HEAD a manifest: its digest and media type without a pull count.
-    pub async fn head_manifest(&self, repo: &RepositoryName, reference: &Reference, accept: &str) -> Result<ManifestHead, UpstreamError> {
+    pub async fn head_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        accept: &str,
+    ) -> Result<ManifestHead, UpstreamError> {
         let response = self
-            .send(Method::HEAD, repo, &format!("manifests/{reference}"), None, accept_headers(accept), "manifest_head")
+            .send(
+                Method::HEAD,
+                repo,
+                &format!("manifests/{reference}"),
+                None,
+                accept_headers(accept),
+                "manifest_head",
+            )
             .await?;
         Ok(ManifestHead {
             digest: header_digest(response.headers()),
@@ -306,13 +354,27 @@ impl Upstream {
     }
 
     /// GET a manifest, reading at most [`MAX_MANIFEST_BYTES`].
-    pub async fn fetch_manifest(&self, repo: &RepositoryName, reference: &Reference, accept: &str) -> Result<FetchedManifest, UpstreamError> {
+    pub async fn fetch_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        accept: &str,
+    ) -> Result<FetchedManifest, UpstreamError> {
         let response = self
-            .send(Method::GET, repo, &format!("manifests/{reference}"), None, accept_headers(accept), "manifest")
+            .send(
+                Method::GET,
+                repo,
+                &format!("manifests/{reference}"),
+                None,
+                accept_headers(accept),
+                "manifest",
+            )
             .await?;
         let digest_header = header_digest(response.headers());
         let content_type = content_type(response.headers());
-        let bytes = read_limited(response, MAX_MANIFEST_BYTES).await.map_err(|e| self.fail(e))?;
+        let bytes = read_limited(response, MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|e| self.fail(e))?;
         Ok(FetchedManifest {
             bytes,
             content_type,
@@ -321,14 +383,37 @@ impl Upstream {
     }
 
     /// GET a blob; the caller streams and checks the body.
-    pub async fn fetch_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<reqwest::Response, UpstreamError> {
-        self.send(Method::GET, repo, &format!("blobs/{digest}"), None, HeaderMap::new(), "blob").await
+    pub async fn fetch_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        self.send(
+            Method::GET,
+            repo,
+            &format!("blobs/{digest}"),
+            None,
+            HeaderMap::new(),
+            "blob",
+        )
+        .await
     }
 
     /// HEAD a blob: its size, if the upstream has it.
-    pub async fn head_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<Option<u64>, UpstreamError> {
+    pub async fn head_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, UpstreamError> {
         let response = self
-            .send(Method::HEAD, repo, &format!("blobs/{digest}"), None, HeaderMap::new(), "blob_head")
+            .send(
+                Method::HEAD,
+                repo,
+                &format!("blobs/{digest}"),
+                None,
+                HeaderMap::new(),
+                "blob_head",
+            )
             .await?;
         Ok(response
             .headers()
@@ -346,11 +431,19 @@ impl Upstream {
         accept: &str,
         kind: &'static str,
     ) -> Result<Fetched, UpstreamError> {
-        let response = self.send(Method::GET, repo, path, query, accept_headers(accept), kind).await?;
+        let response = self
+            .send(Method::GET, repo, path, query, accept_headers(accept), kind)
+            .await?;
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = read_limited(response, MAX_AUX_BYTES).await.map_err(|e| self.fail(e))?;
-        Ok(Fetched { status, headers, bytes })
+        let bytes = read_limited(response, MAX_AUX_BYTES)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(Fetched {
+            status,
+            headers,
+            bytes,
+        })
     }
 
     /// Records a content fault found after the response was received.
@@ -394,7 +487,8 @@ fn basic_value(c: &Credentials) -> HeaderValue {
     use base64::Engine;
     let raw = format!("{}:{}", c.username, c.password.expose());
     let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
-    let mut v = HeaderValue::from_str(&format!("Basic {encoded}")).unwrap_or(HeaderValue::from_static(""));
+    let mut v =
+        HeaderValue::from_str(&format!("Basic {encoded}")).unwrap_or(HeaderValue::from_static(""));
     v.set_sensitive(true);
     v
 }
@@ -428,12 +522,19 @@ pub fn content_type(headers: &HeaderMap) -> Option<MediaType> {
 }
 
 /// Reads a whole body, refusing more than `limit` bytes (declared or actual).
-pub async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Bytes, UpstreamError> {
+pub async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, UpstreamError> {
     if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(UpstreamError::TooLarge { limit });
     }
     let mut buf = BytesMut::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| UpstreamError::from_reqwest(&e))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| UpstreamError::from_reqwest(&e))?
+    {
         if buf.len() + chunk.len() > limit {
             return Err(UpstreamError::TooLarge { limit });
         }

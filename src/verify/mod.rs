@@ -100,6 +100,25 @@ impl Gate {
         Gate { policies }
     }
 
+    /// Refuses a repository up front when no content could ever be allowed
+    /// there (no policy matches, or an enforcing policy denies everything),
+    /// so such requests never reach the upstream.
+    pub fn precheck(&self, upstream: &UpstreamName, repo: &RepositoryName) -> Result<(), Denial> {
+        match self.policies.find(upstream.as_str(), repo.as_str()) {
+            None => Err(Denial {
+                reason: Reason::NoPolicy,
+                policy: None,
+                message: format!("no policy matches {upstream}/{repo}"),
+            }),
+            Some(p) if p.rule == Rule::Deny && p.mode == Mode::Enforce => Err(Denial {
+                reason: Reason::NoPolicy,
+                policy: Some(Arc::from(p.name.as_str())),
+                message: format!("policy {} denies {upstream}/{repo}", p.name),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Decides whether `content`, found at `upstream/repo`, may be served.
     pub fn decide(
         &self,
@@ -117,7 +136,10 @@ impl Gate {
         let name: Arc<str> = Arc::from(policy.name.as_str());
         let failure = match policy.rule {
             Rule::AllowUnverified => None,
-            Rule::Deny => Some((Reason::NoPolicy, format!("policy {} denies {upstream}/{repo}", policy.name))),
+            Rule::Deny => Some((
+                Reason::NoPolicy,
+                format!("policy {} denies {upstream}/{repo}", policy.name),
+            )),
         };
         match (failure, policy.mode) {
             (None, _) => Ok(VerifiedManifest {
@@ -163,23 +185,39 @@ mod tests {
     #[test]
     fn first_matching_policy_decides_and_no_match_is_no_policy() {
         let gate = Gate::new(PolicySet::new(vec![
-            policy("open", "hub/library/**", Mode::Enforce, Rule::AllowUnverified),
+            policy(
+                "open",
+                "hub/library/**",
+                Mode::Enforce,
+                Rule::AllowUnverified,
+            ),
             policy("closed", "hub/**", Mode::Enforce, Rule::Deny),
         ]));
         let hub: UpstreamName = "hub".parse().unwrap();
-        let ok = gate.decide(&hub, &"library/nginx".parse().unwrap(), content()).unwrap();
+        let ok = gate
+            .decide(&hub, &"library/nginx".parse().unwrap(), content())
+            .unwrap();
         assert_eq!(ok.policy(), "open");
-        let denied = gate.decide(&hub, &"acme/app".parse().unwrap(), content()).unwrap_err();
+        let denied = gate
+            .decide(&hub, &"acme/app".parse().unwrap(), content())
+            .unwrap_err();
         assert_eq!(denied.policy.as_deref(), Some("closed"));
         let other: UpstreamName = "other".parse().unwrap();
-        let none = gate.decide(&other, &"x".parse().unwrap(), content()).unwrap_err();
+        let none = gate
+            .decide(&other, &"x".parse().unwrap(), content())
+            .unwrap_err();
         assert_eq!(none.reason, Reason::NoPolicy);
         assert!(none.policy.is_none());
     }
 
     #[test]
     fn audit_mode_allows_and_records_what_enforce_would_deny() {
-        let gate = Gate::new(PolicySet::new(vec![policy("watch", "**", Mode::Audit, Rule::Deny)]));
+        let gate = Gate::new(PolicySet::new(vec![policy(
+            "watch",
+            "**",
+            Mode::Audit,
+            Rule::Deny,
+        )]));
         let v = gate
             .decide(&"hub".parse().unwrap(), &"a".parse().unwrap(), content())
             .unwrap();

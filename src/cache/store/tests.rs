@@ -1,7 +1,9 @@
 use super::*;
 
 async fn store(dir: &Path, max: u64) -> Arc<ContentStore> {
-    ContentStore::open(dir, max, Arc::new(Metrics::new().unwrap())).await.unwrap()
+    ContentStore::open(dir, max, Arc::new(Metrics::new().unwrap()))
+        .await
+        .unwrap()
 }
 
 async fn put_blob(s: &ContentStore, bytes: &[u8]) -> Digest {
@@ -29,10 +31,16 @@ async fn mismatched_content_is_never_published_and_leaves_no_temp_file() {
     let claimed = Digest::sha256_of(b"expected");
     let mut w = s.begin(Kind::Blob, claimed.clone()).await.unwrap();
     w.write(b"something else").unwrap();
-    assert!(matches!(w.commit_blocking(), Err(CommitError::Mismatch { .. })));
+    assert!(matches!(
+        w.commit_blocking(),
+        Err(CommitError::Mismatch { .. })
+    ));
     assert!(s.open_blob(&claimed).await.is_none());
     assert!(!s.path(Kind::Blob, &claimed).exists());
-    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -43,10 +51,16 @@ async fn abandoned_write_is_removed_on_drop_and_at_startup() {
     let mut w = s.begin(Kind::Blob, d.clone()).await.unwrap();
     w.write(b"par").unwrap();
     drop(w);
-    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
     std::fs::write(dir.path().join("tmp/leftover"), b"x").unwrap();
     let _ = store(dir.path(), 1 << 30).await;
-    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -59,7 +73,10 @@ async fn least_recently_used_blob_is_evicted_over_budget() {
     let c = put_blob(&s, &[3u8; 4096]).await;
     s.index.run_pending_tasks();
     assert!(s.contains(Kind::Blob, &a));
-    assert!(!s.contains(Kind::Blob, &b), "least recently used entry should be gone");
+    assert!(
+        !s.contains(Kind::Blob, &b),
+        "least recently used entry should be gone"
+    );
     assert!(s.contains(Kind::Blob, &c));
     assert!(!s.path(Kind::Blob, &b).exists(), "evicted file is deleted");
     assert_eq!(s.metrics.cache_evictions.get(), 1);
@@ -75,7 +92,11 @@ async fn manifest_round_trips_with_media_type_and_corruption_is_dropped() {
     s.put_manifest(&d, &mt, &bytes).await.unwrap();
     let (got_mt, got) = s.read_manifest(&d).await.unwrap();
     assert_eq!((got_mt, got), (mt, bytes));
-    std::fs::write(s.path(Kind::Manifest, &d), "application/vnd.oci.image.manifest.v1+json\n{}").unwrap();
+    std::fs::write(
+        s.path(Kind::Manifest, &d),
+        "application/vnd.oci.image.manifest.v1+json\n{}",
+    )
+    .unwrap();
     assert!(s.read_manifest(&d).await.is_none());
     assert!(!s.contains(Kind::Manifest, &d));
 }

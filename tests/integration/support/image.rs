@@ -14,7 +14,9 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 /// Deterministic pseudo-random bytes (so tests are reproducible).
 pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
         state ^= state << 13;
@@ -61,7 +63,13 @@ pub struct Image {
 impl Image {
     /// An OCI image with layers of the given sizes.
     pub fn oci(seed: u64, layer_sizes: &[usize]) -> Image {
-        Image::build(seed, layer_sizes, OCI_MANIFEST, "application/vnd.oci.image.config.v1+json", "application/vnd.oci.image.layer.v1.tar+gzip")
+        Image::build(
+            seed,
+            layer_sizes,
+            OCI_MANIFEST,
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        )
     }
 
     /// A Docker schema 2 image.
@@ -75,7 +83,13 @@ impl Image {
         )
     }
 
-    fn build(seed: u64, layer_sizes: &[usize], media_type: &str, config_type: &str, layer_type: &str) -> Image {
+    fn build(
+        seed: u64,
+        layer_sizes: &[usize],
+        media_type: &str,
+        config_type: &str,
+        layer_type: &str,
+    ) -> Image {
         let layers: Vec<Blob> = layer_sizes
             .iter()
             .enumerate()
@@ -165,13 +179,25 @@ impl Pusher {
 
     pub async fn blob(&self, repo: &str, blob: &Blob) {
         let r = self
-            .auth(self.client.post(format!("{}/v2/{repo}/blobs/uploads/", self.base)))
+            .auth(
+                self.client
+                    .post(format!("{}/v2/{repo}/blobs/uploads/", self.base)),
+            )
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status().as_u16(), 202, "start upload: {}", r.text().await.unwrap_or_default());
+        assert_eq!(
+            r.status().as_u16(),
+            202,
+            "start upload: {}",
+            r.text().await.unwrap_or_default()
+        );
         let location = r.headers()["location"].to_str().unwrap().to_string();
-        let url = if location.starts_with("http") { location } else { format!("{}{location}", self.base) };
+        let url = if location.starts_with("http") {
+            location
+        } else {
+            format!("{}{location}", self.base)
+        };
         let sep = if url.contains('?') { '&' } else { '?' };
         let r = self
             .auth(self.client.put(format!("{url}{sep}digest={}", blob.digest)))
@@ -180,25 +206,39 @@ impl Pusher {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status().as_u16(), 201, "finish upload: {}", r.text().await.unwrap_or_default());
+        assert_eq!(
+            r.status().as_u16(),
+            201,
+            "finish upload: {}",
+            r.text().await.unwrap_or_default()
+        );
     }
 
     pub async fn manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
         let r = self
-            .auth(self.client.put(format!("{}/v2/{repo}/manifests/{reference}", self.base)))
+            .auth(
+                self.client
+                    .put(format!("{}/v2/{repo}/manifests/{reference}", self.base)),
+            )
             .header("content-type", media_type)
             .body(bytes.to_vec())
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status().as_u16(), 201, "push manifest: {}", r.text().await.unwrap_or_default());
+        assert_eq!(
+            r.status().as_u16(),
+            201,
+            "push manifest: {}",
+            r.text().await.unwrap_or_default()
+        );
     }
 
     pub async fn image(&self, repo: &str, tag: &str, image: &Image) {
         for b in image.blobs() {
             self.blob(repo, b).await;
         }
-        self.manifest(repo, tag, &image.media_type, &image.manifest).await;
+        self.manifest(repo, tag, &image.media_type, &image.manifest)
+            .await;
     }
 
     pub async fn index(&self, repo: &str, tag: &str, index: &Index) {
@@ -206,8 +246,10 @@ impl Pusher {
             for b in img.blobs() {
                 self.blob(repo, b).await;
             }
-            self.manifest(repo, &img.digest, &img.media_type, &img.manifest).await;
+            self.manifest(repo, &img.digest, &img.media_type, &img.manifest)
+                .await;
         }
-        self.manifest(repo, tag, &index.media_type, &index.manifest).await;
+        self.manifest(repo, tag, &index.media_type, &index.manifest)
+            .await;
     }
 }

@@ -12,11 +12,16 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use image::{Blob, Image, Index, Pusher};
+#[allow(unused_imports)]
 pub use registry::{Registry, RegistryAuth};
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Portcullis running in this test process on its own ports and cache dir.
@@ -31,10 +36,13 @@ pub struct Proxy {
 
 /// An `[[upstream]]` entry pointing at a plain-HTTP test registry.
 pub fn upstream_toml(name: &str, url: &str, extra: &str) -> String {
-    format!("[[upstream]]\nname = \"{name}\"\nurl = \"{url}\"\ninsecure = true\nresponse_timeout = \"5s\"\nidle_timeout = \"5s\"\nconnect_timeout = \"2s\"\n{extra}\n")
+    format!(
+        "[[upstream]]\nname = \"{name}\"\nurl = \"{url}\"\ninsecure = true\nresponse_timeout = \"5s\"\nidle_timeout = \"5s\"\nconnect_timeout = \"2s\"\n{extra}\n"
+    )
 }
 
-pub const ALLOW_ALL: &str = "[[policy]]\nname = \"allow-unverified\"\nmatch = [\"**\"]\nallow_unverified = true\n";
+pub const ALLOW_ALL: &str =
+    "[[policy]]\nname = \"allow-unverified\"\nmatch = [\"**\"]\nallow_unverified = true\n";
 
 impl Proxy {
     /// Starts Portcullis with `body` (upstreams, policies, extra cache keys
@@ -43,11 +51,17 @@ impl Proxy {
         Proxy::start_with(upstreams_and_policies, default_upstream, "").await
     }
 
-    pub async fn start_with(upstreams_and_policies: &str, default_upstream: Option<&str>, cache_extra: &str) -> Proxy {
+    pub async fn start_with(
+        upstreams_and_policies: &str,
+        default_upstream: Option<&str>,
+        cache_extra: &str,
+    ) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let admin_port = free_port();
-        let default = default_upstream.map(|d| format!("default_upstream = \"{d}\"\n")).unwrap_or_default();
+        let default = default_upstream
+            .map(|d| format!("default_upstream = \"{d}\"\n"))
+            .unwrap_or_default();
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n{default}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n[cache]\ndir = \"cache\"\n{cache_extra}\n\n{upstreams_and_policies}"
         );
@@ -73,7 +87,12 @@ impl Proxy {
 
     async fn wait_ready(&self) {
         for _ in 0..200 {
-            if let Ok(r) = self.client.get(format!("{}/healthz", self.admin_url())).send().await {
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/healthz", self.admin_url()))
+                .send()
+                .await
+            {
                 if r.status().is_success() {
                     return;
                 }
@@ -100,21 +119,38 @@ impl Proxy {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(format!("{}{path}", self.url())).send().await.unwrap()
+        self.client
+            .get(format!("{}{path}", self.url()))
+            .send()
+            .await
+            .unwrap()
     }
 
     /// GET with the Accept header container runtimes send for manifests.
     pub async fn get_manifest(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.url()))
-            .header("accept", format!("{}, {}, {}, {}", image::OCI_INDEX, image::OCI_MANIFEST, image::DOCKER_LIST, image::DOCKER_MANIFEST))
+            .header(
+                "accept",
+                format!(
+                    "{}, {}, {}, {}",
+                    image::OCI_INDEX,
+                    image::OCI_MANIFEST,
+                    image::DOCKER_LIST,
+                    image::DOCKER_MANIFEST
+                ),
+            )
             .send()
             .await
             .unwrap()
     }
 
     pub async fn head(&self, path: &str) -> reqwest::Response {
-        self.client.head(format!("{}{path}", self.url())).send().await.unwrap()
+        self.client
+            .head(format!("{}{path}", self.url()))
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Every sample on `/metrics`, keyed by `name{labels}` as printed.
@@ -150,7 +186,11 @@ impl Proxy {
 
     /// Upstream requests of one kind sent so far.
     pub async fn upstream_requests(&self, kind: &str) -> f64 {
-        self.metric("portcullis_upstream_requests_total", &[&format!("kind=\"{kind}\"")]).await
+        self.metric(
+            "portcullis_upstream_requests_total",
+            &[&format!("kind=\"{kind}\"")],
+        )
+        .await
     }
 
     pub async fn stop(mut self) {

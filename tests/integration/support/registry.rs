@@ -11,7 +11,10 @@ use super::free_port;
 pub enum RegistryAuth {
     None,
     /// htpasswd basic auth with one user.
-    Htpasswd { user: String, password: String },
+    Htpasswd {
+        user: String,
+        password: String,
+    },
     /// distribution's `auth: token` mode, trusting `root_cert_pem` for tokens
     /// issued by `issuer` for `service` at `realm`.
     Token {
@@ -50,9 +53,17 @@ impl Registry {
                 assert!(out.status.success());
                 std::fs::write(&path, out.stdout).unwrap();
                 basic = Some((user, password));
-                format!("auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n", path.display())
+                format!(
+                    "auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n",
+                    path.display()
+                )
             }
-            RegistryAuth::Token { realm, service, issuer, root_cert_pem } => {
+            RegistryAuth::Token {
+                realm,
+                service,
+                issuer,
+                root_cert_pem,
+            } => {
                 let path = dir.path().join("token-root.pem");
                 std::fs::write(&path, root_cert_pem).unwrap();
                 format!(
@@ -75,7 +86,12 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry must be installed (Debian package docker-registry)");
-        let registry = Registry { child, port, dir, basic };
+        let registry = Registry {
+            child,
+            port,
+            dir,
+            basic,
+        };
         registry.wait_ready().await;
         registry
     }
