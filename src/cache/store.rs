@@ -115,6 +115,11 @@ impl ContentStore {
         self.index.get(&(kind, digest.clone())).is_some()
     }
 
+    /// The stored size of this content, if present (marks it recently used).
+    pub fn size(&self, kind: Kind, digest: &Digest) -> Option<u64> {
+        self.index.get(&(kind, digest.clone()))
+    }
+
     /// Opens a stored blob for reading: the file and its size.
     pub async fn open_blob(&self, digest: &Digest) -> Option<(File, u64)> {
         let size = self.index.get(&(Kind::Blob, digest.clone()))?;

@@ -140,11 +140,9 @@ impl Puller {
     /// Size of a blob, from the store or by asking the upstream.
     pub async fn head_blob(&self, target: &Target, digest: &Digest) -> Result<BlobHead, PullError> {
         self.precheck(target)?;
-        if self.store.contains(Kind::Blob, digest) {
+        if let Some(size) = self.store.size(Kind::Blob, digest) {
             self.confirm(target, digest, false).await?;
-            if let Some((_, size)) = self.store.open_blob(digest).await {
-                return Ok(BlobHead { size: Some(size) });
-            }
+            return Ok(BlobHead { size: Some(size) });
         }
         let size = target.upstream.head_blob(&target.repo, digest).await?;
         self.known.insert(target.key(digest), ());

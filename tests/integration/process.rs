@@ -1,0 +1,147 @@
+//! The `portcullis` binary as operators run it: `check-config` and `serve`
+//! with a graceful drain on SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+#[test]
+fn check_config_accepts_every_shipped_config() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    }
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_key_path_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"here\"\n[cache]\ndir = \"c\"\ntag_ttl = \"later\"\n[[upstream]]\nname = \"u\"\nurl = \"http://x\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in ["server.listen", "cache.tag_ttl", "upstream[0].url"] {
+        assert!(err.contains(key), "{key} missing from:\n{err}");
+    }
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_an_in_flight_download_then_exits_cleanly() {
+    let registry = Registry::start().await;
+    let image = Image::oci(40, &[8 << 20]);
+    Pusher::new(&registry.url())
+        .image("big/app", "v1", &image)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[cache]\ndir = \"cache\"\n{}{ALLOW_ALL}",
+        upstream_toml("local", &registry.url(), "")
+    );
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client
+        .get(format!("http://127.0.0.1:{admin}/readyz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let blob = &image.layers[0];
+    let mut response = client
+        .get(format!(
+            "http://127.0.0.1:{port}/v2/local/big/app/blobs/{}",
+            blob.digest
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().unwrap();
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Read slowly so that most of the blob is still unsent when SIGTERM lands.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still draining while a download is open"
+    );
+    let mut received = first.to_vec();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        received.extend_from_slice(&chunk);
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    assert_eq!(
+        received.len(),
+        blob.bytes.len(),
+        "the in-flight download completed after SIGTERM"
+    );
+    assert!(received == blob.bytes);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "portcullis did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        client
+            .get(format!("http://127.0.0.1:{port}/v2/"))
+            .send()
+            .await
+            .is_err(),
+        "listener closed after shutdown"
+    );
+}
