@@ -40,6 +40,30 @@ enum Command {
     },
     /// Validate a config file: exit 0 and a summary, or every problem with its key path.
     CheckConfig { file: PathBuf },
+    /// Verify one Sigstore bundle (the sigstore-conformance CLI protocol):
+    /// exit 0 when it verifies, 1 when it is rejected.
+    VerifyBundle(VerifyBundleArgs),
+}
+
+#[derive(clap::Args)]
+struct VerifyBundleArgs {
+    /// The bundle (`*.sigstore.json`, v0.1 to v0.3).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Expected certificate SAN (exact).
+    #[arg(long, requires = "certificate_oidc_issuer", conflicts_with = "key")]
+    certificate_identity: Option<String>,
+    /// Expected OIDC issuer (exact).
+    #[arg(long, requires = "certificate_identity")]
+    certificate_oidc_issuer: Option<String>,
+    /// PEM public key that must have signed (instead of an identity).
+    #[arg(long, required_unless_present = "certificate_identity")]
+    key: Option<PathBuf>,
+    /// trusted_root.json (default: the public-good root embedded at build time).
+    #[arg(long)]
+    trusted_root: Option<PathBuf>,
+    /// The signed file, or `sha256:<hex>` of it.
+    file_or_digest: String,
 }
 
 fn main() -> ExitCode {
@@ -48,7 +72,80 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
         Command::Serve { config } => serve(&config),
+        Command::VerifyBundle(args) => match verify_bundle(&args) {
+            Ok(identity) => {
+                println!(
+                    "verified{}",
+                    identity
+                        .map(|i| format!(": signed by {i}"))
+                        .unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rejected: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+fn verify_bundle(args: &VerifyBundleArgs) -> Result<Option<String>, String> {
+    use portcullis::verify::sigstore::{
+        self as sig, Expected, Identity, Signed, SigstoreRoot, SubjectMatch,
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let root = match &args.trusted_root {
+        Some(p) => SigstoreRoot::from_json(&read(p)?),
+        None => SigstoreRoot::public_good(),
+    }
+    .map_err(|e| e.to_string())?;
+    let bundle = sig::parse_bundle(&read(&args.bundle)?).map_err(|f| f.message)?;
+    let digest;
+    let bytes;
+    let signed = match args.file_or_digest.strip_prefix("sha256:") {
+        Some(_) => {
+            digest = args
+                .file_or_digest
+                .parse::<portcullis::oci::Digest>()
+                .map_err(|e| e.to_string())?;
+            Signed::Digest(&digest)
+        }
+        None => {
+            bytes = std::fs::read(&args.file_or_digest)
+                .map_err(|e| format!("{}: {e}", args.file_or_digest))?;
+            Signed::Bytes(&bytes)
+        }
+    };
+    let key;
+    let identity;
+    let expected = match (
+        &args.key,
+        &args.certificate_identity,
+        &args.certificate_oidc_issuer,
+    ) {
+        (Some(path), _, _) => {
+            key = sig::public_key_from_pem(&read(path)?)?;
+            Expected::Key(&key)
+        }
+        (None, Some(subject), Some(issuer)) => {
+            identity = Identity {
+                issuer: issuer.clone(),
+                subject: SubjectMatch::Exact(subject.clone()),
+            };
+            Expected::Keyless(&identity)
+        }
+        _ => {
+            return Err(
+                "give --key, or --certificate-identity with --certificate-oidc-issuer".into(),
+            );
+        }
+    };
+    let verified = sig::verify_bundle(&root, &bundle, signed, expected)
+        .map_err(|f| format!("{}: {}", f.reason, f.message))?;
+    Ok(verified.identity)
 }
 
 fn init_logging(filter: &str, format: LogFormat) {

@@ -5,6 +5,8 @@
 //! Today a policy either denies or explicitly allows unverified content;
 //! signature verification plugs in here.
 
+pub mod sigstore;
+
 use std::fmt;
 use std::sync::Arc;
 
