@@ -182,7 +182,7 @@ fn verified(result: &VerificationResult) -> Verified {
         signed_times: result
             .verified_timestamps()
             .iter()
-            .filter_map(|t| SystemTime::try_from(*t).ok())
+            .map(|t| SystemTime::from(*t))
             .collect(),
     }
 }
