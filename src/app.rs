@@ -10,6 +10,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pull::Puller;
+use crate::trust::TrustSnapshot;
 use crate::upstream::{self, Upstream};
 use crate::verify::Gate;
 
@@ -32,6 +33,8 @@ pub enum BuildError {
     Store { dir: String, source: std::io::Error },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("trust material: {}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Trust(Vec<crate::config::Problem>),
 }
 
 const DOCKER_HUB_NAMES: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
@@ -81,7 +84,8 @@ impl App {
             dir: config.cache.dir.display().to_string(),
             source,
         })?;
-        let gate = Gate::new(config.policies.clone());
+        let trust = TrustSnapshot::load(&config.authorities, 1).map_err(BuildError::Trust)?;
+        let gate = Gate::new(config.policies.clone(), Arc::new(trust));
         let puller = Arc::new(Puller::new(
             &config.cache,
             store,

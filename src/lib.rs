@@ -9,6 +9,7 @@
 //! - [`upstream`]: one client per registry: pooling, TLS, token auth, limits
 //! - [`verify`]: the decision point; only it builds a [`verify::VerifiedManifest`]
 //! - [`policy`]: which policy matches a repository
+//! - [`trust`]: authorities' keys, CA roots and identities in an immutable snapshot
 //! - [`cache`]: the disk content store and streaming reads of it
 //! - [`config`]: the TOML file and its validation
 //! - [`oci`]: protocol vocabulary with no I/O: digests, names, manifests, errors
@@ -23,6 +24,7 @@ pub mod oci;
 pub mod policy;
 pub mod pull;
 pub mod server;
+pub mod trust;
 pub mod upstream;
 pub mod verify;
 

@@ -135,7 +135,10 @@ fn verify_bundle(args: &VerifyBundleArgs) -> Result<Option<String>, String> {
                 issuer: issuer.clone(),
                 subject: SubjectMatch::Exact(subject.clone()),
             };
-            Expected::Keyless(&identity)
+            Expected::Keyless {
+                identity: &identity,
+                require_sct: true,
+            }
         }
         _ => {
             return Err(
@@ -161,7 +164,20 @@ fn init_logging(filter: &str, format: LogFormat) {
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match Config::load(file) {
+    let loaded = Config::load(file).map_err(|e| e.to_string()).and_then(|c| {
+        portcullis::trust::TrustSnapshot::load(&c.authorities, 0)
+            .map(|_| c)
+            .map_err(|problems| {
+                let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+                format!(
+                    "{} has {} problem(s) in its trust material:\n{}",
+                    file.display(),
+                    problems.len(),
+                    lines.join("\n")
+                )
+            })
+    });
+    match loaded {
         Ok(c) => {
             println!("{}: ok", file.display());
             println!(
@@ -180,6 +196,9 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             );
             for u in &c.upstreams {
                 println!("  upstream {} -> {}", u.name, u.url);
+            }
+            for a in &c.authorities {
+                println!("  authority {} {:?}", a.name, a.kind);
             }
             for p in c.policies.iter() {
                 let globs: Vec<&str> = p.patterns.iter().map(|g| g.as_str()).collect();

@@ -14,7 +14,8 @@ use std::time::Duration;
 pub use raw::RawConfig;
 pub use units::{parse_duration, parse_size};
 
-use crate::policy::{Glob, Mode, Policy, PolicySet, Rule};
+use crate::policy::{Glob, Mode, Policy, PolicySet, Require, Rule};
+use crate::verify::sigstore::SubjectMatch;
 
 /// The name of a configured upstream: the key used by `?ns=` and path prefixes.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,7 +67,41 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub cache: CacheConfig,
     pub upstreams: Vec<UpstreamConfig>,
+    pub authorities: Vec<AuthorityConfig>,
     pub policies: PolicySet,
+}
+
+/// A vendor: what its signatures must chain or match to.
+#[derive(Debug, Clone)]
+pub struct AuthorityConfig {
+    pub name: String,
+    pub kind: AuthorityKind,
+    /// Sigstore trusted root for transparency-log (and Fulcio/TSA) evidence.
+    pub trusted_root: Option<TrustedRootSource>,
+    /// A signature counts only with verified transparency-log or TSA evidence.
+    pub require_tlog: bool,
+    /// Keyless certificates must carry a verified SCT.
+    pub require_sct: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum AuthorityKind {
+    /// Cosign public keys (PEM files).
+    Keys(Vec<PathBuf>),
+    /// Vendor X.509 roots (PEM files) the signing certificate must chain to.
+    CaRoots(Vec<PathBuf>),
+    /// Fulcio-issued certificates with this OIDC issuer and subject.
+    Keyless {
+        issuer: String,
+        subject: SubjectMatch,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum TrustedRootSource {
+    /// The public-good instance's root embedded at build time.
+    PublicGood,
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -254,13 +289,29 @@ impl<'a> Validator<'a> {
             listen: self.addr("admin.listen", &a.listen),
         });
         let cache = self.cache(&raw.cache);
-        let policies = self.policies(&raw.policies);
+        let authorities: Vec<AuthorityConfig> = raw
+            .authorities
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| self.authority(i, a))
+            .collect();
+        let mut names = HashSet::new();
+        for (i, a) in authorities.iter().enumerate() {
+            if !names.insert(a.name.clone()) {
+                self.problem(
+                    format!("authority[{i}].name"),
+                    format!("`{}` is used twice", a.name),
+                );
+            }
+        }
+        let policies = self.policies(&raw.policies, &names);
         if self.problems.is_empty() {
             Ok(Config {
                 server,
                 admin,
                 cache,
                 upstreams,
+                authorities,
                 policies,
             })
         } else {
@@ -389,7 +440,98 @@ impl<'a> Validator<'a> {
         })
     }
 
-    fn policies(&mut self, raw: &[raw::RawPolicy]) -> PolicySet {
+    fn authority(&mut self, i: usize, raw: &raw::RawAuthority) -> Option<AuthorityConfig> {
+        let key = |field: &str| format!("authority[{i}].{field}");
+        if raw.name.is_empty() {
+            self.problem(key("name"), "must not be empty");
+        }
+        let kinds = usize::from(!raw.keys.is_empty())
+            + usize::from(!raw.ca_roots.is_empty())
+            + usize::from(raw.keyless.is_some());
+        if kinds != 1 {
+            self.problem(
+                key("keys"),
+                "an authority has exactly one of `keys`, `ca_roots` or `keyless`",
+            );
+            return None;
+        }
+        let kind = if !raw.keys.is_empty() {
+            AuthorityKind::Keys(raw.keys.iter().map(|p| self.path(p)).collect())
+        } else if !raw.ca_roots.is_empty() {
+            AuthorityKind::CaRoots(raw.ca_roots.iter().map(|p| self.path(p)).collect())
+        } else {
+            let k = raw.keyless.as_ref()?;
+            let subject = match (&k.subject, &k.subject_regex) {
+                (Some(s), None) => SubjectMatch::Exact(s.clone()),
+                (None, Some(r)) => {
+                    self.check(&key("keyless.subject_regex"), SubjectMatch::regex(r))?
+                }
+                _ => {
+                    self.problem(
+                        key("keyless"),
+                        "give exactly one of `subject` or `subject_regex`",
+                    );
+                    return None;
+                }
+            };
+            if k.issuer.is_empty() {
+                self.problem(key("keyless.issuer"), "must not be empty");
+            }
+            AuthorityKind::Keyless {
+                issuer: k.issuer.clone(),
+                subject,
+            }
+        };
+        let trusted_root = raw.trusted_root.as_deref().map(|t| match t {
+            "sigstore-public-good" => TrustedRootSource::PublicGood,
+            path => TrustedRootSource::File(self.path(path)),
+        });
+        let keyless = matches!(kind, AuthorityKind::Keyless { .. });
+        let require_tlog = raw.require_tlog.unwrap_or(keyless);
+        if (keyless || require_tlog) && trusted_root.is_none() {
+            self.problem(
+                key("trusted_root"),
+                "keyless authorities and `require_tlog = true` need a trusted root (\"sigstore-public-good\" or a trusted_root.json path)",
+            );
+        }
+        Some(AuthorityConfig {
+            name: raw.name.clone(),
+            kind,
+            trusted_root,
+            require_tlog,
+            require_sct: raw.require_sct.unwrap_or(true),
+        })
+    }
+
+    fn require(&mut self, path: &str, raw: Option<&raw::RawRequire>, listed: usize) -> Require {
+        let require = match raw {
+            None => Require::Any,
+            Some(raw::RawRequire::Word(w)) if w == "any" => Require::Any,
+            Some(raw::RawRequire::Word(w)) if w == "all" => Require::All,
+            Some(raw::RawRequire::Count(n)) if *n >= 1 => {
+                Require::AtLeast(usize::try_from(*n).unwrap_or(usize::MAX))
+            }
+            Some(_) => {
+                self.problem(
+                    path,
+                    "must be \"any\", \"all\" or a number of authorities (at least 1)",
+                );
+                Require::Any
+            }
+        };
+        if require.needed(listed) > listed {
+            self.problem(
+                path,
+                format!(
+                    "requires {} authorities but only {listed} are listed",
+                    require.needed(listed)
+                ),
+            );
+        }
+        require
+    }
+
+    fn policies(&mut self, raw: &[raw::RawPolicy], authorities: &HashSet<String>) -> PolicySet {
         let mut policies = Vec::new();
         for (i, p) in raw.iter().enumerate() {
             let key = |field: &str| format!("policy[{i}].{field}");
@@ -415,20 +557,44 @@ impl<'a> Validator<'a> {
                     Mode::Enforce
                 }
             };
-            let rule = match (p.deny, p.allow_unverified) {
-                (true, false) => Rule::Deny,
-                (false, true) => Rule::AllowUnverified,
-                (true, true) => {
-                    self.problem(
-                        key("deny"),
-                        "`deny` and `allow_unverified` exclude each other",
+            let chosen = usize::from(p.deny)
+                + usize::from(p.allow_unverified)
+                + usize::from(p.signatures.is_some());
+            if chosen != 1 {
+                self.problem(
+                    key("signatures"),
+                    "a policy needs exactly one of `signatures = {…}`, `deny = true` or `allow_unverified = true`",
+                );
+            }
+            let rule = match (&p.signatures, p.deny, p.allow_unverified) {
+                (Some(sig), _, _) => {
+                    for (j, a) in sig.authorities.iter().enumerate() {
+                        if !authorities.contains(a) {
+                            self.problem(
+                                format!("policy[{i}].signatures.authorities[{j}]"),
+                                format!("`{a}` is not the name of any [[authority]]"),
+                            );
+                        }
+                    }
+                    if sig.authorities.is_empty() {
+                        self.problem(
+                            key("signatures.authorities"),
+                            "needs at least one authority",
+                        );
+                    }
+                    let require = self.require(
+                        &key("signatures.require"),
+                        sig.require.as_ref(),
+                        sig.authorities.len(),
                     );
-                    Rule::Deny
+                    Rule::Signatures {
+                        authorities: sig.authorities.clone(),
+                        require,
+                        require_child_signatures: p.require_child_signatures,
+                    }
                 }
-                (false, false) => {
-                    self.problem(key("deny"), "a policy must say what it requires: `deny = true` or `allow_unverified = true`");
-                    Rule::Deny
-                }
+                (None, false, true) => Rule::AllowUnverified,
+                _ => Rule::Deny,
             };
             policies.push(Policy {
                 name: p.name.clone(),

@@ -12,8 +12,54 @@ pub struct RawConfig {
     pub cache: RawCache,
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<RawUpstream>,
+    #[serde(default, rename = "authority")]
+    pub authorities: Vec<RawAuthority>,
     #[serde(default, rename = "policy")]
     pub policies: Vec<RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthority {
+    pub name: String,
+    #[serde(default)]
+    pub keys: Vec<String>,
+    #[serde(default)]
+    pub ca_roots: Vec<String>,
+    #[serde(default)]
+    pub keyless: Option<RawKeyless>,
+    #[serde(default)]
+    pub trusted_root: Option<String>,
+    #[serde(default)]
+    pub require_tlog: Option<bool>,
+    #[serde(default)]
+    pub require_sct: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyless {
+    pub issuer: String,
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub subject_regex: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignatures {
+    pub authorities: Vec<String>,
+    #[serde(default)]
+    pub require: Option<RawRequire>,
+}
+
+/// `"any"`, `"all"` or a number of distinct authorities.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRequire {
+    Word(String),
+    Count(i64),
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,4 +133,8 @@ pub struct RawPolicy {
     pub deny: bool,
     #[serde(default)]
     pub allow_unverified: bool,
+    #[serde(default)]
+    pub signatures: Option<RawSignatures>,
+    #[serde(default)]
+    pub require_child_signatures: bool,
 }

@@ -82,7 +82,7 @@ mode = "sometimes"
         "upstream[1].url",
         "policy[0].match[0]",
         "policy[0].mode",
-        "policy[0].deny",
+        "policy[0].signatures",
     ] {
         assert!(
             paths.contains(&expected),

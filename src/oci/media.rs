@@ -81,6 +81,8 @@ pub struct Descriptor {
     pub artifact_type: Option<String>,
     #[serde(default)]
     pub annotations: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    pub platform: Option<serde_json::Value>,
 }
 
 /// The parts of an image manifest or index that the proxy reads. Unknown

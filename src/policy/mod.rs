@@ -29,6 +29,32 @@ pub enum Rule {
     Deny,
     /// Everything is allowed without verification (an explicit, named choice).
     AllowUnverified,
+    /// Signatures from these authorities, as many as `require` says.
+    Signatures {
+        authorities: Vec<String>,
+        require: Require,
+        /// Children of a verified index must carry their own signatures.
+        require_child_signatures: bool,
+    },
+}
+
+/// How many distinct authorities must have signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Require {
+    Any,
+    All,
+    AtLeast(usize),
+}
+
+impl Require {
+    /// Distinct authorities needed out of `listed`.
+    pub fn needed(self, listed: usize) -> usize {
+        match self {
+            Require::Any => 1,
+            Require::All => listed,
+            Require::AtLeast(n) => n,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

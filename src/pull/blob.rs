@@ -140,6 +140,7 @@ impl Puller {
     /// Size of a blob, from the store or by asking the upstream.
     pub async fn head_blob(&self, target: &Target, digest: &Digest) -> Result<BlobHead, PullError> {
         self.precheck(target)?;
+        self.check_blob_allowed(target, digest)?;
         if let Some(size) = self.store.size(Kind::Blob, digest) {
             self.confirm(target, digest, false).await?;
             return Ok(BlobHead { size: Some(size) });

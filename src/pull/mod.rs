@@ -3,6 +3,7 @@
 //! Concurrent identical requests share one upstream fetch.
 
 mod blob;
+mod discover;
 mod flight;
 mod index;
 
@@ -16,7 +17,8 @@ use crate::metrics::Metrics;
 use crate::oci::media::DEFAULT_MANIFEST_ACCEPT;
 use crate::oci::{Digest, Manifest, ManifestContent, Reference, RepositoryName, Tag};
 use crate::upstream::{Upstream, UpstreamError};
-use crate::verify::{Denial, Gate, VerifiedManifest};
+use crate::verify::evidence::Evidence;
+use crate::verify::{Denial, Gate, Reached, Reason, VerifiedManifest, is_signature_artifact};
 
 pub use blob::{BlobBody, BlobHead, ByteRange};
 pub use flight::Flights;
@@ -88,6 +90,10 @@ pub struct Puller {
     tags: moka::sync::Cache<TagKey, TagEntry>,
     /// (upstream, repo, digest) the upstream is known to hold.
     known: moka::sync::Cache<RepoDigest, ()>,
+    /// Blobs referenced by an allowed manifest of the same repository.
+    allowed_blobs: moka::sync::Cache<RepoDigest, ()>,
+    /// Manifests named by an allowed index of the same repository.
+    authorized: moka::sync::Cache<RepoDigest, ()>,
     verdicts: moka::sync::Cache<RepoDigest, Verdict>,
     tag_flights: Flights<TagKey, Result<Digest, PullError>>,
     verdict_flights: Flights<RepoDigest, Result<Verdict, PullError>>,
@@ -119,6 +125,14 @@ impl Puller {
                 .time_to_live(config.max_stale)
                 .build(),
             known: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
+            allowed_blobs: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(config.verdict_ttl.max(config.max_stale))
+                .build(),
+            authorized: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(config.verdict_ttl)
+                .build(),
             verdicts: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .expire_after(VerdictExpiry {
@@ -189,15 +203,39 @@ impl Puller {
     /// Upstream faults are returned as errors and never cached.
     async fn decide(&self, target: &Target, digest: &Digest) -> Result<Verdict, PullError> {
         let content = self.content(target, digest).await?;
-        let started = std::time::Instant::now();
-        let verdict = self
-            .gate
-            .decide(&target.upstream.name, &target.repo, content);
-        self.metrics
-            .verification_seconds
-            .observe(started.elapsed().as_secs_f64());
-        if let Ok(v) = &verdict {
-            self.remember_references(target, v.content());
+        let (upstream, repo) = (&target.upstream.name, &target.repo);
+        let manifest = Manifest::parse(content.bytes(), Some(content.media_type()))
+            .map_err(|e| PullError::ManifestInvalid(e.to_string()))?;
+        let key = target.key(digest);
+        let verdict = if is_signature_artifact(&manifest) {
+            self.gate.pass_artifact(upstream, repo, content)
+        } else {
+            let reached = if self.authorized.contains_key(&key) {
+                Reached::ThroughAllowedIndex
+            } else {
+                Reached::Directly
+            };
+            let evidence = if self.gate.needs_evidence(upstream, repo, reached) {
+                self.discover(target, digest).await?
+            } else {
+                Evidence::default()
+            };
+            let started = std::time::Instant::now();
+            let verdict = self.gate.decide(
+                upstream,
+                repo,
+                content,
+                &evidence,
+                reached,
+                self.clock.now(),
+            );
+            self.metrics
+                .verification_seconds
+                .observe(started.elapsed().as_secs_f64());
+            verdict
+        };
+        if verdict.is_ok() {
+            self.remember_references(target, &manifest);
         }
         self.verdicts.insert(target.key(digest), verdict.clone());
         Ok(verdict)
@@ -307,13 +345,46 @@ impl Puller {
         Ok(())
     }
 
-    /// Records what an allowed manifest references as present in its repository.
-    fn remember_references(&self, target: &Target, content: &ManifestContent) {
-        if let Ok(m) = Manifest::parse(content.bytes(), Some(content.media_type())) {
-            for d in m.references() {
-                self.known.insert(target.key(&d.digest), ());
+    /// Records what an allowed manifest references: its blobs may now be
+    /// served from this repository, and an index's children were named by
+    /// an allowed index (unless it is a signature artifact index).
+    fn remember_references(&self, target: &Target, manifest: &Manifest) {
+        match &manifest.kind {
+            crate::oci::ManifestKind::Image { .. } => {
+                for d in manifest.references() {
+                    self.known.insert(target.key(&d.digest), ());
+                    self.allowed_blobs.insert(target.key(&d.digest), ());
+                }
+            }
+            crate::oci::ManifestKind::Index { manifests } => {
+                let artifact = is_signature_artifact(manifest);
+                for d in manifests {
+                    self.known.insert(target.key(&d.digest), ());
+                    if !artifact {
+                        self.authorized.insert(target.key(&d.digest), ());
+                    }
+                }
             }
         }
+    }
+
+    /// Blobs flow only for manifests that passed: under a gating policy a
+    /// blob must be referenced by an allowed manifest of this repository.
+    fn check_blob_allowed(&self, target: &Target, digest: &Digest) -> Result<(), PullError> {
+        if self.gate.gates_blobs(&target.upstream.name, &target.repo)
+            && !self.allowed_blobs.contains_key(&target.key(digest))
+        {
+            return Err(PullError::Denied(Denial {
+                reason: Reason::Unsigned,
+                policy: None,
+                message: format!(
+                    "blob {digest} is not referenced by an allowed manifest of {}",
+                    target.repo
+                ),
+                findings: Vec::new(),
+            }));
+        }
+        Ok(())
     }
 
     /// Tag → digest: from the tag cache within `tag_ttl`, else revalidated

@@ -399,6 +399,26 @@ impl Upstream {
         .await
     }
 
+    /// GET a small blob whole (at most `limit` bytes) and check its digest.
+    pub async fn fetch_blob_bounded(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Bytes, UpstreamError> {
+        let response = self.fetch_blob(repo, digest).await?;
+        let bytes = read_limited(response, limit)
+            .await
+            .map_err(|e| self.fail(e))?;
+        if !digest.matches(&bytes) {
+            return Err(self.fail(UpstreamError::DigestMismatch {
+                expected: digest.to_string(),
+                actual: Digest::of(digest.algorithm(), &bytes).to_string(),
+            }));
+        }
+        Ok(bytes)
+    }
+
     /// HEAD a blob: its size, if the upstream has it.
     pub async fn head_blob(
         &self,

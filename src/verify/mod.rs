@@ -5,14 +5,23 @@
 //! Today a policy either denies or explicitly allows unverified content;
 //! signature verification plugs in here.
 
+pub mod check;
+pub mod evidence;
+mod legacy;
 pub mod sigstore;
+mod x509;
 
 use std::fmt;
 use std::sync::Arc;
 
+use std::time::SystemTime;
+
 use crate::config::UpstreamName;
 use crate::oci::{ManifestContent, RepositoryName};
-use crate::policy::{Mode, PolicySet, Rule};
+use crate::policy::{Mode, PolicySet, Require, Rule};
+use crate::trust::TrustSnapshot;
+use evidence::Evidence;
+use sigstore::Failure;
 
 /// Why a manifest was denied; the stable, machine-readable reason codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,6 +75,7 @@ pub struct Denial {
     pub reason: Reason,
     pub policy: Option<Arc<str>>,
     pub message: String,
+    pub findings: Vec<Finding>,
 }
 
 /// A manifest that may be served: its exact verified bytes and the policy
@@ -76,6 +86,7 @@ pub struct VerifiedManifest {
     policy: Arc<str>,
     /// Set when an audit-mode policy let through what enforce would deny.
     audit_denial: Option<Reason>,
+    findings: Vec<Finding>,
 }
 
 impl VerifiedManifest {
@@ -90,16 +101,120 @@ impl VerifiedManifest {
     pub fn audit_denial(&self) -> Option<Reason> {
         self.audit_denial
     }
+
+    /// Each required authority and whether it was met.
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+}
+
+/// Media types of layers that hold signatures or attestations, never files.
+const SIGNATURE_LAYER_TYPES: [&str; 4] = [
+    "application/vnd.dev.cosign.simplesigning.v1+json",
+    "application/vnd.dsse.envelope.v1+json",
+    "application/vnd.in-toto+json",
+    "application/vnd.dev.sigstore.bundle",
+];
+
+/// Whether a manifest is a signature or attestation artifact: an image
+/// manifest whose layers are all signature media types, or an index (the
+/// referrers fallback tag) whose entries are all typed artifacts, not
+/// platform images. Children of such an index are judged on their own.
+pub fn is_signature_artifact(manifest: &crate::oci::Manifest) -> bool {
+    match &manifest.kind {
+        crate::oci::ManifestKind::Image { layers, .. } => {
+            !layers.is_empty()
+                && layers.iter().all(|l| {
+                    SIGNATURE_LAYER_TYPES
+                        .iter()
+                        .any(|t| l.media_type.starts_with(t))
+                })
+        }
+        crate::oci::ManifestKind::Index { manifests } => manifests.iter().all(|m| {
+            m.platform.is_none() && m.artifact_type.as_deref().is_some_and(|t| !t.is_empty())
+        }),
+    }
+}
+
+/// One authority's outcome for a manifest.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub authority: String,
+    /// `Ok` when some signature satisfied the authority, else the most
+    /// specific failure seen.
+    pub outcome: Result<(), Failure>,
 }
 
 /// Applies the configured policies to manifests.
 pub struct Gate {
     policies: PolicySet,
+    trust: Arc<TrustSnapshot>,
+}
+
+/// What the gate is told about how a manifest was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reached {
+    Directly,
+    /// Named by an index that this policy allowed in the same repository.
+    ThroughAllowedIndex,
 }
 
 impl Gate {
-    pub fn new(policies: PolicySet) -> Self {
-        Gate { policies }
+    pub fn new(policies: PolicySet, trust: Arc<TrustSnapshot>) -> Self {
+        Gate { policies, trust }
+    }
+
+    pub fn trust_epoch(&self) -> u64 {
+        self.trust.epoch
+    }
+
+    /// Whether deciding on a manifest of `upstream/repo`, reached this way,
+    /// needs signature evidence.
+    pub fn needs_evidence(
+        &self,
+        upstream: &UpstreamName,
+        repo: &RepositoryName,
+        reached: Reached,
+    ) -> bool {
+        self.policies
+            .find(upstream.as_str(), repo.as_str())
+            .is_some_and(|p| match p.rule {
+                Rule::Signatures {
+                    require_child_signatures,
+                    ..
+                } => reached == Reached::Directly || require_child_signatures,
+                _ => false,
+            })
+    }
+
+    /// Whether blobs of `upstream/repo` are served only when an allowed
+    /// manifest of that repository references them.
+    pub fn gates_blobs(&self, upstream: &UpstreamName, repo: &RepositoryName) -> bool {
+        self.policies
+            .find(upstream.as_str(), repo.as_str())
+            .is_some_and(|p| !matches!(p.rule, Rule::AllowUnverified))
+    }
+
+    /// Signature and attestation artifacts pass through (downstream
+    /// verifiers need them) wherever a policy could allow content at all.
+    /// They cannot run: their layers are signatures, not filesystems.
+    pub fn pass_artifact(
+        &self,
+        upstream: &UpstreamName,
+        repo: &RepositoryName,
+        content: Arc<ManifestContent>,
+    ) -> Result<VerifiedManifest, Denial> {
+        self.precheck(upstream, repo)?;
+        let policy = self
+            .policies
+            .find(upstream.as_str(), repo.as_str())
+            .map_or_else(|| Arc::from("none"), |p| Arc::from(p.name.as_str()));
+        Ok(VerifiedManifest {
+            content,
+            policy,
+            audit_denial: None,
+            findings: Vec::new(),
+        })
     }
 
     /// Refuses a repository up front when no content could ever be allowed
@@ -111,55 +226,173 @@ impl Gate {
                 reason: Reason::NoPolicy,
                 policy: None,
                 message: format!("no policy matches {upstream}/{repo}"),
+                findings: Vec::new(),
             }),
             Some(p) if p.rule == Rule::Deny && p.mode == Mode::Enforce => Err(Denial {
                 reason: Reason::NoPolicy,
                 policy: Some(Arc::from(p.name.as_str())),
                 message: format!("policy {} denies {upstream}/{repo}", p.name),
+                findings: Vec::new(),
             }),
             Some(_) => Ok(()),
         }
     }
 
-    /// Decides whether `content`, found at `upstream/repo`, may be served.
+    /// Decides whether `content`, found at `upstream/repo`, may be served,
+    /// given the signature `evidence` found for it.
     pub fn decide(
         &self,
         upstream: &UpstreamName,
         repo: &RepositoryName,
         content: Arc<ManifestContent>,
+        evidence: &Evidence,
+        reached: Reached,
+        now: SystemTime,
     ) -> Result<VerifiedManifest, Denial> {
         let Some(policy) = self.policies.find(upstream.as_str(), repo.as_str()) else {
             return Err(Denial {
                 reason: Reason::NoPolicy,
                 policy: None,
                 message: format!("no policy matches {upstream}/{repo}"),
+                findings: Vec::new(),
             });
         };
         let name: Arc<str> = Arc::from(policy.name.as_str());
-        let failure = match policy.rule {
-            Rule::AllowUnverified => None,
-            Rule::Deny => Some((
-                Reason::NoPolicy,
-                format!("policy {} denies {upstream}/{repo}", policy.name),
-            )),
+        let (failure, findings) = match &policy.rule {
+            Rule::AllowUnverified => (None, Vec::new()),
+            Rule::Deny => (
+                Some((
+                    Reason::NoPolicy,
+                    format!("policy {} denies {upstream}/{repo}", policy.name),
+                )),
+                Vec::new(),
+            ),
+            Rule::Signatures {
+                authorities,
+                require,
+                require_child_signatures,
+            } => {
+                if reached == Reached::ThroughAllowedIndex && !require_child_signatures {
+                    (None, Vec::new())
+                } else {
+                    self.judge_signatures(content.digest(), evidence, authorities, *require, now)
+                }
+            }
         };
         match (failure, policy.mode) {
             (None, _) => Ok(VerifiedManifest {
                 content,
                 policy: name,
                 audit_denial: None,
+                findings,
             }),
             (Some((reason, _)), Mode::Audit) => Ok(VerifiedManifest {
                 content,
                 policy: name,
                 audit_denial: Some(reason),
+                findings,
             }),
             (Some((reason, message)), Mode::Enforce) => Err(Denial {
                 reason,
                 policy: Some(name),
                 message,
+                findings,
             }),
         }
+    }
+
+    /// Counts the distinct authorities some signature satisfies.
+    #[allow(clippy::type_complexity)]
+    fn judge_signatures(
+        &self,
+        subject: &crate::oci::Digest,
+        evidence: &Evidence,
+        authorities: &[String],
+        require: Require,
+        now: SystemTime,
+    ) -> (Option<(Reason, String)>, Vec<Finding>) {
+        if let Some(limit) = &evidence.limit_exceeded {
+            return (Some((Reason::LimitExceeded, limit.clone())), Vec::new());
+        }
+        if evidence.signatures.is_empty() {
+            return (
+                Some((Reason::Unsigned, "no signatures found".into())),
+                Vec::new(),
+            );
+        }
+        let findings: Vec<Finding> = authorities
+            .iter()
+            .map(|name| Finding {
+                authority: name.clone(),
+                outcome: match self.trust.authority(name) {
+                    None => Err(Failure::new(
+                        Reason::TrustUnavailable,
+                        format!("authority {name} is not loaded"),
+                    )),
+                    Some(a) => best_outcome(
+                        evidence
+                            .signatures
+                            .iter()
+                            .map(|s| check::check(a, s, subject, now)),
+                    ),
+                },
+            })
+            .collect();
+        let met = findings.iter().filter(|f| f.outcome.is_ok()).count();
+        let needed = require.needed(authorities.len());
+        if met >= needed {
+            return (None, findings);
+        }
+        let worst = findings
+            .iter()
+            .filter_map(|f| f.outcome.as_ref().err())
+            .max_by_key(|f| specificity(f.reason))
+            .cloned()
+            .unwrap_or_else(|| {
+                Failure::new(
+                    Reason::Unsigned,
+                    "no signature from the required authorities",
+                )
+            });
+        let message = format!(
+            "{met} of {needed} required authorities verified: {}",
+            worst.message
+        );
+        (Some((worst.reason, message)), findings)
+    }
+}
+
+/// `Ok` if any signature passed, else the most specific failure.
+fn best_outcome(outcomes: impl Iterator<Item = Result<(), Failure>>) -> Result<(), Failure> {
+    let mut best: Option<Failure> = None;
+    for outcome in outcomes {
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(f) => {
+                if best
+                    .as_ref()
+                    .is_none_or(|b| specificity(f.reason) > specificity(b.reason))
+                {
+                    best = Some(f);
+                }
+            }
+        }
+    }
+    Err(best.unwrap_or_else(|| Failure::new(Reason::Unsigned, "no signatures")))
+}
+
+/// When several signatures fail, the denial names the failure that says the
+/// most: a trusted signer with a problem beats a signer that is not trusted.
+fn specificity(reason: Reason) -> u8 {
+    match reason {
+        Reason::Unsigned => 0,
+        Reason::UntrustedSigner => 1,
+        Reason::InvalidSignature => 2,
+        Reason::IdentityMismatch => 3,
+        Reason::TlogInvalid => 4,
+        Reason::CertificateExpired => 5,
+        Reason::TrustUnavailable => 6,
+        _ => 7,
     }
 }
 
@@ -175,6 +408,25 @@ mod tests {
         Arc::new(ManifestContent::new(Digest::sha256_of(&bytes), media, bytes).unwrap())
     }
 
+    fn gate(policies: Vec<Policy>) -> Gate {
+        Gate::new(PolicySet::new(policies), Arc::new(TrustSnapshot::empty()))
+    }
+
+    fn decide(
+        gate: &Gate,
+        upstream: &UpstreamName,
+        repo: &str,
+    ) -> Result<VerifiedManifest, Denial> {
+        gate.decide(
+            upstream,
+            &repo.parse().unwrap(),
+            content(),
+            &Evidence::default(),
+            Reached::Directly,
+            SystemTime::now(),
+        )
+    }
+
     fn policy(name: &str, pattern: &str, mode: Mode, rule: Rule) -> Policy {
         Policy {
             name: name.into(),
@@ -186,7 +438,7 @@ mod tests {
 
     #[test]
     fn first_matching_policy_decides_and_no_match_is_no_policy() {
-        let gate = Gate::new(PolicySet::new(vec![
+        let gate = gate(vec![
             policy(
                 "open",
                 "hub/library/**",
@@ -194,35 +446,22 @@ mod tests {
                 Rule::AllowUnverified,
             ),
             policy("closed", "hub/**", Mode::Enforce, Rule::Deny),
-        ]));
+        ]);
         let hub: UpstreamName = "hub".parse().unwrap();
-        let ok = gate
-            .decide(&hub, &"library/nginx".parse().unwrap(), content())
-            .unwrap();
+        let ok = decide(&gate, &hub, "library/nginx").unwrap();
         assert_eq!(ok.policy(), "open");
-        let denied = gate
-            .decide(&hub, &"acme/app".parse().unwrap(), content())
-            .unwrap_err();
+        let denied = decide(&gate, &hub, "acme/app").unwrap_err();
         assert_eq!(denied.policy.as_deref(), Some("closed"));
         let other: UpstreamName = "other".parse().unwrap();
-        let none = gate
-            .decide(&other, &"x".parse().unwrap(), content())
-            .unwrap_err();
+        let none = decide(&gate, &other, "x").unwrap_err();
         assert_eq!(none.reason, Reason::NoPolicy);
         assert!(none.policy.is_none());
     }
 
     #[test]
     fn audit_mode_allows_and_records_what_enforce_would_deny() {
-        let gate = Gate::new(PolicySet::new(vec![policy(
-            "watch",
-            "**",
-            Mode::Audit,
-            Rule::Deny,
-        )]));
-        let v = gate
-            .decide(&"hub".parse().unwrap(), &"a".parse().unwrap(), content())
-            .unwrap();
+        let gate = gate(vec![policy("watch", "**", Mode::Audit, Rule::Deny)]);
+        let v = decide(&gate, &"hub".parse().unwrap(), "a").unwrap();
         assert_eq!(v.audit_denial(), Some(Reason::NoPolicy));
     }
 }

@@ -38,6 +38,31 @@ impl SigstoreRoot {
         Ok(SigstoreRoot { verifier })
     }
 
+    /// A root that trusts `ca_roots` (DER) as its only certificate
+    /// authorities and keeps `base`'s transparency logs and TSAs: how a
+    /// vendor PKI that logs to Rekor is verified at the logged time.
+    pub fn with_certificate_authorities(
+        base_json: &str,
+        ca_roots: &[Vec<u8>],
+    ) -> Result<SigstoreRoot, RootError> {
+        use base64::Engine;
+        let mut root: serde_json::Value = serde_json::from_str(base_json)
+            .map_err(|e| RootError(format!("trusted root is not JSON: {e}")))?;
+        let cas: Vec<serde_json::Value> = ca_roots
+            .iter()
+            .map(|der| {
+                serde_json::json!({
+                    "subject": {"organization": "vendor", "commonName": "vendor"},
+                    "certChain": {"certificates": [{"rawBytes": base64::engine::general_purpose::STANDARD.encode(der)}]},
+                    "validFor": {"start": "1970-01-01T00:00:00Z"},
+                })
+            })
+            .collect();
+        root["certificateAuthorities"] = serde_json::Value::Array(cas);
+        root["ctlogs"] = serde_json::json!([]);
+        SigstoreRoot::from_json(&root.to_string())
+    }
+
     /// The public-good instance's root as embedded in the library. It is a
     /// snapshot; deployments that need current material point an authority
     /// at a `trusted_root.json` they refresh.
@@ -84,7 +109,13 @@ pub enum Expected<'a> {
     /// A public key (the bundle must carry public-key material).
     Key(&'a DerPublicKey),
     /// A Fulcio-style certificate with this identity.
-    Keyless(&'a Identity),
+    Keyless {
+        identity: &'a Identity,
+        require_sct: bool,
+    },
+    /// Any certificate chaining to the root's certificate authorities (a
+    /// vendor PKI expressed as a private trusted root); no SCT.
+    AnyCertificate,
 }
 
 /// What a successful verification established.
@@ -152,13 +183,25 @@ pub fn verify_bundle(
             let policy = PublicKeyVerificationPolicy::new(key.clone());
             root.verifier.verify(artifact, bundle, &policy)
         }
-        Expected::Keyless(identity) => {
-            let policy = VerificationPolicy::any_identity().require_issuer(identity.issuer.clone());
+        Expected::Keyless {
+            identity,
+            require_sct,
+        } => {
+            let mut policy =
+                VerificationPolicy::any_identity().require_issuer(identity.issuer.clone());
+            if !require_sct {
+                policy = policy.skip_sct();
+            }
             root.verifier.verify(artifact, bundle, &policy)
         }
+        Expected::AnyCertificate => root.verifier.verify(
+            artifact,
+            bundle,
+            &VerificationPolicy::any_identity().skip_sct(),
+        ),
     }
     .map_err(failure)?;
-    if let Expected::Keyless(identity) = expected {
+    if let Expected::Keyless { identity, .. } = expected {
         let san = result.identity().map(|s| s.as_str().to_string());
         match &san {
             Some(s) if identity.subject.matches(s) => {}

@@ -1,0 +1,221 @@
+//! Finding a manifest's signatures: cosign's legacy `sha256-<hex>.sig` tag
+//! and Sigstore bundles among its OCI 1.1 referrers (API or fallback tag).
+//! Both searches run concurrently; every count and size is bounded, and a
+//! bound hit is recorded so the gate denies `limit_exceeded`. Upstream
+//! faults are errors (never an empty answer), so they can't pass for
+//! "unsigned" and are never cached as verdicts.
+
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::{PullError, Puller, Target};
+use crate::oci::media::{OCI_INDEX, OCI_MANIFEST};
+use crate::oci::{Descriptor, Digest, Manifest, ManifestKind, Reference, Tag};
+use crate::upstream::UpstreamError;
+use crate::verify::check::COSIGN_SIGN_PREDICATE;
+use crate::verify::evidence::{
+    Evidence, LegacySignature, MAX_SIGNATURE_BYTES, MAX_SIGNATURES, Signature,
+};
+
+const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+const BUNDLE_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
+/// Signature fetches in flight at once for one manifest.
+const PARALLEL: usize = 8;
+
+impl Puller {
+    pub(super) async fn discover(
+        &self,
+        target: &Target,
+        digest: &Digest,
+    ) -> Result<Evidence, PullError> {
+        let (legacy, bundles) = tokio::join!(
+            self.legacy_signatures(target, digest),
+            self.bundle_signatures(target, digest)
+        );
+        let (legacy, legacy_limit) = legacy?;
+        let (bundles, bundle_limit) = bundles?;
+        let mut signatures = legacy;
+        signatures.extend(bundles);
+        let mut limit_exceeded = legacy_limit.or(bundle_limit);
+        if signatures.len() > MAX_SIGNATURES {
+            limit_exceeded = Some(format!("more than {MAX_SIGNATURES} signatures"));
+        }
+        Ok(Evidence {
+            signatures,
+            limit_exceeded,
+        })
+    }
+
+    async fn legacy_signatures(
+        &self,
+        target: &Target,
+        digest: &Digest,
+    ) -> Result<(Vec<Signature>, Option<String>), PullError> {
+        let tag: Tag = format!("{}.sig", digest.referrers_tag())
+            .parse()
+            .map_err(|_| PullError::Internal("signature tag is not a tag".into()))?;
+        let fetched = match target
+            .upstream
+            .fetch_manifest(&target.repo, &Reference::Tag(tag), OCI_MANIFEST)
+            .await
+        {
+            Ok(f) => f,
+            Err(UpstreamError::NotFound) => return Ok((Vec::new(), None)),
+            Err(e) => return Err(e.into()),
+        };
+        let layers = match Manifest::parse(&fetched.bytes, fetched.content_type.as_ref()) {
+            Ok(Manifest {
+                kind: ManifestKind::Image { layers, .. },
+                ..
+            }) => layers,
+            _ => return Ok((Vec::new(), None)),
+        };
+        let layers: Vec<Descriptor> = layers
+            .into_iter()
+            .filter(|l| l.media_type == SIMPLE_SIGNING)
+            .collect();
+        if let Some(limit) = bounds(&layers) {
+            return Ok((Vec::new(), Some(limit)));
+        }
+        let signatures = futures_util::stream::iter(layers)
+            .map(|layer| async move {
+                let payload = target
+                    .upstream
+                    .fetch_blob_bounded(&target.repo, &layer.digest, MAX_SIGNATURE_BYTES as usize)
+                    .await?;
+                let note = |k: &str| layer.annotations.as_ref().and_then(|a| a.get(k).cloned());
+                Ok::<_, PullError>(note("dev.cosignproject.cosign/signature").map(|signature| {
+                    Signature::Legacy(LegacySignature {
+                        payload,
+                        signature,
+                        certificate: note("dev.sigstore.cosign/certificate"),
+                        chain: note("dev.sigstore.cosign/chain"),
+                        rekor_bundle: note("dev.sigstore.cosign/bundle"),
+                    })
+                }))
+            })
+            .buffer_unordered(PARALLEL)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok((signatures.into_iter().flatten().collect(), None))
+    }
+
+    async fn bundle_signatures(
+        &self,
+        target: &Target,
+        digest: &Digest,
+    ) -> Result<(Vec<Signature>, Option<String>), PullError> {
+        let referrers = self.referrers(target, digest, None).await?;
+        let index: serde_json::Value = serde_json::from_slice(&referrers.body).unwrap_or_default();
+        let candidates: Vec<Descriptor> = index["manifests"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|d| serde_json::from_value::<Descriptor>(d.clone()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let candidates: Vec<Descriptor> = candidates
+            .into_iter()
+            .filter(may_be_signature_bundle)
+            .collect();
+        if candidates.len() > MAX_SIGNATURES {
+            return Ok((
+                Vec::new(),
+                Some(format!("more than {MAX_SIGNATURES} signature referrers")),
+            ));
+        }
+        let per_referrer = futures_util::stream::iter(candidates)
+            .map(|d| async move { self.referrer_bundles(target, &d.digest).await })
+            .buffer_unordered(PARALLEL)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let mut signatures = Vec::new();
+        for found in per_referrer {
+            match found {
+                Ok(mut b) => signatures.append(&mut b),
+                Err(limit) => return Ok((Vec::new(), Some(limit))),
+            }
+        }
+        Ok((signatures, None))
+    }
+
+    /// The bundle layers of one referrer manifest (or the bound it broke).
+    async fn referrer_bundles(
+        &self,
+        target: &Target,
+        digest: &Digest,
+    ) -> Result<Result<Vec<Signature>, String>, PullError> {
+        let fetched = target
+            .upstream
+            .fetch_manifest(
+                &target.repo,
+                &Reference::Digest(digest.clone()),
+                OCI_MANIFEST,
+            )
+            .await?;
+        if !digest.matches(&fetched.bytes) {
+            let e = UpstreamError::DigestMismatch {
+                expected: digest.to_string(),
+                actual: Digest::of(digest.algorithm(), &fetched.bytes).to_string(),
+            };
+            return Err(target.upstream.record_fault(e).into());
+        }
+        let layers = match Manifest::parse(&fetched.bytes, fetched.content_type.as_ref()) {
+            Ok(Manifest {
+                kind: ManifestKind::Image { layers, .. },
+                ..
+            }) => layers,
+            _ => return Ok(Ok(Vec::new())),
+        };
+        let layers: Vec<Descriptor> = layers
+            .into_iter()
+            .filter(|l| l.media_type.starts_with(BUNDLE_PREFIX))
+            .collect();
+        if let Some(limit) = bounds(&layers) {
+            return Ok(Err(limit));
+        }
+        let mut out = Vec::new();
+        for layer in layers {
+            let bytes = target
+                .upstream
+                .fetch_blob_bounded(&target.repo, &layer.digest, MAX_SIGNATURE_BYTES as usize)
+                .await?;
+            out.push(Signature::Bundle(bytes));
+        }
+        Ok(Ok(out))
+    }
+}
+
+/// A referrer worth fetching: a Sigstore bundle, or an artifact whose type
+/// some registries drop (GHCR reports the empty type), unless its (unsigned)
+/// annotation says it holds an attestation rather than a signature.
+fn may_be_signature_bundle(d: &Descriptor) -> bool {
+    let typed = match d.artifact_type.as_deref() {
+        None | Some("") | Some("application/vnd.oci.empty.v1+json") => true,
+        Some(t) => t.starts_with(BUNDLE_PREFIX),
+    };
+    let predicate = d
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("dev.sigstore.bundle.predicateType"));
+    typed && predicate.is_none_or(|p| p == COSIGN_SIGN_PREDICATE) && d.media_type != OCI_INDEX
+}
+
+/// The first bound these layers break, if any.
+fn bounds(layers: &[Descriptor]) -> Option<String> {
+    if layers.len() > MAX_SIGNATURES {
+        return Some(format!(
+            "{} signature layers (at most {MAX_SIGNATURES})",
+            layers.len()
+        ));
+    }
+    layers
+        .iter()
+        .find(|l| l.size > MAX_SIGNATURE_BYTES)
+        .map(|l| {
+            format!(
+                "a signature layer of {} bytes (at most {MAX_SIGNATURE_BYTES})",
+                l.size
+            )
+        })
+}

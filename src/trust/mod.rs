@@ -1,0 +1,194 @@
+//! Trust material: each authority's keys, CA roots or keyless identity, and
+//! the Sigstore trusted root it relies on, loaded into an immutable
+//! [`TrustSnapshot`] with an epoch. A new snapshot (a new epoch) retires
+//! every cached verdict.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use sha2::{Digest as _, Sha256};
+use sigstore_verify::types::DerPublicKey;
+
+use crate::config::{AuthorityConfig, AuthorityKind, Problem, TrustedRootSource};
+use crate::verify::sigstore::{Identity, SigstoreRoot};
+
+/// One trusted vendor.
+pub struct Authority {
+    pub name: String,
+    pub material: Material,
+    pub sigstore: Option<Arc<SigstoreRoot>>,
+    pub require_tlog: bool,
+    pub require_sct: bool,
+}
+
+pub enum Material {
+    /// Public keys with their SHA-256 fingerprints (hex of the SPKI DER).
+    Keys(Vec<(String, DerPublicKey)>),
+    /// Vendor root certificates (DER).
+    CaRoots(Vec<CertificateDer<'static>>),
+    Keyless(Identity),
+}
+
+/// All authorities at one moment.
+pub struct TrustSnapshot {
+    pub epoch: u64,
+    authorities: HashMap<String, Arc<Authority>>,
+}
+
+impl TrustSnapshot {
+    pub fn authority(&self, name: &str) -> Option<&Arc<Authority>> {
+        self.authorities.get(name)
+    }
+
+    pub fn authorities(&self) -> impl Iterator<Item = &Arc<Authority>> {
+        self.authorities.values()
+    }
+
+    /// Reads every authority's material; problems carry the key path.
+    pub fn load(configs: &[AuthorityConfig], epoch: u64) -> Result<TrustSnapshot, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut roots: HashMap<String, Arc<SigstoreRoot>> = HashMap::new();
+        let mut authorities = HashMap::new();
+        for (i, a) in configs.iter().enumerate() {
+            let mut problem = |field: String, message: String| {
+                problems.push(Problem {
+                    path: format!("authority[{i}].{field}"),
+                    message,
+                })
+            };
+            let sigstore = match &a.trusted_root {
+                None => None,
+                Some(source) => {
+                    let key = match source {
+                        TrustedRootSource::PublicGood => "sigstore-public-good".to_string(),
+                        TrustedRootSource::File(p) => p.display().to_string(),
+                    };
+                    match roots.get(&key) {
+                        Some(r) => Some(Arc::clone(r)),
+                        None => match load_root(source) {
+                            Ok(r) => {
+                                let r = Arc::new(r);
+                                roots.insert(key, Arc::clone(&r));
+                                Some(r)
+                            }
+                            Err(e) => {
+                                problem("trusted_root".into(), e);
+                                None
+                            }
+                        },
+                    }
+                }
+            };
+            let material = match &a.kind {
+                AuthorityKind::Keys(paths) => {
+                    let mut keys = Vec::new();
+                    for (j, p) in paths.iter().enumerate() {
+                        match load_key(p) {
+                            Ok(k) => keys.push(k),
+                            Err(e) => problem(format!("keys[{j}]"), e),
+                        }
+                    }
+                    Material::Keys(keys)
+                }
+                AuthorityKind::CaRoots(paths) => {
+                    let mut certs = Vec::new();
+                    for (j, p) in paths.iter().enumerate() {
+                        match load_certs(p) {
+                            Ok(c) => certs.extend(c),
+                            Err(e) => problem(format!("ca_roots[{j}]"), e),
+                        }
+                    }
+                    Material::CaRoots(certs)
+                }
+                AuthorityKind::Keyless { issuer, subject } => Material::Keyless(Identity {
+                    issuer: issuer.clone(),
+                    subject: subject.clone(),
+                }),
+            };
+            // A vendor PKI that logs to a transparency log is verified against
+            // a root that trusts only the vendor's CAs plus the logs.
+            let sigstore = match (&material, &a.trusted_root) {
+                (Material::CaRoots(cas), Some(source)) if !cas.is_empty() => {
+                    let ders: Vec<Vec<u8>> = cas.iter().map(|c| c.to_vec()).collect();
+                    match root_json(source).and_then(|json| {
+                        SigstoreRoot::with_certificate_authorities(&json, &ders)
+                            .map_err(|e| e.to_string())
+                    }) {
+                        Ok(r) => Some(Arc::new(r)),
+                        Err(e) => {
+                            problem("trusted_root".into(), e);
+                            None
+                        }
+                    }
+                }
+                _ => sigstore,
+            };
+            authorities.insert(
+                a.name.clone(),
+                Arc::new(Authority {
+                    name: a.name.clone(),
+                    material,
+                    sigstore,
+                    require_tlog: a.require_tlog,
+                    require_sct: a.require_sct,
+                }),
+            );
+        }
+        if problems.is_empty() {
+            Ok(TrustSnapshot { epoch, authorities })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// A snapshot with no authorities, for tests and for configs without any.
+    pub fn empty() -> TrustSnapshot {
+        TrustSnapshot {
+            epoch: 0,
+            authorities: HashMap::new(),
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn root_json(source: &TrustedRootSource) -> Result<String, String> {
+    match source {
+        TrustedRootSource::PublicGood => {
+            Ok(sigstore_verify::trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT.to_string())
+        }
+        TrustedRootSource::File(p) => read(p),
+    }
+}
+
+fn load_root(source: &TrustedRootSource) -> Result<SigstoreRoot, String> {
+    SigstoreRoot::from_json(&root_json(source)?).map_err(|e| e.to_string())
+}
+
+fn load_key(path: &Path) -> Result<(String, DerPublicKey), String> {
+    let key = crate::verify::sigstore::public_key_from_pem(&read(path)?)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    sigstore_verify::crypto::VerificationKey::from_spki(&key)
+        .map_err(|e| format!("{}: unsupported key: {e}", path.display()))?;
+    Ok((hex::encode(Sha256::digest(key.as_bytes())), key))
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificates", path.display()));
+    }
+    for c in &certs {
+        webpki::anchor_from_trusted_cert(c)
+            .map_err(|e| format!("{}: not a usable CA certificate: {e:?}", path.display()))?;
+    }
+    Ok(certs)
+}
