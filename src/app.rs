@@ -110,4 +110,23 @@ impl App {
     pub fn default_upstream(&self) -> Option<&Arc<Upstream>> {
         self.default_upstream.as_ref()
     }
+
+    /// Where an image name (`registry/repo`) is pulled from, routed as a
+    /// path-prefixed request would be.
+    pub fn target_for(
+        &self,
+        name: &str,
+    ) -> Result<crate::pull::Target, crate::server::routes::RoutingError> {
+        let routed = crate::server::routes::route(
+            name,
+            None,
+            |n| self.upstream(n),
+            self.default_upstream(),
+            |u| u.library_prefix,
+        )?;
+        Ok(crate::pull::Target {
+            upstream: routed.upstream,
+            repo: routed.repo,
+        })
+    }
 }

@@ -40,6 +40,14 @@ enum Command {
     },
     /// Validate a config file: exit 0 and a summary, or every problem with its key path.
     CheckConfig { file: PathBuf },
+    /// Decide on one image exactly as the proxy would, and explain why:
+    /// exit 0 allow, 1 deny, 2 when no decision could be made.
+    Verify {
+        /// `registry/repository[:tag|@digest]`; the registry is an upstream name.
+        image: String,
+        #[arg(long, default_value = "/etc/portcullis/portcullis.toml")]
+        config: PathBuf,
+    },
     /// Verify one Sigstore bundle (the sigstore-conformance CLI protocol):
     /// exit 0 when it verifies, 1 when it is rejected.
     VerifyBundle(VerifyBundleArgs),
@@ -72,6 +80,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
         Command::Serve { config } => serve(&config),
+        Command::Verify { image, config } => verify_image(&image, &config),
         Command::VerifyBundle(args) => match verify_bundle(&args) {
             Ok(identity) => {
                 println!(
@@ -88,6 +97,83 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn verify_image(image: &str, config_path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("cannot start the runtime");
+        return ExitCode::from(2);
+    };
+    runtime.block_on(async {
+        let (name, reference) = match portcullis::oci::name::split_image(image) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{image}: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let app = match portcullis::App::build(&config).await {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        let target = match app.target_for(name) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let print_findings = |findings: &[portcullis::verify::Finding]| {
+            for f in findings {
+                match &f.outcome {
+                    Ok(()) => println!("  authority {}: met", f.authority),
+                    Err(e) => println!(
+                        "  authority {}: not met ({}: {})",
+                        f.authority, e.reason, e.message
+                    ),
+                }
+            }
+        };
+        println!(
+            "image: {}/{}:{reference}",
+            target.upstream.name, target.repo
+        );
+        match app.puller.manifest(&target, &reference).await {
+            Ok(v) => {
+                println!("digest: {}", v.content().digest());
+                println!("policy: {}", v.policy());
+                match v.audit_denial() {
+                    Some(r) => println!("verdict: allow (audit mode; enforce would deny: {r})"),
+                    None => println!("verdict: allow"),
+                }
+                print_findings(v.findings());
+                ExitCode::SUCCESS
+            }
+            Err(portcullis::pull::PullError::Denied(d)) => {
+                println!("policy: {}", d.policy.as_deref().unwrap_or("(none)"));
+                println!("verdict: deny ({}): {}", d.reason, d.message);
+                print_findings(&d.findings);
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("no decision: {e}");
+                ExitCode::from(2)
+            }
+        }
+    })
 }
 
 fn verify_bundle(args: &VerifyBundleArgs) -> Result<Option<String>, String> {

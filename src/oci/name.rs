@@ -250,3 +250,42 @@ mod tests {
         }
     }
 }
+
+/// Splits an image reference (`host/repo[:tag][@digest]`) into its name and
+/// reference; a missing tag means `latest`.
+pub fn split_image(image: &str) -> Result<(&str, Reference), ReferenceError> {
+    if let Some((name, digest)) = image.split_once('@') {
+        return Ok((name, Reference::Digest(digest.parse()?)));
+    }
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[last_slash..].rfind(':') {
+        Some(i) => Ok((
+            &image[..last_slash + i],
+            Reference::Tag(image[last_slash + i + 1..].parse()?),
+        )),
+        None => Ok((image, Reference::Tag(Tag("latest".into())))),
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    #[test]
+    fn splits_tags_digests_and_ports() {
+        let (n, r) = split_image("registry.test:5000/team/app:v1").unwrap();
+        assert_eq!(
+            (n, r.to_string()),
+            ("registry.test:5000/team/app", "v1".to_string())
+        );
+        let (n, r) = split_image("docker.io/library/nginx").unwrap();
+        assert_eq!(
+            (n, r.to_string()),
+            ("docker.io/library/nginx", "latest".to_string())
+        );
+        let d = format!("sha256:{}", "a".repeat(64));
+        let (n, r) = split_image(&format!("ghcr.io/a/b@{d}")).unwrap();
+        assert_eq!((n, r.to_string()), ("ghcr.io/a/b", d));
+        assert!(split_image("a/b:bad tag").is_err());
+    }
+}
