@@ -284,7 +284,8 @@ mod split_tests {
             ("docker.io/library/nginx", "latest".to_string())
         );
         let d = format!("sha256:{}", "a".repeat(64));
-        let (n, r) = split_image(&format!("ghcr.io/a/b@{d}")).unwrap();
+        let image = format!("ghcr.io/a/b@{d}");
+        let (n, r) = split_image(&image).unwrap();
         assert_eq!((n, r.to_string()), ("ghcr.io/a/b", d));
         assert!(split_image("a/b:bad tag").is_err());
     }
