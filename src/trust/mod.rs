@@ -144,6 +144,17 @@ impl TrustSnapshot {
         }
     }
 
+    /// A snapshot of already-loaded authorities.
+    pub fn new(authorities: Vec<Authority>, epoch: u64) -> TrustSnapshot {
+        TrustSnapshot {
+            epoch,
+            authorities: authorities
+                .into_iter()
+                .map(|a| (a.name.clone(), Arc::new(a)))
+                .collect(),
+        }
+    }
+
     /// A snapshot with no authorities, for tests and for configs without any.
     pub fn empty() -> TrustSnapshot {
         TrustSnapshot {

@@ -1,0 +1,383 @@
+use super::*;
+use crate::oci::{Digest, MediaType};
+use crate::policy::{Glob, Policy};
+
+fn content() -> Arc<ManifestContent> {
+    let bytes = bytes::Bytes::from_static(b"{}");
+    let media = MediaType::parse(crate::oci::media::OCI_MANIFEST).unwrap();
+    Arc::new(ManifestContent::new(Digest::sha256_of(&bytes), media, bytes).unwrap())
+}
+
+fn gate(policies: Vec<Policy>) -> Gate {
+    Gate::new(PolicySet::new(policies), Arc::new(TrustSnapshot::empty()))
+}
+
+fn decide(gate: &Gate, upstream: &UpstreamName, repo: &str) -> Result<VerifiedManifest, Denial> {
+    gate.decide(
+        upstream,
+        &repo.parse().unwrap(),
+        content(),
+        &Evidence::default(),
+        Reached::Directly,
+        SystemTime::now(),
+    )
+}
+
+fn policy(name: &str, pattern: &str, mode: Mode, rule: Rule) -> Policy {
+    Policy {
+        name: name.into(),
+        patterns: vec![pattern.parse::<Glob>().unwrap()],
+        mode,
+        rule,
+    }
+}
+
+#[test]
+fn first_matching_policy_decides_and_no_match_is_no_policy() {
+    let gate = gate(vec![
+        policy(
+            "open",
+            "hub/library/**",
+            Mode::Enforce,
+            Rule::AllowUnverified,
+        ),
+        policy("closed", "hub/**", Mode::Enforce, Rule::Deny),
+    ]);
+    let hub: UpstreamName = "hub".parse().unwrap();
+    let ok = decide(&gate, &hub, "library/nginx").unwrap();
+    assert_eq!(ok.policy(), "open");
+    let denied = decide(&gate, &hub, "acme/app").unwrap_err();
+    assert_eq!(denied.policy.as_deref(), Some("closed"));
+    let other: UpstreamName = "other".parse().unwrap();
+    let none = decide(&gate, &other, "x").unwrap_err();
+    assert_eq!(none.reason, Reason::NoPolicy);
+    assert!(none.policy.is_none());
+}
+
+#[test]
+fn audit_mode_allows_and_records_what_enforce_would_deny() {
+    let gate = gate(vec![policy("watch", "**", Mode::Audit, Rule::Deny)]);
+    let v = decide(&gate, &"hub".parse().unwrap(), "a").unwrap();
+    assert_eq!(v.audit_denial(), Some(Reason::NoPolicy));
+}
+
+mod signatures {
+    use super::*;
+    use crate::policy::Require;
+    use crate::trust::{Authority, Material};
+    use crate::verify::evidence::{LegacySignature, Signature};
+    use base64::Engine;
+    use sigstore_verify::crypto::KeyPair;
+
+    struct Vendor {
+        key: KeyPair,
+        name: &'static str,
+    }
+
+    impl Vendor {
+        fn new(name: &'static str) -> Vendor {
+            Vendor {
+                key: KeyPair::generate_ecdsa_p256().unwrap(),
+                name,
+            }
+        }
+
+        fn authority(&self, require_tlog: bool) -> Authority {
+            let der = self.key.public_key_der().unwrap();
+            Authority {
+                name: self.name.into(),
+                material: Material::Keys(vec![("fp".into(), der)]),
+                sigstore: None,
+                require_tlog,
+                require_sct: true,
+            }
+        }
+
+        fn sign_payload(&self, payload: &str) -> Signature {
+            let sig = self.key.sign(payload.as_bytes()).unwrap();
+            Signature::Legacy(LegacySignature {
+                payload: bytes::Bytes::from(payload.to_string()),
+                signature: base64::engine::general_purpose::STANDARD.encode(sig.as_bytes()),
+                certificate: None,
+                chain: None,
+                rekor_bundle: None,
+            })
+        }
+
+        fn sign(&self, digest: &Digest) -> Signature {
+            self.sign_payload(&payload(digest))
+        }
+    }
+
+    fn payload(digest: &Digest) -> String {
+        format!(
+            r#"{{"critical":{{"identity":{{"docker-reference":"hub/app"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
+        )
+    }
+
+    fn signed_gate(
+        authorities: Vec<Authority>,
+        names: &[&str],
+        require: Require,
+        mode: Mode,
+        children: bool,
+    ) -> Gate {
+        let rule = Rule::Signatures {
+            authorities: names.iter().map(|s| s.to_string()).collect(),
+            require,
+            require_child_signatures: children,
+        };
+        Gate::new(
+            PolicySet::new(vec![policy("vendor", "**", mode, rule)]),
+            Arc::new(TrustSnapshot::new(authorities, 1)),
+        )
+    }
+
+    fn judge(
+        gate: &Gate,
+        signatures: Vec<Signature>,
+        reached: Reached,
+    ) -> Result<VerifiedManifest, Denial> {
+        let evidence = Evidence {
+            signatures,
+            limit_exceeded: None,
+        };
+        gate.decide(
+            &"hub".parse().unwrap(),
+            &"app".parse().unwrap(),
+            content(),
+            &evidence,
+            reached,
+            SystemTime::now(),
+        )
+    }
+
+    fn subject() -> Digest {
+        content().digest().clone()
+    }
+
+    #[test]
+    fn signature_by_a_trusted_key_allows_and_reports_the_authority_met() {
+        let acme = Vendor::new("acme");
+        let gate = signed_gate(
+            vec![acme.authority(false)],
+            &["acme"],
+            Require::Any,
+            Mode::Enforce,
+            false,
+        );
+        let v = judge(&gate, vec![acme.sign(&subject())], Reached::Directly).unwrap();
+        assert_eq!(v.findings().len(), 1);
+        assert!(v.findings()[0].outcome.is_ok());
+    }
+
+    #[test]
+    fn unsigned_image_is_denied_unsigned() {
+        let acme = Vendor::new("acme");
+        let gate = signed_gate(
+            vec![acme.authority(false)],
+            &["acme"],
+            Require::Any,
+            Mode::Enforce,
+            false,
+        );
+        assert_eq!(
+            judge(&gate, vec![], Reached::Directly).unwrap_err().reason,
+            Reason::Unsigned
+        );
+    }
+
+    #[test]
+    fn signature_by_an_unknown_key_is_untrusted_signer() {
+        let acme = Vendor::new("acme");
+        let mallory = Vendor::new("mallory");
+        let gate = signed_gate(
+            vec![acme.authority(false)],
+            &["acme"],
+            Require::Any,
+            Mode::Enforce,
+            false,
+        );
+        let d = judge(&gate, vec![mallory.sign(&subject())], Reached::Directly).unwrap_err();
+        assert_eq!(d.reason, Reason::UntrustedSigner);
+    }
+
+    #[test]
+    fn valid_signature_replayed_from_another_image_is_invalid_signature() {
+        let acme = Vendor::new("acme");
+        let gate = signed_gate(
+            vec![acme.authority(false)],
+            &["acme"],
+            Require::Any,
+            Mode::Enforce,
+            false,
+        );
+        let other = Digest::sha256_of(b"another image");
+        let d = judge(&gate, vec![acme.sign(&other)], Reached::Directly).unwrap_err();
+        assert_eq!(d.reason, Reason::InvalidSignature);
+        assert!(d.message.contains("replayed"), "{}", d.message);
+    }
+
+    #[test]
+    fn payload_with_a_duplicated_manifest_digest_is_invalid_signature() {
+        let acme = Vendor::new("acme");
+        let gate = signed_gate(
+            vec![acme.authority(false)],
+            &["acme"],
+            Require::Any,
+            Mode::Enforce,
+            false,
+        );
+        let other = Digest::sha256_of(b"x");
+        let p = format!(
+            r#"{{"critical":{{"image":{{"docker-manifest-digest":"{}","docker-manifest-digest":"{other}"}},"type":"cosign container image signature"}}}}"#,
+            subject()
+        );
+        let d = judge(&gate, vec![acme.sign_payload(&p)], Reached::Directly).unwrap_err();
+        assert_eq!(d.reason, Reason::InvalidSignature);
+    }
+
+    #[test]
+    fn tampered_signature_is_not_accepted() {
+        let acme = Vendor::new("acme");
+        let gate = signed_gate(
+            vec![acme.authority(false)],
+            &["acme"],
+            Require::Any,
+            Mode::Enforce,
+            false,
+        );
+        let Signature::Legacy(mut l) = acme.sign(&subject()) else {
+            unreachable!()
+        };
+        l.payload = bytes::Bytes::from(payload(&subject()).replace("hub/app", "hub/evil"));
+        assert!(judge(&gate, vec![Signature::Legacy(l)], Reached::Directly).is_err());
+    }
+
+    #[test]
+    fn require_all_needs_every_authority_and_a_number_counts_distinct_authorities() {
+        let (a, b) = (Vendor::new("a"), Vendor::new("b"));
+        let all = signed_gate(
+            vec![a.authority(false), b.authority(false)],
+            &["a", "b"],
+            Require::All,
+            Mode::Enforce,
+            false,
+        );
+        assert!(judge(&all, vec![a.sign(&subject())], Reached::Directly).is_err());
+        assert!(
+            judge(
+                &all,
+                vec![a.sign(&subject()), b.sign(&subject())],
+                Reached::Directly
+            )
+            .is_ok()
+        );
+        let two = signed_gate(
+            vec![a.authority(false), b.authority(false)],
+            &["a", "b"],
+            Require::AtLeast(2),
+            Mode::Enforce,
+            false,
+        );
+        let twice_by_a = vec![a.sign(&subject()), a.sign(&subject())];
+        assert!(
+            judge(&two, twice_by_a, Reached::Directly).is_err(),
+            "two signatures by one authority count once"
+        );
+    }
+
+    #[test]
+    fn missing_log_entry_is_tlog_invalid_when_the_authority_requires_one() {
+        let acme = Vendor::new("acme");
+        let gate = signed_gate(
+            vec![acme.authority(true)],
+            &["acme"],
+            Require::Any,
+            Mode::Enforce,
+            false,
+        );
+        assert_eq!(
+            judge(&gate, vec![acme.sign(&subject())], Reached::Directly)
+                .unwrap_err()
+                .reason,
+            Reason::TlogInvalid
+        );
+    }
+
+    #[test]
+    fn a_bound_hit_during_discovery_is_limit_exceeded() {
+        let acme = Vendor::new("acme");
+        let gate = signed_gate(
+            vec![acme.authority(false)],
+            &["acme"],
+            Require::Any,
+            Mode::Enforce,
+            false,
+        );
+        let evidence = Evidence {
+            signatures: vec![acme.sign(&subject())],
+            limit_exceeded: Some("1000 signature layers".into()),
+        };
+        let d = gate
+            .decide(
+                &"hub".parse().unwrap(),
+                &"app".parse().unwrap(),
+                content(),
+                &evidence,
+                Reached::Directly,
+                SystemTime::now(),
+            )
+            .unwrap_err();
+        assert_eq!(d.reason, Reason::LimitExceeded);
+    }
+
+    #[test]
+    fn children_of_an_allowed_index_pass_unless_child_signatures_are_required() {
+        let acme = Vendor::new("acme");
+        let lenient = signed_gate(
+            vec![acme.authority(false)],
+            &["acme"],
+            Require::Any,
+            Mode::Enforce,
+            false,
+        );
+        assert!(judge(&lenient, vec![], Reached::ThroughAllowedIndex).is_ok());
+        assert!(!lenient.needs_evidence(
+            &"hub".parse().unwrap(),
+            &"app".parse().unwrap(),
+            Reached::ThroughAllowedIndex
+        ));
+        let strict = signed_gate(
+            vec![acme.authority(false)],
+            &["acme"],
+            Require::Any,
+            Mode::Enforce,
+            true,
+        );
+        assert_eq!(
+            judge(&strict, vec![], Reached::ThroughAllowedIndex)
+                .unwrap_err()
+                .reason,
+            Reason::Unsigned
+        );
+    }
+
+    #[test]
+    fn audit_mode_serves_an_unsigned_image_and_records_why() {
+        let acme = Vendor::new("acme");
+        let gate = signed_gate(
+            vec![acme.authority(false)],
+            &["acme"],
+            Require::Any,
+            Mode::Audit,
+            false,
+        );
+        assert_eq!(
+            judge(&gate, vec![], Reached::Directly)
+                .unwrap()
+                .audit_denial(),
+            Some(Reason::Unsigned)
+        );
+    }
+}
