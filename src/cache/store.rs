@@ -141,10 +141,9 @@ impl ContentStore {
         let mut writer = self.begin(Kind::Manifest, digest.clone()).await?;
         writer.write_prefix(format!("{media_type}\n").as_bytes())?;
         writer.write(bytes)?;
-        let writer = tokio::task::spawn_blocking(move || writer.commit_blocking().map(|()| ()))
+        tokio::task::spawn_blocking(move || writer.commit_blocking())
             .await
-            .map_err(std::io::Error::other)?;
-        writer?;
+            .map_err(std::io::Error::other)??;
         self.update_gauge();
         Ok(())
     }

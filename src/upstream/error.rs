@@ -35,9 +35,7 @@ impl UpstreamError {
     pub fn from_reqwest(e: &reqwest::Error) -> Self {
         if e.is_timeout() {
             UpstreamError::Timeout
-        } else if e.is_connect() {
-            UpstreamError::Connect(source_chain(e))
-        } else if e.is_body() || e.is_decode() || e.is_request() {
+        } else if e.is_connect() || e.is_body() || e.is_decode() || e.is_request() {
             UpstreamError::Connect(source_chain(e))
         } else {
             UpstreamError::BadResponse(source_chain(e))
