@@ -3,6 +3,7 @@
 
 pub mod image;
 pub mod registry;
+pub mod runnable;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use image::{Blob, Image, Index, Pusher};
+#[allow(unused_imports)]
 pub use registry::{Registry, RegistryAuth};
 
 /// A port that was free a moment ago.
