@@ -4,6 +4,7 @@
 pub mod image;
 pub mod registry;
 pub mod runnable;
+pub mod skopeo;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
