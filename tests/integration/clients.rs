@@ -4,6 +4,7 @@
 //! carry `?ns=<registry host>`), each pulling images whose layers are real
 //! tar+gzip archives that containerd unpacks.
 
+mod containerd;
 mod skopeo;
 
 use std::path::Path;

@@ -1,6 +1,7 @@
 //! Shared test support: real components on loopback, each test with its own
 //! ports and temp dirs so tests run in parallel.
 
+pub mod containerd;
 pub mod image;
 pub mod registry;
 pub mod runnable;
