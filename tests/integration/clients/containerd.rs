@@ -298,3 +298,57 @@ async fn containerd_pulls_amd64_child_of_oci_index_and_unpacks_it() {
 async fn containerd_pulls_amd64_child_of_docker_manifest_list_and_unpacks_it() {
     containerd_index_pull(Flavour::Docker, 204).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containerd_runtimes_pulling_at_once_through_a_cold_cache_share_one_upstream_fetch_per_blob()
+ {
+    let registry = Registry::start().await;
+    let app = Runnable::with_payload(208, Flavour::Oci, "amd64", 4 << 20);
+    Pusher::new(&registry.url())
+        .image("team/big", "v1", &app.image)
+        .await;
+    let proxy = Proxy::start(&config("registry.test", &registry), None).await;
+    let (a, b, c) = tokio::join!(
+        Containerd::start(),
+        Containerd::start(),
+        Containerd::start()
+    );
+    let runtimes = [&a, &b, &c];
+    let hosts: Vec<_> = runtimes
+        .iter()
+        .map(|r| r.hosts_dir("registry.test", &proxy.url()))
+        .collect();
+
+    let pulls = runtimes
+        .iter()
+        .zip(&hosts)
+        .map(|(r, h)| ctr_pull(r, h, "registry.test/team/big:v1", None));
+    futures_util::future::join_all(pulls).await;
+
+    for r in runtimes {
+        assert_unpacked(r, &app).await;
+    }
+    assert_all_answered_ok(&proxy).await;
+    assert_eq!(request_count(&proxy, "blob", "200").await, 9.0);
+    let upstream = "upstream=\"registry.test\"";
+    assert_eq!(
+        proxy
+            .metric(
+                "portcullis_upstream_requests_total",
+                &[upstream, "kind=\"blob\""]
+            )
+            .await,
+        3.0,
+        "one upstream fetch per blob"
+    );
+    assert_eq!(
+        proxy
+            .metric(
+                "portcullis_upstream_requests_total",
+                &[upstream, "kind=\"manifest\""]
+            )
+            .await,
+        1.0,
+        "one upstream fetch of the manifest"
+    );
+}

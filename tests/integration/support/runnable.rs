@@ -8,7 +8,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 
 use super::image::{
-    Blob, DOCKER_LIST, DOCKER_MANIFEST, Image, Index, OCI_INDEX, OCI_MANIFEST, sha256,
+    Blob, DOCKER_LIST, DOCKER_MANIFEST, Image, Index, OCI_INDEX, OCI_MANIFEST, random_bytes, sha256,
 };
 
 /// Which family of media types an image uses.
@@ -70,7 +70,19 @@ impl Runnable {
     /// An image for `linux/<arch>` with two layers; `seed` makes contents
     /// (and so digests) unique to the test.
     pub fn new(seed: u64, flavour: Flavour, arch: &'static str) -> Runnable {
-        let files = vec![
+        Runnable::with_payload(seed, flavour, arch, 0)
+    }
+
+    /// Like [`new`](Self::new), with a `payload`-byte incompressible file
+    /// (`app/payload.bin`) in the second layer, so a layer takes a while to
+    /// stream.
+    pub fn with_payload(
+        seed: u64,
+        flavour: Flavour,
+        arch: &'static str,
+        payload: usize,
+    ) -> Runnable {
+        let mut files = vec![
             vec![
                 file(
                     "etc/os-release",
@@ -86,6 +98,12 @@ impl Runnable {
                 format!("hello from layer 2, seed {seed}, {arch}\n"),
             )],
         ];
+        if payload > 0 {
+            files[1].push(LayerFile {
+                path: "app/payload.bin".into(),
+                contents: random_bytes(seed, payload),
+            });
+        }
         let mut layers = Vec::new();
         let mut diff_ids = Vec::new();
         for layer_files in &files {
