@@ -100,6 +100,14 @@ async fn containerd_pulls_and_unpacks_oci_image_routed_by_ns_to_a_name_it_never_
             .await,
         3.0
     );
+    // The path containerd used routes only with its `ns`.
+    let path = "/v2/team/app/manifests/v1";
+    assert_eq!(proxy.get_manifest(path).await.status(), 404);
+    let r = proxy
+        .get_manifest(&format!("{path}?ns=registry.test"))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["oci-namespace"], "registry.test");
 }
 
 #[tokio::test(flavor = "multi_thread")]
