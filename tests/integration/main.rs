@@ -7,4 +7,5 @@
 mod support;
 
 mod process;
+mod clients;
 mod proxy;

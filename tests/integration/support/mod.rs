@@ -1,8 +1,11 @@
 //! Shared test support: real components on loopback, each test with its own
 //! ports and temp dirs so tests run in parallel.
 
+pub mod containerd;
 pub mod image;
 pub mod registry;
+pub mod runnable;
+pub mod skopeo;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
