@@ -92,6 +92,7 @@ impl Puller {
         range: Option<ByteRange>,
     ) -> Result<BlobBody, PullError> {
         self.precheck(target)?;
+        self.check_blob_allowed(target, digest)?;
         if let Some((file, size)) = self.store.open_blob(digest).await {
             self.hit("blob", true);
             self.confirm(target, digest, false).await?;

@@ -55,12 +55,18 @@ pub fn pull_error(e: &PullError, missing: Missing) -> Response<Body> {
                 "reason": d.reason.as_str(),
                 "policy": d.policy.as_deref(),
             });
-            oci_error(
+            let mut r = oci_error(
                 StatusCode::FORBIDDEN,
                 ErrorCode::Denied,
                 &format!("{}: {}", d.reason, d.message),
                 Some(&detail),
-            )
+            );
+            // HEAD answers have no body; containerd reports Warning headers.
+            let warning = format!("299 - \"portcullis denied: {}\"", d.reason);
+            if let Ok(v) = HeaderValue::from_str(&warning) {
+                r.headers_mut().insert(header::WARNING, v);
+            }
+            r
         }
         PullError::Upstream(u) => upstream_error(u, missing),
         PullError::ManifestInvalid(_) => {

@@ -399,14 +399,25 @@ impl Upstream {
         .await
     }
 
-    /// GET a small blob whole (at most `limit` bytes) and check its digest.
+    /// GET a small blob whole (at most `limit` bytes) and check its digest;
+    /// counted as kind `signature` (discovery reads only signature blobs).
     pub async fn fetch_blob_bounded(
         &self,
         repo: &RepositoryName,
         digest: &Digest,
         limit: usize,
     ) -> Result<Bytes, UpstreamError> {
-        let response = self.fetch_blob(repo, digest).await?;
+        let path = format!("blobs/{digest}");
+        let response = self
+            .send(
+                Method::GET,
+                repo,
+                &path,
+                None,
+                HeaderMap::new(),
+                "signature",
+            )
+            .await?;
         let bytes = read_limited(response, limit)
             .await
             .map_err(|e| self.fail(e))?;

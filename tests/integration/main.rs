@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod support;
 
-mod process;
 mod clients;
+mod process;
 mod proxy;
+mod signatures;

@@ -2,6 +2,7 @@
 //! ports and temp dirs so tests run in parallel.
 
 pub mod containerd;
+pub mod cosign;
 pub mod image;
 pub mod registry;
 pub mod runnable;

@@ -1,0 +1,106 @@
+//! Cosign-style signing for tests: vendor keys generated here, legacy
+//! `sha256-<hex>.sig` manifests with simple-signing layers pushed to a real
+//! registry, exactly as `cosign sign --key` lays them out.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use sigstore_verify::crypto::KeyPair;
+
+use super::image::{Blob, OCI_MANIFEST, Pusher};
+
+pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+
+/// A vendor's cosign key pair.
+pub struct VendorKey {
+    pair: KeyPair,
+}
+
+impl VendorKey {
+    pub fn generate() -> VendorKey {
+        VendorKey {
+            pair: KeyPair::generate_ecdsa_p256().unwrap(),
+        }
+    }
+
+    /// The public key as cosign writes it (`cosign.pub`).
+    pub fn public_pem(&self) -> String {
+        let der = self.pair.public_key_der().unwrap();
+        let b64 = STANDARD.encode(der.as_bytes());
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        )
+    }
+
+    /// Writes the public key into `dir` and returns the file name.
+    pub fn write_public(&self, dir: &std::path::Path, name: &str) -> String {
+        std::fs::write(dir.join(name), self.public_pem()).unwrap();
+        name.to_string()
+    }
+
+    /// A signature layer over `payload`.
+    pub fn sign_payload(&self, payload: &str) -> SignatureLayer {
+        let sig = self.pair.sign(payload.as_bytes()).unwrap();
+        SignatureLayer {
+            payload: payload.as_bytes().to_vec(),
+            signature: STANDARD.encode(sig.as_bytes()),
+        }
+    }
+
+    /// A signature layer for the manifest `digest`.
+    pub fn sign(&self, digest: &str, reference: &str) -> SignatureLayer {
+        self.sign_payload(&simple_signing(digest, reference))
+    }
+}
+
+/// cosign's simple-signing payload.
+pub fn simple_signing(digest: &str, reference: &str) -> String {
+    format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"{reference}"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
+    )
+}
+
+pub struct SignatureLayer {
+    pub payload: Vec<u8>,
+    pub signature: String,
+}
+
+/// The `sha256-<hex>.sig` tag of a manifest digest.
+pub fn sig_tag(digest: &str) -> String {
+    format!("{}.sig", digest.replace(':', "-"))
+}
+
+/// Pushes a cosign `.sig` manifest with these layers for `digest`.
+pub async fn push_signatures(
+    pusher: &Pusher,
+    repo: &str,
+    digest: &str,
+    layers: &[SignatureLayer],
+) -> Vec<u8> {
+    let config = Blob::new(
+        "application/vnd.oci.image.config.v1+json",
+        br#"{"architecture":"","os":""}"#.to_vec(),
+    );
+    pusher.blob(repo, &config).await;
+    let mut descriptors = Vec::new();
+    for l in layers {
+        let blob = Blob::new(SIMPLE_SIGNING, l.payload.clone());
+        pusher.blob(repo, &blob).await;
+        let mut d = blob.descriptor();
+        d["annotations"] = serde_json::json!({"dev.cosignproject.cosign/signature": l.signature});
+        descriptors.push(d);
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.descriptor(), "layers": descriptors,
+    }))
+    .unwrap();
+    pusher
+        .manifest(repo, &sig_tag(digest), OCI_MANIFEST, &manifest)
+        .await;
+    manifest
+}
