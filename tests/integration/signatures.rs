@@ -413,3 +413,72 @@ async fn skopeo_copies_a_signed_image_and_fails_on_an_unsigned_one() {
         String::from_utf8_lossy(&fail.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containerd_pulls_and_unpacks_a_signed_image_and_refuses_an_unsigned_one() {
+    use crate::support::containerd::Containerd;
+    use crate::support::runnable::{Flavour, Runnable};
+    let registry = Registry::start().await;
+    let acme = VendorKey::generate();
+    let keys = tempfile::tempdir().unwrap();
+    acme.write_public(keys.path(), "acme.pub");
+    let body = format!(
+        "{}\n[[authority]]\nname = \"acme\"\nkeys = [\"{}/acme.pub\"]\n\n[[policy]]\nname = \"acme\"\nmatch = [\"registry.test/**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n",
+        upstream_toml("registry.test", &registry.url(), ""),
+        keys.path().display()
+    );
+    let pusher = Pusher::new(&registry.url());
+    let app = Runnable::new(300, Flavour::Oci, "amd64");
+    pusher.image("team/app", "v1", &app.image).await;
+    pusher.image("team/unsigned", "v1", &app.image).await;
+    cosign::push_signatures(
+        &pusher,
+        "team/app",
+        &app.image.digest,
+        &[acme.sign(&app.image.digest, "registry.test/team/app")],
+    )
+    .await;
+    let proxy = Proxy::start(&body, None).await;
+    let ctrd = Containerd::start().await;
+    let hosts = ctrd
+        .hosts_dir("registry.test", &proxy.url())
+        .display()
+        .to_string();
+
+    let pull = |reference: &'static str| {
+        let hosts = hosts.clone();
+        let ctrd = &ctrd;
+        async move {
+            ctrd.ctr(&[
+                "images",
+                "pull",
+                "--hosts-dir",
+                &hosts,
+                "--snapshotter",
+                ctrd.snapshotter,
+                reference,
+            ])
+            .await
+        }
+    };
+    let ok = pull("registry.test/team/app:v1").await;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let snapshots = ctrd
+        .ctr_ok(&["snapshots", "--snapshotter", ctrd.snapshotter, "ls"])
+        .await;
+    assert!(snapshots.contains(&app.chain_id()), "unpacked: {snapshots}");
+
+    let denied = pull("registry.test/team/unsigned:v1").await;
+    assert!(!denied.status.success(), "an unsigned image must not pull");
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("403"));
+    assert!(
+        proxy
+            .metric("portcullis_denied_pulls_total", &["reason=\"unsigned\""])
+            .await
+            >= 1.0
+    );
+}
