@@ -482,3 +482,111 @@ async fn containerd_pulls_and_unpacks_a_signed_image_and_refuses_an_unsigned_one
             >= 1.0
     );
 }
+
+mod vendor_pki {
+    use super::*;
+    use crate::support::pki::VendorCa;
+    use time::{Duration, OffsetDateTime};
+
+    async fn setup_ca(ca: &VendorCa) -> (Registry, Proxy, Pusher, tempfile::TempDir) {
+        let registry = Registry::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("root.pem"), &ca.root_pem).unwrap();
+        let body = format!(
+            "{}\n[[authority]]\nname = \"vendor\"\nca_roots = [\"{}/root.pem\"]\n\n[[policy]]\nname = \"vendor\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"vendor\"] }}\n",
+            upstream_toml("local", &registry.url(), ""),
+            dir.path().display()
+        );
+        let proxy = Proxy::start(&body, None).await;
+        let pusher = Pusher::new(&registry.url());
+        (registry, proxy, pusher, dir)
+    }
+
+    async fn manifest_answer(proxy: &Proxy, repo: &str) -> (u16, Option<String>) {
+        let r = proxy
+            .get_manifest(&format!("/v2/local/{repo}/manifests/v1"))
+            .await;
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        (
+            status,
+            body["errors"][0]["detail"]["reason"]
+                .as_str()
+                .map(String::from),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn certificate_chaining_to_the_vendor_root_is_allowed() {
+        let ca = VendorCa::new("acme");
+        let (_r, proxy, pusher, _d) = setup_ca(&ca).await;
+        let img = Image::oci(200, &[100]);
+        pusher.image("v/app", "v1", &img).await;
+        cosign::push_signatures(
+            &pusher,
+            "v/app",
+            &img.digest,
+            &[ca.issue_current().sign(&img.digest)],
+        )
+        .await;
+        assert_eq!(manifest_answer(&proxy, "v/app").await, (200, None));
+        let layer = &img.layers[0];
+        let r = proxy
+            .get(&format!("/v2/local/v/app/blobs/{}", layer.digest))
+            .await;
+        assert_eq!(r.bytes().await.unwrap(), layer.bytes);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn certificate_from_an_untrusted_ca_is_denied_untrusted_signer() {
+        let trusted = VendorCa::new("acme");
+        let rogue = VendorCa::new("rogue");
+        let (_r, proxy, pusher, _d) = setup_ca(&trusted).await;
+        let img = Image::oci(201, &[100]);
+        pusher.image("v/app", "v1", &img).await;
+        cosign::push_signatures(
+            &pusher,
+            "v/app",
+            &img.digest,
+            &[rogue.issue_current().sign(&img.digest)],
+        )
+        .await;
+        assert_eq!(
+            manifest_answer(&proxy, "v/app").await,
+            (403, Some("untrusted_signer".into()))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn expired_or_not_yet_valid_vendor_certificate_is_denied_certificate_expired() {
+        let ca = VendorCa::new("acme");
+        let (_r, proxy, pusher, _d) = setup_ca(&ca).await;
+        let now = OffsetDateTime::now_utc();
+        let expired = ca.issue(now - Duration::days(30), now - Duration::days(1));
+        let future = ca.issue(now + Duration::days(1), now + Duration::days(30));
+        for (repo, signer) in [("v/expired", expired), ("v/future", future)] {
+            let img = Image::oci(202, &[100]);
+            pusher.image(repo, "v1", &img).await;
+            cosign::push_signatures(&pusher, repo, &img.digest, &[signer.sign(&img.digest)]).await;
+            assert_eq!(
+                manifest_answer(&proxy, repo).await,
+                (403, Some("certificate_expired".into())),
+                "{repo}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn signature_not_made_by_the_certificate_key_is_denied_invalid_signature() {
+        let ca = VendorCa::new("acme");
+        let (_r, proxy, pusher, _d) = setup_ca(&ca).await;
+        let img = Image::oci(203, &[100]);
+        pusher.image("v/app", "v1", &img).await;
+        let layer = ca.issue_current().sign_with_foreign_key(&img.digest);
+        cosign::push_signatures(&pusher, "v/app", &img.digest, &[layer]).await;
+        assert_eq!(
+            manifest_answer(&proxy, "v/app").await,
+            (403, Some("invalid_signature".into()))
+        );
+    }
+}

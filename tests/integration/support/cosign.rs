@@ -12,7 +12,7 @@ pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+js
 
 /// A vendor's cosign key pair.
 pub struct VendorKey {
-    pair: KeyPair,
+    pub pair: KeyPair,
 }
 
 impl VendorKey {
@@ -49,6 +49,8 @@ impl VendorKey {
         SignatureLayer {
             payload: payload.as_bytes().to_vec(),
             signature: STANDARD.encode(sig.as_bytes()),
+            certificate: None,
+            chain: None,
         }
     }
 
@@ -68,6 +70,10 @@ pub fn simple_signing(digest: &str, reference: &str) -> String {
 pub struct SignatureLayer {
     pub payload: Vec<u8>,
     pub signature: String,
+    /// `dev.sigstore.cosign/certificate` (PEM leaf).
+    pub certificate: Option<String>,
+    /// `dev.sigstore.cosign/chain` (PEM intermediates).
+    pub chain: Option<String>,
 }
 
 /// The `sha256-<hex>.sig` tag of a manifest digest.
@@ -92,7 +98,14 @@ pub async fn push_signatures(
         let blob = Blob::new(SIMPLE_SIGNING, l.payload.clone());
         pusher.blob(repo, &blob).await;
         let mut d = blob.descriptor();
-        d["annotations"] = serde_json::json!({"dev.cosignproject.cosign/signature": l.signature});
+        let mut notes = serde_json::json!({"dev.cosignproject.cosign/signature": l.signature});
+        if let Some(c) = &l.certificate {
+            notes["dev.sigstore.cosign/certificate"] = serde_json::json!(c);
+        }
+        if let Some(c) = &l.chain {
+            notes["dev.sigstore.cosign/chain"] = serde_json::json!(c);
+        }
+        d["annotations"] = notes;
         descriptors.push(d);
     }
     let manifest = serde_json::to_vec(&serde_json::json!({

@@ -4,6 +4,7 @@
 pub mod containerd;
 pub mod cosign;
 pub mod image;
+pub mod pki;
 pub mod registry;
 pub mod runnable;
 pub mod skopeo;
