@@ -9,4 +9,5 @@ mod support;
 mod clients;
 mod process;
 mod proxy;
+mod resilience;
 mod signatures;
