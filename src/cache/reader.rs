@@ -78,7 +78,16 @@ impl RangeReader {
                     let end = self.end.map_or(size, |e| e.min(size));
                     return Ok(Some(end.saturating_sub(self.offset)).filter(|&n| n > 0));
                 }
-                Progress::Started { written, .. } => self.end.map_or(written, |e| e.min(written)),
+                Progress::Started { size, written } => {
+                    // With a declared size, the client would see a clean end
+                    // after the last byte; hold that byte back until the
+                    // digest has been verified (Done), so a mismatch aborts.
+                    let releasable = match size {
+                        Some(s) if written >= s => s.saturating_sub(1),
+                        _ => written,
+                    };
+                    self.end.map_or(releasable, |e| e.min(releasable))
+                }
                 Progress::Pending => 0,
             };
             if self.end.is_some_and(|e| self.offset >= e) {
@@ -177,6 +186,29 @@ mod tests {
             Bytes::from_static(b"hello")
         );
         tx.send(Progress::Failed("reset".into())).unwrap();
+        assert!(matches!(reader.next_chunk().await, Err(ReadError::Fill(_))));
+    }
+
+    #[tokio::test]
+    async fn the_last_byte_waits_for_the_digest_check() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let read = Arc::new(file.reopen().unwrap());
+        let (tx, rx) = watch::channel(Progress::Started {
+            size: Some(3),
+            written: 0,
+        });
+        let mut reader = RangeReader::new(read, 0, None, Some(rx));
+        file.as_file().write_all(b"abc").unwrap();
+        tx.send(Progress::Started {
+            size: Some(3),
+            written: 3,
+        })
+        .unwrap();
+        assert_eq!(
+            reader.next_chunk().await.unwrap().unwrap(),
+            Bytes::from_static(b"ab")
+        );
+        tx.send(Progress::Failed("digest mismatch".into())).unwrap();
         assert!(matches!(reader.next_chunk().await, Err(ReadError::Fill(_))));
     }
 

@@ -285,6 +285,14 @@ impl Puller {
         digest: Digest,
         fetched: crate::upstream::FetchedManifest,
     ) -> Result<Arc<ManifestContent>, PullError> {
+        if !digest.matches(&fetched.bytes) {
+            return Err(PullError::Upstream(target.upstream.record_fault(
+                UpstreamError::DigestMismatch {
+                    expected: digest.to_string(),
+                    actual: Digest::of(digest.algorithm(), &fetched.bytes).to_string(),
+                },
+            )));
+        }
         let manifest = Manifest::parse(&fetched.bytes, fetched.content_type.as_ref())
             .map_err(|e| PullError::ManifestInvalid(e.to_string()));
         let manifest = match manifest {

@@ -7,6 +7,7 @@
 mod support;
 
 mod clients;
+mod faults;
 mod process;
 mod proxy;
 mod resilience;

@@ -8,60 +8,111 @@ use std::time::Duration;
 use crate::support::*;
 
 fn config(registry: &Registry) -> String {
-    format!("{}{}", upstream_toml("local", &registry.url(), ""), ALLOW_ALL)
+    format!(
+        "{}{}",
+        upstream_toml("local", &registry.url(), ""),
+        ALLOW_ALL
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hundred_concurrent_pulls_of_one_uncached_blob_manifest_and_tag_fetch_each_once() {
     let registry = Registry::start().await;
     let image = Image::oci(60, &[3 << 20]);
-    Pusher::new(&registry.url()).image("c/app", "v1", &image).await;
+    Pusher::new(&registry.url())
+        .image("c/app", "v1", &image)
+        .await;
     let proxy = Arc::new(Proxy::start(&config(&registry), None).await);
 
     let mut tasks = Vec::new();
     for _ in 0..100 {
         let p = Arc::clone(&proxy);
-        tasks.push(tokio::spawn(async move { p.get_manifest("/v2/local/c/app/manifests/v1").await.bytes().await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            p.get_manifest("/v2/local/c/app/manifests/v1")
+                .await
+                .bytes()
+                .await
+                .unwrap()
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), image.manifest);
     }
-    assert_eq!(proxy.upstream_requests("manifest_head").await, 1.0, "one tag resolution");
-    assert_eq!(proxy.upstream_requests("manifest").await, 1.0, "one manifest fetch");
+    assert_eq!(
+        proxy.upstream_requests("manifest_head").await,
+        1.0,
+        "one tag resolution"
+    );
+    assert_eq!(
+        proxy.upstream_requests("manifest").await,
+        1.0,
+        "one manifest fetch"
+    );
 
     let layer = image.layers[0].clone();
     let mut tasks = Vec::new();
     for _ in 0..100 {
         let p = Arc::clone(&proxy);
         let d = layer.digest.clone();
-        tasks.push(tokio::spawn(async move { p.get(&format!("/v2/local/c/app/blobs/{d}")).await.bytes().await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            p.get(&format!("/v2/local/c/app/blobs/{d}"))
+                .await
+                .bytes()
+                .await
+                .unwrap()
+        }));
     }
     for t in tasks {
-        assert!(t.await.unwrap() == layer.bytes, "every client got the exact blob");
+        assert!(
+            t.await.unwrap() == layer.bytes,
+            "every client got the exact blob"
+        );
     }
-    assert_eq!(proxy.upstream_requests("blob").await, 1.0, "one blob fetch for 100 clients");
+    assert_eq!(
+        proxy.upstream_requests("blob").await,
+        1.0,
+        "one blob fetch for 100 clients"
+    );
 
     let other = Image::oci(61, &[10]);
-    Pusher::new(&registry.url()).image("c/other", "v1", &other).await;
+    Pusher::new(&registry.url())
+        .image("c/other", "v1", &other)
+        .await;
     let mut tasks = Vec::new();
     for _ in 0..100 {
         let p = Arc::clone(&proxy);
         let d = other.digest.clone();
-        tasks.push(tokio::spawn(async move { p.get_manifest(&format!("/v2/local/c/other/manifests/{d}")).await.bytes().await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            p.get_manifest(&format!("/v2/local/c/other/manifests/{d}"))
+                .await
+                .bytes()
+                .await
+                .unwrap()
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), other.manifest);
     }
-    assert_eq!(proxy.upstream_requests("manifest").await, 2.0, "one more fetch for 100 by-digest requests");
+    assert_eq!(
+        proxy.upstream_requests("manifest").await,
+        2.0,
+        "one more fetch for 100 by-digest requests"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_disconnects_does_not_fail_another_reading_the_same_fill() {
     let registry = Registry::start().await;
     let image = Image::oci(62, &[16 << 20]);
-    Pusher::new(&registry.url()).image("c/app", "v1", &image).await;
+    Pusher::new(&registry.url())
+        .image("c/app", "v1", &image)
+        .await;
     let proxy = Proxy::start(&config(&registry), None).await;
-    let url = format!("{}/v2/local/c/app/blobs/{}", proxy.url(), image.layers[0].digest);
+    let url = format!(
+        "{}/v2/local/c/app/blobs/{}",
+        proxy.url(),
+        image.layers[0].digest
+    );
     let mut quitter = proxy.client.get(&url).send().await.unwrap();
     let _ = quitter.chunk().await.unwrap();
     let stayer = proxy.client.get(&url).send().await.unwrap();
@@ -74,28 +125,62 @@ async fn a_client_that_disconnects_does_not_fail_another_reading_the_same_fill()
 async fn upstream_down_serves_verified_tags_until_max_stale_and_digests_from_cache() {
     let registry = Registry::start().await;
     let image = Image::oci(63, &[1000]);
-    Pusher::new(&registry.url()).image("c/app", "v1", &image).await;
-    let proxy = Proxy::start_with(&config(&registry), None, "tag_ttl = \"1s\"\nmax_stale = \"1h\"").await;
-    let short = Proxy::start_with(&config(&registry), None, "tag_ttl = \"1s\"\nmax_stale = \"2s\"").await;
+    Pusher::new(&registry.url())
+        .image("c/app", "v1", &image)
+        .await;
+    let proxy = Proxy::start_with(
+        &config(&registry),
+        None,
+        "tag_ttl = \"1s\"\nmax_stale = \"1h\"",
+    )
+    .await;
+    let short = Proxy::start_with(
+        &config(&registry),
+        None,
+        "tag_ttl = \"1s\"\nmax_stale = \"2s\"",
+    )
+    .await;
     for p in [&proxy, &short] {
-        assert_eq!(p.get_manifest("/v2/local/c/app/manifests/v1").await.status(), 200);
-        let r = p.get(&format!("/v2/local/c/app/blobs/{}", image.layers[0].digest)).await;
+        assert_eq!(
+            p.get_manifest("/v2/local/c/app/manifests/v1")
+                .await
+                .status(),
+            200
+        );
+        let r = p
+            .get(&format!("/v2/local/c/app/blobs/{}", image.layers[0].digest))
+            .await;
         assert_eq!(r.bytes().await.unwrap(), image.layers[0].bytes);
     }
     drop(registry);
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
     let r = proxy.get_manifest("/v2/local/c/app/manifests/v1").await;
-    assert_eq!(r.status(), 200, "verified mapping served past tag_ttl while the upstream is down");
+    assert_eq!(
+        r.status(),
+        200,
+        "verified mapping served past tag_ttl while the upstream is down"
+    );
     assert_eq!(r.headers()["docker-content-digest"], image.digest.as_str());
-    assert_eq!(proxy.metric("portcullis_stale_served_total", &[]).await, 1.0);
-    let r = proxy.get_manifest(&format!("/v2/local/c/app/manifests/{}", image.digest)).await;
+    assert_eq!(
+        proxy.metric("portcullis_stale_served_total", &[]).await,
+        1.0
+    );
+    let r = proxy
+        .get_manifest(&format!("/v2/local/c/app/manifests/{}", image.digest))
+        .await;
     assert_eq!(r.bytes().await.unwrap(), image.manifest);
-    let r = proxy.get(&format!("/v2/local/c/app/blobs/{}", image.layers[0].digest)).await;
+    let r = proxy
+        .get(&format!("/v2/local/c/app/blobs/{}", image.layers[0].digest))
+        .await;
     assert_eq!(r.bytes().await.unwrap(), image.layers[0].bytes);
 
     let r = short.get_manifest("/v2/local/c/app/manifests/v1").await;
-    assert_eq!(r.status(), 503, "past max_stale the tag is unavailable, not guessed");
+    assert_eq!(
+        r.status(),
+        503,
+        "past max_stale the tag is unavailable, not guessed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -105,8 +190,23 @@ async fn upstream_404_for_a_cached_tag_is_authoritative() {
     let pusher = Pusher::new(&registry.url());
     pusher.image("c/app", "v1", &image).await;
     let proxy = Proxy::start_with(&config(&registry), None, "tag_ttl = \"1s\"").await;
-    assert_eq!(proxy.get_manifest("/v2/local/c/app/manifests/v1").await.status(), 200);
-    let r = proxy.client.delete(format!("{}/v2/c/app/manifests/{}", registry.url(), image.digest)).send().await.unwrap();
+    assert_eq!(
+        proxy
+            .get_manifest("/v2/local/c/app/manifests/v1")
+            .await
+            .status(),
+        200
+    );
+    let r = proxy
+        .client
+        .delete(format!(
+            "{}/v2/c/app/manifests/{}",
+            registry.url(),
+            image.digest
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let r = proxy.get_manifest("/v2/local/c/app/manifests/v1").await;

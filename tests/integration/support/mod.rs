@@ -7,6 +7,7 @@ pub mod image;
 pub mod pki;
 pub mod registry;
 pub mod runnable;
+pub mod scripted;
 pub mod skopeo;
 
 use std::collections::BTreeMap;

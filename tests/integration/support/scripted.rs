@@ -1,0 +1,178 @@
+//! A scripted upstream for faults a real registry will not produce: wrong
+//! bytes for a digest, a connection reset mid-body, hangs, 429s. It speaks
+//! just enough HTTP/1.1 (one request per connection).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Served bytes by digest (or tag): content type and body.
+type Content = HashMap<String, (String, Vec<u8>)>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Healthy,
+    /// Bytes of the right length that do not hash to the digest.
+    WrongBytes,
+    /// Headers and half the body, then a TCP reset.
+    ResetMidBody,
+    /// Accept and never answer.
+    HangBeforeHeaders,
+    /// Headers and half the body, then silence.
+    StallBody,
+    /// 429 with `Retry-After: 7`.
+    TooManyRequests,
+}
+
+pub struct Scripted {
+    pub port: u16,
+    fault: Arc<Mutex<Fault>>,
+    content: Arc<Mutex<Content>>,
+    pub requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Scripted {
+    pub async fn start() -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let fault = Arc::new(Mutex::new(Fault::Healthy));
+        let content: Arc<Mutex<Content>> = Arc::default();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (f, c, n) = (
+            Arc::clone(&fault),
+            Arc::clone(&content),
+            Arc::clone(&requests),
+        );
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (f, c, n) = (Arc::clone(&f), Arc::clone(&c), Arc::clone(&n));
+                tokio::spawn(async move { serve(stream, f, c, n).await });
+            }
+        });
+        Scripted {
+            port,
+            fault,
+            content,
+            requests,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set(&self, fault: Fault) {
+        *self.fault.lock().unwrap() = fault;
+    }
+
+    /// Serves `bytes` for `<anything>/manifests|blobs/<digest>`.
+    pub fn put(&self, digest: &str, content_type: &str, bytes: &[u8]) {
+        self.content.lock().unwrap().insert(
+            digest.to_string(),
+            (content_type.to_string(), bytes.to_vec()),
+        );
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    fault: Arc<Mutex<Fault>>,
+    content: Arc<Mutex<Content>>,
+    n: Arc<AtomicUsize>,
+) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(k) => head.extend_from_slice(&buf[..k]),
+        }
+    }
+    n.fetch_add(1, Ordering::SeqCst);
+    let text = String::from_utf8_lossy(&head);
+    let mut first = text.lines().next().unwrap_or_default().split_whitespace();
+    let method = first.next().unwrap_or_default().to_string();
+    let path = first.next().unwrap_or_default().to_string();
+    let fault = *fault.lock().unwrap();
+    if path == "/v2/" {
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            .await;
+        return;
+    }
+    let digest = path
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let Some((content_type, bytes)) = content.lock().unwrap().get(&digest).cloned() else {
+        let _ = stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            .await;
+        return;
+    };
+    let header = |len: usize| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\nDocker-Content-Digest: {digest}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let half = bytes.len() / 2;
+    match fault {
+        Fault::Healthy => {
+            let _ = stream.write_all(header(bytes.len()).as_bytes()).await;
+            if method != "HEAD" {
+                let _ = stream.write_all(&bytes).await;
+            }
+        }
+        Fault::WrongBytes => {
+            let mut wrong = bytes.clone();
+            if let Some(b) = wrong.last_mut() {
+                *b ^= 0xff;
+            }
+            let _ = stream.write_all(header(wrong.len()).as_bytes()).await;
+            if method != "HEAD" {
+                let _ = stream.write_all(&wrong).await;
+            }
+        }
+        Fault::ResetMidBody => {
+            let _ = stream.write_all(header(bytes.len()).as_bytes()).await;
+            let _ = stream.write_all(&bytes[..half]).await;
+            let _ = stream.flush().await;
+            // Zero linger turns the close into a reset; it does not block.
+            #[allow(deprecated)]
+            let _ = stream.set_linger(Some(Duration::ZERO));
+            drop(stream);
+        }
+        Fault::HangBeforeHeaders => {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        Fault::StallBody => {
+            let _ = stream.write_all(header(bytes.len()).as_bytes()).await;
+            let _ = stream.write_all(&bytes[..half]).await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        Fault::TooManyRequests => {
+            let _ = stream
+                .write_all(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    }
+}
