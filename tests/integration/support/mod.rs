@@ -9,6 +9,7 @@ pub mod registry;
 pub mod runnable;
 pub mod scripted;
 pub mod skopeo;
+pub mod token;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;

@@ -1,0 +1,223 @@
+//! Upstreams that require authentication: distribution with htpasswd basic
+//! auth, and with token auth backed by an issuer the test runs.
+
+use std::time::{Duration, Instant};
+
+use crate::support::token::{self, TokenIssuer};
+use crate::support::*;
+
+fn creds_file(dir: &std::path::Path, user: &str, password: &str) -> std::path::PathBuf {
+    let path = dir.join("creds.json");
+    std::fs::write(
+        &path,
+        serde_json::json!({"username": user, "password": password}).to_string(),
+    )
+    .unwrap();
+    path
+}
+
+fn body(registry: &Registry, creds: Option<&std::path::Path>, extra: &str) -> String {
+    let creds = creds
+        .map(|p| format!("credentials_file = \"{}\"\n", p.display()))
+        .unwrap_or_default();
+    format!(
+        "{}{ALLOW_ALL}",
+        upstream_toml("local", &registry.url(), &format!("{creds}{extra}"))
+    )
+}
+
+async fn pull_all(proxy: &Proxy, repo: &str, image: &Image) {
+    let r = proxy
+        .get_manifest(&format!("/v2/local/{repo}/manifests/v1"))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), image.manifest);
+    for b in image.blobs() {
+        let r = proxy
+            .get(&format!("/v2/local/{repo}/blobs/{}", b.digest))
+            .await;
+        assert_eq!(r.bytes().await.unwrap(), b.bytes);
+    }
+}
+
+fn nothing_cached(proxy: &Proxy) -> bool {
+    ["blobs", "manifests"]
+        .iter()
+        .all(|d| files_under(&proxy.cache_dir().join(d)).is_empty())
+}
+
+async fn pusher_with_token(issuer_url: &str, registry: &Registry, repo: &str) -> Pusher {
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{issuer_url}?service={}&scope=repository:{repo}:pull,push",
+            token::SERVICE
+        ))
+        .basic_auth("ci", Some("s3cret"))
+        .send()
+        .await
+        .unwrap();
+    let t: serde_json::Value = r.json().await.unwrap();
+    let mut pusher = Pusher::new(&registry.url());
+    pusher.bearer = Some(t["token"].as_str().unwrap().to_string());
+    pusher
+}
+
+async fn token_registry(issuer: &TokenIssuer, realm_host: &str) -> Registry {
+    Registry::start_with(RegistryAuth::Token {
+        realm: issuer.realm(realm_host),
+        service: token::SERVICE.into(),
+        issuer: token::ISSUER.into(),
+        root_cert_pem: issuer.cert_pem.clone(),
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn htpasswd_upstream_pulls_with_credentials_from_the_file() {
+    let registry = Registry::start_with(RegistryAuth::Htpasswd {
+        user: "ci".into(),
+        password: "s3cret".into(),
+    })
+    .await;
+    let image = Image::oci(80, &[5000]);
+    let mut pusher = Pusher::new(&registry.url());
+    pusher.basic = registry.basic.clone();
+    pusher.image("private/app", "v1", &image).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(
+        &body(&registry, Some(&creds_file(dir.path(), "ci", "s3cret")), ""),
+        None,
+    )
+    .await;
+    pull_all(&proxy, "private/app", &image).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_password_is_a_prompt_502_and_rotating_the_file_fixes_it_without_restart() {
+    let registry = Registry::start_with(RegistryAuth::Htpasswd {
+        user: "ci".into(),
+        password: "s3cret".into(),
+    })
+    .await;
+    let image = Image::oci(81, &[100]);
+    let mut pusher = Pusher::new(&registry.url());
+    pusher.basic = registry.basic.clone();
+    pusher.image("private/app", "v1", &image).await;
+    let dir = tempfile::tempdir().unwrap();
+    let creds = creds_file(dir.path(), "ci", "wrong-password");
+    let proxy = Proxy::start(&body(&registry, Some(&creds), ""), None).await;
+
+    let started = Instant::now();
+    let r = proxy
+        .get_manifest("/v2/local/private/app/manifests/v1")
+        .await;
+    assert_eq!(r.status(), 502);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("credentials") && !text.contains("wrong-password"),
+        "{text}"
+    );
+    assert!(nothing_cached(&proxy));
+    let metrics: String = proxy.metrics().await.keys().cloned().collect();
+    assert!(!metrics.contains("wrong-password"));
+
+    // Make sure the new file gets a different mtime or size.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    creds_file(dir.path(), "ci", "s3cret");
+    pull_all(&proxy, "private/app", &image).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_upstream_with_credentials_pulls_and_caches_the_token_by_scope() {
+    let issuer = TokenIssuer::start(Some(("ci", "s3cret")), false).await;
+    let registry = token_registry(&issuer, "127.0.0.1").await;
+    let image = Image::oci(82, &[3000, 4000]);
+    pusher_with_token(&issuer.realm("127.0.0.1"), &registry, "team/app")
+        .await
+        .image("team/app", "v1", &image)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(
+        &body(&registry, Some(&creds_file(dir.path(), "ci", "s3cret")), ""),
+        None,
+    )
+    .await;
+
+    let before = issuer.count();
+    pull_all(&proxy, "team/app", &image).await;
+    assert_eq!(
+        issuer.count() - before,
+        1,
+        "one token for the whole pull of one repository"
+    );
+    assert_eq!(proxy.upstream_requests("token").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_token_flow_works_without_credentials() {
+    let issuer = TokenIssuer::start(Some(("ci", "s3cret")), true).await;
+    let registry = token_registry(&issuer, "127.0.0.1").await;
+    let image = Image::oci(83, &[100]);
+    pusher_with_token(&issuer.realm("127.0.0.1"), &registry, "public/app")
+        .await
+        .image("public/app", "v1", &image)
+        .await;
+    let proxy = Proxy::start(&body(&registry, None, ""), None).await;
+    pull_all(&proxy, "public/app", &image).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_auth_with_a_wrong_password_is_502_and_caches_nothing() {
+    let issuer = TokenIssuer::start(Some(("ci", "s3cret")), false).await;
+    let registry = token_registry(&issuer, "127.0.0.1").await;
+    let image = Image::oci(84, &[100]);
+    pusher_with_token(&issuer.realm("127.0.0.1"), &registry, "team/app")
+        .await
+        .image("team/app", "v1", &image)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(
+        &body(&registry, Some(&creds_file(dir.path(), "ci", "nope")), ""),
+        None,
+    )
+    .await;
+    let r = proxy.get_manifest("/v2/local/team/app/manifests/v1").await;
+    assert_eq!(r.status(), 502);
+    assert!(nothing_cached(&proxy));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_realm_on_a_host_not_allowed_for_the_upstream_is_never_contacted() {
+    let issuer = TokenIssuer::start(Some(("ci", "s3cret")), true).await;
+    let registry = token_registry(&issuer, "localhost").await;
+    let image = Image::oci(85, &[100]);
+    pusher_with_token(&issuer.realm("127.0.0.1"), &registry, "team/app")
+        .await
+        .image("team/app", "v1", &image)
+        .await;
+
+    let refused = Proxy::start(&body(&registry, None, ""), None).await;
+    let before = issuer.count();
+    let r = refused
+        .get_manifest("/v2/local/team/app/manifests/v1")
+        .await;
+    assert_eq!(r.status(), 502);
+    assert_eq!(issuer.count(), before, "the realm was not dialled");
+    assert_eq!(
+        refused
+            .metric(
+                "portcullis_upstream_errors_total",
+                &["kind=\"realm_refused\""]
+            )
+            .await,
+        1.0
+    );
+
+    let allowed = Proxy::start(
+        &body(&registry, None, "token_realm_hosts = [\"localhost\"]"),
+        None,
+    )
+    .await;
+    pull_all(&allowed, "team/app", &image).await;
+}
