@@ -590,3 +590,180 @@ mod vendor_pki {
         );
     }
 }
+
+mod keyless {
+    use super::*;
+    use crate::support::fulcio::{Fulcio, GITHUB_ISSUER, TransparencyLog, trusted_root};
+
+    const IDENTITY: &str =
+        "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main";
+
+    struct Instance {
+        fulcio: Fulcio,
+        log: TransparencyLog,
+        proxy: Proxy,
+        pusher: Pusher,
+        _registry: Registry,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn instance(subject: &str) -> Instance {
+        let fulcio = Fulcio::new();
+        let log = TransparencyLog::new();
+        let registry = Registry::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("trusted_root.json"),
+            trusted_root(&fulcio, &log),
+        )
+        .unwrap();
+        let body = format!(
+            "{}\n[[authority]]\nname = \"acme-ci\"\nkeyless = {{ issuer = \"{GITHUB_ISSUER}\", {subject} }}\ntrusted_root = \"{}/trusted_root.json\"\nrequire_sct = false\n\n[[policy]]\nname = \"acme\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"acme-ci\"] }}\n",
+            upstream_toml("local", &registry.url(), ""),
+            dir.path().display()
+        );
+        let proxy = Proxy::start(&body, None).await;
+        let pusher = Pusher::new(&registry.url());
+        Instance {
+            fulcio,
+            log,
+            proxy,
+            pusher,
+            _registry: registry,
+            _dir: dir,
+        }
+    }
+
+    async fn answer(
+        i: &Instance,
+        img: &Image,
+        layer: cosign::SignatureLayer,
+    ) -> (u16, Option<String>) {
+        i.pusher.image("acme/app", "v1", img).await;
+        cosign::push_signatures(&i.pusher, "acme/app", &img.digest, &[layer]).await;
+        let r = i
+            .proxy
+            .get_manifest("/v2/local/acme/app/manifests/v1")
+            .await;
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        (
+            status,
+            body["errors"][0]["detail"]["reason"]
+                .as_str()
+                .map(String::from),
+        )
+    }
+
+    fn logged(i: &Instance, img: &Image, identity: &str, issuer: &str) -> cosign::SignatureLayer {
+        let (mut layer, bundle) = i.fulcio.issue(identity, issuer).sign(&img.digest, &i.log);
+        layer.rekor_bundle = Some(bundle);
+        layer
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn keyless_signature_with_the_expected_identity_and_a_valid_set_is_allowed() {
+        let i = instance(&format!("subject = \"{IDENTITY}\"")).await;
+        let img = Image::oci(400, &[100]);
+        let layer = logged(&i, &img, IDENTITY, GITHUB_ISSUER);
+        assert_eq!(answer(&i, &img, layer).await, (200, None));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn identity_matching_only_an_unanchored_prefix_is_denied_identity_mismatch() {
+        let i = instance("subject_regex = \"https://github\\\\.com/acme/\"").await;
+        let img = Image::oci(401, &[100]);
+        let layer = logged(&i, &img, IDENTITY, GITHUB_ISSUER);
+        assert_eq!(
+            answer(&i, &img, layer).await,
+            (403, Some("identity_mismatch".into()))
+        );
+
+        let full = instance("subject_regex = \"https://github\\\\.com/acme/.*\"").await;
+        let layer = logged(&full, &img, IDENTITY, GITHUB_ISSUER);
+        assert_eq!(
+            answer(&full, &img, layer).await,
+            (200, None),
+            "a regex that matches the whole identity"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn certificate_from_another_oidc_issuer_is_denied_identity_mismatch() {
+        let i = instance(&format!("subject = \"{IDENTITY}\"")).await;
+        let img = Image::oci(402, &[100]);
+        let layer = logged(&i, &img, IDENTITY, "https://accounts.example.com");
+        assert_eq!(
+            answer(&i, &img, layer).await,
+            (403, Some("identity_mismatch".into()))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn forged_set_is_denied_tlog_invalid() {
+        let i = instance(&format!("subject = \"{IDENTITY}\"")).await;
+        let img = Image::oci(403, &[100]);
+        let mut layer = logged(&i, &img, IDENTITY, GITHUB_ISSUER);
+        let mut bundle: serde_json::Value =
+            serde_json::from_str(layer.rekor_bundle.as_deref().unwrap()).unwrap();
+        let other = TransparencyLog::new().entry(
+            &layer.signature,
+            layer.certificate.as_deref().unwrap(),
+            &layer.payload,
+        );
+        let other: serde_json::Value = serde_json::from_str(&other).unwrap();
+        bundle["SignedEntryTimestamp"] = other["SignedEntryTimestamp"].clone();
+        layer.rekor_bundle = Some(bundle.to_string());
+        assert_eq!(
+            answer(&i, &img, layer).await,
+            (403, Some("tlog_invalid".into()))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn missing_set_is_denied_tlog_invalid() {
+        let i = instance(&format!("subject = \"{IDENTITY}\"")).await;
+        let img = Image::oci(404, &[100]);
+        let mut layer = logged(&i, &img, IDENTITY, GITHUB_ISSUER);
+        layer.rekor_bundle = None;
+        assert_eq!(
+            answer(&i, &img, layer).await,
+            (403, Some("tlog_invalid".into()))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn signature_not_made_by_the_certificate_key_is_denied_invalid_signature() {
+        let i = instance(&format!("subject = \"{IDENTITY}\"")).await;
+        let img = Image::oci(405, &[100]);
+        let (mut layer, bundle) = i
+            .fulcio
+            .issue(IDENTITY, GITHUB_ISSUER)
+            .sign_with_foreign_key(&img.digest, &i.log);
+        layer.rekor_bundle = Some(bundle);
+        assert_eq!(
+            answer(&i, &img, layer).await,
+            (403, Some("invalid_signature".into()))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn set_borrowed_from_another_signature_is_denied() {
+        let i = instance(&format!("subject = \"{IDENTITY}\"")).await;
+        let img = Image::oci(406, &[100]);
+        let signer = i.fulcio.issue(IDENTITY, GITHUB_ISSUER);
+        let (mut layer, _) = signer.sign(&img.digest, &i.log);
+        // A genuine log entry for a different payload by the same certificate.
+        let (_, foreign) = signer.sign(&crate::support::image::sha256(b"other image"), &i.log);
+        layer.rekor_bundle = Some(foreign);
+        let (status, reason) = answer(&i, &img, layer).await;
+        assert_eq!(status, 403);
+        assert!(
+            matches!(
+                reason.as_deref(),
+                Some("tlog_invalid" | "invalid_signature")
+            ),
+            "{reason:?}"
+        );
+    }
+}

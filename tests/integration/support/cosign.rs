@@ -51,6 +51,7 @@ impl VendorKey {
             signature: STANDARD.encode(sig.as_bytes()),
             certificate: None,
             chain: None,
+            rekor_bundle: None,
         }
     }
 
@@ -74,6 +75,8 @@ pub struct SignatureLayer {
     pub certificate: Option<String>,
     /// `dev.sigstore.cosign/chain` (PEM intermediates).
     pub chain: Option<String>,
+    /// `dev.sigstore.cosign/bundle` (Rekor bundle JSON).
+    pub rekor_bundle: Option<String>,
 }
 
 /// The `sha256-<hex>.sig` tag of a manifest digest.
@@ -104,6 +107,9 @@ pub async fn push_signatures(
         }
         if let Some(c) = &l.chain {
             notes["dev.sigstore.cosign/chain"] = serde_json::json!(c);
+        }
+        if let Some(b) = &l.rekor_bundle {
+            notes["dev.sigstore.cosign/bundle"] = serde_json::json!(b);
         }
         d["annotations"] = notes;
         descriptors.push(d);

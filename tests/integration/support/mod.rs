@@ -3,6 +3,7 @@
 
 pub mod containerd;
 pub mod cosign;
+pub mod fulcio;
 pub mod image;
 pub mod pki;
 pub mod registry;
