@@ -180,8 +180,13 @@ impl Puller {
             None => {
                 let this = Arc::clone(self);
                 let t = target.clone();
-                let flight = move || async move { this.decide(&t, &digest).await };
-                self.verdict_flights.run(key, flight, cancelled()).await?
+                let d = digest.clone();
+                let flight = move || async move { this.decide(&t, &d).await };
+                let decided = self.verdict_flights.run(key, flight, cancelled()).await;
+                if let (Err(_), Reference::Tag(tag)) = (&decided, reference) {
+                    self.forget_unverified_tag(target, tag, &digest);
+                }
+                decided?
             }
         };
         let verified = verdict.map_err(PullError::Denied)?;
@@ -498,6 +503,24 @@ impl Puller {
             }
         }
         Err(e.into())
+    }
+
+    /// Drops a tag mapping whose digest could not be fetched or checked, so
+    /// the next request asks the upstream again instead of chasing a digest
+    /// that a faulty (or lying) answer named. Verified mappings stay.
+    fn forget_unverified_tag(&self, target: &Target, tag: &Tag, digest: &Digest) {
+        let key: TagKey = (
+            target.upstream.name.clone(),
+            target.repo.clone(),
+            tag.clone(),
+        );
+        if self
+            .tags
+            .get(&key)
+            .is_some_and(|e| !e.verified && e.digest == *digest)
+        {
+            self.tags.invalidate(&key);
+        }
     }
 
     fn mark_tag_verified(&self, target: &Target, tag: &Tag, digest: &Digest) {
