@@ -93,19 +93,18 @@ impl Puller {
     ) -> Result<BlobBody, PullError> {
         self.precheck(target)?;
         self.check_blob_allowed(target, digest)?;
-        if let Some((file, size)) = self.store.open_blob(digest).await {
+        if let Some(body) = self.stored_blob(target, digest, range).await? {
             self.hit("blob", true);
-            self.confirm(target, digest, false).await?;
-            let (start, end) = resolve(range, size)?;
-            return Ok(BlobBody {
-                size: Some(size),
-                range: range.map(|_| (start, end)),
-                reader: RangeReader::new(Arc::new(file), start, Some(end), None),
-                from_cache: true,
-            });
+            return Ok(body);
         }
         self.hit("blob", false);
-        let fill = self.join_fill(target, digest).await?;
+        let Some(fill) = self.join_fill(target, digest).await? else {
+            // The fill this request just missed has committed: serve its file.
+            return self
+                .stored_blob(target, digest, range)
+                .await?
+                .ok_or_else(|| PullError::Internal("blob left the store while opening".into()));
+        };
         let mut progress = fill.progress.clone();
         let size = loop {
             let state = progress.borrow_and_update().clone();
@@ -138,6 +137,26 @@ impl Puller {
         })
     }
 
+    /// The blob from the store, if it is there.
+    async fn stored_blob(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<Option<BlobBody>, PullError> {
+        let Some((file, size)) = self.store.open_blob(digest).await else {
+            return Ok(None);
+        };
+        self.confirm(target, digest, false).await?;
+        let (start, end) = resolve(range, size)?;
+        Ok(Some(BlobBody {
+            size: Some(size),
+            range: range.map(|_| (start, end)),
+            reader: RangeReader::new(Arc::new(file), start, Some(end), None),
+            from_cache: true,
+        }))
+    }
+
     /// Size of a blob, from the store or by asking the upstream.
     pub async fn head_blob(&self, target: &Target, digest: &Digest) -> Result<BlobHead, PullError> {
         self.precheck(target)?;
@@ -151,14 +170,15 @@ impl Puller {
         Ok(BlobHead { size })
     }
 
-    /// Joins the fill of `digest` under way, or starts one.
+    /// Joins the fill of `digest` under way, or starts one. `None` means a
+    /// fill finished since the caller looked in the store: it is stored now.
     async fn join_fill(
         self: &Arc<Self>,
         target: &Target,
         digest: &Digest,
-    ) -> Result<Arc<Fill>, PullError> {
+    ) -> Result<Option<Arc<Fill>>, PullError> {
         if let Some(f) = self.running_fill(digest) {
-            return Ok(f);
+            return Ok(Some(f));
         }
         let writer = self
             .store
@@ -171,7 +191,12 @@ impl Puller {
         let mut running = self.fills.running.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = running.get(digest) {
             // Someone else started one while we created our file; ours is dropped.
-            return Ok(Arc::clone(f));
+            return Ok(Some(Arc::clone(f)));
+        }
+        // A fill commits before it leaves `running`, so one that finished
+        // since the caller's store lookup is visible here.
+        if self.store.contains(Kind::Blob, digest) {
+            return Ok(None);
         }
         let (tx, rx) = watch::channel(Progress::Pending);
         let fill = Arc::new(Fill {
@@ -206,7 +231,7 @@ impl Puller {
                 }
             }
         });
-        Ok(fill)
+        Ok(Some(fill))
     }
 
     fn running_fill(&self, digest: &Digest) -> Option<Arc<Fill>> {

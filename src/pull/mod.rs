@@ -207,6 +207,10 @@ impl Puller {
     /// Fetches (or loads) the content, asks the gate, and caches the verdict.
     /// Upstream faults are returned as errors and never cached.
     async fn decide(&self, target: &Target, digest: &Digest) -> Result<Verdict, PullError> {
+        // A flight that finished after the caller's cache lookup has stored its verdict.
+        if let Some(v) = self.verdicts.get(&target.key(digest)) {
+            return Ok(v);
+        }
         let content = self.content(target, digest).await?;
         let (upstream, repo) = (&target.upstream.name, &target.repo);
         let manifest = Manifest::parse(content.bytes(), Some(content.media_type()))
@@ -428,6 +432,13 @@ impl Puller {
     }
 
     async fn revalidate_tag(&self, target: &Target, key: TagKey) -> Result<Digest, PullError> {
+        // A flight that finished after the caller's cache lookup has stored a
+        // fresh mapping (it inserts before it leaves the flight map).
+        if let Some(entry) = self.tags.get(&key) {
+            if age(self.clock.as_ref(), entry.checked_at) < self.tag_ttl {
+                return Ok(entry.digest);
+            }
+        }
         let reference = Reference::Tag(key.2.clone());
         let head = target
             .upstream
