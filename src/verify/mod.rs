@@ -7,7 +7,7 @@
 
 pub mod check;
 pub mod evidence;
-mod legacy;
+pub mod legacy;
 pub mod sigstore;
 mod x509;
 
