@@ -767,3 +767,163 @@ mod keyless {
         );
     }
 }
+
+/// cosign v3's default: a Sigstore bundle (DSSE over an in-toto statement
+/// with the cosign signing predicate) attached as an OCI 1.1 referrer, found
+/// through the referrers fallback tag of a registry without the API.
+mod referrer_bundles {
+    use super::*;
+    use crate::support::cosign::{Referrer, push_referrers};
+    use crate::support::fulcio::{
+        COSIGN_SIGN_PREDICATE, Fulcio, GITHUB_ISSUER, TransparencyLog, statement, trusted_root,
+    };
+
+    const IDENTITY: &str = "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1";
+
+    struct Instance {
+        fulcio: Fulcio,
+        log: TransparencyLog,
+        proxy: Proxy,
+        pusher: Pusher,
+        _registry: Registry,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn instance() -> Instance {
+        let fulcio = Fulcio::new();
+        let log = TransparencyLog::new();
+        let registry = Registry::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("trusted_root.json"),
+            trusted_root(&fulcio, &log),
+        )
+        .unwrap();
+        let body = format!(
+            "{}\n[[authority]]\nname = \"acme-ci\"\nkeyless = {{ issuer = \"{GITHUB_ISSUER}\", subject = \"{IDENTITY}\" }}\ntrusted_root = \"{}/trusted_root.json\"\nrequire_sct = false\n\n[[policy]]\nname = \"acme\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"acme-ci\"] }}\n",
+            upstream_toml("local", &registry.url(), ""),
+            dir.path().display()
+        );
+        let proxy = Proxy::start(&body, None).await;
+        let pusher = Pusher::new(&registry.url());
+        Instance {
+            fulcio,
+            log,
+            proxy,
+            pusher,
+            _registry: registry,
+            _dir: dir,
+        }
+    }
+
+    fn signature(bundle: String) -> Referrer {
+        Referrer {
+            bundle,
+            predicate_type: COSIGN_SIGN_PREDICATE.into(),
+        }
+    }
+
+    async fn answer(i: &Instance, img: &Image, referrers: &[Referrer]) -> (u16, Option<String>) {
+        i.pusher.image("acme/app", "v1", img).await;
+        push_referrers(&i.pusher, "acme/app", img, referrers).await;
+        let r = i
+            .proxy
+            .get_manifest("/v2/local/acme/app/manifests/v1")
+            .await;
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        (
+            status,
+            body["errors"][0]["detail"]["reason"]
+                .as_str()
+                .map(String::from),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn bundle_referrer_with_the_expected_identity_is_allowed_with_its_blobs() {
+        let i = instance().await;
+        let img = Image::oci(500, &[1000]);
+        let signer = i.fulcio.issue(IDENTITY, GITHUB_ISSUER);
+        let bundle = signer.dsse_bundle(
+            &statement(&img.digest, COSIGN_SIGN_PREDICATE, serde_json::json!({})),
+            &i.log,
+        );
+        assert_eq!(answer(&i, &img, &[signature(bundle)]).await, (200, None));
+        let layer = &img.layers[0];
+        let r = i
+            .proxy
+            .get(&format!("/v2/local/acme/app/blobs/{}", layer.digest))
+            .await;
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(r.bytes().await.unwrap().as_ref(), layer.bytes.as_slice());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn bundle_about_another_image_is_denied_invalid_signature() {
+        let i = instance().await;
+        let img = Image::oci(501, &[100]);
+        let other = Image::oci(502, &[100]);
+        let bundle = i.fulcio.issue(IDENTITY, GITHUB_ISSUER).dsse_bundle(
+            &statement(&other.digest, COSIGN_SIGN_PREDICATE, serde_json::json!({})),
+            &i.log,
+        );
+        assert_eq!(
+            answer(&i, &img, &[signature(bundle)]).await,
+            (403, Some("invalid_signature".into()))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn bundle_whose_checkpoint_another_log_signed_is_denied_tlog_invalid() {
+        let i = instance().await;
+        let img = Image::oci(503, &[100]);
+        let signer = i.fulcio.issue(IDENTITY, GITHUB_ISSUER);
+        let stmt = statement(&img.digest, COSIGN_SIGN_PREDICATE, serde_json::json!({}));
+        let forged = signer.dsse_bundle(&stmt, &TransparencyLog::new());
+        assert_eq!(
+            answer(&i, &img, &[signature(forged)]).await,
+            (403, Some("tlog_invalid".into()))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn bundle_signed_by_another_identity_is_denied_identity_mismatch() {
+        let i = instance().await;
+        let img = Image::oci(504, &[100]);
+        let bundle = i
+            .fulcio
+            .issue(
+                "https://github.com/mallory/app/.github/workflows/x.yml@refs/heads/main",
+                GITHUB_ISSUER,
+            )
+            .dsse_bundle(
+                &statement(&img.digest, COSIGN_SIGN_PREDICATE, serde_json::json!({})),
+                &i.log,
+            );
+        assert_eq!(
+            answer(&i, &img, &[signature(bundle)]).await,
+            (403, Some("identity_mismatch".into()))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn attestation_bundle_is_not_taken_for_a_signature_even_if_annotated_as_one() {
+        let i = instance().await;
+        let img = Image::oci(505, &[100]);
+        // A genuine, valid bundle, but its signed statement is provenance:
+        // the unsigned annotation claiming the signing predicate is a lie.
+        let bundle = i.fulcio.issue(IDENTITY, GITHUB_ISSUER).dsse_bundle(
+            &statement(
+                &img.digest,
+                "https://slsa.dev/provenance/v1",
+                serde_json::json!({"buildDefinition": {}}),
+            ),
+            &i.log,
+        );
+        assert_eq!(
+            answer(&i, &img, &[signature(bundle)]).await,
+            (403, Some("unsigned".into()))
+        );
+    }
+}

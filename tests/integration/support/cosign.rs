@@ -123,3 +123,64 @@ pub async fn push_signatures(
         .await;
     manifest
 }
+
+pub const BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
+/// A Sigstore bundle to attach as an OCI 1.1 referrer, and the predicate
+/// type cosign v3 writes in the referrer's (unsigned) annotation.
+pub struct Referrer {
+    pub bundle: String,
+    pub predicate_type: String,
+}
+
+/// Attaches bundles to `subject` as cosign v3 does on a registry without a
+/// referrers API: one artifact manifest per bundle (with `subject`), listed
+/// in the `sha256-<hex>` fallback index tag. Returns the artifact digests.
+pub async fn push_referrers(
+    pusher: &Pusher,
+    repo: &str,
+    subject: &super::Image,
+    referrers: &[Referrer],
+) -> Vec<String> {
+    let empty = Blob::new("application/vnd.oci.empty.v1+json", b"{}".to_vec());
+    pusher.blob(repo, &empty).await;
+    let mut listed = Vec::new();
+    let mut digests = Vec::new();
+    for r in referrers {
+        let layer = Blob::new(BUNDLE_V03, r.bundle.clone().into_bytes());
+        pusher.blob(repo, &layer).await;
+        let annotations = serde_json::json!({
+            "dev.sigstore.bundle.content": "dsse-envelope",
+            "dev.sigstore.bundle.predicateType": r.predicate_type,
+        });
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": BUNDLE_V03,
+            "config": empty.descriptor(), "layers": [layer.descriptor()],
+            "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.manifest.len()},
+            "annotations": annotations,
+        }))
+        .unwrap();
+        let digest = super::image::sha256(&manifest);
+        pusher
+            .manifest(repo, &digest, OCI_MANIFEST, &manifest)
+            .await;
+        listed.push(serde_json::json!({
+            "mediaType": OCI_MANIFEST, "digest": digest, "size": manifest.len(),
+            "artifactType": BUNDLE_V03, "annotations": annotations,
+        }));
+        digests.push(digest);
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": super::image::OCI_INDEX, "manifests": listed,
+    }))
+    .unwrap();
+    pusher
+        .manifest(
+            repo,
+            &subject.digest.replace(':', "-"),
+            super::image::OCI_INDEX,
+            &index,
+        )
+        .await;
+    digests
+}

@@ -32,7 +32,8 @@ pub struct TransparencyLog {
 /// A keyless signer: a fresh key and the certificate Fulcio issued for it.
 pub struct KeylessSigner {
     pub cert_pem: String,
-    key: VendorKey,
+    pub cert_der: Vec<u8>,
+    pub key: VendorKey,
 }
 
 /// DER of a UTF8String.
@@ -93,6 +94,7 @@ impl Fulcio {
             sigstore_verify::crypto::KeyPair::from_pkcs8_der(&leaf_key.serialize_der()).unwrap();
         KeylessSigner {
             cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
             key: VendorKey { pair },
         }
     }
@@ -115,7 +117,7 @@ impl TransparencyLog {
         }
     }
 
-    fn log_id(&self) -> Vec<u8> {
+    pub fn log_id(&self) -> Vec<u8> {
         Sha256::digest(&self.spki_der).to_vec()
     }
 
@@ -146,6 +148,49 @@ impl TransparencyLog {
             "Payload": {"body": body_b64, "integratedTime": integrated_time, "logIndex": log_index, "logID": log_id},
         })
         .to_string()
+    }
+}
+
+impl TransparencyLog {
+    /// A Rekor v1 `tlogEntries` item for `body` as a bundle carries it: the
+    /// SET, and an inclusion proof in a one-leaf tree with a checkpoint
+    /// signed by this log.
+    pub fn bundle_entry(&self, body: &serde_json::Value) -> serde_json::Value {
+        let body_bytes = serde_json::to_vec(body).unwrap();
+        let body_b64 = STANDARD.encode(&body_bytes);
+        let integrated_time = OffsetDateTime::now_utc().unix_timestamp() - 60;
+        let log_id = self.log_id();
+        let signed = serde_json::json!({"body": body_b64, "integratedTime": integrated_time, "logID": hex::encode(&log_id), "logIndex": 0});
+        let rng = SystemRandom::new();
+        let set = self
+            .key
+            .sign(&rng, &serde_json::to_vec(&signed).unwrap())
+            .unwrap();
+        let mut leaf = Sha256::new();
+        leaf.update([0u8]);
+        leaf.update(&body_bytes);
+        let root = leaf.finalize();
+        let note = format!("rekor.test - 1\n1\n{}\n", STANDARD.encode(root));
+        let note_sig = self.key.sign(&rng, note.as_bytes()).unwrap();
+        let mut hint_and_sig = log_id[..4].to_vec();
+        hint_and_sig.extend_from_slice(note_sig.as_ref());
+        let checkpoint = format!(
+            "{note}\n\u{2014} rekor.test {}\n",
+            STANDARD.encode(hint_and_sig)
+        );
+        let kind = body["kind"].as_str().unwrap();
+        serde_json::json!({
+            "logIndex": "0",
+            "logId": {"keyId": STANDARD.encode(&log_id)},
+            "kindVersion": {"kind": kind, "version": "0.0.1"},
+            "integratedTime": integrated_time.to_string(),
+            "inclusionPromise": {"signedEntryTimestamp": STANDARD.encode(set.as_ref())},
+            "inclusionProof": {
+                "logIndex": "0", "rootHash": STANDARD.encode(root), "treeSize": "1", "hashes": [],
+                "checkpoint": {"envelope": checkpoint},
+            },
+            "canonicalizedBody": body_b64,
+        })
     }
 }
 
@@ -193,5 +238,75 @@ impl KeylessSigner {
         layer.certificate = Some(self.cert_pem.clone());
         let bundle = log.entry(&layer.signature, &self.cert_pem, &layer.payload);
         (layer, bundle)
+    }
+}
+
+/// What cosign v3 signs for an image: an in-toto statement about the
+/// manifest digest with its signing predicate type.
+pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
+
+/// An in-toto v1 statement about `digest` (`sha256:<hex>`).
+pub fn statement(
+    digest: &str,
+    predicate_type: &str,
+    predicate: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "registry/app", "digest": {"sha256": digest.trim_start_matches("sha256:")}}],
+        "predicateType": predicate_type,
+        "predicate": predicate,
+    })
+}
+
+/// DSSE's pre-authentication encoding.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "DSSEv1 {} {payload_type} {} ",
+        payload_type.len(),
+        payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+impl KeylessSigner {
+    /// A Sigstore bundle v0.3 with a DSSE envelope over `statement`,
+    /// logged as a `dsse` entry in `log`: cosign v3's format.
+    pub fn dsse_bundle(&self, statement: &serde_json::Value, log: &TransparencyLog) -> String {
+        self.dsse_bundle_as(statement, "application/vnd.in-toto+json", log)
+    }
+
+    pub fn dsse_bundle_as(
+        &self,
+        statement: &serde_json::Value,
+        payload_type: &str,
+        log: &TransparencyLog,
+    ) -> String {
+        let payload = serde_json::to_vec(statement).unwrap();
+        let sig = self.key.pair.sign(&pae(payload_type, &payload)).unwrap();
+        let sig_b64 = STANDARD.encode(sig.as_bytes());
+        let envelope = serde_json::json!({
+            "payload": STANDARD.encode(&payload), "payloadType": payload_type,
+            "signatures": [{"sig": sig_b64, "keyid": ""}],
+        });
+        let body = serde_json::json!({
+            "apiVersion": "0.0.1", "kind": "dsse",
+            "spec": {
+                "envelopeHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(serde_json::to_vec(&envelope).unwrap()))},
+                "payloadHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&payload))},
+                "signatures": [{"signature": sig_b64, "verifier": STANDARD.encode(&self.cert_pem)}],
+            },
+        });
+        serde_json::json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {
+                "certificate": {"rawBytes": STANDARD.encode(&self.cert_der)},
+                "tlogEntries": [log.bundle_entry(&body)],
+            },
+            "dsseEnvelope": envelope,
+        })
+        .to_string()
     }
 }
