@@ -147,6 +147,27 @@ fn verify_image(image: &str, config_path: &std::path::Path) -> ExitCode {
                 }
             }
         };
+        let print_attestations = |findings: &[portcullis::verify::AttestationFinding]| {
+            for f in findings {
+                let condition = f
+                    .condition
+                    .as_ref()
+                    .map(|c| format!(", condition {c}"))
+                    .unwrap_or_default();
+                match &f.outcome {
+                    Ok(by) => println!(
+                        "  attestation {} ({}{condition}): met by {}",
+                        f.requirement,
+                        f.predicate_type,
+                        by.join(", ")
+                    ),
+                    Err(e) => println!(
+                        "  attestation {} ({}{condition}): not met ({}: {})",
+                        f.requirement, f.predicate_type, e.reason, e.message
+                    ),
+                }
+            }
+        };
         println!(
             "image: {}/{}:{reference}",
             target.upstream.name, target.repo
@@ -160,12 +181,14 @@ fn verify_image(image: &str, config_path: &std::path::Path) -> ExitCode {
                     None => println!("verdict: allow"),
                 }
                 print_findings(v.findings());
+                print_attestations(v.attestations());
                 ExitCode::SUCCESS
             }
             Err(portcullis::pull::PullError::Denied(d)) => {
                 println!("policy: {}", d.policy.as_deref().unwrap_or("(none)"));
                 println!("verdict: deny ({}): {}", d.reason, d.message);
                 print_findings(&d.findings);
+                print_attestations(&d.attestations);
                 ExitCode::FAILURE
             }
             Err(e) => {

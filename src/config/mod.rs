@@ -4,7 +4,7 @@
 pub mod raw;
 mod units;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,9 @@ use std::time::Duration;
 pub use raw::RawConfig;
 pub use units::{parse_duration, parse_size};
 
-use crate::policy::{Glob, Mode, Policy, PolicySet, Require, Rule};
+use crate::policy::{
+    AttestationRequirement, Condition, Glob, Mode, Policy, PolicySet, Require, Rule,
+};
 use crate::verify::sigstore::SubjectMatch;
 
 /// The name of a configured upstream: the key used by `?ns=` and path prefixes.
@@ -304,7 +306,8 @@ impl<'a> Validator<'a> {
                 );
             }
         }
-        let policies = self.policies(&raw.policies, &names);
+        let conditions = self.conditions(&raw.conditions);
+        let policies = self.policies(&raw.policies, &names, &conditions);
         if self.problems.is_empty() {
             Ok(Config {
                 server,
@@ -531,7 +534,94 @@ impl<'a> Validator<'a> {
         require
     }
 
-    fn policies(&mut self, raw: &[raw::RawPolicy], authorities: &HashSet<String>) -> PolicySet {
+    /// `[[condition]]`s by name, each compiled once (`None`: it did not
+    /// compile, and that is already reported).
+    fn conditions(&mut self, raw: &[raw::RawCondition]) -> HashMap<String, Option<Condition>> {
+        let mut out = HashMap::new();
+        for (i, c) in raw.iter().enumerate() {
+            if c.name.is_empty() {
+                self.problem(format!("condition[{i}].name"), "must not be empty");
+            }
+            let compiled = self.check(
+                &format!("condition[{i}].expr"),
+                Condition::compile(&c.name, &c.expr),
+            );
+            if out.contains_key(&c.name) {
+                self.problem(
+                    format!("condition[{i}].name"),
+                    format!("`{}` is used twice", c.name),
+                );
+            } else {
+                out.insert(c.name.clone(), compiled);
+            }
+        }
+        out
+    }
+
+    fn authority_names(&mut self, path: &str, listed: &[String], known: &HashSet<String>) {
+        for (j, a) in listed.iter().enumerate() {
+            if !known.contains(a) {
+                self.problem(
+                    format!("{path}[{j}]"),
+                    format!("`{a}` is not the name of any [[authority]]"),
+                );
+            }
+        }
+        if listed.is_empty() {
+            self.problem(path, "needs at least one authority");
+        }
+    }
+
+    fn attestations(
+        &mut self,
+        i: usize,
+        raw: &[raw::RawAttestation],
+        authorities: &HashSet<String>,
+        conditions: &HashMap<String, Option<Condition>>,
+    ) -> Vec<AttestationRequirement> {
+        let mut out = Vec::new();
+        for (j, a) in raw.iter().enumerate() {
+            let key = |field: &str| format!("policy[{i}].attestations[{j}].{field}");
+            if a.predicate_type.is_empty() {
+                self.problem(key("predicate_type"), "must not be empty");
+            }
+            self.authority_names(&key("authorities"), &a.authorities, authorities);
+            let require = self.require(&key("require"), a.require.as_ref(), a.authorities.len());
+            let condition = match &a.condition {
+                None => None,
+                Some(name) => match conditions.get(name) {
+                    Some(c) => c.clone(),
+                    None => {
+                        self.problem(
+                            key("condition"),
+                            format!("`{name}` is not the name of any [[condition]]"),
+                        );
+                        None
+                    }
+                },
+            };
+            let max_age = a
+                .max_age
+                .as_deref()
+                .and_then(|m| self.check(&key("max_age"), parse_duration(m)));
+            out.push(AttestationRequirement {
+                name: a.name.clone().unwrap_or_else(|| a.predicate_type.clone()),
+                predicate_type: a.predicate_type.clone(),
+                authorities: a.authorities.clone(),
+                require,
+                condition,
+                max_age,
+            });
+        }
+        out
+    }
+
+    fn policies(
+        &mut self,
+        raw: &[raw::RawPolicy],
+        authorities: &HashSet<String>,
+        conditions: &HashMap<String, Option<Condition>>,
+    ) -> PolicySet {
         let mut policies = Vec::new();
         for (i, p) in raw.iter().enumerate() {
             let key = |field: &str| format!("policy[{i}].{field}");
@@ -568,20 +658,11 @@ impl<'a> Validator<'a> {
             }
             let rule = match (&p.signatures, p.deny, p.allow_unverified) {
                 (Some(sig), _, _) => {
-                    for (j, a) in sig.authorities.iter().enumerate() {
-                        if !authorities.contains(a) {
-                            self.problem(
-                                format!("policy[{i}].signatures.authorities[{j}]"),
-                                format!("`{a}` is not the name of any [[authority]]"),
-                            );
-                        }
-                    }
-                    if sig.authorities.is_empty() {
-                        self.problem(
-                            key("signatures.authorities"),
-                            "needs at least one authority",
-                        );
-                    }
+                    self.authority_names(
+                        &key("signatures.authorities"),
+                        &sig.authorities,
+                        authorities,
+                    );
                     let require = self.require(
                         &key("signatures.require"),
                         sig.require.as_ref(),
@@ -596,11 +677,19 @@ impl<'a> Validator<'a> {
                 (None, false, true) => Rule::AllowUnverified,
                 _ => Rule::Deny,
             };
+            if !p.attestations.is_empty() && p.signatures.is_none() {
+                self.problem(
+                    key("attestations"),
+                    "attestations are required on top of `signatures = {…}`; add a signatures requirement",
+                );
+            }
+            let attestations = self.attestations(i, &p.attestations, authorities, conditions);
             policies.push(Policy {
                 name: p.name.clone(),
                 patterns,
                 mode,
                 rule,
+                attestations,
             });
         }
         PolicySet::new(policies)

@@ -16,6 +16,32 @@ pub struct RawConfig {
     pub authorities: Vec<RawAuthority>,
     #[serde(default, rename = "policy")]
     pub policies: Vec<RawPolicy>,
+    #[serde(default, rename = "condition")]
+    pub conditions: Vec<RawCondition>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCondition {
+    pub name: String,
+    pub expr: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAttestation {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub predicate_type: String,
+    pub authorities: Vec<String>,
+    #[serde(default)]
+    pub require: Option<RawRequire>,
+    #[serde(default)]
+    pub condition: Option<String>,
+    #[serde(default)]
+    pub max_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,4 +163,6 @@ pub struct RawPolicy {
     pub signatures: Option<RawSignatures>,
     #[serde(default)]
     pub require_child_signatures: bool,
+    #[serde(default)]
+    pub attestations: Vec<RawAttestation>,
 }

@@ -144,3 +144,137 @@ fn every_shipped_config_file_is_valid() {
     }
     assert!(checked >= 1);
 }
+
+#[test]
+fn attestation_requirements_and_condition_errors_are_reported_with_key_paths() {
+    let text = r#"
+[server]
+listen = "127.0.0.1:5000"
+
+[cache]
+dir = "c"
+
+[[upstream]]
+name = "hub"
+url = "https://registry.example"
+
+[[authority]]
+name = "acme"
+keys = ["acme.pub"]
+
+[[condition]]
+name = "broken"
+expr = "predicate.runDetails.builder.id == "
+
+[[condition]]
+name = "no-critical"
+expr = "!predicate.scanner.result.Results.exists(r, r.Severity == 'CRITICAL')"
+
+[[policy]]
+name = "acme"
+match = ["hub/acme/**"]
+signatures = { authorities = ["acme"] }
+attestations = [
+  { predicate_type = "https://slsa.dev/provenance/v1", authorities = ["acme"], condition = "broken" },
+  { predicate_type = "https://cosign.sigstore.dev/attestation/vuln/v1", authorities = ["ghost"], condition = "no-critical", max_age = "soon" },
+  { predicate_type = "", authorities = ["acme"], condition = "missing", require = 2 },
+]
+
+[[policy]]
+name = "loose"
+match = ["**"]
+allow_unverified = true
+attestations = [{ predicate_type = "x", authorities = ["acme"] }]
+"#;
+    let paths: Vec<String> = problems(text).into_iter().map(|p| p.path).collect();
+    for want in [
+        "condition[0].expr",
+        "policy[0].attestations[1].authorities[0]",
+        "policy[0].attestations[1].max_age",
+        "policy[0].attestations[2].predicate_type",
+        "policy[0].attestations[2].condition",
+        "policy[0].attestations[2].require",
+        "policy[1].attestations",
+    ] {
+        assert!(
+            paths.iter().any(|p| p == want),
+            "{want} missing in {paths:?}"
+        );
+    }
+    // The broken condition is reported once, where it is defined; the
+    // requirement that names it is not reported again.
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p == "policy[0].attestations[0].condition"),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn ready_made_conditions_in_the_example_config_accept_and_refuse_what_they_document() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/attestations.toml");
+    let config = Config::load(&path).unwrap();
+    let policy = config.policies.iter().next().unwrap();
+    let condition = |name: &str| {
+        policy
+            .attestations
+            .iter()
+            .find_map(|a| a.condition.clone().filter(|c| c.name == name))
+            .unwrap()
+    };
+    let holds = |name: &str, predicate: serde_json::Value| {
+        condition(name).evaluate(&serde_json::json!({ "predicate": predicate }))
+    };
+    let slsa = |repo: &str| {
+        serde_json::json!({
+            "buildDefinition": {"buildType": "https://actions.github.io/buildtypes/workflow/v1",
+                "externalParameters": {"workflow": {"repository": repo}}},
+            "runDetails": {"builder": {"id": "https://github.com/actions/runner/github-hosted"}},
+        })
+    };
+    assert_eq!(
+        holds(
+            "slsa-github-actions-acme",
+            slsa("https://github.com/acme/app")
+        ),
+        Ok(true)
+    );
+    assert_eq!(
+        holds(
+            "slsa-github-actions-acme",
+            slsa("https://github.com/evil/app")
+        ),
+        Ok(false)
+    );
+    let scan = |severity: &str| {
+        serde_json::json!({"scanner": {"result": {"Results": [{"Target": "os"},
+            {"Target": "app", "Vulnerabilities": [{"Severity": "LOW"}, {"Severity": severity}]}]}}})
+    };
+    assert_eq!(
+        holds("no-critical-or-high-vulnerabilities", scan("MEDIUM")),
+        Ok(true)
+    );
+    assert_eq!(
+        holds("no-critical-or-high-vulnerabilities", scan("HIGH")),
+        Ok(false)
+    );
+    assert_eq!(
+        holds(
+            "sbom-not-empty",
+            serde_json::json!({"packages": [{"name": "a"}]})
+        ),
+        Ok(true)
+    );
+    assert_eq!(
+        holds(
+            "sbom-not-empty",
+            serde_json::json!({"components": [{"name": "a"}]})
+        ),
+        Ok(true)
+    );
+    assert_eq!(
+        holds("sbom-not-empty", serde_json::json!({"packages": []})),
+        Ok(false)
+    );
+}

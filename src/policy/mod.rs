@@ -2,7 +2,10 @@
 //! file order) and what it requires. Judging evidence against a rule is
 //! [`crate::verify`]'s job; this module only finds the rule.
 
+mod condition;
 mod glob;
+
+pub use condition::Condition;
 
 pub use glob::Glob;
 
@@ -57,12 +60,29 @@ impl Require {
     }
 }
 
+/// An in-toto attestation a policy requires, on top of its signatures.
+#[derive(Debug, Clone)]
+pub struct AttestationRequirement {
+    /// Shown in denials, `portcullis verify` and the audit log.
+    pub name: String,
+    /// Compared exactly with the signed statement's `predicateType`.
+    pub predicate_type: String,
+    pub authorities: Vec<String>,
+    pub require: Require,
+    pub condition: Option<Condition>,
+    /// How old the attested evidence may be (the predicate's own time, or
+    /// the proven signing time when it has none).
+    pub max_age: Option<std::time::Duration>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub name: String,
     pub patterns: Vec<Glob>,
     pub mode: Mode,
     pub rule: Rule,
+    /// Required attestations (only with [`Rule::Signatures`]).
+    pub attestations: Vec<AttestationRequirement>,
 }
 
 /// The configured policies in file order.

@@ -1,6 +1,6 @@
-//! Finding a manifest's signatures: cosign's legacy `sha256-<hex>.sig` tag
-//! and Sigstore bundles among its OCI 1.1 referrers (API or fallback tag).
-//! Both searches run concurrently; every count and size is bounded, and a
+//! Finding a manifest's signatures and attestations: cosign's legacy
+//! `sha256-<hex>.sig` and `.att` tags, and Sigstore bundles among its OCI 1.1
+//! referrers (API or fallback tag). The searches run concurrently; every count and size is bounded, and a
 //! bound hit is recorded so the gate denies `limit_exceeded`. Upstream
 //! faults are errors (never an empty answer), so they can't pass for
 //! "unsigned" and are never cached as verdicts.
@@ -11,12 +11,15 @@ use super::{PullError, Puller, Target};
 use crate::oci::media::{OCI_INDEX, OCI_MANIFEST};
 use crate::oci::{Descriptor, Digest, Manifest, ManifestKind, Reference, Tag};
 use crate::upstream::UpstreamError;
+use crate::verify::Needs;
 use crate::verify::check::COSIGN_SIGN_PREDICATE;
 use crate::verify::evidence::{
-    Evidence, LegacySignature, MAX_SIGNATURE_BYTES, MAX_SIGNATURES, Signature,
+    Attestation, Evidence, LegacyAttestation, LegacySignature, MAX_ATTESTATION_BYTES,
+    MAX_ATTESTATION_TOTAL, MAX_ATTESTATIONS, MAX_SIGNATURE_BYTES, MAX_SIGNATURES, Signature,
 };
 
 const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
 const BUNDLE_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
 /// Signature fetches in flight at once for one manifest.
 const PARALLEL: usize = 8;
@@ -26,23 +29,91 @@ impl Puller {
         &self,
         target: &Target,
         digest: &Digest,
+        needs: Needs,
     ) -> Result<Evidence, PullError> {
-        let (legacy, bundles) = tokio::join!(
+        let (legacy, bundles, attestations) = tokio::join!(
             self.legacy_signatures(target, digest),
-            self.bundle_signatures(target, digest)
+            self.bundles(target, digest, needs.attestations),
+            async {
+                if needs.attestations {
+                    self.legacy_attestations(target, digest).await
+                } else {
+                    Ok((Vec::new(), None))
+                }
+            }
         );
         let (legacy, legacy_limit) = legacy?;
         let (bundles, bundle_limit) = bundles?;
+        let (mut attestations, attestation_limit) = attestations?;
         let mut signatures = legacy;
-        signatures.extend(bundles);
-        let mut limit_exceeded = legacy_limit.or(bundle_limit);
+        signatures.extend(bundles.iter().cloned().map(Signature::Bundle));
+        if needs.attestations {
+            attestations.extend(bundles.into_iter().map(Attestation::Bundle));
+        }
+        let mut limit_exceeded = legacy_limit.or(bundle_limit).or(attestation_limit);
         if signatures.len() > MAX_SIGNATURES {
             limit_exceeded = Some(format!("more than {MAX_SIGNATURES} signatures"));
         }
+        if attestations.len() > MAX_ATTESTATIONS {
+            limit_exceeded = Some(format!("more than {MAX_ATTESTATIONS} attestations"));
+        }
         Ok(Evidence {
             signatures,
+            attestations,
             limit_exceeded,
         })
+    }
+
+    /// The DSSE envelopes of cosign's `sha256-<hex>.att` manifest.
+    async fn legacy_attestations(
+        &self,
+        target: &Target,
+        digest: &Digest,
+    ) -> Result<(Vec<Attestation>, Option<String>), PullError> {
+        let tag: Tag = format!("{}.att", digest.referrers_tag())
+            .parse()
+            .map_err(|_| PullError::Internal("attestation tag is not a tag".into()))?;
+        let fetched = match target
+            .upstream
+            .fetch_manifest(&target.repo, &Reference::Tag(tag), OCI_MANIFEST)
+            .await
+        {
+            Ok(f) => f,
+            Err(UpstreamError::NotFound) => return Ok((Vec::new(), None)),
+            Err(e) => return Err(e.into()),
+        };
+        let layers = match Manifest::parse(&fetched.bytes, fetched.content_type.as_ref()) {
+            Ok(Manifest {
+                kind: ManifestKind::Image { layers, .. },
+                ..
+            }) => layers,
+            _ => return Ok((Vec::new(), None)),
+        };
+        let layers: Vec<Descriptor> = layers
+            .into_iter()
+            .filter(|l| l.media_type == DSSE_ENVELOPE)
+            .collect();
+        if let Some(limit) = attestation_bounds(&layers) {
+            return Ok((Vec::new(), Some(limit)));
+        }
+        let found = futures_util::stream::iter(layers)
+            .map(|layer| async move {
+                let envelope = target
+                    .upstream
+                    .fetch_blob_bounded(&target.repo, &layer.digest, MAX_ATTESTATION_BYTES as usize)
+                    .await?;
+                let note = |k: &str| layer.annotations.as_ref().and_then(|a| a.get(k).cloned());
+                Ok::<_, PullError>(Attestation::Legacy(LegacyAttestation {
+                    envelope,
+                    certificate: note("dev.sigstore.cosign/certificate"),
+                    chain: note("dev.sigstore.cosign/chain"),
+                    rekor_bundle: note("dev.sigstore.cosign/bundle"),
+                }))
+            })
+            .buffer_unordered(PARALLEL)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok((found, None))
     }
 
     async fn legacy_signatures(
@@ -99,11 +170,14 @@ impl Puller {
         Ok((signatures.into_iter().flatten().collect(), None))
     }
 
-    async fn bundle_signatures(
+    /// Sigstore bundles among the referrers: those that may be signatures,
+    /// or every bundle when attestations are wanted too.
+    async fn bundles(
         &self,
         target: &Target,
         digest: &Digest,
-    ) -> Result<(Vec<Signature>, Option<String>), PullError> {
+        with_attestations: bool,
+    ) -> Result<(Vec<bytes::Bytes>, Option<String>), PullError> {
         let referrers = self.referrers(target, digest, None).await?;
         let index: serde_json::Value = serde_json::from_slice(&referrers.body).unwrap_or_default();
         let candidates: Vec<Descriptor> = index["manifests"]
@@ -116,35 +190,58 @@ impl Puller {
             .unwrap_or_default();
         let candidates: Vec<Descriptor> = candidates
             .into_iter()
-            .filter(may_be_signature_bundle)
+            .filter(|d| {
+                if with_attestations {
+                    may_be_bundle(d)
+                } else {
+                    may_be_signature_bundle(d)
+                }
+            })
             .collect();
-        if candidates.len() > MAX_SIGNATURES {
+        let most = if with_attestations {
+            MAX_SIGNATURES + MAX_ATTESTATIONS
+        } else {
+            MAX_SIGNATURES
+        };
+        if candidates.len() > most {
             return Ok((
                 Vec::new(),
-                Some(format!("more than {MAX_SIGNATURES} signature referrers")),
+                Some(format!("more than {most} Sigstore bundle referrers")),
             ));
         }
         let per_referrer = futures_util::stream::iter(candidates)
-            .map(|d| async move { self.referrer_bundles(target, &d.digest).await })
+            .map(|d| async move { self.referrer_layers(target, &d.digest).await })
             .buffer_unordered(PARALLEL)
             .try_collect::<Vec<_>>()
             .await?;
-        let mut signatures = Vec::new();
-        for found in per_referrer {
-            match found {
-                Ok(mut b) => signatures.append(&mut b),
-                Err(limit) => return Ok((Vec::new(), Some(limit))),
-            }
+        let layers: Vec<Descriptor> = per_referrer.into_iter().flatten().collect();
+        let (limit, max_bytes) = if with_attestations {
+            (attestation_bounds(&layers), MAX_ATTESTATION_BYTES)
+        } else {
+            (bounds(&layers), MAX_SIGNATURE_BYTES)
+        };
+        if let Some(limit) = limit {
+            return Ok((Vec::new(), Some(limit)));
         }
-        Ok((signatures, None))
+        let bundles = futures_util::stream::iter(layers)
+            .map(|layer| async move {
+                target
+                    .upstream
+                    .fetch_blob_bounded(&target.repo, &layer.digest, max_bytes as usize)
+                    .await
+            })
+            .buffer_unordered(PARALLEL)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok((bundles, None))
     }
 
-    /// The bundle layers of one referrer manifest (or the bound it broke).
-    async fn referrer_bundles(
+    /// The bundle layers one referrer manifest names.
+    async fn referrer_layers(
         &self,
         target: &Target,
         digest: &Digest,
-    ) -> Result<Result<Vec<Signature>, String>, PullError> {
+    ) -> Result<Vec<Descriptor>, PullError> {
         let fetched = target
             .upstream
             .fetch_manifest(
@@ -160,29 +257,18 @@ impl Puller {
             };
             return Err(target.upstream.record_fault(e).into());
         }
-        let layers = match Manifest::parse(&fetched.bytes, fetched.content_type.as_ref()) {
-            Ok(Manifest {
-                kind: ManifestKind::Image { layers, .. },
-                ..
-            }) => layers,
-            _ => return Ok(Ok(Vec::new())),
-        };
-        let layers: Vec<Descriptor> = layers
-            .into_iter()
-            .filter(|l| l.media_type.starts_with(BUNDLE_PREFIX))
-            .collect();
-        if let Some(limit) = bounds(&layers) {
-            return Ok(Err(limit));
-        }
-        let mut out = Vec::new();
-        for layer in layers {
-            let bytes = target
-                .upstream
-                .fetch_blob_bounded(&target.repo, &layer.digest, MAX_SIGNATURE_BYTES as usize)
-                .await?;
-            out.push(Signature::Bundle(bytes));
-        }
-        Ok(Ok(out))
+        Ok(
+            match Manifest::parse(&fetched.bytes, fetched.content_type.as_ref()) {
+                Ok(Manifest {
+                    kind: ManifestKind::Image { layers, .. },
+                    ..
+                }) => layers
+                    .into_iter()
+                    .filter(|l| l.media_type.starts_with(BUNDLE_PREFIX))
+                    .collect(),
+                _ => Vec::new(),
+            },
+        )
     }
 }
 
@@ -199,6 +285,34 @@ fn may_be_signature_bundle(d: &Descriptor) -> bool {
         .as_ref()
         .and_then(|a| a.get("dev.sigstore.bundle.predicateType"));
     typed && predicate.is_none_or(|p| p == COSIGN_SIGN_PREDICATE) && d.media_type != OCI_INDEX
+}
+
+/// A referrer that may hold a Sigstore bundle, whatever it claims to be.
+fn may_be_bundle(d: &Descriptor) -> bool {
+    let typed = match d.artifact_type.as_deref() {
+        None | Some("") | Some("application/vnd.oci.empty.v1+json") => true,
+        Some(t) => t.starts_with(BUNDLE_PREFIX),
+    };
+    typed && d.media_type != OCI_INDEX
+}
+
+/// The first bound these attestation layers break, if any.
+fn attestation_bounds(layers: &[Descriptor]) -> Option<String> {
+    if layers.len() > MAX_ATTESTATIONS {
+        return Some(format!(
+            "{} attestation layers (at most {MAX_ATTESTATIONS})",
+            layers.len()
+        ));
+    }
+    if let Some(l) = layers.iter().find(|l| l.size > MAX_ATTESTATION_BYTES) {
+        return Some(format!(
+            "an attestation of {} bytes (at most {MAX_ATTESTATION_BYTES})",
+            l.size
+        ));
+    }
+    let total: u64 = layers.iter().map(|l| l.size).sum();
+    (total > MAX_ATTESTATION_TOTAL)
+        .then(|| format!("attestations of {total} bytes in all (at most {MAX_ATTESTATION_TOTAL})"))
 }
 
 /// The first bound these layers break, if any.

@@ -224,8 +224,9 @@ impl Puller {
             } else {
                 Reached::Directly
             };
-            let evidence = if self.gate.needs_evidence(upstream, repo, reached) {
-                self.discover(target, digest).await?
+            let needs = self.gate.needs(upstream, repo, reached);
+            let evidence = if needs.signatures {
+                self.discover(target, digest, needs).await?
             } else {
                 Evidence::default()
             };
@@ -399,6 +400,7 @@ impl Puller {
                     target.repo
                 ),
                 findings: Vec::new(),
+                attestations: Vec::new(),
             }));
         }
         Ok(())

@@ -34,7 +34,7 @@ pub fn check(
     }
 }
 
-fn root(authority: &Authority) -> Result<&SigstoreRoot, Failure> {
+pub(super) fn root(authority: &Authority) -> Result<&SigstoreRoot, Failure> {
     authority.sigstore.as_deref().ok_or_else(|| {
         Failure::new(
             Reason::TrustUnavailable,
@@ -46,7 +46,7 @@ fn root(authority: &Authority) -> Result<&SigstoreRoot, Failure> {
     })
 }
 
-fn untrusted(what: &str) -> Failure {
+pub(super) fn untrusted(what: &str) -> Failure {
     Failure::new(Reason::UntrustedSigner, what.to_string())
 }
 
@@ -153,12 +153,14 @@ fn check_legacy(
     }
 }
 
-fn check_bundle(
+/// Verifies a bundle for `subject` against `authority`; the times its
+/// transparency-log or timestamp evidence proved, when it had some.
+pub(super) fn check_bundle(
     authority: &Authority,
     bundle: &Bundle,
     subject: &Digest,
     now: std::time::SystemTime,
-) -> Result<(), Failure> {
+) -> Result<Vec<std::time::SystemTime>, Failure> {
     let (data, sig, prehashed) = signed_data(bundle, subject)?;
     match &authority.material {
         Material::Keys(keys) => {
@@ -170,7 +172,7 @@ fn check_bundle(
                 Signed::Digest(subject),
                 Expected::Key(key),
             )
-            .map(|_| ())
+            .map(|v| v.signed_times)
         }
         Material::Keyless(identity) => {
             let expected = Expected::Keyless {
@@ -178,7 +180,7 @@ fn check_bundle(
                 require_sct: authority.require_sct,
             };
             sigstore::verify_bundle(root(authority)?, bundle, Signed::Digest(subject), expected)
-                .map(|_| ())
+                .map(|v| v.signed_times)
         }
         Material::CaRoots(roots) => {
             let leaf = bundle
@@ -195,7 +197,7 @@ fn check_bundle(
                         Signed::Digest(subject),
                         Expected::AnyCertificate,
                     )
-                    .map(|_| ());
+                    .map(|v| v.signed_times);
                 }
             }
             if authority.require_tlog {
@@ -204,7 +206,7 @@ fn check_bundle(
                     "no verifiable transparency-log entry, and the authority requires one",
                 ));
             }
-            x509::verify_chain(&leaf, &[], roots, now)
+            x509::verify_chain(&leaf, &[], roots, now).map(|()| Vec::new())
         }
     }
 }
@@ -212,7 +214,10 @@ fn check_bundle(
 /// What the bundle's signature covers, checked against `subject` where the
 /// library is not involved: DSSE's PAE (statement about `subject`), or the
 /// message digest (which must be `subject`).
-fn signed_data(bundle: &Bundle, subject: &Digest) -> Result<(Vec<u8>, Vec<u8>, bool), Failure> {
+pub(super) fn signed_data(
+    bundle: &Bundle,
+    subject: &Digest,
+) -> Result<(Vec<u8>, Vec<u8>, bool), Failure> {
     match &bundle.content {
         SignatureContent::DsseEnvelope(env) => {
             if env.payload_type != "application/vnd.in-toto+json" {
@@ -279,7 +284,7 @@ fn require_signature_predicate(bundle: &Bundle) -> Result<(), Failure> {
     Ok(())
 }
 
-fn matching_key<'a>(
+pub(super) fn matching_key<'a>(
     keys: &'a [(String, DerPublicKey)],
     data: &[u8],
     sig: &[u8],

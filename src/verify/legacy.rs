@@ -140,6 +140,22 @@ pub fn to_bundle_json(
     material: Material<'_>,
     signature: &[u8],
 ) -> Result<String, Failure> {
+    let content = serde_json::json!({
+        "messageDigest": {"algorithm": "SHA2_256", "digest": STANDARD.encode(Sha256::digest(&sig.payload))},
+        "signature": STANDARD.encode(signature),
+    });
+    bundle_json(rekor, material, "messageSignature", content)
+}
+
+/// The v0.1 bundle JSON for `content` (under `content_key`:
+/// `messageSignature` or `dsseEnvelope`) with the tlog entry of a cosign
+/// Rekor bundle annotation.
+pub fn bundle_json(
+    rekor: &str,
+    material: Material<'_>,
+    content_key: &str,
+    content: serde_json::Value,
+) -> Result<String, Failure> {
     let bad = |what: &str| {
         Failure::new(
             Reason::TlogInvalid,
@@ -168,14 +184,11 @@ pub fn to_bundle_json(
         "inclusionPromise": {"signedEntryTimestamp": rekor.signed_entry_timestamp},
         "canonicalizedBody": rekor.payload.body,
     }]);
-    let bundle = serde_json::json!({
+    let mut bundle = serde_json::json!({
         "mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.1",
         "verificationMaterial": verification,
-        "messageSignature": {
-            "messageDigest": {"algorithm": "SHA2_256", "digest": STANDARD.encode(Sha256::digest(&sig.payload))},
-            "signature": STANDARD.encode(signature),
-        },
     });
+    bundle[content_key] = content;
     serde_json::to_string(&bundle).map_err(|e| bad(&e.to_string()))
 }
 

@@ -5,6 +5,7 @@
 //! Today a policy either denies or explicitly allows unverified content;
 //! signature verification plugs in here.
 
+pub mod attest;
 pub mod check;
 pub mod evidence;
 pub mod legacy;
@@ -18,7 +19,7 @@ use std::time::SystemTime;
 
 use crate::config::UpstreamName;
 use crate::oci::{ManifestContent, RepositoryName};
-use crate::policy::{Mode, PolicySet, Require, Rule};
+use crate::policy::{AttestationRequirement, Mode, PolicySet, Require, Rule};
 use crate::trust::TrustSnapshot;
 use evidence::Evidence;
 use sigstore::Failure;
@@ -76,6 +77,7 @@ pub struct Denial {
     pub policy: Option<Arc<str>>,
     pub message: String,
     pub findings: Vec<Finding>,
+    pub attestations: Vec<AttestationFinding>,
 }
 
 /// A manifest that may be served: its exact verified bytes and the policy
@@ -87,6 +89,7 @@ pub struct VerifiedManifest {
     /// Set when an audit-mode policy let through what enforce would deny.
     audit_denial: Option<Reason>,
     findings: Vec<Finding>,
+    attestations: Vec<AttestationFinding>,
 }
 
 impl VerifiedManifest {
@@ -105,6 +108,11 @@ impl VerifiedManifest {
     /// Each required authority and whether it was met.
     pub fn findings(&self) -> &[Finding] {
         &self.findings
+    }
+
+    /// Each required attestation and whether it was met.
+    pub fn attestations(&self) -> &[AttestationFinding] {
+        &self.attestations
     }
 }
 
@@ -145,6 +153,27 @@ pub struct Finding {
     pub outcome: Result<(), Failure>,
 }
 
+/// One required attestation's outcome for a manifest.
+#[derive(Debug, Clone)]
+pub struct AttestationFinding {
+    /// The requirement's name.
+    pub requirement: String,
+    pub predicate_type: String,
+    /// The condition's name, when the requirement has one.
+    pub condition: Option<String>,
+    /// The authorities whose attestation met the requirement, or the
+    /// failure (`attestation_missing`, `attestation_invalid`,
+    /// `predicate_failed`) with what was wrong.
+    pub outcome: Result<Vec<String>, Failure>,
+}
+
+/// What deciding on a manifest needs discovered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Needs {
+    pub signatures: bool,
+    pub attestations: bool,
+}
+
 /// Applies the configured policies to manifests.
 pub struct Gate {
     policies: PolicySet,
@@ -168,23 +197,23 @@ impl Gate {
         self.trust.epoch
     }
 
-    /// Whether deciding on a manifest of `upstream/repo`, reached this way,
-    /// needs signature evidence.
-    pub fn needs_evidence(
-        &self,
-        upstream: &UpstreamName,
-        repo: &RepositoryName,
-        reached: Reached,
-    ) -> bool {
-        self.policies
-            .find(upstream.as_str(), repo.as_str())
-            .is_some_and(|p| match p.rule {
-                Rule::Signatures {
-                    require_child_signatures,
-                    ..
-                } => reached == Reached::Directly || require_child_signatures,
-                _ => false,
-            })
+    /// What deciding on a manifest of `upstream/repo`, reached this way,
+    /// needs discovered.
+    pub fn needs(&self, upstream: &UpstreamName, repo: &RepositoryName, reached: Reached) -> Needs {
+        let Some(p) = self.policies.find(upstream.as_str(), repo.as_str()) else {
+            return Needs::default();
+        };
+        let judged = match p.rule {
+            Rule::Signatures {
+                require_child_signatures,
+                ..
+            } => reached == Reached::Directly || require_child_signatures,
+            _ => false,
+        };
+        Needs {
+            signatures: judged,
+            attestations: judged && !p.attestations.is_empty(),
+        }
     }
 
     /// Whether blobs of `upstream/repo` are served only when an allowed
@@ -214,6 +243,7 @@ impl Gate {
             policy,
             audit_denial: None,
             findings: Vec::new(),
+            attestations: Vec::new(),
         })
     }
 
@@ -227,12 +257,14 @@ impl Gate {
                 policy: None,
                 message: format!("no policy matches {upstream}/{repo}"),
                 findings: Vec::new(),
+                attestations: Vec::new(),
             }),
             Some(p) if p.rule == Rule::Deny && p.mode == Mode::Enforce => Err(Denial {
                 reason: Reason::NoPolicy,
                 policy: Some(Arc::from(p.name.as_str())),
                 message: format!("policy {} denies {upstream}/{repo}", p.name),
                 findings: Vec::new(),
+                attestations: Vec::new(),
             }),
             Some(_) => Ok(()),
         }
@@ -255,9 +287,11 @@ impl Gate {
                 policy: None,
                 message: format!("no policy matches {upstream}/{repo}"),
                 findings: Vec::new(),
+                attestations: Vec::new(),
             });
         };
         let name: Arc<str> = Arc::from(policy.name.as_str());
+        let mut attestations = Vec::new();
         let (failure, findings) = match &policy.rule {
             Rule::AllowUnverified => (None, Vec::new()),
             Rule::Deny => (
@@ -275,7 +309,17 @@ impl Gate {
                 if reached == Reached::ThroughAllowedIndex && !require_child_signatures {
                     (None, Vec::new())
                 } else {
-                    self.judge_signatures(content.digest(), evidence, authorities, *require, now)
+                    let subject = content.digest();
+                    let (failure, findings) =
+                        self.judge_signatures(subject, evidence, authorities, *require, now);
+                    let attested = if failure.is_none() || policy.mode == Mode::Audit {
+                        attestations =
+                            self.judge_attestations(subject, evidence, &policy.attestations, now);
+                        first_attestation_failure(&attestations)
+                    } else {
+                        None
+                    };
+                    (failure.or(attested), findings)
                 }
             }
         };
@@ -285,20 +329,113 @@ impl Gate {
                 policy: name,
                 audit_denial: None,
                 findings,
+                attestations,
             }),
             (Some((reason, _)), Mode::Audit) => Ok(VerifiedManifest {
                 content,
                 policy: name,
                 audit_denial: Some(reason),
                 findings,
+                attestations,
             }),
             (Some((reason, message)), Mode::Enforce) => Err(Denial {
                 reason,
                 policy: Some(name),
                 message,
                 findings,
+                attestations,
             }),
         }
+    }
+
+    /// Judges each required attestation. An attestation counts for a
+    /// requirement only when it verifies for one of the requirement's
+    /// authorities, its signed statement is about this digest with exactly
+    /// the required predicate type, it is no older than `max_age`, and the
+    /// condition holds.
+    fn judge_attestations(
+        &self,
+        subject: &crate::oci::Digest,
+        evidence: &Evidence,
+        requirements: &[AttestationRequirement],
+        now: SystemTime,
+    ) -> Vec<AttestationFinding> {
+        if requirements.is_empty() {
+            return Vec::new();
+        }
+        let claimed: Vec<Option<String>> = evidence
+            .attestations
+            .iter()
+            .map(attest::claimed_predicate_type)
+            .collect();
+        // Each (authority, attestation) is verified at most once.
+        let mut verified: std::collections::HashMap<
+            (String, usize),
+            Result<attest::VerifiedAttestation, Failure>,
+        > = std::collections::HashMap::new();
+        requirements
+            .iter()
+            .map(|req| {
+                let mut met = Vec::new();
+                let mut predicate_failure: Option<String> = None;
+                let mut invalid: Option<Failure> = None;
+                for name in &req.authorities {
+                    let Some(authority) = self.trust.authority(name) else {
+                        invalid = Some(Failure::new(
+                            Reason::TrustUnavailable,
+                            format!("authority {name} is not loaded"),
+                        ));
+                        continue;
+                    };
+                    for (i, att) in evidence.attestations.iter().enumerate() {
+                        let outcome = verified
+                            .entry((name.clone(), i))
+                            .or_insert_with(|| attest::verify(authority, att, subject, now));
+                        match outcome {
+                            Ok(v) if v.predicate_type == req.predicate_type => {
+                                match judge_statement(req, v, now) {
+                                    Ok(()) => {
+                                        met.push(name.clone());
+                                        break;
+                                    }
+                                    Err(why) => predicate_failure = Some(why),
+                                }
+                            }
+                            // A verified statement of another type never counts.
+                            Ok(_) => {}
+                            Err(f) => {
+                                if claimed[i].as_deref() == Some(req.predicate_type.as_str()) {
+                                    invalid = Some(f.clone());
+                                }
+                            }
+                        }
+                    }
+                }
+                let needed = req.require.needed(req.authorities.len());
+                let outcome = if met.len() >= needed {
+                    Ok(met)
+                } else if let Some(why) = predicate_failure {
+                    Err(Failure::new(Reason::PredicateFailed, why))
+                } else if let Some(f) = invalid {
+                    Err(Failure::new(Reason::AttestationInvalid, f.message))
+                } else {
+                    Err(Failure::new(
+                        Reason::AttestationMissing,
+                        format!(
+                            "{} of {needed} required authorities attested {}",
+                            met.len(),
+                            req.predicate_type
+                        ),
+                    ))
+                };
+                AttestationFinding {
+                    requirement: req.name.clone(),
+                    predicate_type: req.predicate_type.clone(),
+                    condition: req.condition.as_ref().map(|c| c.name.clone()),
+                    outcome,
+                }
+            })
+            .collect()
     }
 
     /// Counts the distinct authorities some signature satisfies.
@@ -360,6 +497,69 @@ impl Gate {
         );
         (Some((worst.reason, message)), findings)
     }
+}
+
+/// Age and condition of a verified statement of the required type.
+fn judge_statement(
+    req: &AttestationRequirement,
+    v: &attest::VerifiedAttestation,
+    now: SystemTime,
+) -> Result<(), String> {
+    if let Some(max_age) = req.max_age {
+        match attest::evidence_time(v) {
+            None => {
+                return Err(format!(
+                    "{}: the attestation records no time, so its age (max_age {}) is unknown",
+                    req.name,
+                    humantime::format_duration(max_age)
+                ));
+            }
+            Some(t) => {
+                let age = now.duration_since(t).unwrap_or_default();
+                if age > max_age {
+                    return Err(format!(
+                        "{}: the attestation is {} old, more than max_age {}",
+                        req.name,
+                        humantime::format_duration(std::time::Duration::from_secs(age.as_secs())),
+                        humantime::format_duration(max_age)
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(c) = &req.condition {
+        match c.evaluate(&v.statement) {
+            Ok(true) => {}
+            Ok(false) => return Err(format!("{}: condition {} is false", req.name, c.name)),
+            Err(e) => {
+                return Err(format!(
+                    "{}: condition {} could not be evaluated: {e}",
+                    req.name, c.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first unmet requirement (in config order) as a denial reason.
+fn first_attestation_failure(findings: &[AttestationFinding]) -> Option<(Reason, String)> {
+    findings.iter().find_map(|f| {
+        f.outcome.as_ref().err().map(|e| {
+            let condition = f
+                .condition
+                .as_ref()
+                .map(|c| format!(", condition {c}"))
+                .unwrap_or_default();
+            (
+                e.reason,
+                format!(
+                    "attestation {} ({}{condition}): {}",
+                    f.requirement, f.predicate_type, e.message
+                ),
+            )
+        })
+    })
 }
 
 /// `Ok` if any signature passed, else the most specific failure.

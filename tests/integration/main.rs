@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod attestations;
 mod auth;
 mod clients;
 mod faults;

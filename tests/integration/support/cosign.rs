@@ -184,3 +184,64 @@ pub async fn push_referrers(
         .await;
     digests
 }
+
+/// One layer of a cosign `.att` manifest: a DSSE envelope, and the
+/// (unsigned) `predicateType` annotation cosign writes beside it.
+pub struct AttestationLayer {
+    pub envelope: String,
+    pub predicate_type: String,
+}
+
+impl VendorKey {
+    /// A DSSE envelope over `statement` as `cosign attest --key` makes it.
+    pub fn attest_as(&self, statement: &serde_json::Value, payload_type: &str) -> AttestationLayer {
+        let payload = serde_json::to_vec(statement).unwrap();
+        let sig = self
+            .pair
+            .sign(&super::fulcio::pae(payload_type, &payload))
+            .unwrap();
+        AttestationLayer {
+            envelope: serde_json::json!({
+                "payloadType": payload_type, "payload": STANDARD.encode(&payload),
+                "signatures": [{"keyid": "", "sig": STANDARD.encode(sig.as_bytes())}],
+            })
+            .to_string(),
+            predicate_type: statement["predicateType"].as_str().unwrap_or("").into(),
+        }
+    }
+
+    pub fn attest(&self, statement: &serde_json::Value) -> AttestationLayer {
+        self.attest_as(statement, "application/vnd.in-toto+json")
+    }
+}
+
+/// Pushes a cosign `sha256-<hex>.att` manifest with these layers.
+pub async fn push_attestations(
+    pusher: &Pusher,
+    repo: &str,
+    digest: &str,
+    layers: &[AttestationLayer],
+) {
+    let config = Blob::new(
+        "application/vnd.oci.image.config.v1+json",
+        br#"{"architecture":"","os":""}"#.to_vec(),
+    );
+    pusher.blob(repo, &config).await;
+    let mut descriptors = Vec::new();
+    for l in layers {
+        let blob = Blob::new(
+            "application/vnd.dsse.envelope.v1+json",
+            l.envelope.clone().into_bytes(),
+        );
+        pusher.blob(repo, &blob).await;
+        let mut d = blob.descriptor();
+        d["annotations"] = serde_json::json!({"predicateType": l.predicate_type});
+        descriptors.push(d);
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.descriptor(), "layers": descriptors,
+    }))
+    .unwrap();
+    let tag = format!("{}.att", digest.replace(':', "-"));
+    pusher.manifest(repo, &tag, OCI_MANIFEST, &manifest).await;
+}

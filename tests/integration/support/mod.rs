@@ -93,6 +93,11 @@ impl Proxy {
         proxy
     }
 
+    /// The config file this proxy runs with.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("portcullis.toml")
+    }
+
     async fn wait_ready(&self) {
         for _ in 0..200 {
             if let Ok(r) = self
