@@ -5,17 +5,28 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use crate::audit::Audit;
 use crate::cache::ContentStore;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pull::Puller;
-use crate::trust::TrustSnapshot;
+use crate::trust::{Sources, TrustSnapshot};
 use crate::upstream::{self, Upstream};
 use crate::verify::Gate;
 
 /// Everything a request handler needs.
 pub struct App {
+    pub audit: Arc<Audit>,
+    pub clock: Arc<dyn Clock>,
+    /// The config in force (its policy and trust parts are what reloads change).
+    config: std::sync::Mutex<Config>,
+    /// URL trust sources' last good documents.
+    pub sources: Arc<Sources>,
+    /// One rebuild at a time.
+    rebuilding: tokio::sync::Mutex<()>,
+    /// Whether each URL source was usable at its last refresh.
+    available: std::sync::Mutex<HashMap<String, bool>>,
     /// Upstreams by name and by alias (their URL host, Docker Hub's names).
     upstreams: HashMap<String, Arc<Upstream>>,
     default_upstream: Option<Arc<Upstream>>,
@@ -35,6 +46,8 @@ pub enum BuildError {
     Metrics(#[from] prometheus::Error),
     #[error("trust material: {}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
     Trust(Vec<crate::config::Problem>),
+    #[error("audit sink: {0}")]
+    Audit(std::io::Error),
 }
 
 const DOCKER_HUB_NAMES: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
@@ -84,16 +97,50 @@ impl App {
             dir: config.cache.dir.display().to_string(),
             source,
         })?;
-        let trust = TrustSnapshot::load(&config.authorities, 1).map_err(BuildError::Trust)?;
+        let sources = Arc::new(Sources::default());
+        // Fetch every URL source once before serving; one that fails leaves
+        // its authority unavailable (fail closed) until a refresh succeeds.
+        let now = clock.now();
+        futures_util::future::join_all(config.authorities.iter().filter_map(|a| match &a.kind {
+            crate::config::AuthorityKind::Source(src) => {
+                Some(refresh_source(&sources, &metrics, &a.name, src, now))
+            }
+            _ => None,
+        }))
+        .await;
+        let trust = TrustSnapshot::load_with(&config.authorities, 1, &sources.snapshot())
+            .map_err(BuildError::Trust)?;
         let gate = Gate::new(config.policies.clone(), Arc::new(trust));
+        let audit = Audit::start(
+            &config.audit.sink,
+            config.audit.queue,
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+        )
+        .await
+        .map_err(BuildError::Audit)?;
+        export_exceptions(&metrics, config);
+        metrics.trust_epoch.set(1);
         let puller = Arc::new(Puller::new(
             &config.cache,
             store,
             gate,
-            clock,
+            Arc::clone(&clock),
             Arc::clone(&metrics),
         ));
         Ok(Arc::new(App {
+            audit,
+            clock,
+            config: std::sync::Mutex::new(config.clone()),
+            sources: Arc::clone(&sources),
+            rebuilding: tokio::sync::Mutex::new(()),
+            available: std::sync::Mutex::new(
+                sources
+                    .snapshot()
+                    .keys()
+                    .map(|name| (name.clone(), true))
+                    .collect(),
+            ),
             upstreams,
             default_upstream,
             puller,
@@ -128,5 +175,379 @@ impl App {
             upstream: routed.upstream,
             repo: routed.repo,
         })
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Config {
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the config file (policies, exceptions, conditions,
+    /// authorities and their files) and puts it in force with the URL
+    /// sources' current material. An invalid config is refused, logged,
+    /// counted and audited; the running one stays. Sections that need a
+    /// restart (listeners, cache, upstreams, audit) are reported, not applied.
+    pub async fn reload(&self, trigger: &str) -> Result<u64, String> {
+        let _one = self.rebuilding.lock().await;
+        let current = self.config();
+        let new = match &current.source_file {
+            Some(path) => Config::load(path).map_err(|e| e.to_string()),
+            None => Ok(current.clone()),
+        };
+        let result = new.and_then(|new| {
+            let trust = TrustSnapshot::load_with(&new.authorities, 0, &self.sources.snapshot())
+                .map_err(|p| {
+                    format!(
+                        "trust material: {}",
+                        p.iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )
+                })?;
+            Ok((new, trust))
+        });
+        let (new, trust) = match result {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::error!(trigger, error = %e, "config reload refused; the running config stays");
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["error"])
+                    .inc();
+                self.audit.record(
+                    "config_reload",
+                    serde_json::json!({"trigger": trigger, "result": "error", "error": e}),
+                );
+                return Err(e);
+            }
+        };
+        let restart_needed: Vec<&str> = [
+            (
+                "server",
+                format!("{:?}", current.server) != format!("{:?}", new.server),
+            ),
+            (
+                "admin",
+                format!("{:?}", current.admin) != format!("{:?}", new.admin),
+            ),
+            (
+                "cache",
+                format!("{:?}", current.cache) != format!("{:?}", new.cache),
+            ),
+            (
+                "upstream",
+                format!("{:?}", current.upstreams) != format!("{:?}", new.upstreams),
+            ),
+            ("audit", current.audit != new.audit),
+        ]
+        .into_iter()
+        .filter_map(|(k, changed)| changed.then_some(k))
+        .collect();
+        if !restart_needed.is_empty() {
+            tracing::warn!(sections = ?restart_needed, "config sections changed that take effect only after a restart");
+        }
+        let epoch = self.install(&new, trust, trigger);
+        self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+        self.audit.record(
+            "config_reload",
+            serde_json::json!({"trigger": trigger, "result": "ok", "epoch": epoch, "restart_needed": restart_needed}),
+        );
+        let mut merged = current;
+        merged.authorities = new.authorities;
+        merged.policies = new.policies;
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = merged;
+        Ok(epoch)
+    }
+
+    /// Puts `trust` and `config`'s policies in force; audits what trust changed.
+    fn install(&self, config: &Config, trust: TrustSnapshot, trigger: &str) -> u64 {
+        let (old_gate, _) = self.puller.gate();
+        let old = old_gate.trust();
+        let mut changes = Vec::new();
+        let names: std::collections::BTreeSet<&str> = old
+            .authorities()
+            .map(|a| a.name.as_str())
+            .chain(trust.authorities().map(|a| a.name.as_str()))
+            .collect();
+        for name in names {
+            let before: std::collections::BTreeSet<String> = old
+                .authority(name)
+                .map(|a| a.fingerprints().into_iter().collect())
+                .unwrap_or_default();
+            let after: std::collections::BTreeSet<String> = trust
+                .authority(name)
+                .map(|a| a.fingerprints().into_iter().collect())
+                .unwrap_or_default();
+            let added: Vec<&String> = after.difference(&before).collect();
+            let removed: Vec<&String> = before.difference(&after).collect();
+            if !added.is_empty() || !removed.is_empty() {
+                changes.push(
+                    serde_json::json!({"authority": name, "added": added, "removed": removed}),
+                );
+            }
+        }
+        let epoch = self
+            .puller
+            .install_gate(Gate::new(config.policies.clone(), Arc::new(trust)));
+        self.metrics
+            .trust_epoch
+            .set(i64::try_from(epoch).unwrap_or(i64::MAX));
+        export_exceptions(&self.metrics, config);
+        for change in changes {
+            tracing::info!(%change, epoch, "trust changed");
+            let mut event = change;
+            event["epoch"] = serde_json::json!(epoch);
+            event["source"] = serde_json::json!(trigger);
+            self.audit.record("trust_change", event);
+        }
+        epoch
+    }
+
+    /// Refreshes one URL source; a change (or a source going stale) puts
+    /// new trust in force.
+    pub async fn refresh(&self, authority: &str, src: &crate::config::SourceConfig) {
+        let outcome = refresh_source(
+            &self.sources,
+            &self.metrics,
+            authority,
+            src,
+            self.clock.now(),
+        )
+        .await;
+        let available = self
+            .sources
+            .snapshot()
+            .get(authority)
+            .is_some_and(|f| f.fetched_at + src.max_stale >= self.clock.now());
+        let flipped = self
+            .available
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(authority.to_string(), available)
+            != Some(available);
+        if outcome == crate::trust::source::Refresh::Changed || flipped {
+            if !available {
+                tracing::error!(
+                    authority,
+                    "trust source stale past max_stale: decisions needing it deny trust_unavailable"
+                );
+            }
+            if let Err(e) = self.reload(&format!("trust_refresh:{authority}")).await {
+                tracing::error!(authority, error = %e, "could not put refreshed trust in force");
+            }
+        }
+    }
+}
+
+async fn refresh_source(
+    sources: &Sources,
+    metrics: &Metrics,
+    authority: &str,
+    src: &crate::config::SourceConfig,
+    now: std::time::SystemTime,
+) -> crate::trust::source::Refresh {
+    let outcome = sources.refresh(authority, src, now).await;
+    metrics
+        .trust_refresh
+        .with_label_values(&[authority, outcome.label()])
+        .inc();
+    match &outcome {
+        crate::trust::source::Refresh::Failed(e) => {
+            tracing::warn!(authority, error = %e, "trust source refresh failed; the last good material stays");
+        }
+        _ => {
+            let secs = now
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            metrics
+                .trust_last_success
+                .with_label_values(&[authority])
+                .set(secs);
+        }
+    }
+    outcome
+}
+
+/// Each exception's expiry as a gauge (the set is replaced on reload).
+fn export_exceptions(metrics: &Metrics, config: &Config) {
+    metrics.exception_expiry.reset();
+    for e in config.policies.exceptions() {
+        let secs = e
+            .expires
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        metrics
+            .exception_expiry
+            .with_label_values(&[e.name.as_str()])
+            .set(secs);
+    }
+}
+
+/// How often watched files are checked for changes and sources for being due.
+const WATCH_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps policy and trust current until `shutdown`: reloads on SIGHUP and
+/// when the config file or a file it names changes, and refreshes each URL
+/// source on its interval (with up to 10% jitter).
+pub async fn maintain(app: Arc<App>, shutdown: tokio_util::sync::CancellationToken) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut stamps = file_stamps(&app.config());
+    let mut due: HashMap<String, std::time::Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(WATCH_TICK);
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<Option<()>>();
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = hup => {
+                let _ = app.reload("sighup").await;
+                stamps = file_stamps(&app.config());
+            }
+            _ = tick.tick() => {
+                let now_stamps = file_stamps(&app.config());
+                if now_stamps != stamps {
+                    let _ = app.reload("file_change").await;
+                    stamps = file_stamps(&app.config());
+                }
+                let config = app.config();
+                for a in &config.authorities {
+                    let crate::config::AuthorityKind::Source(src) = &a.kind else { continue };
+                    let now = std::time::Instant::now();
+                    let next = *due.entry(a.name.clone()).or_insert_with(|| now + jittered(src.refresh));
+                    if now >= next {
+                        app.refresh(&a.name, src).await;
+                        due.insert(a.name.clone(), std::time::Instant::now() + jittered(src.refresh));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `d` less up to 10%, so replicas do not refresh in step.
+fn jittered(d: std::time::Duration) -> std::time::Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    d.mul_f64(1.0 - f64::from(nanos % 1000) / 10_000.0)
+}
+
+/// Modification times (and sizes) of the config file and every file it names.
+fn file_stamps(config: &Config) -> Vec<Option<(std::time::SystemTime, u64)>> {
+    let mut files: Vec<&std::path::Path> = config.source_file.iter().map(|p| p.as_path()).collect();
+    for a in &config.authorities {
+        match &a.kind {
+            crate::config::AuthorityKind::Keys(p) | crate::config::AuthorityKind::CaRoots(p) => {
+                files.extend(p.iter().map(|p| p.as_path()));
+            }
+            crate::config::AuthorityKind::Source(s) => {
+                files.extend(s.signed_by.iter().map(|p| p.as_path()));
+                files.extend(s.ca_file.iter().map(|p| p.as_path()));
+            }
+            crate::config::AuthorityKind::Keyless { .. } => {}
+        }
+        if let Some(crate::config::TrustedRootSource::File(p)) = &a.trusted_root {
+            files.push(p);
+        }
+    }
+    files
+        .into_iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .map(|m| (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len()))
+        })
+        .collect()
+}
+
+impl App {
+    /// Current trust per authority: where it comes from, what it trusts,
+    /// when it was last refreshed, whether it can be relied on now.
+    pub fn trust_status(&self) -> serde_json::Value {
+        let config = self.config();
+        let (gate, epoch) = self.puller.gate();
+        let fetched = self.sources.snapshot();
+        let now = self.clock.now();
+        let rfc = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+        let authorities: Vec<serde_json::Value> = config
+            .authorities
+            .iter()
+            .map(|a| {
+                let loaded = gate.trust().authority(&a.name);
+                let source = match &a.kind {
+                    crate::config::AuthorityKind::Keys(p) | crate::config::AuthorityKind::CaRoots(p) => {
+                        serde_json::json!({"files": p})
+                    }
+                    crate::config::AuthorityKind::Keyless { .. } => serde_json::json!("keyless"),
+                    crate::config::AuthorityKind::Source(s) => serde_json::json!({
+                        "url": s.url.as_str(), "refresh": humantime::format_duration(s.refresh).to_string(),
+                        "max_stale": humantime::format_duration(s.max_stale).to_string(),
+                        "signed_by": s.signed_by,
+                    }),
+                };
+                serde_json::json!({
+                    "name": a.name,
+                    "source": source,
+                    "fingerprints": loaded.map(|l| l.fingerprints()).unwrap_or_default(),
+                    "revoked": a.revoked,
+                    "last_refresh": fetched.get(&a.name).map(|f| rfc(f.fetched_at)),
+                    "stale_after": loaded.and_then(|l| l.stale_after).map(rfc),
+                    "available": loaded.map(|l| l.availability(now)).map(|r| match r {
+                        Ok(()) => serde_json::json!(true),
+                        Err(e) => serde_json::json!(e),
+                    }),
+                })
+            })
+            .collect();
+        serde_json::json!({"epoch": epoch, "authorities": authorities})
+    }
+
+    /// Policies in force, and exceptions with their expiry.
+    pub fn policy_status(&self) -> serde_json::Value {
+        let (gate, epoch) = self.puller.gate();
+        let now = self.clock.now();
+        let policies: Vec<serde_json::Value> = gate
+            .policies()
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name, "mode": p.mode.as_str(),
+                    "match": p.patterns.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+                    "rule": format!("{:?}", p.rule),
+                    "attestations": p.attestations.iter().map(|a| serde_json::json!({
+                        "name": a.name, "predicate_type": a.predicate_type, "authorities": a.authorities,
+                        "condition": a.condition.as_ref().map(|c| c.name.clone()),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let exceptions: Vec<serde_json::Value> = gate
+            .policies()
+            .exceptions()
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "name": e.name, "match": e.pattern.to_string(), "digest": e.digest.as_ref().map(|d| d.to_string()),
+                    "expires": humantime::format_rfc3339_seconds(e.expires).to_string(),
+                    "expired": now >= e.expires, "ticket": e.ticket, "reason": e.reason,
+                })
+            })
+            .collect();
+        serde_json::json!({"epoch": epoch, "policies": policies, "exceptions": exceptions})
     }
 }

@@ -13,9 +13,10 @@
 //! - [`cache`]: the disk content store and streaming reads of it
 //! - [`config`]: the TOML file and its validation
 //! - [`oci`]: protocol vocabulary with no I/O: digests, names, manifests, errors
-//! - [`metrics`], [`clock`]: Prometheus metrics and injected time
+//! - [`metrics`], [`clock`], [`audit`]: Prometheus metrics, injected time, the JSON audit log
 
 pub mod app;
+pub mod audit;
 pub mod cache;
 pub mod clock;
 pub mod config;
@@ -87,12 +88,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             .await;
         }
     };
+    let maintain = app::maintain(Arc::clone(&app), shutdown.clone());
     let flag_app = Arc::clone(&app);
     let mark_unready = async move {
         shutdown.cancelled().await;
         flag_app.ready.store(false, Ordering::Relaxed);
     };
-    tokio::join!(registry, admin, mark_unready);
+    let maintain = async move {
+        maintain.await;
+    };
+    tokio::join!(registry, admin, mark_unready, maintain);
     tracing::info!("portcullis stopped");
     Ok(())
 }

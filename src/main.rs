@@ -51,6 +51,22 @@ enum Command {
     /// Verify one Sigstore bundle (the sigstore-conformance CLI protocol):
     /// exit 0 when it verifies, 1 when it is rejected.
     VerifyBundle(VerifyBundleArgs),
+    /// Trust material: `portcullis trust status --config FILE`.
+    Trust {
+        #[command(subcommand)]
+        command: TrustCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrustCommand {
+    /// Load every authority (fetching URL sources once) and print, as
+    /// `GET /admin/trust` and `GET /admin/policies` do: sources,
+    /// fingerprints, last refresh, availability; policies; exceptions.
+    Status {
+        #[arg(long, default_value = "/etc/portcullis/portcullis.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -81,6 +97,9 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Serve { config } => serve(&config),
         Command::Verify { image, config } => verify_image(&image, &config),
+        Command::Trust {
+            command: TrustCommand::Status { config },
+        } => trust_status(&config),
         Command::VerifyBundle(args) => match verify_bundle(&args) {
             Ok(identity) => {
                 println!(
@@ -97,6 +116,42 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn trust_status(config_path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("cannot start the runtime");
+        return ExitCode::from(2);
+    };
+    runtime.block_on(async {
+        match portcullis::App::build(&config).await {
+            Ok(app) => {
+                let status = serde_json::json!({
+                    "trust": app.trust_status(),
+                    "policies": app.policy_status(),
+                });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        }
+    })
 }
 
 fn verify_image(image: &str, config_path: &std::path::Path) -> ExitCode {

@@ -3,8 +3,8 @@
 //! the config (upstream and policy names), never from a request.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -26,6 +26,29 @@ pub struct Metrics {
     pub denied_pulls: IntCounterVec,
     pub stale_served: IntCounterVec,
     pub verification_seconds: Histogram,
+    /// Denials an exception overrode, by exception.
+    pub exceptions_used: IntCounterVec,
+    /// When each configured exception expires (Unix seconds).
+    pub exception_expiry: GaugeVec,
+    /// Config reloads by result (ok, error).
+    pub config_reloads: IntCounterVec,
+    /// Trust source refreshes by authority and result (ok, unchanged, error).
+    pub trust_refresh: IntCounterVec,
+    pub trust_last_success: GaugeVec,
+    pub trust_earliest_expiry: GaugeVec,
+    /// The generation of policy and trust in force.
+    pub trust_epoch: IntGauge,
+    /// Audit events dropped because the sink could not keep up.
+    pub audit_dropped: IntCounter,
+}
+
+fn gauge(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<GaugeVec, prometheus::Error> {
+    register(registry, GaugeVec::new(Opts::new(name, help), labels)?)
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(
@@ -141,6 +164,56 @@ impl Metrics {
                         "Time to decide on a manifest not in the verdict cache",
                     )
                     .buckets(LATENCY_BUCKETS.to_vec()),
+                )?,
+            )?,
+            exceptions_used: counter(
+                r,
+                "portcullis_exceptions_used_total",
+                "Denials overridden by an exception, by exception",
+                &["exception"],
+            )?,
+            exception_expiry: gauge(
+                r,
+                "portcullis_exception_expiry_timestamp_seconds",
+                "When each configured exception expires",
+                &["exception"],
+            )?,
+            config_reloads: counter(
+                r,
+                "portcullis_config_reloads_total",
+                "Configuration reloads, by result",
+                &["result"],
+            )?,
+            trust_refresh: counter(
+                r,
+                "portcullis_trust_refresh_total",
+                "Trust source refreshes, by authority and result",
+                &["authority", "result"],
+            )?,
+            trust_last_success: gauge(
+                r,
+                "portcullis_trust_last_success_timestamp_seconds",
+                "Last successful load of each authority's trust material",
+                &["authority"],
+            )?,
+            trust_earliest_expiry: gauge(
+                r,
+                "portcullis_trust_earliest_expiry_timestamp_seconds",
+                "Earliest expiry among each authority's certificates",
+                &["authority"],
+            )?,
+            trust_epoch: register(
+                r,
+                IntGauge::new(
+                    "portcullis_trust_epoch",
+                    "Generation of policy and trust in force; each change retires cached verdicts",
+                )?,
+            )?,
+            audit_dropped: register(
+                r,
+                IntCounter::new(
+                    "portcullis_audit_events_dropped_total",
+                    "Audit events dropped because the sink could not keep up",
                 )?,
             )?,
             registry,

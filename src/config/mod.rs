@@ -15,7 +15,7 @@ pub use raw::RawConfig;
 pub use units::{parse_duration, parse_size};
 
 use crate::policy::{
-    AttestationRequirement, Condition, Glob, Mode, Policy, PolicySet, Require, Rule,
+    AttestationRequirement, Condition, Exception, Glob, Mode, Policy, PolicySet, Require, Rule,
 };
 use crate::verify::sigstore::SubjectMatch;
 
@@ -71,6 +71,16 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     pub authorities: Vec<AuthorityConfig>,
     pub policies: PolicySet,
+    pub audit: AuditConfig,
+    /// The file this config was read from (what a reload re-reads).
+    pub source_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    pub sink: crate::audit::Sink,
+    /// Events queued for the sink before new ones are dropped (and counted).
+    pub queue: usize,
 }
 
 /// A vendor: what its signatures must chain or match to.
@@ -84,6 +94,31 @@ pub struct AuthorityConfig {
     pub require_tlog: bool,
     /// Keyless certificates must carry a verified SCT.
     pub require_sct: bool,
+    /// SHA-256 fingerprints (hex) of keys or CA certificates no longer trusted.
+    pub revoked: Vec<String>,
+}
+
+/// Trust material fetched over HTTPS and refreshed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceConfig {
+    pub url: reqwest::Url,
+    /// What the document holds: PEM public keys, or PEM CA certificates.
+    pub kind: SourceKind,
+    pub refresh: Duration,
+    /// Past this long without a successful refresh the authority is
+    /// unavailable and decisions needing it deny `trust_unavailable`.
+    pub max_stale: Duration,
+    pub ca_file: Option<PathBuf>,
+    pub max_bytes: u64,
+    /// A governance public key that must have signed the document (the
+    /// signature, base64, at `<url>.sig`).
+    pub signed_by: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Keys,
+    CaRoots,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +132,8 @@ pub enum AuthorityKind {
         issuer: String,
         subject: SubjectMatch,
     },
+    /// Keys or CA roots fetched from a URL and refreshed.
+    Source(SourceConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +154,9 @@ pub struct ServerConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// A file holding the bearer token `/admin/*` endpoints require; without
+    /// one they are disabled.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -193,10 +233,12 @@ impl Config {
         };
         let text = std::fs::read_to_string(path).map_err(|e| fail("(file)", e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::from_toml(&text, base).map_err(|problems| ConfigError {
+        let mut config = Config::from_toml(&text, base).map_err(|problems| ConfigError {
             file: path.to_path_buf(),
             problems,
-        })
+        })?;
+        config.source_file = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Parses and validates TOML text; `base` anchors relative paths.
@@ -289,7 +331,15 @@ impl<'a> Validator<'a> {
         let server = self.server(&raw.server, &seen);
         let admin = raw.admin.as_ref().map(|a| AdminConfig {
             listen: self.addr("admin.listen", &a.listen),
+            token_file: a.token_file.as_deref().map(|p| self.path(p)),
         });
+        let audit = AuditConfig {
+            sink: match raw.audit.as_ref().and_then(|a| a.sink.as_deref()) {
+                None | Some("stdout") => crate::audit::Sink::Stdout,
+                Some(path) => crate::audit::Sink::File(self.path(path)),
+            },
+            queue: raw.audit.as_ref().and_then(|a| a.queue).unwrap_or(10_000),
+        };
         let cache = self.cache(&raw.cache);
         let authorities: Vec<AuthorityConfig> = raw
             .authorities
@@ -307,7 +357,10 @@ impl<'a> Validator<'a> {
             }
         }
         let conditions = self.conditions(&raw.conditions);
-        let policies = self.policies(&raw.policies, &names, &conditions);
+        let exceptions = self.exceptions(&raw.exceptions);
+        let policies = self
+            .policies(&raw.policies, &names, &conditions)
+            .with_exceptions(exceptions);
         if self.problems.is_empty() {
             Ok(Config {
                 server,
@@ -316,6 +369,8 @@ impl<'a> Validator<'a> {
                 upstreams,
                 authorities,
                 policies,
+                audit,
+                source_file: None,
             })
         } else {
             Err(self.problems)
@@ -450,15 +505,66 @@ impl<'a> Validator<'a> {
         }
         let kinds = usize::from(!raw.keys.is_empty())
             + usize::from(!raw.ca_roots.is_empty())
-            + usize::from(raw.keyless.is_some());
+            + usize::from(raw.keyless.is_some())
+            + usize::from(raw.source.is_some());
         if kinds != 1 {
             self.problem(
                 key("keys"),
-                "an authority has exactly one of `keys`, `ca_roots` or `keyless`",
+                "an authority has exactly one of `keys`, `ca_roots`, `keyless` or `source`",
             );
             return None;
         }
-        let kind = if !raw.keys.is_empty() {
+        for (j, r) in raw.revoked.iter().enumerate() {
+            if r.len() != 64 || !r.bytes().all(|b| b.is_ascii_hexdigit()) {
+                self.problem(
+                    format!("authority[{i}].revoked[{j}]"),
+                    "must be the SHA-256 fingerprint (64 hex digits) of a key's SPKI or a CA certificate",
+                );
+            }
+        }
+        let kind = if let Some(src) = &raw.source {
+            let skey = |f: &str| key(&format!("source.{f}"));
+            let url = self.check(
+                &skey("url"),
+                reqwest::Url::parse(&src.url)
+                    .map_err(|e| format!("`{}` is not a URL: {e}", src.url))
+                    .and_then(|u| {
+                        if u.scheme() == "https" {
+                            Ok(u)
+                        } else {
+                            Err("trust material is fetched over https only".into())
+                        }
+                    }),
+            )?;
+            let kind = match src.kind.as_deref() {
+                None | Some("keys") => SourceKind::Keys,
+                Some("ca_roots") => SourceKind::CaRoots,
+                Some(other) => {
+                    self.problem(
+                        skey("kind"),
+                        format!("`{other}` is not \"keys\" or \"ca_roots\""),
+                    );
+                    SourceKind::Keys
+                }
+            };
+            AuthorityKind::Source(SourceConfig {
+                url,
+                kind,
+                refresh: self.duration(
+                    &skey("refresh"),
+                    src.refresh.as_deref(),
+                    Duration::from_secs(3600),
+                ),
+                max_stale: self.duration(
+                    &skey("max_stale"),
+                    src.max_stale.as_deref(),
+                    Duration::from_secs(72 * 3600),
+                ),
+                ca_file: src.ca_file.as_deref().map(|p| self.path(p)),
+                max_bytes: self.size(&skey("max_bytes"), src.max_bytes.as_deref(), 1 << 20),
+                signed_by: src.signed_by.as_deref().map(|p| self.path(p)),
+            })
+        } else if !raw.keys.is_empty() {
             AuthorityKind::Keys(raw.keys.iter().map(|p| self.path(p)).collect())
         } else if !raw.ca_roots.is_empty() {
             AuthorityKind::CaRoots(raw.ca_roots.iter().map(|p| self.path(p)).collect())
@@ -503,6 +609,7 @@ impl<'a> Validator<'a> {
             trusted_root,
             require_tlog,
             require_sct: raw.require_sct.unwrap_or(true),
+            revoked: raw.revoked.iter().map(|r| r.to_ascii_lowercase()).collect(),
         })
     }
 
@@ -558,6 +665,49 @@ impl<'a> Validator<'a> {
         out
     }
 
+    fn exceptions(&mut self, raw: &[raw::RawException]) -> Vec<Exception> {
+        let mut out = Vec::new();
+        for (i, e) in raw.iter().enumerate() {
+            let key = |field: &str| format!("exception[{i}].{field}");
+            let pattern = self.check(&key("match"), e.pattern.parse::<Glob>());
+            let digest = match &e.digest {
+                None => Some(None),
+                Some(d) => self
+                    .check(
+                        &key("digest"),
+                        d.parse::<crate::oci::Digest>()
+                            .map_err(|_| format!("`{d}` is not a digest like \"sha256:<64 hex>\"")),
+                    )
+                    .map(Some),
+            };
+            let expires = self.check(
+                &key("expires"),
+                humantime::parse_rfc3339_weak(&e.expires).map_err(|_| {
+                    format!(
+                        "`{}` is not a time like \"2026-12-31T00:00:00Z\"",
+                        e.expires
+                    )
+                }),
+            );
+            for (field, value) in [("ticket", &e.ticket), ("reason", &e.reason)] {
+                if value.trim().is_empty() {
+                    self.problem(key(field), "must not be empty: an exception is justified");
+                }
+            }
+            if let (Some(pattern), Some(digest), Some(expires)) = (pattern, digest, expires) {
+                out.push(Exception {
+                    name: e.name.clone().unwrap_or_else(|| e.ticket.clone()),
+                    pattern,
+                    digest,
+                    expires,
+                    ticket: e.ticket.clone(),
+                    reason: e.reason.clone(),
+                });
+            }
+        }
+        out
+    }
+
     fn authority_names(&mut self, path: &str, listed: &[String], known: &HashSet<String>) {
         for (j, a) in listed.iter().enumerate() {
             if !known.contains(a) {
@@ -591,12 +741,15 @@ impl<'a> Validator<'a> {
                 None => None,
                 Some(name) => match conditions.get(name) {
                     Some(c) => c.clone(),
+                    // Not a [[condition]] name: an inline CEL expression.
                     None => {
-                        self.problem(
-                            key("condition"),
-                            format!("`{name}` is not the name of any [[condition]]"),
-                        );
-                        None
+                        let label = a.name.clone().unwrap_or_else(|| a.predicate_type.clone());
+                        self.check(
+                            &key("condition"),
+                            Condition::compile(&label, name).map_err(|e| {
+                                format!("is neither the name of a [[condition]] nor a valid condition: it {e}")
+                            }),
+                        )
                     }
                 },
             };
@@ -684,12 +837,24 @@ impl<'a> Validator<'a> {
                 );
             }
             let attestations = self.attestations(i, &p.attestations, authorities, conditions);
+            let trust_unavailable_allows = match p.on_trust_unavailable.as_deref() {
+                None | Some("deny") => false,
+                Some("allow") => true,
+                Some(other) => {
+                    self.problem(
+                        key("on_trust_unavailable"),
+                        format!("`{other}` is not \"deny\" or \"allow\""),
+                    );
+                    false
+                }
+            };
             policies.push(Policy {
                 name: p.name.clone(),
                 patterns,
                 mode,
                 rule,
                 attestations,
+                trust_unavailable_allows,
             });
         }
         PolicySet::new(policies)

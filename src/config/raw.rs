@@ -10,6 +10,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub admin: Option<RawAdmin>,
     pub cache: RawCache,
+    #[serde(default)]
+    pub audit: Option<RawAudit>,
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<RawUpstream>,
     #[serde(default, rename = "authority")]
@@ -18,6 +20,22 @@ pub struct RawConfig {
     pub policies: Vec<RawPolicy>,
     #[serde(default, rename = "condition")]
     pub conditions: Vec<RawCondition>,
+    #[serde(default, rename = "exception")]
+    pub exceptions: Vec<RawException>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawException {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub pattern: String,
+    #[serde(default)]
+    pub digest: Option<String>,
+    pub expires: String,
+    pub ticket: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +78,28 @@ pub struct RawAuthority {
     pub require_tlog: Option<bool>,
     #[serde(default)]
     pub require_sct: Option<bool>,
+    #[serde(default)]
+    pub source: Option<RawSource>,
+    #[serde(default)]
+    pub revoked: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub url: String,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub refresh: Option<String>,
+    #[serde(default)]
+    pub max_stale: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub max_bytes: Option<String>,
+    #[serde(default)]
+    pub signed_by: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +144,17 @@ pub struct RawServer {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: String,
+    #[serde(default)]
+    pub token_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    #[serde(default)]
+    pub sink: Option<String>,
+    #[serde(default)]
+    pub queue: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,4 +216,6 @@ pub struct RawPolicy {
     pub require_child_signatures: bool,
     #[serde(default)]
     pub attestations: Vec<RawAttestation>,
+    #[serde(default)]
+    pub on_trust_unavailable: Option<String>,
 }

@@ -83,17 +83,59 @@ pub struct Policy {
     pub rule: Rule,
     /// Required attestations (only with [`Rule::Signatures`]).
     pub attestations: Vec<AttestationRequirement>,
+    /// `on_trust_unavailable = "allow"`: when the only problem is that an
+    /// authority's trust material is unavailable, allow (and record it).
+    pub trust_unavailable_allows: bool,
 }
 
-/// The configured policies in file order.
+/// A risk acceptance: content of a repository (optionally one digest) that
+/// may be served although its policy denies it, until `expires`.
+#[derive(Debug, Clone)]
+pub struct Exception {
+    /// Shown in metrics, logs and the audit log (defaults to the ticket).
+    pub name: String,
+    pub pattern: Glob,
+    /// A pinned digest; only a pinned exception admits an unsigned image.
+    pub digest: Option<crate::oci::Digest>,
+    pub expires: std::time::SystemTime,
+    pub ticket: String,
+    pub reason: String,
+}
+
+/// The configured policies in file order, and the exceptions.
 #[derive(Debug, Clone, Default)]
 pub struct PolicySet {
     policies: Vec<Policy>,
+    exceptions: Vec<Exception>,
 }
 
 impl PolicySet {
     pub fn new(policies: Vec<Policy>) -> Self {
-        PolicySet { policies }
+        PolicySet {
+            policies,
+            exceptions: Vec::new(),
+        }
+    }
+
+    pub fn with_exceptions(mut self, exceptions: Vec<Exception>) -> Self {
+        self.exceptions = exceptions;
+        self
+    }
+
+    pub fn exceptions(&self) -> &[Exception] {
+        &self.exceptions
+    }
+
+    /// Exceptions whose scope covers `upstream/repository`.
+    pub fn exceptions_for<'a>(
+        &'a self,
+        upstream: &str,
+        repository: &str,
+    ) -> impl Iterator<Item = &'a Exception> {
+        let path = format!("{upstream}/{repository}");
+        self.exceptions
+            .iter()
+            .filter(move |e| e.pattern.matches(&path))
     }
 
     /// The first policy matching `upstream/repository`, if any.

@@ -42,6 +42,9 @@ impl Target {
 }
 
 type RepoDigest = (UpstreamName, RepositoryName, Digest);
+/// A verdict is valid for one generation of policy and trust: installing a
+/// new gate (a reload, a trust change) makes every older verdict unreachable.
+type VerdictKey = (RepoDigest, u64);
 type TagKey = (UpstreamName, RepositoryName, Tag);
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -73,14 +76,24 @@ struct VerdictExpiry {
     deny: Duration,
 }
 
-impl moka::Expiry<RepoDigest, Verdict> for VerdictExpiry {
+impl moka::Expiry<VerdictKey, Verdict> for VerdictExpiry {
     fn expire_after_create(
         &self,
-        _k: &RepoDigest,
+        _k: &VerdictKey,
         v: &Verdict,
         _at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(if v.is_ok() { self.allow } else { self.deny })
+        Some(match v {
+            // A verdict resting on an exception ends when the exception does.
+            Ok(m) => match m.exception_expires() {
+                Some(t) => t
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+                    .min(self.allow),
+                None => self.allow,
+            },
+            Err(_) => self.deny,
+        })
     }
 }
 
@@ -94,11 +107,12 @@ pub struct Puller {
     allowed_blobs: moka::sync::Cache<RepoDigest, ()>,
     /// Manifests named by an allowed index of the same repository.
     authorized: moka::sync::Cache<RepoDigest, ()>,
-    verdicts: moka::sync::Cache<RepoDigest, Verdict>,
+    verdicts: moka::sync::Cache<VerdictKey, Verdict>,
     tag_flights: Flights<TagKey, Result<Digest, PullError>>,
-    verdict_flights: Flights<RepoDigest, Result<Verdict, PullError>>,
+    verdict_flights: Flights<VerdictKey, Result<Verdict, PullError>>,
     fills: blob::Fills,
-    gate: Gate,
+    /// The current gate and its generation, swapped whole on reload.
+    gate: std::sync::RwLock<(Arc<Gate>, u64)>,
     clock: Arc<dyn Clock>,
     tag_ttl: Duration,
     max_stale: Duration,
@@ -144,12 +158,33 @@ impl Puller {
             verdict_flights: Flights::new(),
             fills: blob::Fills::default(),
             store,
-            gate,
+            gate: std::sync::RwLock::new((Arc::new(gate), 1)),
             clock,
             tag_ttl: config.tag_ttl,
             max_stale: config.max_stale,
             metrics,
         }
+    }
+
+    /// The gate in force and its generation.
+    pub fn gate(&self) -> (Arc<Gate>, u64) {
+        let g = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        (Arc::clone(&g.0), g.1)
+    }
+
+    /// Puts a new gate (policies, exceptions, trust) in force. Verdicts of
+    /// earlier generations are retired; decisions already under way finish
+    /// under the gate they started with and are cached under its generation.
+    pub fn install_gate(&self, gate: Gate) -> u64 {
+        let generation = {
+            let mut g = self.gate.write().unwrap_or_else(|e| e.into_inner());
+            let generation = g.1 + 1;
+            *g = (Arc::new(gate), generation);
+            generation
+        };
+        self.verdicts.invalidate_all();
+        self.authorized.invalidate_all();
+        generation
     }
 
     fn hit(&self, cache: &str, hit: bool) {
@@ -172,7 +207,8 @@ impl Puller {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(t) => self.resolve_tag(target, t).await?,
         };
-        let key = target.key(&digest);
+        let (gate, generation) = self.gate();
+        let key = (target.key(&digest), generation);
         let cached = self.verdicts.get(&key);
         self.hit("verdict", cached.is_some());
         let verdict = match cached {
@@ -181,7 +217,7 @@ impl Puller {
                 let this = Arc::clone(self);
                 let t = target.clone();
                 let d = digest.clone();
-                let flight = move || async move { this.decide(&t, &d).await };
+                let flight = move || async move { this.decide(&t, &d, gate, generation).await };
                 let decided = self.verdict_flights.run(key, flight, cancelled()).await;
                 if let (Err(_), Reference::Tag(tag)) = (&decided, reference) {
                     self.forget_unverified_tag(target, tag, &digest);
@@ -199,16 +235,23 @@ impl Puller {
     /// Denies requests for repositories no policy could allow, before any
     /// upstream request.
     pub fn precheck(&self, target: &Target) -> Result<(), PullError> {
-        self.gate
-            .precheck(&target.upstream.name, &target.repo)
+        self.gate()
+            .0
+            .precheck(&target.upstream.name, &target.repo, self.clock.now())
             .map_err(PullError::Denied)
     }
 
     /// Fetches (or loads) the content, asks the gate, and caches the verdict.
     /// Upstream faults are returned as errors and never cached.
-    async fn decide(&self, target: &Target, digest: &Digest) -> Result<Verdict, PullError> {
+    async fn decide(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        gate: Arc<Gate>,
+        generation: u64,
+    ) -> Result<Verdict, PullError> {
         // A flight that finished after the caller's cache lookup has stored its verdict.
-        if let Some(v) = self.verdicts.get(&target.key(digest)) {
+        if let Some(v) = self.verdicts.get(&(target.key(digest), generation)) {
             return Ok(v);
         }
         let content = self.content(target, digest).await?;
@@ -217,21 +260,21 @@ impl Puller {
             .map_err(|e| PullError::ManifestInvalid(e.to_string()))?;
         let key = target.key(digest);
         let verdict = if is_signature_artifact(&manifest) {
-            self.gate.pass_artifact(upstream, repo, content)
+            gate.pass_artifact(upstream, repo, content, self.clock.now())
         } else {
             let reached = if self.authorized.contains_key(&key) {
                 Reached::ThroughAllowedIndex
             } else {
                 Reached::Directly
             };
-            let needs = self.gate.needs(upstream, repo, reached);
+            let needs = gate.needs(upstream, repo, reached);
             let evidence = if needs.signatures {
                 self.discover(target, digest, needs).await?
             } else {
                 Evidence::default()
             };
             let started = std::time::Instant::now();
-            let verdict = self.gate.decide(
+            let verdict = gate.decide(
                 upstream,
                 repo,
                 content,
@@ -247,7 +290,8 @@ impl Puller {
         if verdict.is_ok() {
             self.remember_references(target, &manifest);
         }
-        self.verdicts.insert(target.key(digest), verdict.clone());
+        self.verdicts
+            .insert((target.key(digest), generation), verdict.clone());
         Ok(verdict)
     }
 
@@ -389,7 +433,10 @@ impl Puller {
     /// Blobs flow only for manifests that passed: under a gating policy a
     /// blob must be referenced by an allowed manifest of this repository.
     fn check_blob_allowed(&self, target: &Target, digest: &Digest) -> Result<(), PullError> {
-        if self.gate.gates_blobs(&target.upstream.name, &target.repo)
+        if self
+            .gate()
+            .0
+            .gates_blobs(&target.upstream.name, &target.repo)
             && !self.allowed_blobs.contains_key(&target.key(digest))
         {
             return Err(PullError::Denied(Denial {

@@ -1,4 +1,6 @@
-//! The admin listener: `/healthz`, `/readyz` and `/metrics`.
+//! The admin listener: `/healthz`, `/readyz` and `/metrics`, and the
+//! token-protected governance endpoints: `GET /admin/trust`,
+//! `GET /admin/policies` (policies and exceptions), `POST /admin/reload`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,6 +12,9 @@ use super::response::{Body, full};
 use crate::app::App;
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    if req.uri().path().starts_with("/admin/") {
+        return governance(&app, &req).await;
+    }
     let (status, content_type, body) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
         "/readyz" if app.ready.load(Ordering::Relaxed) => {
@@ -32,4 +37,80 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Whether the request carries the admin token (read from its file on each
+/// request, so rotating the file rotates the token). Without a token file
+/// the endpoints are off.
+fn authorized(app: &App, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
+    let Some(file) = app.config().admin.and_then(|a| a.token_file) else {
+        return Err(Box::new(json(
+            StatusCode::FORBIDDEN,
+            &serde_json::json!({"error": "admin endpoints are disabled: set admin.token_file"}),
+        )));
+    };
+    let expected = std::fs::read_to_string(&file).unwrap_or_default();
+    let expected = expected.trim();
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let same = !expected.is_empty()
+        && given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        let mut r = json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({"error": "a valid admin bearer token is required"}),
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
+        );
+        Err(Box::new(r))
+    }
+}
+
+async fn governance(app: &Arc<App>, req: &Request<Incoming>) -> Response<Body> {
+    if let Err(r) = authorized(app, req) {
+        return *r;
+    }
+    match (req.method(), req.uri().path()) {
+        (&http::Method::GET, "/admin/trust") => json(StatusCode::OK, &app.trust_status()),
+        (&http::Method::GET, "/admin/policies") => json(StatusCode::OK, &app.policy_status()),
+        (&http::Method::POST, "/admin/reload") => match app.reload("admin").await {
+            Ok(epoch) => json(
+                StatusCode::OK,
+                &serde_json::json!({"result": "ok", "epoch": epoch}),
+            ),
+            Err(e) => json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"result": "error", "error": e}),
+            ),
+        },
+        _ => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "GET /admin/trust, GET /admin/policies, POST /admin/reload"}),
+        ),
+    }
 }

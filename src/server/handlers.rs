@@ -32,24 +32,60 @@ pub fn base() -> Response<Body> {
 pub async fn manifest(
     puller: &Arc<Puller>,
     metrics: &Metrics,
+    audit: &crate::audit::Audit,
     target: &Target,
     reference: &Reference,
     method: &Method,
 ) -> Response<Body> {
     let upstream = target.upstream.name.as_str();
+    let epoch = puller.gate().1;
+    let event = |decision: &str,
+                 policy: &str,
+                 reason: &str,
+                 digest: Option<String>,
+                 authorities: Vec<String>,
+                 exception: Option<&str>| {
+        serde_json::json!({
+            "upstream": upstream, "repository": target.repo.as_str(), "reference": reference.to_string(),
+            "digest": digest, "decision": decision, "policy": policy, "reason": reason,
+            "authorities": authorities, "exception": exception, "trust_epoch": epoch,
+        })
+    };
     match puller.manifest(target, reference).await {
         Ok(v) => {
-            let (decision, reason) = match v.audit_denial() {
-                Some(r) => {
+            let (decision, reason) = match (v.audit_denial(), v.exception()) {
+                (Some(r), _) => {
                     tracing::warn!(upstream, repo = %target.repo, %reference, policy = v.policy(), reason = %r, "audit mode: would deny");
                     ("audit_deny", r.as_str())
                 }
-                None => ("allow", "none"),
+                (None, Some((name, r))) => {
+                    tracing::warn!(upstream, repo = %target.repo, %reference, policy = v.policy(), reason = %r, exception = name, "allowed by exception");
+                    metrics.exceptions_used.with_label_values(&[name]).inc();
+                    ("allow_exception", r.as_str())
+                }
+                (None, None) => ("allow", "none"),
             };
             metrics
                 .pull_decisions
                 .with_label_values(&[upstream, v.policy(), decision, reason])
                 .inc();
+            let met: Vec<String> = v
+                .findings()
+                .iter()
+                .filter(|f| f.outcome.is_ok())
+                .map(|f| f.authority.clone())
+                .collect();
+            audit.record(
+                "decision",
+                event(
+                    decision,
+                    v.policy(),
+                    reason,
+                    Some(v.content().digest().to_string()),
+                    met,
+                    v.exception().map(|(n, _)| n),
+                ),
+            );
             let c = v.content();
             let mut r = Response::new(if method == Method::HEAD {
                 empty()
@@ -75,6 +111,12 @@ pub async fn manifest(
                     .denied_pulls
                     .with_label_values(&[upstream, policy, d.reason.as_str()])
                     .inc();
+                let mut ev = event("deny", policy, d.reason.as_str(), None, Vec::new(), None);
+                ev["message"] = serde_json::json!(d.message);
+                if d.reason == crate::verify::Reason::ExceptionExpired {
+                    audit.record("exception_expired", ev.clone());
+                }
+                audit.record("decision", ev);
             }
             pull_error(&e, Missing::Manifest)
         }

@@ -150,7 +150,7 @@ async fn dispatch(app: &Arc<App>, req: &Request<Incoming>) -> (&'static str, Res
     let mut response = match &route {
         Route::Base => handlers::base(),
         Route::Manifest { reference, .. } => {
-            handlers::manifest(p, m, &target, reference, method).await
+            handlers::manifest(p, m, &app.audit, &target, reference, method).await
         }
         Route::Blob { digest, .. } => {
             handlers::blob(p, m, &target, digest, method, req.headers()).await

@@ -15,6 +15,10 @@ use sigstore_verify::types::DerPublicKey;
 use crate::config::{AuthorityConfig, AuthorityKind, Problem, TrustedRootSource};
 use crate::verify::sigstore::{Identity, SigstoreRoot};
 
+pub mod source;
+
+pub use source::{Fetched, Sources};
+
 /// One trusted vendor.
 pub struct Authority {
     pub name: String,
@@ -22,6 +26,54 @@ pub struct Authority {
     pub sigstore: Option<Arc<SigstoreRoot>>,
     pub require_tlog: bool,
     pub require_sct: bool,
+    /// Why this authority's material cannot be used (its source never
+    /// answered), if so.
+    pub unavailable: Option<String>,
+    /// When fetched material becomes too old to rely on (`max_stale`).
+    pub stale_after: Option<std::time::SystemTime>,
+}
+
+impl Authority {
+    /// An authority loaded from material in memory, always available.
+    pub fn new(name: &str, material: Material) -> Authority {
+        Authority {
+            name: name.into(),
+            material,
+            sigstore: None,
+            require_tlog: false,
+            require_sct: true,
+            unavailable: None,
+            stale_after: None,
+        }
+    }
+
+    /// Whether this authority's material can be relied on at `now`.
+    pub fn availability(&self, now: std::time::SystemTime) -> Result<(), String> {
+        if let Some(why) = &self.unavailable {
+            return Err(format!("trust for {} is unavailable: {why}", self.name));
+        }
+        match self.stale_after {
+            Some(t) if now > t => Err(format!(
+                "trust for {} is stale: its source has not been refreshed since {} (max_stale)",
+                self.name,
+                humantime::format_rfc3339_seconds(t)
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// What this authority trusts, for audit diffs and status: key and CA
+    /// fingerprints (SHA-256 hex), or the keyless identity.
+    pub fn fingerprints(&self) -> Vec<String> {
+        match &self.material {
+            Material::Keys(keys) => keys.iter().map(|(fp, _)| fp.clone()).collect(),
+            Material::CaRoots(certs) => certs
+                .iter()
+                .map(|c| hex::encode(Sha256::digest(c.as_ref())))
+                .collect(),
+            Material::Keyless(id) => vec![format!("{} {:?}", id.issuer, id.subject)],
+        }
+    }
 }
 
 pub enum Material {
@@ -49,6 +101,16 @@ impl TrustSnapshot {
 
     /// Reads every authority's material; problems carry the key path.
     pub fn load(configs: &[AuthorityConfig], epoch: u64) -> Result<TrustSnapshot, Vec<Problem>> {
+        TrustSnapshot::load_with(configs, epoch, &std::collections::HashMap::new())
+    }
+
+    /// As [`TrustSnapshot::load`], with URL sources' material as last
+    /// fetched (an authority whose source has nothing yet is unavailable).
+    pub fn load_with(
+        configs: &[AuthorityConfig],
+        epoch: u64,
+        fetched: &HashMap<String, Fetched>,
+    ) -> Result<TrustSnapshot, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut roots: HashMap<String, Arc<SigstoreRoot>> = HashMap::new();
         let mut authorities = HashMap::new();
@@ -82,6 +144,8 @@ impl TrustSnapshot {
                     }
                 }
             };
+            let mut unavailable = None;
+            let mut stale_after = None;
             let material = match &a.kind {
                 AuthorityKind::Keys(paths) => {
                     let mut keys = Vec::new();
@@ -107,7 +171,25 @@ impl TrustSnapshot {
                     issuer: issuer.clone(),
                     subject: subject.clone(),
                 }),
+                AuthorityKind::Source(src) => match fetched.get(&a.name) {
+                    Some(f) => match source::parse(src.kind, &f.body) {
+                        Ok(m) => {
+                            stale_after = Some(f.fetched_at + src.max_stale);
+                            m
+                        }
+                        Err(e) => {
+                            unavailable = Some(e);
+                            source::empty(src.kind)
+                        }
+                    },
+                    None => {
+                        unavailable =
+                            Some("its source has not been fetched successfully yet".into());
+                        source::empty(src.kind)
+                    }
+                },
             };
+            let material = revoke(material, &a.revoked);
             // A vendor PKI that logs to a transparency log is verified against
             // a root that trusts only the vendor's CAs plus the logs.
             let sigstore = match (&material, &a.trusted_root) {
@@ -134,6 +216,8 @@ impl TrustSnapshot {
                     sigstore,
                     require_tlog: a.require_tlog,
                     require_sct: a.require_sct,
+                    unavailable,
+                    stale_after,
                 }),
             );
         }
@@ -164,6 +248,27 @@ impl TrustSnapshot {
     }
 }
 
+/// Drops revoked keys and CA certificates (by SHA-256 fingerprint).
+fn revoke(material: Material, revoked: &[String]) -> Material {
+    if revoked.is_empty() {
+        return material;
+    }
+    match material {
+        Material::Keys(keys) => Material::Keys(
+            keys.into_iter()
+                .filter(|(fp, _)| !revoked.contains(fp))
+                .collect(),
+        ),
+        Material::CaRoots(certs) => Material::CaRoots(
+            certs
+                .into_iter()
+                .filter(|c| !revoked.contains(&hex::encode(Sha256::digest(c.as_ref()))))
+                .collect(),
+        ),
+        keyless => keyless,
+    }
+}
+
 fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
@@ -181,7 +286,7 @@ fn load_root(source: &TrustedRootSource) -> Result<SigstoreRoot, String> {
     SigstoreRoot::from_json(&root_json(source)?).map_err(|e| e.to_string())
 }
 
-fn load_key(path: &Path) -> Result<(String, DerPublicKey), String> {
+pub(crate) fn load_key(path: &Path) -> Result<(String, DerPublicKey), String> {
     let key = crate::verify::sigstore::public_key_from_pem(&read(path)?)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     sigstore_verify::crypto::VerificationKey::from_spki(&key)

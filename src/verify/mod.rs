@@ -90,9 +90,22 @@ pub struct VerifiedManifest {
     audit_denial: Option<Reason>,
     findings: Vec<Finding>,
     attestations: Vec<AttestationFinding>,
+    /// The exception that let a denied manifest through, with the reason
+    /// it would otherwise have been denied.
+    exception: Option<(Arc<str>, Reason, SystemTime)>,
 }
 
 impl VerifiedManifest {
+    /// The exception used, and the denial it overrode.
+    pub fn exception(&self) -> Option<(&str, Reason)> {
+        self.exception.as_ref().map(|(n, r, _)| (n.as_ref(), *r))
+    }
+
+    /// When the exception this verdict rests on expires.
+    pub fn exception_expires(&self) -> Option<SystemTime> {
+        self.exception.as_ref().map(|(_, _, t)| *t)
+    }
+
     pub fn content(&self) -> &ManifestContent {
         &self.content
     }
@@ -197,6 +210,14 @@ impl Gate {
         self.trust.epoch
     }
 
+    pub fn trust(&self) -> &Arc<TrustSnapshot> {
+        &self.trust
+    }
+
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
     /// What deciding on a manifest of `upstream/repo`, reached this way,
     /// needs discovered.
     pub fn needs(&self, upstream: &UpstreamName, repo: &RepositoryName, reached: Reached) -> Needs {
@@ -232,8 +253,9 @@ impl Gate {
         upstream: &UpstreamName,
         repo: &RepositoryName,
         content: Arc<ManifestContent>,
+        now: SystemTime,
     ) -> Result<VerifiedManifest, Denial> {
-        self.precheck(upstream, repo)?;
+        self.precheck(upstream, repo, now)?;
         let policy = self
             .policies
             .find(upstream.as_str(), repo.as_str())
@@ -244,30 +266,79 @@ impl Gate {
             audit_denial: None,
             findings: Vec::new(),
             attestations: Vec::new(),
+            exception: None,
         })
     }
 
     /// Refuses a repository up front when no content could ever be allowed
     /// there (no policy matches, or an enforcing policy denies everything),
     /// so such requests never reach the upstream.
-    pub fn precheck(&self, upstream: &UpstreamName, repo: &RepositoryName) -> Result<(), Denial> {
-        match self.policies.find(upstream.as_str(), repo.as_str()) {
-            None => Err(Denial {
-                reason: Reason::NoPolicy,
-                policy: None,
-                message: format!("no policy matches {upstream}/{repo}"),
+    pub fn precheck(
+        &self,
+        upstream: &UpstreamName,
+        repo: &RepositoryName,
+        now: SystemTime,
+    ) -> Result<(), Denial> {
+        let (policy, message) = match self.policies.find(upstream.as_str(), repo.as_str()) {
+            None => (None, format!("no policy matches {upstream}/{repo}")),
+            Some(p) if p.rule == Rule::Deny && p.mode == Mode::Enforce => (
+                Some(Arc::from(p.name.as_str())),
+                format!("policy {} denies {upstream}/{repo}", p.name),
+            ),
+            Some(_) => return Ok(()),
+        };
+        // A live exception for this repository lets its content be judged.
+        match self.exception(upstream, repo, None, Reason::NoPolicy, now) {
+            ExceptionOutcome::Applies(_) => Ok(()),
+            ExceptionOutcome::Expired(e) => Err(Denial {
+                reason: Reason::ExceptionExpired,
+                message: expired_message(e, Reason::NoPolicy, &message),
+                policy,
                 findings: Vec::new(),
                 attestations: Vec::new(),
             }),
-            Some(p) if p.rule == Rule::Deny && p.mode == Mode::Enforce => Err(Denial {
+            ExceptionOutcome::None => Err(Denial {
                 reason: Reason::NoPolicy,
-                policy: Some(Arc::from(p.name.as_str())),
-                message: format!("policy {} denies {upstream}/{repo}", p.name),
+                policy,
+                message,
                 findings: Vec::new(),
                 attestations: Vec::new(),
             }),
-            Some(_) => Ok(()),
         }
+    }
+
+    /// Which exception, if any, covers a denial of `digest` (or, with no
+    /// digest, any content of the repository) for `reason`. Only an
+    /// exception pinned to the digest admits content that is unsigned or
+    /// has no policy: a repository-wide exception relaxes a failing check,
+    /// it does not vouch for unknown software.
+    fn exception(
+        &self,
+        upstream: &UpstreamName,
+        repo: &RepositoryName,
+        digest: Option<&crate::oci::Digest>,
+        reason: Reason,
+        now: SystemTime,
+    ) -> ExceptionOutcome<'_> {
+        let mut expired = None;
+        for e in self
+            .policies
+            .exceptions_for(upstream.as_str(), repo.as_str())
+        {
+            let covers = match (&e.digest, digest) {
+                (Some(pinned), Some(d)) => pinned == d,
+                (Some(_), None) => true,
+                (None, _) => !matches!(reason, Reason::Unsigned | Reason::NoPolicy),
+            };
+            if !covers {
+                continue;
+            }
+            if now < e.expires {
+                return ExceptionOutcome::Applies(e);
+            }
+            expired = Some(e);
+        }
+        expired.map_or(ExceptionOutcome::None, ExceptionOutcome::Expired)
     }
 
     /// Decides whether `content`, found at `upstream/repo`, may be served,
@@ -282,13 +353,37 @@ impl Gate {
         now: SystemTime,
     ) -> Result<VerifiedManifest, Denial> {
         let Some(policy) = self.policies.find(upstream.as_str(), repo.as_str()) else {
-            return Err(Denial {
-                reason: Reason::NoPolicy,
-                policy: None,
-                message: format!("no policy matches {upstream}/{repo}"),
-                findings: Vec::new(),
-                attestations: Vec::new(),
-            });
+            let message = format!("no policy matches {upstream}/{repo}");
+            return match self.exception(
+                upstream,
+                repo,
+                Some(content.digest()),
+                Reason::NoPolicy,
+                now,
+            ) {
+                ExceptionOutcome::Applies(e) => Ok(VerifiedManifest {
+                    content,
+                    policy: Arc::from("none"),
+                    audit_denial: None,
+                    findings: Vec::new(),
+                    attestations: Vec::new(),
+                    exception: Some((Arc::from(e.name.as_str()), Reason::NoPolicy, e.expires)),
+                }),
+                ExceptionOutcome::Expired(e) => Err(Denial {
+                    reason: Reason::ExceptionExpired,
+                    policy: None,
+                    message: expired_message(e, Reason::NoPolicy, &message),
+                    findings: Vec::new(),
+                    attestations: Vec::new(),
+                }),
+                ExceptionOutcome::None => Err(Denial {
+                    reason: Reason::NoPolicy,
+                    policy: None,
+                    message,
+                    findings: Vec::new(),
+                    attestations: Vec::new(),
+                }),
+            };
         };
         let name: Arc<str> = Arc::from(policy.name.as_str());
         let mut attestations = Vec::new();
@@ -323,13 +418,19 @@ impl Gate {
                 }
             }
         };
-        match (failure, policy.mode) {
+        // An explicit, counted relaxation: trust that cannot be refreshed
+        // does not block this policy's images.
+        let relaxed = matches!(&failure, Some((Reason::TrustUnavailable, _)))
+            && policy.trust_unavailable_allows;
+        let mode = if relaxed { Mode::Audit } else { policy.mode };
+        match (failure, mode) {
             (None, _) => Ok(VerifiedManifest {
                 content,
                 policy: name,
                 audit_denial: None,
                 findings,
                 attestations,
+                exception: None,
             }),
             (Some((reason, _)), Mode::Audit) => Ok(VerifiedManifest {
                 content,
@@ -337,14 +438,34 @@ impl Gate {
                 audit_denial: Some(reason),
                 findings,
                 attestations,
+                exception: None,
             }),
-            (Some((reason, message)), Mode::Enforce) => Err(Denial {
-                reason,
-                policy: Some(name),
-                message,
-                findings,
-                attestations,
-            }),
+            (Some((reason, message)), Mode::Enforce) => {
+                match self.exception(upstream, repo, Some(content.digest()), reason, now) {
+                    ExceptionOutcome::Applies(e) => Ok(VerifiedManifest {
+                        content,
+                        policy: name,
+                        audit_denial: None,
+                        findings,
+                        attestations,
+                        exception: Some((Arc::from(e.name.as_str()), reason, e.expires)),
+                    }),
+                    ExceptionOutcome::Expired(e) => Err(Denial {
+                        reason: Reason::ExceptionExpired,
+                        policy: Some(name),
+                        message: expired_message(e, reason, &message),
+                        findings,
+                        attestations,
+                    }),
+                    ExceptionOutcome::None => Err(Denial {
+                        reason,
+                        policy: Some(name),
+                        message,
+                        findings,
+                        attestations,
+                    }),
+                }
+            }
         }
     }
 
@@ -379,6 +500,7 @@ impl Gate {
                 let mut met = Vec::new();
                 let mut predicate_failure: Option<String> = None;
                 let mut invalid: Option<Failure> = None;
+                let mut unavailable: Option<Failure> = None;
                 for name in &req.authorities {
                     let Some(authority) = self.trust.authority(name) else {
                         invalid = Some(Failure::new(
@@ -387,6 +509,10 @@ impl Gate {
                         ));
                         continue;
                     };
+                    if let Err(why) = authority.availability(now) {
+                        unavailable = Some(Failure::new(Reason::TrustUnavailable, why));
+                        continue;
+                    }
                     for (i, att) in evidence.attestations.iter().enumerate() {
                         let outcome = verified
                             .entry((name.clone(), i))
@@ -418,6 +544,8 @@ impl Gate {
                     Err(Failure::new(Reason::PredicateFailed, why))
                 } else if let Some(f) = invalid {
                     Err(Failure::new(Reason::AttestationInvalid, f.message))
+                } else if let Some(f) = unavailable {
+                    Err(f)
                 } else {
                     Err(Failure::new(
                         Reason::AttestationMissing,
@@ -466,12 +594,15 @@ impl Gate {
                         Reason::TrustUnavailable,
                         format!("authority {name} is not loaded"),
                     )),
-                    Some(a) => best_outcome(
-                        evidence
-                            .signatures
-                            .iter()
-                            .map(|s| check::check(a, s, subject, now)),
-                    ),
+                    Some(a) => match a.availability(now) {
+                        Err(why) => Err(Failure::new(Reason::TrustUnavailable, why)),
+                        Ok(()) => best_outcome(
+                            evidence
+                                .signatures
+                                .iter()
+                                .map(|s| check::check(a, s, subject, now)),
+                        ),
+                    },
                 },
             })
             .collect();
@@ -497,6 +628,21 @@ impl Gate {
         );
         (Some((worst.reason, message)), findings)
     }
+}
+
+enum ExceptionOutcome<'a> {
+    Applies(&'a crate::policy::Exception),
+    Expired(&'a crate::policy::Exception),
+    None,
+}
+
+fn expired_message(e: &crate::policy::Exception, reason: Reason, message: &str) -> String {
+    format!(
+        "exception {} (ticket {}) expired at {}; without it: {reason}: {message}",
+        e.name,
+        e.ticket,
+        humantime::format_rfc3339_seconds(e.expires)
+    )
 }
 
 /// Age and condition of a verified statement of the required type.

@@ -78,11 +78,12 @@ async fn blob_with_wrong_bytes_aborts_the_stream_and_is_not_stored() {
     upstream.put(&digest, "application/octet-stream", &blob);
     upstream.set(Fault::WrongBytes);
     let path = format!("/v2/s/app/blobs/{digest}");
-    let result = read_all(proxy.get(&path).await).await;
-    assert!(
-        result.is_err(),
-        "the client must not see a clean end of a wrong blob"
-    );
+    if let Ok(r) = proxy.try_get(&path).await {
+        assert!(
+            read_all(r).await.is_err(),
+            "the client must not see a clean end of a wrong blob"
+        );
+    }
     assert!(tmp_is_empty(&proxy).await);
     assert!(!stored(&proxy, &digest));
     assert_eq!(errors(&proxy, "digest_mismatch").await, 1.0);
@@ -99,7 +100,10 @@ async fn connection_reset_mid_blob_aborts_the_client_and_leaves_nothing_behind()
     upstream.put(&digest, "application/octet-stream", &blob);
     upstream.set(Fault::ResetMidBody);
     let path = format!("/v2/s/app/blobs/{digest}");
-    assert!(read_all(proxy.get(&path).await).await.is_err());
+    // The abort reaches the client before or after the response headers.
+    if let Ok(r) = proxy.try_get(&path).await {
+        assert!(read_all(r).await.is_err(), "a complete body was served");
+    }
     assert!(tmp_is_empty(&proxy).await);
     assert!(!stored(&proxy, &digest));
     upstream.set(Fault::Healthy);
@@ -141,8 +145,12 @@ async fn stalled_blob_body_is_aborted_after_the_idle_timeout() {
     upstream.put(&digest, "application/octet-stream", &blob);
     upstream.set(Fault::StallBody);
     let started = Instant::now();
-    let result = read_all(proxy.get(&format!("/v2/s/app/blobs/{digest}")).await).await;
-    assert!(result.is_err());
+    if let Ok(r) = proxy.try_get(&format!("/v2/s/app/blobs/{digest}")).await {
+        assert!(
+            read_all(r).await.is_err(),
+            "a stalled body must not end cleanly"
+        );
+    }
     assert!(
         started.elapsed() < Duration::from_secs(6),
         "took {:?}",

@@ -10,6 +10,7 @@ mod attestations;
 mod auth;
 mod clients;
 mod faults;
+mod governance;
 mod process;
 mod proxy;
 mod resilience;

@@ -11,6 +11,7 @@ pub mod runnable;
 pub mod scripted;
 pub mod skopeo;
 pub mod token;
+pub mod trust_server;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -22,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 pub use image::{Blob, Image, Index, Pusher};
 #[allow(unused_imports)]
 pub use registry::{Registry, RegistryAuth};
+
+/// The bearer token every test proxy's admin endpoints accept.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -71,8 +75,9 @@ impl Proxy {
             .map(|d| format!("default_upstream = \"{d}\"\n"))
             .unwrap_or_default();
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n{default}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n[cache]\ndir = \"cache\"\n{cache_extra}\n\n{upstreams_and_policies}"
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{default}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = \"admin.token\"\n\n[cache]\ndir = \"cache\"\n{cache_extra}\n\n[audit]\nsink = \"audit.jsonl\"\n\n{upstreams_and_policies}"
         );
+        std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).unwrap();
         let path = dir.path().join("portcullis.toml");
         std::fs::write(&path, &text).unwrap();
         let config = portcullis::Config::load(&path).unwrap_or_else(|e| panic!("{e}\n---\n{text}"));
@@ -91,6 +96,28 @@ impl Proxy {
         };
         proxy.wait_ready().await;
         proxy
+    }
+
+    /// The audit events written so far, parsed.
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// `POST /admin/reload` with `token`: the status and body.
+    pub async fn admin_reload(&self, token: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(format!("{}/admin/reload", self.admin_url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or_default())
     }
 
     /// The config file this proxy runs with.
@@ -132,11 +159,15 @@ impl Proxy {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.try_get(path).await.unwrap()
+    }
+
+    /// GET that may fail before headers arrive (an aborted response).
+    pub async fn try_get(&self, path: &str) -> reqwest::Result<reqwest::Response> {
         self.client
             .get(format!("{}{path}", self.url()))
             .send()
             .await
-            .unwrap()
     }
 
     /// GET with the Accept header container runtimes send for manifests.

@@ -1,0 +1,409 @@
+//! Trust lifecycle and governance: vendor keys at an HTTPS source rotate,
+//! go stale and must be signed by a governance key; revocation and config
+//! reloads without a restart; audit mode and expiring exceptions. Every
+//! change is visible in the audit log and the metrics.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use sha2::{Digest as _, Sha256};
+
+use crate::support::cosign::{self, VendorKey};
+use crate::support::trust_server::TrustServer;
+use crate::support::*;
+
+struct Setup {
+    registry: Registry,
+    proxy: Proxy,
+    pusher: Pusher,
+}
+
+/// A proxy over a real registry; `authority` and `extra` are config text
+/// (`{dir}` is replaced by the proxy's own folder).
+async fn setup(authority: &str, extra: &str, files: &[(&str, String)]) -> Setup {
+    let registry = Registry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let d = dir.path().display().to_string();
+    let body = format!(
+        "{}\n[[authority]]\nname = \"acme\"\n{}\n\n{}\n",
+        upstream_toml("local", &registry.url(), ""),
+        authority.replace("{dir}", &d),
+        extra.replace("{dir}", &d),
+    );
+    let proxy = Proxy::start(&body, None).await;
+    // Keep the files' folder alive as long as the proxy.
+    std::mem::forget(dir);
+    let pusher = Pusher::new(&registry.url());
+    Setup {
+        registry,
+        proxy,
+        pusher,
+    }
+}
+
+const SIGNED_POLICY: &str =
+    "[[policy]]\nname = \"acme\"\nmatch = [\"**\"]\nsignatures = { authorities = [\"acme\"] }\n";
+
+impl Setup {
+    /// Pushes image `seed` under its own tag, signed by `key` (if any).
+    async fn image(&self, seed: u64, key: Option<&VendorKey>) -> (Image, String) {
+        let img = Image::oci(seed, &[200]);
+        let tag = format!("t{seed}");
+        self.pusher.image("acme/app", &tag, &img).await;
+        if let Some(key) = key {
+            let sig = key.sign(&img.digest, "acme/app");
+            cosign::push_signatures(&self.pusher, "acme/app", &img.digest, &[sig]).await;
+        }
+        (img, tag)
+    }
+
+    async fn answer(&self, tag: &str) -> (u16, Option<String>) {
+        let r = self
+            .proxy
+            .get_manifest(&format!("/v2/local/acme/app/manifests/{tag}"))
+            .await;
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        (
+            status,
+            body["errors"][0]["detail"]["reason"]
+                .as_str()
+                .map(String::from),
+        )
+    }
+
+    /// Asks until the answer is `want` or `within` has passed.
+    async fn eventually(&self, tag: &str, want: (u16, Option<&str>), within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (status, reason) = self.answer(tag).await;
+            if (status, reason.as_deref()) == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still {status} {reason:?}, wanted {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn fingerprint(key: &VendorKey) -> String {
+    hex::encode(Sha256::digest(
+        key.pair.public_key_der().unwrap().as_bytes(),
+    ))
+}
+
+fn governance_signature(governance: &VendorKey, document: &str) -> String {
+    STANDARD.encode(
+        governance
+            .pair
+            .sign(document.as_bytes())
+            .unwrap()
+            .as_bytes(),
+    )
+}
+
+fn source(server: &TrustServer, extra: &str) -> String {
+    format!(
+        "source = {{ url = \"{}\", refresh = \"1s\", ca_file = \"{{dir}}/ca.pem\"{extra} }}",
+        server.url()
+    )
+}
+
+const ALLOWED: (u16, Option<&str>) = (200, None);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotated_key_at_the_https_source_is_picked_up_without_restart_and_old_verdicts_retire() {
+    let (old, new) = (VendorKey::generate(), VendorKey::generate());
+    let server = TrustServer::start(&old.public_pem(), None).await;
+    let s = setup(
+        &source(&server, ", max_stale = \"1h\""),
+        SIGNED_POLICY,
+        &[("ca.pem", server.ca_pem.clone())],
+    )
+    .await;
+    let (_, by_old) = s.image(700, Some(&old)).await;
+    let (_, by_new) = s.image(701, Some(&new)).await;
+    assert_eq!(s.answer(&by_old).await, (200, None));
+    assert_eq!(
+        s.answer(&by_new).await,
+        (403, Some("untrusted_signer".into()))
+    );
+    let epoch_before = s.proxy.metric("portcullis_trust_epoch", &[]).await;
+
+    server.serve(&new.public_pem(), None);
+    s.eventually(&by_new, ALLOWED, Duration::from_secs(10))
+        .await;
+    // The cached allow for the old key's image is retired with the old trust.
+    assert_eq!(
+        s.answer(&by_old).await,
+        (403, Some("untrusted_signer".into()))
+    );
+    assert!(s.proxy.metric("portcullis_trust_epoch", &[]).await > epoch_before);
+    let change = s
+        .proxy
+        .audit_events()
+        .into_iter()
+        .find(|e| e["event"] == "trust_change")
+        .expect("a trust_change audit event");
+    assert_eq!(change["authority"], "acme");
+    assert_eq!(change["added"], serde_json::json!([fingerprint(&new)]));
+    assert_eq!(change["removed"], serde_json::json!([fingerprint(&old)]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn source_down_keeps_the_last_good_keys_then_denies_trust_unavailable_after_max_stale() {
+    let key = VendorKey::generate();
+    let server = TrustServer::start(&key.public_pem(), None).await;
+    let s = setup(
+        &source(&server, ", max_stale = \"4s\""),
+        SIGNED_POLICY,
+        &[("ca.pem", server.ca_pem.clone())],
+    )
+    .await;
+    server.set_down(true);
+    let (_, first) = s.image(710, Some(&key)).await;
+    assert_eq!(s.answer(&first).await, (200, None), "last good keys serve");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, second) = s.image(711, Some(&key)).await;
+    assert_eq!(
+        s.answer(&second).await,
+        (200, None),
+        "still within max_stale"
+    );
+    assert!(
+        s.proxy
+            .metric(
+                "portcullis_trust_refresh_total",
+                &["authority=\"acme\"", "result=\"error\""]
+            )
+            .await
+            >= 1.0
+    );
+    let (_, third) = s.image(712, Some(&key)).await;
+    s.eventually(
+        &third,
+        (403, Some("trust_unavailable")),
+        Duration::from_secs(8),
+    )
+    .await;
+    // Fail closed for what was allowed before, too.
+    assert_eq!(
+        s.answer(&first).await,
+        (403, Some("trust_unavailable".into()))
+    );
+    // Back up: trust is restored.
+    server.set_down(false);
+    s.eventually(&third, ALLOWED, Duration::from_secs(8)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn document_with_a_bad_governance_signature_is_refused_and_the_old_trust_kept() {
+    let governance = VendorKey::generate();
+    let (vendor, intruder) = (VendorKey::generate(), VendorKey::generate());
+    let document = vendor.public_pem();
+    let server = TrustServer::start(
+        &document,
+        Some(governance_signature(&governance, &document)),
+    )
+    .await;
+    let s = setup(
+        &source(
+            &server,
+            ", max_stale = \"1h\", signed_by = \"{dir}/governance.pub\"",
+        ),
+        SIGNED_POLICY,
+        &[
+            ("ca.pem", server.ca_pem.clone()),
+            ("governance.pub", governance.public_pem()),
+        ],
+    )
+    .await;
+    let (_, by_vendor) = s.image(720, Some(&vendor)).await;
+    let (_, by_intruder) = s.image(721, Some(&intruder)).await;
+    assert_eq!(s.answer(&by_vendor).await, (200, None));
+
+    // A compromised file server adds the intruder's key, signed by someone else.
+    let tampered = format!("{}{}", vendor.public_pem(), intruder.public_pem());
+    server.serve(&tampered, Some(governance_signature(&intruder, &tampered)));
+    let before = s
+        .proxy
+        .metric(
+            "portcullis_trust_refresh_total",
+            &["authority=\"acme\"", "result=\"error\""],
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = s
+        .proxy
+        .metric(
+            "portcullis_trust_refresh_total",
+            &["authority=\"acme\"", "result=\"error\""],
+        )
+        .await;
+    assert!(after > before, "the refresh is refused and counted");
+    assert_eq!(
+        s.answer(&by_intruder).await,
+        (403, Some("untrusted_signer".into()))
+    );
+    assert_eq!(s.answer(&by_vendor).await, (200, None), "old trust kept");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_key_is_denied_after_an_authenticated_reload() {
+    let key = VendorKey::generate();
+    let s = setup(
+        "keys = [\"{dir}/acme.pub\"]",
+        SIGNED_POLICY,
+        &[("acme.pub", key.public_pem())],
+    )
+    .await;
+    let (_, tag) = s.image(730, Some(&key)).await;
+    assert_eq!(s.answer(&tag).await, (200, None));
+    let path = s.proxy.config_path();
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "name = \"acme\"\n",
+        &format!("name = \"acme\"\nrevoked = [\"{}\"]\n", fingerprint(&key)),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    assert_eq!(s.proxy.admin_reload("wrong-token").await.0, 401);
+    let (status, body) = s.proxy.admin_reload(ADMIN_TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.answer(&tag).await, (403, Some("untrusted_signer".into())));
+    assert!(
+        s.proxy
+            .audit_events()
+            .iter()
+            .any(|e| e["event"] == "trust_change"
+                && e["removed"] == serde_json::json!([fingerprint(&key)]))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_config_reload_is_refused_and_the_running_config_keeps_serving() {
+    let key = VendorKey::generate();
+    let s = setup(
+        "keys = [\"{dir}/acme.pub\"]",
+        SIGNED_POLICY,
+        &[("acme.pub", key.public_pem())],
+    )
+    .await;
+    let (_, tag) = s.image(740, Some(&key)).await;
+    let path = s.proxy.config_path();
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{good}\n[[policy]]\nname = 3\n")).unwrap();
+    let (status, body) = s.proxy.admin_reload(ADMIN_TOKEN).await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("policy"), "{body}");
+    assert_eq!(s.answer(&tag).await, (200, None));
+    assert!(
+        s.proxy
+            .metric("portcullis_config_reloads_total", &["result=\"error\""])
+            .await
+            >= 1.0
+    );
+    assert!(
+        s.proxy
+            .audit_events()
+            .iter()
+            .any(|e| e["event"] == "config_reload" && e["result"] == "error")
+    );
+    drop(s.registry);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_mode_serves_an_unsigned_image_with_an_audit_record_and_metric() {
+    let key = VendorKey::generate();
+    let s = setup(
+        "keys = [\"{dir}/acme.pub\"]",
+        "[[policy]]\nname = \"watch\"\nmatch = [\"**\"]\nmode = \"audit\"\nsignatures = { authorities = [\"acme\"] }\n",
+        &[("acme.pub", key.public_pem())],
+    )
+    .await;
+    let (img, tag) = s.image(750, None).await;
+    assert_eq!(s.answer(&tag).await, (200, None));
+    assert_eq!(
+        s.proxy
+            .metric(
+                "portcullis_pull_decisions_total",
+                &["decision=\"audit_deny\"", "reason=\"unsigned\""]
+            )
+            .await,
+        1.0
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let record = s
+        .proxy
+        .audit_events()
+        .into_iter()
+        .find(|e| e["event"] == "decision")
+        .expect("a decision audit event");
+    assert_eq!(record["decision"], "audit_deny");
+    assert_eq!(record["reason"], "unsigned");
+    assert_eq!(record["digest"], img.digest);
+    assert_eq!(record["policy"], "watch");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exception_lets_a_pinned_digest_through_until_it_expires_then_denies_exception_expired() {
+    let key = VendorKey::generate();
+    let registry_probe = Image::oci(760, &[200]);
+    let expires =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(4));
+    let s = setup(
+        "keys = [\"{dir}/acme.pub\"]",
+        &format!(
+            "{SIGNED_POLICY}\n[[exception]]\nmatch = \"local/acme/app\"\ndigest = \"{}\"\nexpires = \"{expires}\"\nticket = \"RISK-42\"\nreason = \"vendor signs from 2.0\"\n",
+            registry_probe.digest
+        ),
+        &[("acme.pub", key.public_pem())],
+    )
+    .await;
+    let (img, tag) = s.image(760, None).await;
+    assert_eq!(img.digest, registry_probe.digest);
+    let (_, other) = s.image(761, None).await;
+    assert_eq!(s.answer(&tag).await, (200, None));
+    assert_eq!(
+        s.answer(&other).await,
+        (403, Some("unsigned".into())),
+        "the exception is pinned to one digest"
+    );
+    assert_eq!(
+        s.proxy
+            .metric(
+                "portcullis_exceptions_used_total",
+                &["exception=\"RISK-42\""]
+            )
+            .await,
+        1.0
+    );
+    assert!(
+        s.proxy
+            .metric(
+                "portcullis_exception_expiry_timestamp_seconds",
+                &["exception=\"RISK-42\""]
+            )
+            .await
+            > 0.0
+    );
+    s.eventually(
+        &tag,
+        (403, Some("exception_expired")),
+        Duration::from_secs(8),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        s.proxy
+            .audit_events()
+            .iter()
+            .any(|e| e["event"] == "exception_expired")
+    );
+}
