@@ -19,6 +19,9 @@ pub struct Metrics {
     pub cache_hits: IntCounterVec,
     pub cache_misses: IntCounterVec,
     pub cache_bytes: IntGauge,
+    /// The content store's disk budget (`cache.max_bytes`), set at start-up
+    /// so that alerts can compare `cache_bytes` with it.
+    pub cache_budget_bytes: IntGauge,
     pub cache_evictions: IntCounter,
     /// Blob bytes sent to clients, by source (cache, upstream).
     pub blob_bytes: IntCounterVec,
@@ -32,7 +35,7 @@ pub struct Metrics {
     pub exception_expiry: GaugeVec,
     /// Config reloads by result (ok, error).
     pub config_reloads: IntCounterVec,
-    /// Trust source refreshes by authority and result (ok, unchanged, error).
+    /// Trust source refreshes by authority and result (ok, error).
     pub trust_refresh: IntCounterVec,
     pub trust_last_success: GaugeVec,
     pub trust_earliest_expiry: GaugeVec,
@@ -123,6 +126,13 @@ impl Metrics {
                 IntGauge::new(
                     "portcullis_cache_bytes",
                     "Bytes held in the disk content store",
+                )?,
+            )?,
+            cache_budget_bytes: register(
+                r,
+                IntGauge::new(
+                    "portcullis_cache_budget_bytes",
+                    "Disk budget of the content store (cache.max_bytes)",
                 )?,
             )?,
             cache_evictions: register(
@@ -237,6 +247,7 @@ mod tests {
         let m = Metrics::new().unwrap();
         m.requests.with_label_values(&["manifest", "200"]).inc();
         m.cache_bytes.set(5);
+        m.cache_budget_bytes.set(10);
         m.request_seconds
             .with_label_values(&["manifest"])
             .observe(0.001);
@@ -246,6 +257,7 @@ mod tests {
         for name in [
             "portcullis_requests_total",
             "portcullis_cache_bytes",
+            "portcullis_cache_budget_bytes",
             "portcullis_request_duration_seconds",
             "portcullis_verification_duration_seconds",
             "portcullis_cache_evictions_total",

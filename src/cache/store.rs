@@ -66,6 +66,9 @@ impl ContentStore {
         max_bytes: u64,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Arc<ContentStore>> {
+        metrics
+            .cache_budget_bytes
+            .set(i64::try_from(max_bytes).unwrap_or(i64::MAX));
         let root = root.to_path_buf();
         let evict_root = root.clone();
         let evict_metrics = Arc::clone(&metrics);

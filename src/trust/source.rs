@@ -40,8 +40,7 @@ pub enum Refresh {
 impl Refresh {
     pub fn label(&self) -> &'static str {
         match self {
-            Refresh::Changed => "changed",
-            Refresh::Unchanged => "unchanged",
+            Refresh::Changed | Refresh::Unchanged => "ok",
             Refresh::Failed(_) => "error",
         }
     }

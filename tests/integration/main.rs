@@ -1,5 +1,6 @@
 //! Integration tests against real components on loopback: the CNCF
-//! distribution registry as upstream, skopeo and containerd as clients.
+//! distribution registry as upstream, skopeo and containerd as clients,
+//! promtool for the alert rules of the deployment kit.
 //! One test binary for all of them, to keep build time down.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,6 +10,7 @@ mod support;
 mod attestations;
 mod auth;
 mod clients;
+mod deploy;
 mod faults;
 mod governance;
 mod process;

@@ -100,3 +100,14 @@ async fn manifest_round_trips_with_media_type_and_corruption_is_dropped() {
     assert!(s.read_manifest(&d).await.is_none());
     assert!(!s.contains(Kind::Manifest, &d));
 }
+
+#[tokio::test]
+async fn opening_the_store_exports_its_budget_next_to_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path(), 20 << 30).await;
+    put_blob(&s, &[4u8; 4096]).await;
+    assert_eq!(s.metrics.cache_budget_bytes.get(), 20 << 30);
+    assert_eq!(s.metrics.cache_bytes.get(), 4096);
+    let text = String::from_utf8(s.metrics.render()).unwrap();
+    assert!(text.contains("portcullis_cache_budget_bytes 21474836480"));
+}

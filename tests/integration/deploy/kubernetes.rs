@@ -1,0 +1,520 @@
+//! `deploy/kubernetes`: a kustomize base whose pieces refer to each other
+//! correctly and run Portcullis the way its embedded config expects.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::*;
+use crate::support::free_port;
+
+fn base() -> PathBuf {
+    repo_path("deploy/kubernetes")
+}
+
+/// Every document of every manifest in the base (not the kustomization).
+fn manifests() -> Vec<(PathBuf, Value)> {
+    files_under(&base())
+        .into_iter()
+        .filter(|p| has_extension(p, &["yaml", "yml"]) && !p.ends_with("kustomization.yaml"))
+        .flat_map(|p| yaml_documents(&p).into_iter().map(move |d| (p.clone(), d)))
+        .collect()
+}
+
+/// The only manifest of this kind.
+fn one(kind: &str) -> Value {
+    let mut found: Vec<Value> = manifests()
+        .into_iter()
+        .filter(|(_, d)| d["kind"] == kind)
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(found.len(), 1, "exactly one {kind}");
+    found.remove(0)
+}
+
+fn container() -> Value {
+    let deployment = one("Deployment");
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(containers.len(), 1, "one container");
+    containers[0].clone()
+}
+
+/// The Portcullis config in the ConfigMap, parsed.
+fn embedded_config() -> toml::Table {
+    let configmap = one("ConfigMap");
+    configmap["data"]["portcullis.toml"]
+        .as_str()
+        .expect("portcullis.toml in the ConfigMap")
+        .parse()
+        .unwrap()
+}
+
+fn listen(config: &toml::Table, table: &str) -> SocketAddr {
+    config[table]["listen"].as_str().unwrap().parse().unwrap()
+}
+
+/// A container port by number or by name, as probes and Services name it.
+fn container_port(port: &Value) -> u64 {
+    let ports = container()["ports"].as_array().unwrap().clone();
+    let found = ports
+        .iter()
+        .find(|p| match port {
+            Value::String(name) => p["name"] == name.as_str(),
+            n => p["containerPort"] == *n,
+        })
+        .unwrap_or_else(|| panic!("no container port {port}"));
+    found["containerPort"].as_u64().unwrap()
+}
+
+/// A Kubernetes quantity (`10Gi`, `512Mi`, `1G`, `1000`) in bytes.
+fn quantity_bytes(q: &str) -> u64 {
+    let units: [(&str, u64); 8] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
+    for (suffix, factor) in units {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n.parse::<u64>().unwrap() * factor;
+        }
+    }
+    q.parse().unwrap()
+}
+
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let selector = selector.as_object().unwrap();
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels[k] == *v)
+}
+
+#[test]
+fn every_manifest_parses_with_api_version_kind_and_name_and_names_no_namespace() {
+    let all = manifests();
+    assert!(all.len() >= 7, "the base has its manifests");
+    for (path, doc) in &all {
+        let file = path.display();
+        for field in ["apiVersion", "kind"] {
+            assert!(
+                doc[field].as_str().is_some_and(|s| !s.is_empty()),
+                "{file}: no {field}"
+            );
+        }
+        assert!(
+            doc["metadata"]["name"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty()),
+            "{file}: no metadata.name"
+        );
+        assert!(
+            doc["metadata"].get("namespace").is_none(),
+            "{file}: a base names no namespace"
+        );
+    }
+    let kinds: BTreeSet<String> = all
+        .iter()
+        .map(|(_, d)| {
+            format!(
+                "{} {}",
+                d["apiVersion"].as_str().unwrap(),
+                d["kind"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for expected in [
+        "apps/v1 Deployment",
+        "v1 ConfigMap",
+        "v1 Secret",
+        "v1 Service",
+        "policy/v1 PodDisruptionBudget",
+        "autoscaling/v2 HorizontalPodAutoscaler",
+        "monitoring.coreos.com/v1 ServiceMonitor",
+    ] {
+        assert!(
+            kinds.contains(expected),
+            "{expected} missing from {kinds:?}"
+        );
+    }
+}
+
+#[test]
+fn kustomization_lists_exactly_the_manifests_in_the_folder() {
+    let docs = yaml_documents(&base().join("kustomization.yaml"));
+    assert_eq!(docs.len(), 1);
+    let k = &docs[0];
+    assert_eq!(k["apiVersion"], "kustomize.config.k8s.io/v1beta1");
+    assert_eq!(k["kind"], "Kustomization");
+    assert!(k.get("namespace").is_none(), "a base names no namespace");
+    let listed: BTreeSet<String> = k["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    let present: BTreeSet<String> = files_under(&base())
+        .iter()
+        .filter(|p| has_extension(p, &["yaml", "yml"]) && !p.ends_with("kustomization.yaml"))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listed, present);
+}
+
+#[test]
+fn deployment_runs_two_non_root_replicas_with_read_only_root_and_no_capabilities() {
+    let deployment = one("Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_ne!(pod["securityContext"]["runAsUser"], 0);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let c = container();
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert!(sc["capabilities"].get("add").is_none());
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    for bound in ["requests", "limits"] {
+        for resource in ["cpu", "memory"] {
+            assert!(
+                c["resources"][bound][resource].is_string(),
+                "resources.{bound}.{resource}"
+            );
+        }
+    }
+    let memory_limit = quantity_bytes(c["resources"]["limits"]["memory"].as_str().unwrap());
+    let hot_manifests = portcullis::config::parse_size(
+        embedded_config()["cache"]["memory_bytes"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert!(
+        hot_manifests * 2 <= memory_limit,
+        "cache.memory_bytes leaves room in the memory limit"
+    );
+}
+
+#[test]
+fn probes_use_the_admin_health_endpoints_on_a_port_the_container_and_service_expose() {
+    let config = embedded_config();
+    let admin = listen(&config, "admin");
+    let registry = listen(&config, "server");
+    assert!(
+        admin.ip().is_unspecified() && registry.ip().is_unspecified(),
+        "listeners reachable from the kubelet and the Service, not loopback"
+    );
+    let c = container();
+    for (probe, path) in [
+        ("startupProbe", "/healthz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        assert_eq!(
+            container_port(&get["port"]),
+            u64::from(admin.port()),
+            "{probe} port"
+        );
+    }
+    // The paths are the admin listener's own.
+    let admin_source = read(&repo_path("src/server/admin.rs"));
+    for path in ["\"/healthz\"", "\"/readyz\"", "\"/metrics\""] {
+        assert!(
+            admin_source.contains(path),
+            "{path} served by src/server/admin.rs"
+        );
+    }
+    let service = one("Service");
+    let target_ports: Vec<u64> = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| container_port(&p["targetPort"]))
+        .collect();
+    assert!(
+        target_ports.contains(&u64::from(admin.port())),
+        "Service exposes admin"
+    );
+    assert!(
+        target_ports.contains(&u64::from(registry.port())),
+        "Service exposes the registry"
+    );
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_paths_answer_200_from_portcullis_running_the_configmap_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = materialise_configmap_configs(dir.path());
+    let path = mounted
+        .iter()
+        .find(|p| p.ends_with("portcullis-config/portcullis.toml"))
+        .unwrap();
+    let config = embedded_config();
+    let (port, admin) = (free_port(), free_port());
+    let cache = dir.path().join("cache");
+    let mut text = read(path);
+    for (from, to) in [
+        (
+            listen(&config, "server").to_string(),
+            format!("127.0.0.1:{port}"),
+        ),
+        (
+            listen(&config, "admin").to_string(),
+            format!("127.0.0.1:{admin}"),
+        ),
+        (
+            config["cache"]["dir"].as_str().unwrap().to_string(),
+            cache.display().to_string(),
+        ),
+    ] {
+        let quoted = format!("\"{from}\"");
+        assert_eq!(
+            text.matches(&quoted).count(),
+            1,
+            "{from} once in the config"
+        );
+        text = text.replace(&quoted, &format!("\"{to}\""));
+    }
+    std::fs::write(path, text).unwrap();
+    let _child = Running(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = reqwest::Client::new();
+    let c = container();
+    let started = Instant::now();
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        let url = format!(
+            "http://127.0.0.1:{admin}{}",
+            c[probe]["httpGet"]["path"].as_str().unwrap()
+        );
+        let status = loop {
+            match client.get(&url).send().await {
+                Ok(r) => break r.status(),
+                Err(_) if started.elapsed() < Duration::from_secs(20) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("{url}: {e}"),
+            }
+        };
+        assert_eq!(status, 200, "{probe}: {url}");
+    }
+    let metrics = client
+        .get(format!("http://127.0.0.1:{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("portcullis_cache_budget_bytes"),
+        "the ServiceMonitor's path serves metrics"
+    );
+    assert!(cache.is_dir(), "the cache dir is where the config says");
+}
+
+#[test]
+fn service_pdb_hpa_and_service_monitor_select_the_deployments_pods() {
+    let deployment = one("Deployment");
+    let name = deployment["metadata"]["name"].clone();
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert!(selects(
+        &deployment["spec"]["selector"]["matchLabels"],
+        pod_labels
+    ));
+    let service = one("Service");
+    assert!(selects(&service["spec"]["selector"], pod_labels), "Service");
+    let pdb = one("PodDisruptionBudget");
+    assert!(
+        selects(&pdb["spec"]["selector"]["matchLabels"], pod_labels),
+        "PDB"
+    );
+    let min_available = pdb["spec"]["minAvailable"].as_u64().unwrap();
+    assert!(
+        (1..deployment["spec"]["replicas"].as_u64().unwrap()).contains(&min_available),
+        "the PDB keeps a replica serving and still lets a node drain"
+    );
+    let hpa = one("HorizontalPodAutoscaler");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Deployment");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], name);
+    assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 2);
+    assert!(hpa["spec"]["maxReplicas"].as_u64() >= hpa["spec"]["minReplicas"].as_u64());
+    let monitor = one("ServiceMonitor");
+    assert!(
+        selects(
+            &monitor["spec"]["selector"]["matchLabels"],
+            &service["metadata"]["labels"]
+        ),
+        "ServiceMonitor selects the Service"
+    );
+    let admin = listen(&embedded_config(), "admin").port();
+    for endpoint in monitor["spec"]["endpoints"].as_array().unwrap() {
+        assert_eq!(endpoint["path"], "/metrics");
+        let port = service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == endpoint["port"])
+            .expect("the ServiceMonitor's port is a named Service port");
+        assert_eq!(container_port(&port["targetPort"]), u64::from(admin));
+    }
+}
+
+/// The volume mounted at `path`, and the mount.
+fn mounted_volume(path: &Path) -> (Value, Value) {
+    let deployment = one("Deployment");
+    let mount = container()["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| path.starts_with(m["mountPath"].as_str().unwrap()))
+        .unwrap_or_else(|| panic!("nothing mounted at {}", path.display()))
+        .clone();
+    let volume = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap()
+        .clone();
+    (volume, mount)
+}
+
+#[test]
+fn config_credentials_and_cache_paths_are_backed_by_mounted_volumes() {
+    let c = container();
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let config_path = Path::new(args[args.iter().position(|a| *a == "--config").unwrap() + 1]);
+    let (volume, mount) = mounted_volume(config_path);
+    assert_eq!(
+        volume["configMap"]["name"],
+        one("ConfigMap")["metadata"]["name"]
+    );
+    assert_eq!(mount["readOnly"], true);
+    let key = config_path
+        .strip_prefix(mount["mountPath"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        key,
+        Path::new("portcullis.toml"),
+        "--config names the ConfigMap's entry"
+    );
+
+    // The cache is writable despite the read-only root, and its budget fits
+    // the volume with room for writes in progress.
+    let config = embedded_config();
+    let cache_dir = Path::new(config["cache"]["dir"].as_str().unwrap());
+    let (volume, mount) = mounted_volume(cache_dir);
+    assert_ne!(mount["readOnly"], true);
+    let size_limit = quantity_bytes(
+        volume["emptyDir"]["sizeLimit"]
+            .as_str()
+            .expect("an emptyDir with a sizeLimit"),
+    );
+    let budget =
+        portcullis::config::parse_size(config["cache"]["max_bytes"].as_str().unwrap()).unwrap();
+    assert!(
+        budget <= size_limit / 10 * 9,
+        "cache.max_bytes leaves 10% of the volume free"
+    );
+    let storage_limit = quantity_bytes(
+        c["resources"]["limits"]["ephemeral-storage"]
+            .as_str()
+            .unwrap(),
+    );
+    assert!(
+        size_limit <= storage_limit,
+        "the pod may use its whole cache volume"
+    );
+
+    // Credentials: the Secret is mounted whole (not via subPath, so that
+    // rotation reaches the pod), and every credentials file the config
+    // names, commented out or not, is one of its entries.
+    let secret = one("Secret");
+    let (volume, mount) = mounted_volume(Path::new("/run/secrets/portcullis/x"));
+    assert_eq!(volume["secret"]["secretName"], secret["metadata"]["name"]);
+    assert!(mount.get("subPath").is_none());
+    let text = one("ConfigMap")["data"]["portcullis.toml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let named: Vec<&str> = text
+        .lines()
+        .filter_map(|l| {
+            l.trim_start_matches([' ', '#'])
+                .strip_prefix("credentials_file = ")
+        })
+        .map(|v| v.trim().trim_matches('"'))
+        .collect();
+    assert!(!named.is_empty(), "the config shows where credentials go");
+    for file in named {
+        let key = Path::new(file)
+            .strip_prefix(mount["mountPath"].as_str().unwrap())
+            .unwrap_or_else(|_| panic!("{file} is under the Secret's mount"));
+        assert!(
+            secret["stringData"].get(key.to_str().unwrap()).is_some(),
+            "{file} is an entry of the Secret"
+        );
+    }
+}
+
+#[test]
+fn secret_credentials_have_the_shape_portcullis_reads() {
+    let secret = one("Secret");
+    let entries = secret["stringData"].as_object().unwrap();
+    assert!(!entries.is_empty());
+    for (key, value) in entries {
+        let parsed: Result<portcullis::upstream::Credentials, _> =
+            serde_json::from_str(value.as_str().unwrap());
+        assert!(parsed.is_ok(), "{key}: {parsed:?}");
+    }
+}
+
+#[test]
+fn configmap_config_passes_check_config_with_its_keys_mounted_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = materialise_configmap_configs(dir.path());
+    let config = configs
+        .iter()
+        .find(|p| p.ends_with("portcullis-config/portcullis.toml"))
+        .expect("the base's ConfigMap embeds portcullis.toml");
+    let summary = check_config(config).unwrap_or_else(|e| panic!("{e}"));
+    assert!(summary.contains("authority acme"), "{summary}");
+    assert!(summary.contains("policy everything-else"), "{summary}");
+}
