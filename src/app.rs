@@ -18,6 +18,8 @@ use crate::verify::Gate;
 /// Everything a request handler needs.
 pub struct App {
     pub audit: Arc<Audit>,
+    /// Client authentication on the registry listener, when configured.
+    pub client_auth: Option<crate::server::auth::ClientAuth>,
     pub clock: Arc<dyn Clock>,
     /// The config in force (its policy and trust parts are what reloads change).
     config: std::sync::Mutex<Config>,
@@ -130,6 +132,11 @@ impl App {
         ));
         Ok(Arc::new(App {
             audit,
+            client_auth: config
+                .server
+                .auth
+                .as_ref()
+                .map(crate::server::auth::ClientAuth::new),
             clock,
             config: std::sync::Mutex::new(config.clone()),
             sources: Arc::clone(&sources),

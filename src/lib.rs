@@ -42,6 +42,8 @@ pub use config::Config;
 pub enum RunError {
     #[error(transparent)]
     Build(#[from] app::BuildError),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -66,8 +68,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     };
     tracing::info!(listen = %config.server.listen, admin = ?config.admin.as_ref().map(|a| a.listen), upstreams = config.upstreams.len(), "portcullis serving");
     let registry_app = Arc::clone(&app);
+    let tls = match &config.server.tls {
+        Some(t) => Some(server::tls::acceptor(t).map_err(RunError::Tls)?),
+        None => None,
+    };
     let registry = server::serve(
         listener,
+        tls,
         move |req| server::handle(Arc::clone(&registry_app), req),
         config.server.header_read_timeout,
         config.server.max_connections,
@@ -80,6 +87,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             let handler = move |req| server::handle_admin(Arc::clone(&admin_app), req);
             server::serve(
                 listener,
+                None,
                 handler,
                 std::time::Duration::from_secs(10),
                 256,

@@ -149,6 +149,29 @@ pub struct ServerConfig {
     pub default_upstream: Option<UpstreamName>,
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// TLS on the registry listener (PEM files, reloaded when they change).
+    pub tls: Option<TlsConfig>,
+    /// Who may pull, when set.
+    pub auth: Option<ClientAuthConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Clients must present a certificate chaining to these CAs (mTLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Credentials a client must present (either kind). Files are re-read
+/// when they change.
+#[derive(Debug, Clone)]
+pub struct ClientAuthConfig {
+    /// Lines `identity:token`; the token is sent as `Bearer <token>` or as
+    /// Basic auth with the identity as the user name.
+    pub tokens_file: Option<PathBuf>,
+    /// Apache htpasswd with bcrypt hashes.
+    pub htpasswd_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -397,6 +420,33 @@ impl<'a> Validator<'a> {
                 Duration::from_secs(10),
             ),
             max_connections: raw.max_connections.unwrap_or(10_000),
+            tls: match (&raw.tls_cert, &raw.tls_key) {
+                (Some(c), Some(k)) => Some(TlsConfig {
+                    cert: self.path(c),
+                    key: self.path(k),
+                    client_ca: raw.client_ca.as_deref().map(|p| self.path(p)),
+                }),
+                (None, None) => {
+                    if raw.client_ca.is_some() {
+                        self.problem("server.client_ca", "needs tls_cert and tls_key");
+                    }
+                    None
+                }
+                _ => {
+                    self.problem("server.tls_cert", "give both tls_cert and tls_key");
+                    None
+                }
+            },
+            auth: raw.auth.as_ref().and_then(|a| {
+                if a.tokens_file.is_none() && a.htpasswd_file.is_none() {
+                    self.problem("server.auth", "give tokens_file, htpasswd_file or both");
+                    return None;
+                }
+                Some(ClientAuthConfig {
+                    tokens_file: a.tokens_file.as_deref().map(|p| self.path(p)),
+                    htpasswd_file: a.htpasswd_file.as_deref().map(|p| self.path(p)),
+                })
+            }),
         }
     }
 

@@ -138,6 +138,23 @@ pub struct RawServer {
     pub header_read_timeout: Option<String>,
     #[serde(default)]
     pub max_connections: Option<usize>,
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    #[serde(default)]
+    pub tls_key: Option<String>,
+    #[serde(default)]
+    pub client_ca: Option<String>,
+    #[serde(default)]
+    pub auth: Option<RawClientAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAuth {
+    #[serde(default)]
+    pub tokens_file: Option<String>,
+    #[serde(default)]
+    pub htpasswd_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -33,6 +33,7 @@ pub async fn manifest(
     puller: &Arc<Puller>,
     metrics: &Metrics,
     audit: &crate::audit::Audit,
+    client: &super::Client,
     target: &Target,
     reference: &Reference,
     method: &Method,
@@ -49,6 +50,7 @@ pub async fn manifest(
             "upstream": upstream, "repository": target.repo.as_str(), "reference": reference.to_string(),
             "digest": digest, "decision": decision, "policy": policy, "reason": reason,
             "authorities": authorities, "exception": exception, "trust_epoch": epoch,
+            "client": client.address.map(|a| a.to_string()), "identity": client.identity,
         })
     };
     match puller.manifest(target, reference).await {

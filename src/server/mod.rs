@@ -2,9 +2,11 @@
 //! server with a header read timeout, a connection cap and graceful shutdown.
 
 mod admin;
+pub mod auth;
 mod handlers;
 pub mod response;
 pub mod routes;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,9 +31,19 @@ use routes::{Query, Route, RouteError, RoutingError};
 /// How long in-flight requests may take to finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(30);
 
-/// Serves `handler` on `listener` until `shutdown` fires, then drains.
+/// Who is on the other end of a connection; put in each request's extensions.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: std::net::SocketAddr,
+    /// With mTLS: the client certificate's SHA-256 fingerprint.
+    pub certificate: Option<String>,
+}
+
+/// Serves `handler` on `listener` (over TLS with `tls`) until `shutdown`
+/// fires, then drains.
 pub async fn serve<H, F>(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     handler: H,
     header_read_timeout: Duration,
     max_connections: usize,
@@ -54,7 +66,7 @@ pub async fn serve<H, F>(
             p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             () = shutdown.cancelled() => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -67,16 +79,44 @@ pub async fn serve<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let h = handler.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let h = h.clone();
-            async move { Ok::<_, Infallible>(h(req).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let graceful_watch = graceful.watcher();
         tokio::spawn(async move {
-            let _ = conn.await;
+            let serve = |io, certificate: Option<String>| {
+                let info = ConnInfo { peer, certificate };
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    let h = h.clone();
+                    req.extensions_mut().insert(info.clone());
+                    async move { Ok::<_, Infallible>(h(req).await) }
+                });
+                let conn = builder
+                    .serve_connection(TokioIo::new(io), service)
+                    .into_owned();
+                graceful_watch.watch(conn)
+            };
+            match tls {
+                None => {
+                    let _ = serve(Box::new(stream) as Box<dyn Io>, None).await;
+                }
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(header_read_timeout, acceptor.accept(stream)).await;
+                    let Ok(Ok(stream)) = handshake else {
+                        return;
+                    };
+                    let certificate = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| {
+                            use sha2::Digest as _;
+                            hex::encode(sha2::Sha256::digest(c.as_ref()))
+                        });
+                    let _ = serve(Box::new(stream) as Box<dyn Io>, certificate).await;
+                }
+            }
             drop(permit);
         });
     }
@@ -89,10 +129,17 @@ pub async fn serve<H, F>(
     }
 }
 
+/// A byte stream a connection is served over (plain TCP or TLS).
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+
 /// The registry API entry point.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
-    let (endpoint, response) = dispatch(&app, &req).await;
+    let (endpoint, response) = match identify(&app, &req) {
+        Ok(client) => dispatch(&app, &req, &client).await,
+        Err(r) => ("unauthorized", *r),
+    };
     app.metrics
         .requests
         .with_label_values(&[endpoint, response.status().as_str()])
@@ -104,7 +151,58 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     response
 }
 
-async fn dispatch(app: &Arc<App>, req: &Request<Incoming>) -> (&'static str, Response<Body>) {
+/// The client behind a request: its address and, when client
+/// authentication is on, the identity its credentials prove.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub address: Option<std::net::SocketAddr>,
+    pub identity: Option<String>,
+}
+
+/// Checks the client's credentials when client authentication is on; a
+/// missing or wrong credential is 401 with a Basic challenge.
+fn identify(app: &App, req: &Request<Incoming>) -> Result<Client, Box<Response<Body>>> {
+    let conn = req.extensions().get::<ConnInfo>();
+    let certificate = conn
+        .and_then(|c| c.certificate.as_ref())
+        .map(|fp| format!("cert:{}", &fp[..16.min(fp.len())]));
+    let address = conn.map(|c| c.peer);
+    let Some(auth) = &app.client_auth else {
+        return Ok(Client {
+            address,
+            identity: certificate,
+        });
+    };
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match auth.identify(header) {
+        Some(identity) => Ok(Client {
+            address,
+            identity: Some(identity),
+        }),
+        None => {
+            let mut r = oci_error(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                "authentication required",
+                None,
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"portcullis\""),
+            );
+            Err(Box::new(r))
+        }
+    }
+}
+
+async fn dispatch(
+    app: &Arc<App>,
+    req: &Request<Incoming>,
+    client: &Client,
+) -> (&'static str, Response<Body>) {
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
         let mut r = oci_error(
@@ -150,7 +248,7 @@ async fn dispatch(app: &Arc<App>, req: &Request<Incoming>) -> (&'static str, Res
     let mut response = match &route {
         Route::Base => handlers::base(),
         Route::Manifest { reference, .. } => {
-            handlers::manifest(p, m, &app.audit, &target, reference, method).await
+            handlers::manifest(p, m, &app.audit, client, &target, reference, method).await
         }
         Route::Blob { digest, .. } => {
             handlers::blob(p, m, &target, digest, method, req.headers()).await

@@ -17,3 +17,4 @@ mod process;
 mod proxy;
 mod resilience;
 mod signatures;
+mod tls;

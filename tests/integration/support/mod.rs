@@ -68,14 +68,32 @@ impl Proxy {
         default_upstream: Option<&str>,
         cache_extra: &str,
     ) -> Proxy {
-        let dir = tempfile::tempdir().unwrap();
+        Proxy::start_in(
+            tempfile::tempdir().unwrap(),
+            upstreams_and_policies,
+            default_upstream,
+            cache_extra,
+            "",
+        )
+        .await
+    }
+
+    /// Starts Portcullis in `dir` (which may hold files the config names),
+    /// with extra `[server]` keys.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        upstreams_and_policies: &str,
+        default_upstream: Option<&str>,
+        cache_extra: &str,
+        server_extra: &str,
+    ) -> Proxy {
         let port = free_port();
         let admin_port = free_port();
         let default = default_upstream
             .map(|d| format!("default_upstream = \"{d}\"\n"))
             .unwrap_or_default();
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n{default}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = \"admin.token\"\n\n[cache]\ndir = \"cache\"\n{cache_extra}\n\n[audit]\nsink = \"audit.jsonl\"\n\n{upstreams_and_policies}"
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{default}{server_extra}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = \"admin.token\"\n\n[cache]\ndir = \"cache\"\n{cache_extra}\n\n[audit]\nsink = \"audit.jsonl\"\n\n{upstreams_and_policies}"
         );
         std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).unwrap();
         let path = dir.path().join("portcullis.toml");
