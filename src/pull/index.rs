@@ -47,6 +47,8 @@ struct IndexOut<'a> {
 
 impl Puller {
     pub async fn tags(&self, target: &Target, query: &TagsQuery) -> Result<TagsPage, PullError> {
+        // Nothing of a repository no policy could allow is asked upstream.
+        self.precheck(target)?;
         let mut q = Vec::new();
         if let Some(n) = query.n {
             q.push(format!("n={n}"));
@@ -99,6 +101,7 @@ impl Puller {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Referrers, PullError> {
+        self.precheck(target)?;
         let query = artifact_type.map(|a| {
             format!(
                 "artifactType={}",

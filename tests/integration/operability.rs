@@ -1,0 +1,219 @@
+//! What operators watch: a real Prometheus scraping Portcullis while
+//! containerd pulls an allowed and a denied image, and metric label sets
+//! that stay bounded whatever clients ask for.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use crate::support::containerd::Containerd;
+use crate::support::cosign::{self, VendorKey};
+use crate::support::runnable::{Flavour, Runnable};
+use crate::support::*;
+
+/// `prometheus` scraping `target` every second, with its own storage and
+/// a free port; killed on drop.
+struct Prometheus {
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    async fn start(target: &str) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: portcullis\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus must be installed (Debian package prometheus)");
+        Prometheus {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// The instant-query result vector for `query`.
+    async fn query(&self, query: &str) -> Vec<serde_json::Value> {
+        let r = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!(
+                "http://127.0.0.1:{}/api/v1/query?query={}",
+                self.port,
+                percent_encoding::utf8_percent_encode(query, percent_encoding::NON_ALPHANUMERIC)
+            ))
+            .send()
+            .await;
+        match r {
+            Ok(r) => {
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                body["data"]["result"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Polls `query` until it returns something, for up to 60 s.
+    async fn eventually(&self, query: &str) -> Vec<serde_json::Value> {
+        for _ in 0..240 {
+            let result = self.query(query).await;
+            if !result.is_empty() {
+                return result;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("prometheus never answered {query}");
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_sees_a_containerd_denial_and_an_allowed_pull() {
+    let registry = Registry::start().await;
+    let acme = VendorKey::generate();
+    let keys = tempfile::tempdir().unwrap();
+    acme.write_public(keys.path(), "acme.pub");
+    let body = format!(
+        "{}\n[[authority]]\nname = \"acme\"\nkeys = [\"{}/acme.pub\"]\n\n[[policy]]\nname = \"acme\"\nmatch = [\"registry.test/**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n",
+        upstream_toml("registry.test", &registry.url(), ""),
+        keys.path().display()
+    );
+    let pusher = Pusher::new(&registry.url());
+    let app = Runnable::new(900, Flavour::Oci, "amd64");
+    pusher.image("team/app", "v1", &app.image).await;
+    pusher.image("team/unsigned", "v1", &app.image).await;
+    cosign::push_signatures(
+        &pusher,
+        "team/app",
+        &app.image.digest,
+        &[acme.sign(&app.image.digest, "registry.test/team/app")],
+    )
+    .await;
+    let proxy = Proxy::start(&body, None).await;
+    let prometheus = Prometheus::start(&format!("127.0.0.1:{}", proxy.admin_port)).await;
+    prometheus.eventually("up{job=\"portcullis\"} == 1").await;
+
+    let ctrd = Containerd::start().await;
+    let hosts = ctrd
+        .hosts_dir("registry.test", &proxy.url())
+        .display()
+        .to_string();
+    let pull = |reference: &'static str| {
+        let (hosts, ctrd) = (hosts.clone(), &ctrd);
+        async move {
+            ctrd.ctr(&[
+                "images",
+                "pull",
+                "--hosts-dir",
+                &hosts,
+                "--snapshotter",
+                ctrd.snapshotter,
+                reference,
+            ])
+            .await
+        }
+    };
+    let denied = pull("registry.test/team/unsigned:v1").await;
+    assert!(!denied.status.success(), "an unsigned image must not pull");
+    let allowed = pull("registry.test/team/app:v1").await;
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+
+    let denials = prometheus
+        .eventually("portcullis_denied_pulls_total{reason=\"unsigned\",policy=\"acme\"} > 0")
+        .await;
+    assert_eq!(denials[0]["metric"]["upstream"], "registry.test");
+    let allows = prometheus
+        .eventually("portcullis_pull_decisions_total{decision=\"allow\",policy=\"acme\"} > 0")
+        .await;
+    assert_eq!(allows[0]["metric"]["reason"], "none");
+    let blobs = prometheus
+        .eventually("sum(portcullis_blob_bytes_total) > 0")
+        .await;
+    assert!(!blobs.is_empty());
+}
+
+fn series(metrics_text: &str) -> usize {
+    metrics_text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_distinct_repositories_do_not_grow_the_metric_series() {
+    let registry = Registry::start().await;
+    let body = format!(
+        "{}\n[[policy]]\nname = \"only-acme\"\nmatch = [\"local/acme/**\"]\nallow_unverified = true\n",
+        upstream_toml("local", &registry.url(), "")
+    );
+    let proxy = Proxy::start(&body, None).await;
+    let scrape = |proxy: &Proxy| {
+        let url = format!("{}/metrics", proxy.admin_url());
+        let client = proxy.client.clone();
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    // Warm up every label combination the flood can reach.
+    for path in [
+        "/v2/local/warm/x/manifests/v1",
+        "/v2/local/warm/x/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        "/v2/local/warm/x/tags/list",
+    ] {
+        proxy.get(path).await;
+    }
+    let before = series(&scrape(&proxy).await);
+    let requests = futures_util::stream::iter(0..10_000u32)
+        .map(|i| {
+            let path = match i % 3 {
+                0 => format!("/v2/local/flood/r{i}/manifests/t{i}"),
+                1 => format!("/v2/local/flood/r{i}/blobs/sha256:{i:064x}"),
+                _ => format!("/v2/local/flood/r{i}/tags/list"),
+            };
+            let proxy = &proxy;
+            async move { proxy.get(&path).await.status().as_u16() }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<u16>>()
+        .await;
+    let statuses: std::collections::BTreeSet<u16> = requests.into_iter().collect();
+    assert!(
+        statuses == [403].into(),
+        "nothing under no policy is served: {statuses:?}"
+    );
+    let text = scrape(&proxy).await;
+    assert_eq!(series(&text), before, "series grew:\n{text}");
+    assert!(
+        !text.contains("flood"),
+        "a repository name leaked into a label"
+    );
+}
