@@ -43,6 +43,8 @@ pub struct Metrics {
     pub trust_epoch: IntGauge,
     /// Audit events dropped because the sink could not keep up.
     pub audit_dropped: IntCounter,
+    /// Pulls left in the upstream's rate-limit window (Docker Hub reports it).
+    pub upstream_ratelimit_remaining: GaugeVec,
 }
 
 fn gauge(
@@ -225,6 +227,12 @@ impl Metrics {
                     "portcullis_audit_events_dropped_total",
                     "Audit events dropped because the sink could not keep up",
                 )?,
+            )?,
+            upstream_ratelimit_remaining: gauge(
+                r,
+                "portcullis_upstream_ratelimit_remaining",
+                "Pulls left in the upstream's rate-limit window, when it reports one",
+                &["upstream"],
             )?,
             registry,
         })

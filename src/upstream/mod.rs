@@ -96,6 +96,12 @@ pub enum BuildError {
     Tls(String, String),
 }
 
+/// Pulls left in the window, from Docker Hub's `ratelimit-remaining: 76;w=21600`.
+fn ratelimit_remaining(headers: &HeaderMap) -> Option<f64> {
+    let v = headers.get("ratelimit-remaining")?.to_str().ok()?;
+    v.split(';').next()?.trim().parse::<f64>().ok()
+}
+
 impl Upstream {
     pub fn new(config: &UpstreamConfig, metrics: Arc<Metrics>) -> Result<Upstream, BuildError> {
         let tls = tls_config(config)?;
@@ -173,6 +179,12 @@ impl Upstream {
                 request = request.header(header::AUTHORIZATION, value);
             }
             let response = self.timed(request.send()).await.map_err(|e| self.fail(e))?;
+            if let Some(left) = ratelimit_remaining(response.headers()) {
+                self.metrics
+                    .upstream_ratelimit_remaining
+                    .with_label_values(&[self.name.as_str()])
+                    .set(left);
+            }
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
                 let challenge = response
@@ -572,4 +584,19 @@ pub async fn read_limited(
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod ratelimit_tests {
+    use super::*;
+
+    #[test]
+    fn docker_hub_rate_limit_headroom_is_read_from_its_header() {
+        let mut h = HeaderMap::new();
+        assert_eq!(ratelimit_remaining(&h), None);
+        h.insert("ratelimit-remaining", "76;w=21600".parse().unwrap());
+        assert_eq!(ratelimit_remaining(&h), Some(76.0));
+        h.insert("ratelimit-remaining", "garbage".parse().unwrap());
+        assert_eq!(ratelimit_remaining(&h), None);
+    }
 }
