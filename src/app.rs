@@ -122,6 +122,7 @@ impl App {
         .await
         .map_err(BuildError::Audit)?;
         export_exceptions(&metrics, config);
+        export_expiry(&metrics, gate.trust());
         metrics.trust_epoch.set(1);
         let puller = Arc::new(Puller::new(
             &config.cache,
@@ -297,6 +298,7 @@ impl App {
                 );
             }
         }
+        export_expiry(&self.metrics, &trust);
         let epoch = self
             .puller
             .install_gate(Gate::new(config.policies.clone(), Arc::new(trust)));
@@ -378,6 +380,23 @@ async fn refresh_source(
         }
     }
     outcome
+}
+
+/// Each authority's earliest certificate expiry as a gauge.
+fn export_expiry(metrics: &Metrics, trust: &TrustSnapshot) {
+    metrics.trust_earliest_expiry.reset();
+    for a in trust.authorities() {
+        if let Some(t) = a.earliest_expiry() {
+            let secs = t
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            metrics
+                .trust_earliest_expiry
+                .with_label_values(&[a.name.as_str()])
+                .set(secs);
+        }
+    }
 }
 
 /// Each exception's expiry as a gauge (the set is replaced on reload).
@@ -514,6 +533,7 @@ impl App {
                     "revoked": a.revoked,
                     "last_refresh": fetched.get(&a.name).map(|f| rfc(f.fetched_at)),
                     "stale_after": loaded.and_then(|l| l.stale_after).map(rfc),
+                    "earliest_expiry": loaded.and_then(|l| l.earliest_expiry()).map(rfc),
                     "available": loaded.map(|l| l.availability(now)).map(|r| match r {
                         Ok(()) => serde_json::json!(true),
                         Err(e) => serde_json::json!(e),

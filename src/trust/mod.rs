@@ -62,6 +62,19 @@ impl Authority {
         }
     }
 
+    /// When the earliest of this authority's CA certificates expires.
+    pub fn earliest_expiry(&self) -> Option<std::time::SystemTime> {
+        use x509_cert::der::Decode;
+        let Material::CaRoots(certs) = &self.material else {
+            return None;
+        };
+        certs
+            .iter()
+            .filter_map(|c| x509_cert::Certificate::from_der(c.as_ref()).ok())
+            .map(|c| c.tbs_certificate.validity.not_after.to_system_time())
+            .min()
+    }
+
     /// What this authority trusts, for audit diffs and status: key and CA
     /// fingerprints (SHA-256 hex), or the keyless identity.
     pub fn fingerprints(&self) -> Vec<String> {

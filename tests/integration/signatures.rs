@@ -535,6 +535,18 @@ mod vendor_pki {
             .get(&format!("/v2/local/v/app/blobs/{}", layer.digest))
             .await;
         assert_eq!(r.bytes().await.unwrap(), layer.bytes);
+        // The vendor root's expiry is exported for the near-expiry alert.
+        let expiry = proxy
+            .metric(
+                "portcullis_trust_earliest_expiry_timestamp_seconds",
+                &["authority=\"vendor\""],
+            )
+            .await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(expiry > now + 86400.0, "{expiry}");
     }
 
     #[tokio::test(flavor = "multi_thread")]
