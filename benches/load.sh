@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Load benchmark: Portcullis side by side with CNCF distribution's own
+# pull-through proxy (docker-registry with proxy.remoteurl), both in front of
+# the same real registry holding a cosign-signed image, on loopback, driven by
+# the same load generator (wrk). One command:
+#
+#   bash benches/load.sh            # DURATION=5 BIG_MIB=512 to change the runs
+#
+# Needs: cargo, docker-registry, wrk, curl, openssl, python3 (installed with
+# apt-get when missing and run as root). Everything it starts is stopped on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DURATION=${DURATION:-5}
+BIG_MIB=${BIG_MIB:-512}
+DELAY_MS=${DELAY_MS:-20}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+need=()
+for tool in docker-registry wrk curl openssl python3; do
+  command -v "$tool" >/dev/null || need+=("$tool")
+done
+if ((${#need[@]})); then
+  if [[ $(id -u) == 0 ]]; then
+    apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "missing: ${need[*]} (apt-get install them)" >&2
+    exit 2
+  fi
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" && return 0; sleep 0.05; done; echo "not up: $1" >&2; exit 1; }
+rss_mib() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+echo "building portcullis (release)…" >&2
+(cd "$ROOT" && cargo build --release --locked --quiet --bin portcullis)
+PORTCULLIS="$ROOT/target/release/portcullis"
+
+registry() { # name port [proxy-url]
+  local dir="$WORK/$1"; mkdir -p "$dir/storage"
+  {
+    printf 'version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n'
+    printf 'storage:\n  filesystem:\n    rootdirectory: %s\n' "$dir/storage"
+    printf 'http:\n  addr: 127.0.0.1:%s\n' "$2"
+    [[ -n ${3:-} ]] && printf 'proxy:\n  remoteurl: %s\n' "$3"
+  } >"$dir/config.yml"
+  docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$2/v2/"
+}
+
+# --- upstream with a signed image --------------------------------------------
+UP=$(free_port); registry upstream "$UP"
+push_blob() { # repo file
+  local d; d="sha256:$(sha "$2")"
+  local loc; loc=$(curl -fsS -X POST -D - -o /dev/null "http://127.0.0.1:$UP/v2/$1/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:" {print $2}')
+  [[ $loc == http* ]] || loc="http://127.0.0.1:$UP$loc"
+  curl -fsS -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$2" "$loc&digest=$d" -o /dev/null
+  echo "$d"
+}
+push_manifest() { # repo ref file
+  curl -fsS -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary "@$3" \
+    "http://127.0.0.1:$UP/v2/$1/manifests/$2" -o /dev/null
+}
+F="$WORK/fixture"; mkdir -p "$F"
+echo '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}' >"$F/config"
+head -c 4096 /dev/urandom >"$F/small"
+head -c $((1024 * 1024)) /dev/urandom >"$F/mib"
+echo "generating a ${BIG_MIB} MiB layer…" >&2
+head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom >"$F/big"
+CFG=$(push_blob bench/app "$F/config"); SMALL=$(push_blob bench/app "$F/small")
+MIB=$(push_blob bench/app "$F/mib"); BIG=$(push_blob bench/app "$F/big")
+desc() { printf '{"mediaType":"%s","digest":"%s","size":%s}' "$1" "$2" "$(stat -c %s "$3")"; }
+LAYER=application/vnd.oci.image.layer.v1.tar
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":%s,"layers":[%s,%s,%s]}' \
+  "$(desc application/vnd.oci.image.config.v1+json "$CFG" "$F/config")" \
+  "$(desc $LAYER "$SMALL" "$F/small")" "$(desc $LAYER "$MIB" "$F/mib")" "$(desc $LAYER "$BIG" "$F/big")" >"$F/manifest"
+push_manifest bench/app v1 "$F/manifest"
+DIGEST="sha256:$(sha "$F/manifest")"
+
+# cosign's legacy layout: a simple-signing payload signed with an ECDSA P-256 key.
+openssl ecparam -name prime256v1 -genkey -noout -out "$F/key.pem" 2>/dev/null
+openssl ec -in "$F/key.pem" -pubout -out "$F/vendor.pub" 2>/dev/null
+printf '{"critical":{"identity":{"docker-reference":"bench/app"},"image":{"docker-manifest-digest":"%s"},"type":"cosign container image signature"},"optional":null}' "$DIGEST" >"$F/payload"
+SIG=$(openssl dgst -sha256 -sign "$F/key.pem" "$F/payload" | base64 -w0)
+SCFG=$(push_blob bench/app "$F/config"); PAYLOAD=$(push_blob bench/app "$F/payload")
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":%s,"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"%s","size":%s,"annotations":{"dev.cosignproject.cosign/signature":"%s"}}]}' \
+  "$(desc application/vnd.oci.image.config.v1+json "$SCFG" "$F/config")" "$PAYLOAD" "$(stat -c %s "$F/payload")" "$SIG" >"$F/sigmanifest"
+push_manifest bench/app "${DIGEST/:/-}.sig" "$F/sigmanifest"
+
+# --- a slow path to the upstream, for cold pulls ------------------------------
+SLOW=$(free_port)
+cat >"$WORK/delay.py" <<'PY'
+import asyncio, sys
+listen, target, delay = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 1000
+async def pipe(r, w, first_delay):
+    try:
+        first = True
+        while data := await r.read(65536):
+            if first and first_delay:
+                await asyncio.sleep(delay); first = False
+            w.write(data); await w.drain()
+    except Exception:
+        pass
+    finally:
+        w.close()
+async def handle(cr, cw):
+    ur, uw = await asyncio.open_connection("127.0.0.1", target)
+    await asyncio.gather(pipe(cr, uw, False), pipe(ur, cw, True))
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", listen)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+PY
+python3 "$WORK/delay.py" "$SLOW" "$UP" "$DELAY_MS" &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$SLOW/v2/"
+
+# --- the two proxies ---------------------------------------------------------
+start_portcullis() { # name upstream-port -> sets P_PORT P_ADMIN P_PID
+  local dir="$WORK/$1"; mkdir -p "$dir"
+  P_PORT=$(free_port); P_ADMIN=$(free_port)
+  cp "$F/vendor.pub" "$dir/vendor.pub"
+  cat >"$dir/portcullis.toml" <<EOF
+[server]
+listen = "127.0.0.1:$P_PORT"
+[admin]
+listen = "127.0.0.1:$P_ADMIN"
+[audit]
+sink = "audit.jsonl"
+[cache]
+dir = "cache"
+tag_ttl = "1h"
+verdict_ttl = "1h"
+[[upstream]]
+name = "up"
+url = "http://127.0.0.1:$2"
+insecure = true
+[[authority]]
+name = "vendor"
+keys = ["vendor.pub"]
+[[policy]]
+name = "bench"
+match = ["up/bench/**"]
+signatures = { authorities = ["vendor"] }
+EOF
+  PORTCULLIS_LOG=warn "$PORTCULLIS" serve --config "$dir/portcullis.toml" >"$dir/log" 2>&1 &
+  P_PID=$!; PIDS+=($P_PID)
+  wait_http "http://127.0.0.1:$P_ADMIN/healthz"
+}
+start_portcullis portcullis "$UP"; PC=$P_PORT; PC_ADMIN=$P_ADMIN; PC_PID=$P_PID
+DP=$(free_port); registry distribution "$DP" "http://127.0.0.1:$UP"; DP_PID=${PIDS[-1]}
+
+ACCEPT='Accept: application/vnd.oci.image.manifest.v1+json'
+P_URL="http://127.0.0.1:$PC/v2/up/bench/app"
+D_URL="http://127.0.0.1:$DP/v2/bench/app"
+IDLE_P=$(rss_mib "$PC_PID"); IDLE_D=$(rss_mib "$DP_PID")
+for u in "$P_URL" "$D_URL"; do
+  curl -fsS -H "$ACCEPT" -o /dev/null "$u/manifests/v1"
+  curl -fsS -o /dev/null "$u/blobs/$MIB"
+  curl -fsS -o /dev/null "$u/blobs/$SMALL"
+done
+
+# --- wrk: requests/s, p50, p99 -----------------------------------------------
+wrk_run() { # url connections -> "rps p50_ms p99_ms"
+  local threads=$(( $2 < 2 ? 1 : 2 ))
+  wrk -t"$threads" -c"$2" -d"${DURATION}s" --latency -H "$ACCEPT" "$1" 2>/dev/null | python3 -c '
+import re, sys
+t = sys.stdin.read()
+def ms(v):
+    n, u = float(re.match(r"[\d.]+", v).group()), re.search(r"[a-z]+", v).group()
+    return n * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[u]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+p50 = ms(re.search(r"50%\s+(\S+)", t).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
+print(f"{rps:.0f} {p50:.3f} {p99:.3f}")'
+}
+ROWS=()
+row() { ROWS+=("$1"); echo "$1" >&2; }
+ratio() { python3 -c "a,b=float('$1'),float('$2'); print(f'{a/b:.1f}x' if b else 'n/a')"; }
+for what in digest tag; do
+  ref=$DIGEST; [[ $what == tag ]] && ref=v1
+  for c in 1 16 64; do
+    read -r prps pp50 pp99 < <(wrk_run "$P_URL/manifests/$ref" "$c")
+    read -r drps dp50 dp99 < <(wrk_run "$D_URL/manifests/$ref" "$c")
+    row "| cached manifest by $what, $c conn | $prps req/s, p50 $pp50 ms, p99 $pp99 ms | $drps req/s, p50 $dp50 ms, p99 $dp99 ms | $(ratio "$prps" "$drps") req/s |"
+  done
+done
+
+# --- memory under 1,000 concurrent blob downloads ----------------------------
+peak() { # pid seconds -> peak RSS MiB while sampling
+  local pid=$1 end=$((SECONDS + $2)) max=0 cur
+  while ((SECONDS < end)); do
+    cur=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status"); ((cur > max)) && max=$cur; sleep 0.2
+  done
+  awk -v k="$max" 'BEGIN {printf "%.1f", k/1024}'
+}
+for side in P D; do
+  if [[ $side == P ]]; then url="$P_URL/blobs/$MIB"; pid=$PC_PID; else url="$D_URL/blobs/$MIB"; pid=$DP_PID; fi
+  wrk -t2 -c1000 -d"${DURATION}s" "$url" >"$WORK/wrk1000.$side" 2>&1 &
+  w=$!
+  eval "PEAK_$side=$(peak "$pid" "$DURATION")"
+  wait "$w" || true
+done
+row "| resident memory idle | $IDLE_P MiB | $IDLE_D MiB | |"
+row "| resident memory, 1,000 concurrent 1 MiB blob downloads | $PEAK_P MiB | $PEAK_D MiB | |"
+
+# --- blobs: warm and cold ${BIG_MIB} MiB ---------------------------------------
+speed() { curl -fsS -o /dev/null -w '%{speed_download}' "$1" | awk '{printf "%.0f", $1/1048576}'; }
+DIRECT=$(speed "http://127.0.0.1:$UP/v2/bench/app/blobs/$BIG")
+P_COLD=$(speed "$P_URL/blobs/$BIG"); P_WARM=$(speed "$P_URL/blobs/$BIG")
+D_COLD=$(speed "$D_URL/blobs/$BIG"); D_WARM=$(speed "$D_URL/blobs/$BIG")
+row "| ${BIG_MIB} MiB blob, cold (direct from upstream: $DIRECT MiB/s) | $P_COLD MiB/s | $D_COLD MiB/s | $(ratio "$P_COLD" "$D_COLD") |"
+row "| ${BIG_MIB} MiB blob, warm | $P_WARM MiB/s | $D_WARM MiB/s | $(ratio "$P_WARM" "$D_WARM") |"
+
+# --- cold signed pull through a ${DELAY_MS} ms upstream ---------------------------
+start_portcullis cold "$SLOW"
+DP2=$(free_port); registry distribution-cold "$DP2" "http://127.0.0.1:$SLOW"
+timed() { curl -fsS -H "$ACCEPT" -o /dev/null -w '%{time_total}' "$1" | awk '{printf "%.1f", $1*1000}'; }
+T_DIRECT=$(timed "http://127.0.0.1:$SLOW/v2/bench/app/manifests/v1")
+T_P=$(timed "http://127.0.0.1:$P_PORT/v2/up/bench/app/manifests/v1")
+T_D=$(timed "http://127.0.0.1:$DP2/v2/bench/app/manifests/v1")
+TRIPS=$(curl -fsS "http://127.0.0.1:$P_ADMIN/metrics" | awk '/^portcullis_upstream_requests_total/ {s+=$2} END {print s}')
+row "| cold signed manifest by tag, upstream +${DELAY_MS} ms/response (direct GET: $T_DIRECT ms, 1 round trip) | $T_P ms, $TRIPS upstream requests (verified) | $T_D ms (unverified) | |"
+
+echo
+echo "| measurement | Portcullis | distribution proxy | Portcullis / distribution |"
+echo "|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"
