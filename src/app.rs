@@ -103,12 +103,11 @@ impl App {
         // Fetch every URL source once before serving; one that fails leaves
         // its authority unavailable (fail closed) until a refresh succeeds.
         let now = clock.now();
-        futures_util::future::join_all(config.authorities.iter().filter_map(|a| match &a.kind {
-            crate::config::AuthorityKind::Source(src) => {
-                Some(refresh_source(&sources, &metrics, &a.name, src, now))
-            }
-            _ => None,
-        }))
+        let due = refreshables(config);
+        futures_util::future::join_all(
+            due.iter()
+                .map(|r| refresh_source(&sources, &metrics, r, now)),
+        )
         .await;
         let trust = TrustSnapshot::load_with(&config.authorities, 1, &sources.snapshot())
             .map_err(BuildError::Trust)?;
@@ -316,22 +315,17 @@ impl App {
         epoch
     }
 
-    /// Refreshes one URL source; a change (or a source going stale) puts
-    /// new trust in force.
-    pub async fn refresh(&self, authority: &str, src: &crate::config::SourceConfig) {
-        let outcome = refresh_source(
-            &self.sources,
-            &self.metrics,
-            authority,
-            src,
-            self.clock.now(),
-        )
-        .await;
+    /// Refreshes one URL source or TUF repository; a change (or a source
+    /// going stale) puts new trust in force.
+    pub async fn refresh(&self, what: &Refreshable) {
+        let outcome = refresh_source(&self.sources, &self.metrics, what, self.clock.now()).await;
+        let authority = what.key();
+        let authority = authority.as_str();
         let available = self
             .sources
             .snapshot()
             .get(authority)
-            .is_some_and(|f| f.fetched_at + src.max_stale >= self.clock.now());
+            .is_some_and(|f| f.fetched_at + what.max_stale() >= self.clock.now());
         let flipped = self
             .available
             .lock()
@@ -352,14 +346,71 @@ impl App {
     }
 }
 
+/// Trust refreshed on a schedule: an authority's URL source, or a TUF
+/// repository (one refresh however many authorities use it).
+pub enum Refreshable {
+    Source {
+        authority: String,
+        config: crate::config::SourceConfig,
+    },
+    Tuf(crate::config::TufSource),
+}
+
+impl Refreshable {
+    /// The name its material and metrics are kept under.
+    pub fn key(&self) -> String {
+        match self {
+            Refreshable::Source { authority, .. } => authority.clone(),
+            Refreshable::Tuf(t) => t.key(),
+        }
+    }
+
+    fn interval(&self) -> std::time::Duration {
+        match self {
+            Refreshable::Source { config, .. } => config.refresh,
+            Refreshable::Tuf(t) => t.refresh,
+        }
+    }
+
+    fn max_stale(&self) -> std::time::Duration {
+        match self {
+            Refreshable::Source { config, .. } => config.max_stale,
+            Refreshable::Tuf(t) => t.max_stale,
+        }
+    }
+}
+
+/// Everything `config` refreshes on a schedule.
+pub fn refreshables(config: &Config) -> Vec<Refreshable> {
+    let mut out: Vec<Refreshable> = Vec::new();
+    for a in &config.authorities {
+        if let crate::config::AuthorityKind::Source(src) = &a.kind {
+            out.push(Refreshable::Source {
+                authority: a.name.clone(),
+                config: src.clone(),
+            });
+        }
+        if let Some(crate::config::TrustedRootSource::Tuf(t)) = &a.trusted_root {
+            if !out.iter().any(|r| r.key() == t.key()) {
+                out.push(Refreshable::Tuf(t.clone()));
+            }
+        }
+    }
+    out
+}
+
 async fn refresh_source(
     sources: &Sources,
     metrics: &Metrics,
-    authority: &str,
-    src: &crate::config::SourceConfig,
+    what: &Refreshable,
     now: std::time::SystemTime,
 ) -> crate::trust::source::Refresh {
-    let outcome = sources.refresh(authority, src, now).await;
+    let key = what.key();
+    let authority = key.as_str();
+    let outcome = match what {
+        Refreshable::Source { authority, config } => sources.refresh(authority, config, now).await,
+        Refreshable::Tuf(t) => sources.refresh_tuf(t, now).await,
+    };
     metrics
         .trust_refresh
         .with_label_values(&[authority, outcome.label()])
@@ -449,14 +500,12 @@ pub async fn maintain(app: Arc<App>, shutdown: tokio_util::sync::CancellationTok
                     let _ = app.reload("file_change").await;
                     stamps = file_stamps(&app.config());
                 }
-                let config = app.config();
-                for a in &config.authorities {
-                    let crate::config::AuthorityKind::Source(src) = &a.kind else { continue };
+                for r in refreshables(&app.config()) {
                     let now = std::time::Instant::now();
-                    let next = *due.entry(a.name.clone()).or_insert_with(|| now + jittered(src.refresh));
+                    let next = *due.entry(r.key()).or_insert_with(|| now + jittered(r.interval()));
                     if now >= next {
-                        app.refresh(&a.name, src).await;
-                        due.insert(a.name.clone(), std::time::Instant::now() + jittered(src.refresh));
+                        app.refresh(&r).await;
+                        due.insert(r.key(), std::time::Instant::now() + jittered(r.interval()));
                     }
                 }
             }
@@ -487,8 +536,12 @@ fn file_stamps(config: &Config) -> Vec<Option<(std::time::SystemTime, u64)>> {
             }
             crate::config::AuthorityKind::Keyless { .. } => {}
         }
-        if let Some(crate::config::TrustedRootSource::File(p)) = &a.trusted_root {
-            files.push(p);
+        match &a.trusted_root {
+            Some(crate::config::TrustedRootSource::File(p)) => files.push(p),
+            Some(crate::config::TrustedRootSource::Tuf(t)) => {
+                files.extend(t.root.iter().chain(&t.ca_file).map(|p| p.as_path()));
+            }
+            _ => {}
         }
     }
     files
@@ -531,6 +584,17 @@ impl App {
                     "source": source,
                     "fingerprints": loaded.map(|l| l.fingerprints()).unwrap_or_default(),
                     "revoked": a.revoked,
+                    "revoked_serials": a.revoked_serials,
+                    "trusted_root": match &a.trusted_root {
+                        None => serde_json::Value::Null,
+                        Some(crate::config::TrustedRootSource::PublicGood) => serde_json::json!("sigstore-public-good (embedded)"),
+                        Some(crate::config::TrustedRootSource::File(p)) => serde_json::json!({"file": p}),
+                        Some(crate::config::TrustedRootSource::Tuf(t)) => serde_json::json!({
+                            "tuf": t.url.as_str(),
+                            "last_refresh": fetched.get(&t.key()).map(|f| rfc(f.fetched_at)),
+                            "max_stale": humantime::format_duration(t.max_stale).to_string(),
+                        }),
+                    },
                     "last_refresh": fetched.get(&a.name).map(|f| rfc(f.fetched_at)),
                     "stale_after": loaded.and_then(|l| l.stale_after).map(rfc),
                     "earliest_expiry": loaded.and_then(|l| l.earliest_expiry()).map(rfc),

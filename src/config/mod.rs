@@ -96,6 +96,8 @@ pub struct AuthorityConfig {
     pub require_sct: bool,
     /// SHA-256 fingerprints (hex) of keys or CA certificates no longer trusted.
     pub revoked: Vec<String>,
+    /// Serial numbers (normalised hex) of certificates no longer trusted.
+    pub revoked_serials: Vec<String>,
 }
 
 /// Trust material fetched over HTTPS and refreshed.
@@ -141,7 +143,37 @@ pub enum TrustedRootSource {
     /// The public-good instance's root embedded at build time.
     PublicGood,
     File(PathBuf),
+    /// `trusted_root.json` as a TUF repository publishes it, verified from
+    /// an initial root and refreshed.
+    Tuf(TufSource),
 }
+
+/// A Sigstore TUF repository (the public-good one or a mirror).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TufSource {
+    pub url: reqwest::Url,
+    /// The initial `root.json` trust starts from; `None`: the public-good
+    /// repository's root embedded at build time.
+    pub root: Option<PathBuf>,
+    pub refresh: Duration,
+    /// Past this long without a verified refresh, authorities relying on this
+    /// repository are unavailable (`trust_unavailable`).
+    pub max_stale: Duration,
+    pub ca_file: Option<PathBuf>,
+    /// Where verified metadata is kept for a start without the network (it is
+    /// verified again from the initial root before use).
+    pub cache_dir: PathBuf,
+}
+
+impl TufSource {
+    /// The key its verified material is kept and reported under.
+    pub fn key(&self) -> String {
+        format!("tuf:{}", self.url)
+    }
+}
+
+/// The public-good Sigstore TUF repository.
+pub const PUBLIC_GOOD_TUF: &str = "https://tuf-repo-cdn.sigstore.dev";
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -328,6 +360,36 @@ impl<'a> Validator<'a> {
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
+    fn tuf(&mut self, path: &str, raw: &raw::RawTuf, cache_dir: &Path) -> Option<TufSource> {
+        let url = self.check(
+            &format!("{path}.tuf"),
+            reqwest::Url::parse(&raw.tuf)
+                .map_err(|e| format!("`{}` is not a URL: {e}", raw.tuf))
+                .and_then(|u| match u.scheme() {
+                    "https" => Ok(u),
+                    _ => Err("a TUF repository is fetched over https only".into()),
+                }),
+        )?;
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(url.as_str().trim_end_matches('/').as_bytes());
+        Some(TufSource {
+            root: raw.root.as_deref().map(|p| self.path(p)),
+            refresh: self.duration(
+                &format!("{path}.refresh"),
+                raw.refresh.as_deref(),
+                Duration::from_secs(6 * 3600),
+            ),
+            max_stale: self.duration(
+                &format!("{path}.max_stale"),
+                raw.max_stale.as_deref(),
+                Duration::from_secs(7 * 24 * 3600),
+            ),
+            ca_file: raw.ca_file.as_deref().map(|p| self.path(p)),
+            cache_dir: cache_dir.join("tuf").join(hex::encode(&digest[..8])),
+            url,
+        })
+    }
+
     fn path(&self, s: &str) -> PathBuf {
         self.base.join(s)
     }
@@ -368,7 +430,7 @@ impl<'a> Validator<'a> {
             .authorities
             .iter()
             .enumerate()
-            .filter_map(|(i, a)| self.authority(i, a))
+            .filter_map(|(i, a)| self.authority(i, a, &cache.dir))
             .collect();
         let mut names = HashSet::new();
         for (i, a) in authorities.iter().enumerate() {
@@ -548,7 +610,12 @@ impl<'a> Validator<'a> {
         })
     }
 
-    fn authority(&mut self, i: usize, raw: &raw::RawAuthority) -> Option<AuthorityConfig> {
+    fn authority(
+        &mut self,
+        i: usize,
+        raw: &raw::RawAuthority,
+        cache_dir: &Path,
+    ) -> Option<AuthorityConfig> {
         let key = |field: &str| format!("authority[{i}].{field}");
         if raw.name.is_empty() {
             self.problem(key("name"), "must not be empty");
@@ -571,6 +638,20 @@ impl<'a> Validator<'a> {
                     "must be the SHA-256 fingerprint (64 hex digits) of a key's SPKI or a CA certificate",
                 );
             }
+        }
+        for (j, s) in raw.revoked_serials.iter().enumerate() {
+            if crate::verify::x509::normalize_serial(s).is_none() {
+                self.problem(
+                    format!("authority[{i}].revoked_serials[{j}]"),
+                    "must be a certificate serial number in hex (colons allowed), as `openssl x509 -serial` prints it",
+                );
+            }
+        }
+        if !raw.revoked_serials.is_empty() && !raw.keys.is_empty() {
+            self.problem(
+                key("revoked_serials"),
+                "revoked_serials apply to certificates; a `keys` authority revokes keys with `revoked`",
+            );
         }
         let kind = if let Some(src) = &raw.source {
             let skey = |f: &str| key(&format!("source.{f}"));
@@ -641,10 +722,18 @@ impl<'a> Validator<'a> {
                 subject,
             }
         };
-        let trusted_root = raw.trusted_root.as_deref().map(|t| match t {
-            "sigstore-public-good" => TrustedRootSource::PublicGood,
-            path => TrustedRootSource::File(self.path(path)),
-        });
+        let trusted_root = match &raw.trusted_root {
+            None => None,
+            Some(raw::RawTrustedRoot::Named(t)) if t == "sigstore-public-good" => {
+                Some(TrustedRootSource::PublicGood)
+            }
+            Some(raw::RawTrustedRoot::Named(path)) => {
+                Some(TrustedRootSource::File(self.path(path)))
+            }
+            Some(raw::RawTrustedRoot::Tuf(t)) => self
+                .tuf(&key("trusted_root"), t, cache_dir)
+                .map(TrustedRootSource::Tuf),
+        };
         let keyless = matches!(kind, AuthorityKind::Keyless { .. });
         let require_tlog = raw.require_tlog.unwrap_or(keyless);
         if (keyless || require_tlog) && trusted_root.is_none() {
@@ -660,6 +749,11 @@ impl<'a> Validator<'a> {
             require_tlog,
             require_sct: raw.require_sct.unwrap_or(true),
             revoked: raw.revoked.iter().map(|r| r.to_ascii_lowercase()).collect(),
+            revoked_serials: raw
+                .revoked_serials
+                .iter()
+                .filter_map(|s| crate::verify::x509::normalize_serial(s))
+                .collect(),
         })
     }
 

@@ -73,7 +73,7 @@ pub struct RawAuthority {
     #[serde(default)]
     pub keyless: Option<RawKeyless>,
     #[serde(default)]
-    pub trusted_root: Option<String>,
+    pub trusted_root: Option<RawTrustedRoot>,
     #[serde(default)]
     pub require_tlog: Option<bool>,
     #[serde(default)]
@@ -82,6 +82,30 @@ pub struct RawAuthority {
     pub source: Option<RawSource>,
     #[serde(default)]
     pub revoked: Vec<String>,
+    #[serde(default)]
+    pub revoked_serials: Vec<String>,
+}
+
+/// `"sigstore-public-good"`, a path, or `{ tuf = URL, ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "\"sigstore-public-good\", a trusted_root.json path, or { tuf = \"https://…\", root, refresh, max_stale, ca_file }")]
+pub enum RawTrustedRoot {
+    Named(String),
+    Tuf(RawTuf),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTuf {
+    pub tuf: String,
+    #[serde(default)]
+    pub root: Option<String>,
+    #[serde(default)]
+    pub refresh: Option<String>,
+    #[serde(default)]
+    pub max_stale: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

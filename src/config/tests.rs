@@ -278,3 +278,24 @@ fn ready_made_conditions_in_the_example_config_accept_and_refuse_what_they_docum
         Ok(false)
     );
 }
+
+#[test]
+fn revoked_serials_are_normalised_and_bad_ones_reported_with_key_paths() {
+    let authority = |serials: &str| {
+        minimal(&format!(
+            "[[authority]]\nname = \"v\"\nca_roots = [\"/etc/ssl/certs/ca.pem\"]\nrevoked_serials = {serials}\n"
+        ))
+    };
+    let c = Config::from_toml(&authority(r#"["00:1F:a0", "12"]"#), Path::new("/etc/p")).unwrap();
+    assert_eq!(c.authorities[0].revoked_serials, ["1fa0", "12"]);
+    let p = problems(&authority(r#"["12", "not-hex", ""]"#));
+    let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "authority[0].revoked_serials[1]",
+            "authority[0].revoked_serials[2]"
+        ],
+        "{p:?}"
+    );
+}

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -26,6 +27,9 @@ pub struct Authority {
     pub sigstore: Option<Arc<SigstoreRoot>>,
     pub require_tlog: bool,
     pub require_sct: bool,
+    /// Serial numbers (normalised hex) of revoked leaf, intermediate or CA
+    /// certificates.
+    pub revoked_serials: Vec<String>,
     /// Why this authority's material cannot be used (its source never
     /// answered), if so.
     pub unavailable: Option<String>,
@@ -42,6 +46,7 @@ impl Authority {
             sigstore: None,
             require_tlog: false,
             require_sct: true,
+            revoked_serials: Vec::new(),
             unavailable: None,
             stale_after: None,
         }
@@ -134,16 +139,32 @@ impl TrustSnapshot {
                     message,
                 })
             };
+            let mut unavailable = None;
+            let mut stale_after = None;
+            // A TUF repository's root is as fresh as its last verified refresh.
+            if let Some(TrustedRootSource::Tuf(tuf)) = &a.trusted_root {
+                match fetched.get(&tuf.key()) {
+                    Some(f) => stale_after = Some(f.fetched_at + tuf.max_stale),
+                    None => {
+                        unavailable = Some(format!(
+                            "its TUF repository {} has not been verified yet",
+                            tuf.url
+                        ));
+                    }
+                }
+            }
             let sigstore = match &a.trusted_root {
                 None => None,
+                Some(TrustedRootSource::Tuf(tuf)) if !fetched.contains_key(&tuf.key()) => None,
                 Some(source) => {
                     let key = match source {
                         TrustedRootSource::PublicGood => "sigstore-public-good".to_string(),
                         TrustedRootSource::File(p) => p.display().to_string(),
+                        TrustedRootSource::Tuf(tuf) => tuf.key(),
                     };
                     match roots.get(&key) {
                         Some(r) => Some(Arc::clone(r)),
-                        None => match load_root(source) {
+                        None => match load_root(source, fetched) {
                             Ok(r) => {
                                 let r = Arc::new(r);
                                 roots.insert(key, Arc::clone(&r));
@@ -157,8 +178,6 @@ impl TrustSnapshot {
                     }
                 }
             };
-            let mut unavailable = None;
-            let mut stale_after = None;
             let material = match &a.kind {
                 AuthorityKind::Keys(paths) => {
                     let mut keys = Vec::new();
@@ -187,28 +206,29 @@ impl TrustSnapshot {
                 AuthorityKind::Source(src) => match fetched.get(&a.name) {
                     Some(f) => match source::parse(src.kind, &f.body) {
                         Ok(m) => {
-                            stale_after = Some(f.fetched_at + src.max_stale);
+                            let until = f.fetched_at + src.max_stale;
+                            stale_after = Some(stale_after.map_or(until, |t: SystemTime| t.min(until)));
                             m
                         }
                         Err(e) => {
-                            unavailable = Some(e);
+                            unavailable.get_or_insert(e);
                             source::empty(src.kind)
                         }
                     },
                     None => {
-                        unavailable =
-                            Some("its source has not been fetched successfully yet".into());
+                        unavailable
+                            .get_or_insert("its source has not been fetched successfully yet".into());
                         source::empty(src.kind)
                     }
                 },
             };
-            let material = revoke(material, &a.revoked);
+            let material = revoke(material, &a.revoked, &a.revoked_serials);
             // A vendor PKI that logs to a transparency log is verified against
             // a root that trusts only the vendor's CAs plus the logs.
             let sigstore = match (&material, &a.trusted_root) {
-                (Material::CaRoots(cas), Some(source)) if !cas.is_empty() => {
+                (Material::CaRoots(cas), Some(source)) if !cas.is_empty() && sigstore.is_some() => {
                     let ders: Vec<Vec<u8>> = cas.iter().map(|c| c.to_vec()).collect();
-                    match root_json(source).and_then(|json| {
+                    match root_json(source, fetched).and_then(|json| {
                         SigstoreRoot::with_certificate_authorities(&json, &ders)
                             .map_err(|e| e.to_string())
                     }) {
@@ -229,6 +249,7 @@ impl TrustSnapshot {
                     sigstore,
                     require_tlog: a.require_tlog,
                     require_sct: a.require_sct,
+                    revoked_serials: a.revoked_serials.clone(),
                     unavailable,
                     stale_after,
                 }),
@@ -261,9 +282,10 @@ impl TrustSnapshot {
     }
 }
 
-/// Drops revoked keys and CA certificates (by SHA-256 fingerprint).
-fn revoke(material: Material, revoked: &[String]) -> Material {
-    if revoked.is_empty() {
+/// Drops revoked keys and CA certificates (by SHA-256 fingerprint, and CA
+/// certificates by serial number).
+fn revoke(material: Material, revoked: &[String], serials: &[String]) -> Material {
+    if revoked.is_empty() && serials.is_empty() {
         return material;
     }
     match material {
@@ -276,6 +298,9 @@ fn revoke(material: Material, revoked: &[String]) -> Material {
             certs
                 .into_iter()
                 .filter(|c| !revoked.contains(&hex::encode(Sha256::digest(c.as_ref()))))
+                .filter(|c| {
+                    crate::verify::x509::serial_of(c.as_ref()).is_none_or(|s| !serials.contains(&s))
+                })
                 .collect(),
         ),
         keyless => keyless,
@@ -286,17 +311,27 @@ fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-fn root_json(source: &TrustedRootSource) -> Result<String, String> {
+fn root_json(
+    source: &TrustedRootSource,
+    fetched: &HashMap<String, Fetched>,
+) -> Result<String, String> {
     match source {
         TrustedRootSource::PublicGood => {
             Ok(sigstore_verify::trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT.to_string())
         }
         TrustedRootSource::File(p) => read(p),
+        TrustedRootSource::Tuf(tuf) => fetched
+            .get(&tuf.key())
+            .map(|f| String::from_utf8_lossy(&f.body).into_owned())
+            .ok_or_else(|| format!("{} has not been verified yet", tuf.url)),
     }
 }
 
-fn load_root(source: &TrustedRootSource) -> Result<SigstoreRoot, String> {
-    SigstoreRoot::from_json(&root_json(source)?).map_err(|e| e.to_string())
+fn load_root(
+    source: &TrustedRootSource,
+    fetched: &HashMap<String, Fetched>,
+) -> Result<SigstoreRoot, String> {
+    SigstoreRoot::from_json(&root_json(source, fetched)?).map_err(|e| e.to_string())
 }
 
 pub(crate) fn load_key(path: &Path) -> Result<(String, DerPublicKey), String> {

@@ -193,6 +193,7 @@ fn verify_legacy(
         .map_err(|_| invalid("DSSE payload is not base64"))?;
     let (predicate_type, statement) = parse_statement(&payload, subject)?;
     let signed = pae(&env.payload_type, &payload);
+    check::legacy_serials(authority, l.certificate.as_deref(), l.chain.as_deref())?;
     let signatures: Vec<Vec<u8>> = env
         .signatures
         .iter()

@@ -46,6 +46,34 @@ pub(super) fn root(authority: &Authority) -> Result<&SigstoreRoot, Failure> {
     })
 }
 
+/// Refuses legacy certificate annotations that carry a revoked serial.
+pub(super) fn legacy_serials(
+    authority: &Authority,
+    certificate: Option<&str>,
+    chain: Option<&str>,
+) -> Result<(), Failure> {
+    if authority.revoked_serials.is_empty() {
+        return Ok(());
+    }
+    let mut certs = Vec::new();
+    for pem in [certificate, chain].into_iter().flatten() {
+        certs.extend(legacy::pem_certs(pem)?);
+    }
+    x509::check_serials(&authority.revoked_serials, certs.iter().map(Vec::as_slice))
+}
+
+/// Every certificate a bundle carries (leaf first).
+fn bundle_certificates(bundle: &Bundle) -> Vec<&[u8]> {
+    use sigstore_verify::types::bundle::VerificationMaterialContent as Content;
+    match &bundle.verification_material.content {
+        Content::Certificate(c) => vec![c.raw_bytes.as_bytes()],
+        Content::X509CertificateChain { certificates } => {
+            certificates.iter().map(|c| c.raw_bytes.as_bytes()).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
 pub(super) fn untrusted(what: &str) -> Failure {
     Failure::new(Reason::UntrustedSigner, what.to_string())
 }
@@ -58,6 +86,7 @@ fn check_legacy(
 ) -> Result<(), Failure> {
     legacy::check_payload(&l.payload, subject)?;
     let sig = legacy::signature_bytes(l)?;
+    legacy_serials(authority, l.certificate.as_deref(), l.chain.as_deref())?;
     match &authority.material {
         Material::Keys(keys) => {
             let key = matching_key(keys, &l.payload, &sig, false)
@@ -162,6 +191,7 @@ pub(super) fn check_bundle(
     now: std::time::SystemTime,
 ) -> Result<Vec<std::time::SystemTime>, Failure> {
     let (data, sig, prehashed) = signed_data(bundle, subject)?;
+    x509::check_serials(&authority.revoked_serials, bundle_certificates(bundle))?;
     match &authority.material {
         Material::Keys(keys) => {
             let key = matching_key(keys, &data, &sig, prehashed)

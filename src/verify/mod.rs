@@ -10,7 +10,7 @@ pub mod check;
 pub mod evidence;
 pub mod legacy;
 pub mod sigstore;
-mod x509;
+pub mod x509;
 
 use std::fmt;
 use std::sync::Arc;

@@ -92,6 +92,7 @@ mod signatures {
                 sigstore: None,
                 require_tlog,
                 require_sct: true,
+                revoked_serials: Vec::new(),
                 unavailable: None,
                 stale_after: None,
             }

@@ -65,6 +65,49 @@ pub fn verify_chain(
         })
 }
 
+/// Normalises a certificate serial number for comparison: lowercase hex of
+/// the integer's magnitude, without separators or leading zeros.
+pub fn normalize_serial(text: &str) -> Option<String> {
+    let hex: String = text
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if hex.is_empty() || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let trimmed = hex.trim_start_matches('0');
+    Some(if trimmed.is_empty() { "0" } else { trimmed }.to_string())
+}
+
+/// The normalised serial number of a DER certificate.
+pub fn serial_of(der: &[u8]) -> Option<String> {
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    normalize_serial(&hex::encode(cert.tbs_certificate.serial_number.as_bytes()))
+}
+
+/// Refuses a signature whose leaf or chain certificate carries a serial
+/// number the authority revoked. A certificate that cannot be parsed is left
+/// to the chain checks, which refuse it.
+pub fn check_serials<'a>(
+    revoked: &[String],
+    certs: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<(), Failure> {
+    if revoked.is_empty() {
+        return Ok(());
+    }
+    for der in certs {
+        if let Some(serial) = serial_of(der).filter(|s| revoked.contains(s)) {
+            return Err(Failure::new(
+                Reason::UntrustedSigner,
+                format!("certificate serial {serial} is revoked by the authority"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that the certificate's own key made `signature` over `data`
 /// (or, when `prehashed`, over the sha256 digest `data`).
 pub fn verify_with_certificate_key(

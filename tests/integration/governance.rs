@@ -287,6 +287,53 @@ async fn revoked_key_is_denied_after_an_authenticated_reload() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn revoked_certificate_serial_is_denied_after_reload_and_other_certificates_still_pass() {
+    use crate::support::pki::VendorCa;
+    let ca = VendorCa::new("acme");
+    let s = setup(
+        "ca_roots = [\"{dir}/root.pem\"]",
+        SIGNED_POLICY,
+        &[("root.pem", ca.root_pem.clone())],
+    )
+    .await;
+    let (compromised, kept) = (ca.issue_current(), ca.issue_current());
+    let mut tags = Vec::new();
+    for (seed, signer) in [(740, &compromised), (741, &kept)] {
+        let (img, tag) = s.image(seed, None).await;
+        let sig = signer.sign(&img.digest);
+        cosign::push_signatures(&s.pusher, "acme/app", &img.digest, &[sig]).await;
+        assert_eq!(s.answer(&tag).await, (200, None), "{tag}");
+        tags.push(tag);
+    }
+    // As an operator would paste it from `openssl x509 -serial`: colons, any case.
+    let pasted = compromised
+        .serial
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    let path = s.proxy.config_path();
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "name = \"acme\"\n",
+        &format!("name = \"acme\"\nrevoked_serials = [\"{pasted}\"]\n"),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let (status, body) = s.proxy.admin_reload(ADMIN_TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        s.answer(&tags[0]).await,
+        (403, Some("untrusted_signer".into())),
+        "the cached verdict for the revoked certificate must be retired"
+    );
+    assert_eq!(s.answer(&tags[1]).await, (200, None));
+    let trust = s.proxy.admin_get("/admin/trust", ADMIN_TOKEN).await;
+    let serial = compromised.serial.trim_start_matches('0').to_ascii_lowercase();
+    assert!(trust.contains(&serial), "{trust}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn broken_config_reload_is_refused_and_the_running_config_keeps_serving() {
     let key = VendorKey::generate();
     let s = setup(

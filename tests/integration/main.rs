@@ -19,3 +19,4 @@ mod proxy;
 mod resilience;
 mod signatures;
 mod tls;
+mod tuf;

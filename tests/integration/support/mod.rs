@@ -12,6 +12,7 @@ pub mod scripted;
 pub mod skopeo;
 pub mod token;
 pub mod trust_server;
+pub mod tuf;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -138,6 +139,19 @@ impl Proxy {
         (status, r.json().await.unwrap_or_default())
     }
 
+    /// `GET` an admin endpoint with `token`: the body (the status must be 200).
+    pub async fn admin_get(&self, path: &str, token: &str) -> String {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.admin_url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        r.text().await.unwrap()
+    }
+
     /// The config file this proxy runs with.
     pub fn config_path(&self) -> std::path::PathBuf {
         self.dir.path().join("portcullis.toml")
@@ -253,6 +267,13 @@ impl Proxy {
             &[&format!("kind=\"{kind}\"")],
         )
         .await
+    }
+
+    /// Stops, handing back the folder (config, cache) for a restart.
+    pub async fn stop_keeping_dir(mut self) -> tempfile::TempDir {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        self.stop().await;
+        dir
     }
 
     pub async fn stop(mut self) {

@@ -17,6 +17,8 @@ pub struct VendorCa {
 /// A leaf certificate and the key it certifies.
 pub struct VendorSigner {
     pub cert_pem: String,
+    /// The certificate's serial number, hex as `openssl x509 -serial` prints it.
+    pub serial: String,
     key: VendorKey,
 }
 
@@ -52,8 +54,14 @@ impl VendorCa {
         let cert = params.signed_by(&leaf_key, &self.issuer).unwrap();
         let pair =
             sigstore_verify::crypto::KeyPair::from_pkcs8_der(&leaf_key.serialize_der()).unwrap();
+        let serial = {
+            use x509_cert::der::Decode;
+            let parsed = x509_cert::Certificate::from_der(cert.der()).unwrap();
+            hex::encode_upper(parsed.tbs_certificate.serial_number.as_bytes())
+        };
         VendorSigner {
             cert_pem: cert.pem(),
+            serial,
             key: VendorKey { pair },
         }
     }

@@ -1,7 +1,10 @@
-//! A vendor's trust server over HTTPS (rustls, a test CA): serves a PEM
-//! document of keys at `/keys.pem` with an ETag (answering `If-None-Match`
-//! with 304) and its governance signature at `/keys.pem.sig`. It can change
-//! the document or go down. One request per connection.
+//! A vendor's trust server over HTTPS (rustls, a test CA): serves files with
+//! an ETag (answering `If-None-Match` with 304), typically a PEM document of
+//! keys at `/keys.pem` and its governance signature at `/keys.pem.sig`, or a
+//! TUF repository. It can change what it serves or go down. One request per
+//! connection.
+
+use std::collections::HashMap;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,8 +16,7 @@ use tokio::net::TcpListener;
 
 #[derive(Default)]
 struct State {
-    document: String,
-    signature: Option<String>,
+    files: HashMap<String, Vec<u8>>,
     down: bool,
 }
 
@@ -48,11 +50,7 @@ impl TrustServer {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let state = Arc::new(Mutex::new(State {
-            document: document.into(),
-            signature,
-            down: false,
-        }));
+        let state = Arc::new(Mutex::new(State::default()));
         let full_answers = Arc::new(AtomicUsize::new(0));
         let (st, full) = (Arc::clone(&state), Arc::clone(&full_answers));
         let task = tokio::spawn(async move {
@@ -82,28 +80,20 @@ impl TrustServer {
                     });
                     let (status, headers, body) = {
                         let s = st.lock().unwrap();
-                        let etag = format!("\"{}\"", hex::encode(Sha256::digest(&s.document)));
-                        if s.down {
-                            ("503 Service Unavailable", String::new(), String::new())
-                        } else if path == "/keys.pem" {
-                            if if_none_match.as_deref() == Some(etag.as_str()) {
-                                (
-                                    "304 Not Modified",
-                                    format!("ETag: {etag}\r\n"),
-                                    String::new(),
-                                )
-                            } else {
-                                full.fetch_add(1, Ordering::SeqCst);
-                                ("200 OK", format!("ETag: {etag}\r\n"), s.document.clone())
+                        match s.files.get(&path) {
+                            _ if s.down => ("503 Service Unavailable", String::new(), Vec::new()),
+                            None => ("404 Not Found", String::new(), Vec::new()),
+                            Some(file) => {
+                                let etag = format!("\"{}\"", hex::encode(Sha256::digest(file)));
+                                if if_none_match.as_deref() == Some(etag.as_str()) {
+                                    ("304 Not Modified", format!("ETag: {etag}\r\n"), Vec::new())
+                                } else {
+                                    if path == "/keys.pem" {
+                                        full.fetch_add(1, Ordering::SeqCst);
+                                    }
+                                    ("200 OK", format!("ETag: {etag}\r\n"), file.clone())
+                                }
                             }
-                        } else if path == "/keys.pem.sig" && s.signature.is_some() {
-                            (
-                                "200 OK",
-                                String::new(),
-                                s.signature.clone().unwrap_or_default(),
-                            )
-                        } else {
-                            ("404 Not Found", String::new(), String::new())
                         }
                     };
                     let head = format!(
@@ -111,28 +101,48 @@ impl TrustServer {
                         body.len()
                     );
                     let _ = tls.write_all(head.as_bytes()).await;
-                    let _ = tls.write_all(body.as_bytes()).await;
+                    let _ = tls.write_all(&body).await;
                     let _ = tls.shutdown().await;
                 });
             }
         });
-        TrustServer {
+        let server = TrustServer {
             port,
             ca_pem: ca_cert.pem(),
             state,
             full_answers,
             task,
-        }
+        };
+        server.serve(document, signature);
+        server
     }
 
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}/keys.pem", self.port)
     }
 
+    /// Serves `document` at `/keys.pem` and `signature` (if any) beside it.
     pub fn serve(&self, document: &str, signature: Option<String>) {
         let mut s = self.state.lock().unwrap();
-        s.document = document.into();
-        s.signature = signature;
+        s.files.insert("/keys.pem".into(), document.as_bytes().to_vec());
+        match signature {
+            Some(sig) => s.files.insert("/keys.pem.sig".into(), sig.into_bytes()),
+            None => s.files.remove("/keys.pem.sig"),
+        };
+    }
+
+    /// Serves `body` at `path` (replacing what was there); `None` removes it.
+    pub fn put(&self, path: &str, body: Option<Vec<u8>>) {
+        let mut s = self.state.lock().unwrap();
+        match body {
+            Some(b) => s.files.insert(path.into(), b),
+            None => s.files.remove(path),
+        };
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
     }
 
     pub fn set_down(&self, down: bool) {

@@ -1,0 +1,233 @@
+//! Sigstore trusted roots from a TUF repository: a keyless authority trusts
+//! the `trusted_root.json` its TUF repository publishes, verified from the
+//! initial root; it follows a rotation, refuses forged metadata and keeps
+//! the verified root, and starts during an outage only from a cache that
+//! verifies again.
+
+use std::time::Duration;
+
+use crate::support::cosign::{self, SignatureLayer};
+use crate::support::fulcio::{Fulcio, GITHUB_ISSUER, TransparencyLog, trusted_root};
+use crate::support::trust_server::TrustServer;
+use crate::support::tuf::TufRepo;
+use crate::support::*;
+
+const IDENTITY: &str = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main";
+
+struct Setup {
+    registry: Registry,
+    server: TrustServer,
+    repo: TufRepo,
+    proxy: Proxy,
+    pusher: Pusher,
+    body: String,
+}
+
+/// The Sigstore instance (Fulcio CA and log) a trusted root names.
+struct Instance {
+    fulcio: Fulcio,
+    log: TransparencyLog,
+}
+
+impl Instance {
+    fn new() -> Instance {
+        Instance {
+            fulcio: Fulcio::new(),
+            log: TransparencyLog::new(),
+        }
+    }
+
+    fn root(&self) -> String {
+        trusted_root(&self.fulcio, &self.log)
+    }
+
+    fn sign(&self, digest: &str) -> SignatureLayer {
+        let (mut layer, bundle) = self
+            .fulcio
+            .issue(IDENTITY, GITHUB_ISSUER)
+            .sign(digest, &self.log);
+        layer.rekor_bundle = Some(bundle);
+        layer
+    }
+}
+
+/// A proxy whose keyless authority takes its trusted root from a TUF
+/// repository on a local HTTPS server publishing `first`'s root.
+async fn setup(first: &Instance) -> Setup {
+    let registry = Registry::start().await;
+    let server = TrustServer::start("", None).await;
+    let mut repo = TufRepo::new();
+    repo.publish(&server, &first.root());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tuf-root.json"), repo.root()).unwrap();
+    std::fs::write(dir.path().join("tuf-ca.pem"), &server.ca_pem).unwrap();
+    let body = format!(
+        "{}\n[[authority]]\nname = \"acme-ci\"\nkeyless = {{ issuer = \"{GITHUB_ISSUER}\", subject = \"{IDENTITY}\" }}\ntrusted_root = {{ tuf = \"{}\", root = \"tuf-root.json\", ca_file = \"tuf-ca.pem\", refresh = \"1s\", max_stale = \"1h\" }}\nrequire_sct = false\n\n[[policy]]\nname = \"acme\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"acme-ci\"] }}\n",
+        upstream_toml("local", &registry.url(), ""),
+        server.base(),
+    );
+    let proxy = Proxy::start_in(dir, &body, None, "", "").await;
+    let pusher = Pusher::new(&registry.url());
+    Setup {
+        registry,
+        server,
+        repo,
+        proxy,
+        pusher,
+        body,
+    }
+}
+
+impl Setup {
+    /// Pushes image `seed` under its own tag, signed under `instance`.
+    async fn image(&self, seed: u64, instance: &Instance) -> String {
+        let img = Image::oci(seed, &[200]);
+        let tag = format!("t{seed}");
+        self.pusher.image("acme/app", &tag, &img).await;
+        let sig = instance.sign(&img.digest);
+        cosign::push_signatures(&self.pusher, "acme/app", &img.digest, &[sig]).await;
+        tag
+    }
+
+    async fn answer(&self, tag: &str) -> (u16, Option<String>) {
+        let r = self
+            .proxy
+            .get_manifest(&format!("/v2/local/acme/app/manifests/{tag}"))
+            .await;
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        (
+            status,
+            body["errors"][0]["detail"]["reason"]
+                .as_str()
+                .map(String::from),
+        )
+    }
+
+    async fn refreshes(&self, result: &str) -> f64 {
+        self.proxy
+            .metric(
+                "portcullis_trust_refresh_total",
+                &[&format!("result=\"{result}\""), "authority=\"tuf:"],
+            )
+            .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keyless_authority_trusts_the_root_its_tuf_repository_publishes_and_follows_a_rotation() {
+    let (old, new) = (Instance::new(), Instance::new());
+    let mut s = setup(&old).await;
+    let by_old = s.image(900, &old).await;
+    let by_new = s.image(901, &new).await;
+    assert_eq!(s.answer(&by_old).await, (200, None));
+    let (status, _) = s.answer(&by_new).await;
+    assert_eq!(status, 403, "the new Fulcio CA is not trusted yet");
+
+    // The repository rotates to the new instance; the refresh (every second)
+    // verifies it and retires the verdicts made under the old root.
+    s.repo.publish(&s.server, &new.root());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while s.answer(&by_new).await.0 != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rotation not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        s.answer(&by_old).await.0,
+        403,
+        "the old root's verdict must be retired"
+    );
+    let trust = s.proxy.admin_get("/admin/trust", ADMIN_TOKEN).await;
+    assert!(trust.contains(&s.server.base()), "{trust}");
+    assert!(s.refreshes("ok").await >= 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tuf_metadata_signed_by_an_unknown_key_is_refused_and_the_verified_root_kept() {
+    let (good, rogue) = (Instance::new(), Instance::new());
+    let mut s = setup(&good).await;
+    let by_good = s.image(910, &good).await;
+    let by_rogue = s.image(911, &rogue).await;
+    assert_eq!(s.answer(&by_good).await, (200, None));
+    let errors = s.refreshes("error").await;
+
+    // Whoever holds the file server publishes a root of their own, signed
+    // with a key the TUF root does not name.
+    s.repo.publish_forged(&s.server, &rogue.root());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while s.refreshes("error").await < errors + 2.0 {
+        assert!(tokio::time::Instant::now() < deadline, "no refresh failed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(s.answer(&by_rogue).await.0, 403, "forged root refused");
+    assert_eq!(s.answer(&by_good).await, (200, None), "verified root kept");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_during_a_tuf_outage_uses_the_cache_only_after_verifying_it_again() {
+    let instance = Instance::new();
+    let s = setup(&instance).await;
+    let tag = s.image(920, &instance).await;
+    assert_eq!(s.answer(&tag).await, (200, None));
+    let Setup {
+        registry,
+        server,
+        proxy,
+        pusher,
+        body,
+        repo,
+    } = s;
+    let dir = proxy.stop_keeping_dir().await;
+    let cache = files_under(&dir.path().join("cache").join("tuf"));
+    assert!(
+        cache.iter().any(|f| f.ends_with("timestamp.json")),
+        "verified metadata cached: {cache:?}"
+    );
+
+    // The repository is down: the restarted proxy verifies its cache from
+    // the initial root and serves with it.
+    server.set_down(true);
+    let proxy = Proxy::start_in(dir, &body, None, "", "").await;
+    let s = Setup {
+        registry,
+        server,
+        repo,
+        proxy,
+        pusher,
+        body,
+    };
+    assert_eq!(s.answer(&tag).await, (200, None));
+
+    // A cache someone tampered with is refused: nothing trusted, fail closed.
+    let Setup {
+        registry,
+        server,
+        proxy,
+        pusher,
+        body,
+        repo,
+    } = s;
+    let dir = proxy.stop_keeping_dir().await;
+    for f in files_under(&dir.path().join("cache").join("tuf")) {
+        if f.ends_with("targets.json") {
+            let text = std::fs::read_to_string(&f).unwrap();
+            std::fs::write(&f, text.replacen("\"length\":", "\"length\": 1", 1)).unwrap();
+        }
+    }
+    let proxy = Proxy::start_in(dir, &body, None, "", "").await;
+    let s = Setup {
+        registry,
+        server,
+        repo,
+        proxy,
+        pusher,
+        body,
+    };
+    assert_eq!(
+        s.answer(&tag).await,
+        (403, Some("trust_unavailable".into()))
+    );
+}
