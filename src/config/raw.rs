@@ -88,7 +88,10 @@ pub struct RawAuthority {
 
 /// `"sigstore-public-good"`, a path, or `{ tuf = URL, ... }`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged, expecting = "\"sigstore-public-good\", a trusted_root.json path, or { tuf = \"https://…\", root, refresh, max_stale, ca_file }")]
+#[serde(
+    untagged,
+    expecting = "\"sigstore-public-good\", a trusted_root.json path, or { tuf = \"https://…\", root, refresh, max_stale, ca_file }"
+)]
 pub enum RawTrustedRoot {
     Named(String),
     Tuf(RawTuf),

@@ -25,6 +25,9 @@ pub struct Authority {
     pub name: String,
     pub material: Material,
     pub sigstore: Option<Arc<SigstoreRoot>>,
+    /// SHA-256 (hex) of the trusted root's JSON, so a root change shows in
+    /// the audited fingerprints.
+    pub root_digest: Option<String>,
     pub require_tlog: bool,
     pub require_sct: bool,
     /// Serial numbers (normalised hex) of revoked leaf, intermediate or CA
@@ -44,6 +47,7 @@ impl Authority {
             name: name.into(),
             material,
             sigstore: None,
+            root_digest: None,
             require_tlog: false,
             require_sct: true,
             revoked_serials: Vec::new(),
@@ -83,14 +87,16 @@ impl Authority {
     /// What this authority trusts, for audit diffs and status: key and CA
     /// fingerprints (SHA-256 hex), or the keyless identity.
     pub fn fingerprints(&self) -> Vec<String> {
-        match &self.material {
+        let mut out: Vec<String> = match &self.material {
             Material::Keys(keys) => keys.iter().map(|(fp, _)| fp.clone()).collect(),
             Material::CaRoots(certs) => certs
                 .iter()
                 .map(|c| hex::encode(Sha256::digest(c.as_ref())))
                 .collect(),
             Material::Keyless(id) => vec![format!("{} {:?}", id.issuer, id.subject)],
-        }
+        };
+        out.extend(self.root_digest.iter().map(|d| format!("trusted_root {d}")));
+        out
     }
 }
 
@@ -130,7 +136,7 @@ impl TrustSnapshot {
         fetched: &HashMap<String, Fetched>,
     ) -> Result<TrustSnapshot, Vec<Problem>> {
         let mut problems = Vec::new();
-        let mut roots: HashMap<String, Arc<SigstoreRoot>> = HashMap::new();
+        let mut roots: HashMap<String, (Arc<SigstoreRoot>, String)> = HashMap::new();
         let mut authorities = HashMap::new();
         for (i, a) in configs.iter().enumerate() {
             let mut problem = |field: String, message: String| {
@@ -163,11 +169,11 @@ impl TrustSnapshot {
                         TrustedRootSource::Tuf(tuf) => tuf.key(),
                     };
                     match roots.get(&key) {
-                        Some(r) => Some(Arc::clone(r)),
+                        Some(r) => Some(r.clone()),
                         None => match load_root(source, fetched) {
                             Ok(r) => {
-                                let r = Arc::new(r);
-                                roots.insert(key, Arc::clone(&r));
+                                let r = (Arc::new(r.0), r.1);
+                                roots.insert(key, r.clone());
                                 Some(r)
                             }
                             Err(e) => {
@@ -207,7 +213,8 @@ impl TrustSnapshot {
                     Some(f) => match source::parse(src.kind, &f.body) {
                         Ok(m) => {
                             let until = f.fetched_at + src.max_stale;
-                            stale_after = Some(stale_after.map_or(until, |t: SystemTime| t.min(until)));
+                            stale_after =
+                                Some(stale_after.map_or(until, |t: SystemTime| t.min(until)));
                             m
                         }
                         Err(e) => {
@@ -216,12 +223,14 @@ impl TrustSnapshot {
                         }
                     },
                     None => {
-                        unavailable
-                            .get_or_insert("its source has not been fetched successfully yet".into());
+                        unavailable.get_or_insert(
+                            "its source has not been fetched successfully yet".into(),
+                        );
                         source::empty(src.kind)
                     }
                 },
             };
+            let (sigstore, root_digest) = sigstore.unzip();
             let material = revoke(material, &a.revoked, &a.revoked_serials);
             // A vendor PKI that logs to a transparency log is verified against
             // a root that trusts only the vendor's CAs plus the logs.
@@ -247,6 +256,7 @@ impl TrustSnapshot {
                     name: a.name.clone(),
                     material,
                     sigstore,
+                    root_digest,
                     require_tlog: a.require_tlog,
                     require_sct: a.require_sct,
                     revoked_serials: a.revoked_serials.clone(),
@@ -327,11 +337,14 @@ fn root_json(
     }
 }
 
+/// The root and the SHA-256 (hex) of its JSON.
 fn load_root(
     source: &TrustedRootSource,
     fetched: &HashMap<String, Fetched>,
-) -> Result<SigstoreRoot, String> {
-    SigstoreRoot::from_json(&root_json(source, fetched)?).map_err(|e| e.to_string())
+) -> Result<(SigstoreRoot, String), String> {
+    let json = root_json(source, fetched)?;
+    let root = SigstoreRoot::from_json(&json).map_err(|e| e.to_string())?;
+    Ok((root, hex::encode(Sha256::digest(json.as_bytes()))))
 }
 
 pub(crate) fn load_key(path: &Path) -> Result<(String, DerPublicKey), String> {

@@ -67,9 +67,10 @@ fn bundle_certificates(bundle: &Bundle) -> Vec<&[u8]> {
     use sigstore_verify::types::bundle::VerificationMaterialContent as Content;
     match &bundle.verification_material.content {
         Content::Certificate(c) => vec![c.raw_bytes.as_bytes()],
-        Content::X509CertificateChain { certificates } => {
-            certificates.iter().map(|c| c.raw_bytes.as_bytes()).collect()
-        }
+        Content::X509CertificateChain { certificates } => certificates
+            .iter()
+            .map(|c| c.raw_bytes.as_bytes())
+            .collect(),
         _ => Vec::new(),
     }
 }

@@ -90,6 +90,7 @@ mod signatures {
                 name: self.name.into(),
                 material: Material::Keys(vec![("fp".into(), der)]),
                 sigstore: None,
+                root_digest: None,
                 require_tlog,
                 require_sct: true,
                 revoked_serials: Vec::new(),

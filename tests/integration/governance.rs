@@ -329,7 +329,10 @@ async fn revoked_certificate_serial_is_denied_after_reload_and_other_certificate
     );
     assert_eq!(s.answer(&tags[1]).await, (200, None));
     let trust = s.proxy.admin_get("/admin/trust", ADMIN_TOKEN).await;
-    let serial = compromised.serial.trim_start_matches('0').to_ascii_lowercase();
+    let serial = compromised
+        .serial
+        .trim_start_matches('0')
+        .to_ascii_lowercase();
     assert!(trust.contains(&serial), "{trust}");
 }
 

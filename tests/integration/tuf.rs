@@ -140,6 +140,24 @@ async fn keyless_authority_trusts_the_root_its_tuf_repository_publishes_and_foll
         403,
         "the old root's verdict must be retired"
     );
+    // The change is audited: the authority's trusted root, and from where.
+    let changed = s.proxy.audit_events().into_iter().any(|e| {
+        e["event"] == "trust_change"
+            && e["authority"] == "acme-ci"
+            && e["source"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("trust_refresh:tuf:")
+            && e["added"][0]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("trusted_root ")
+            && e["removed"][0]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("trusted_root ")
+    });
+    assert!(changed, "{:?}", s.proxy.audit_events());
     let trust = s.proxy.admin_get("/admin/trust", ADMIN_TOKEN).await;
     assert!(trust.contains(&s.server.base()), "{trust}");
     assert!(s.refreshes("ok").await >= 2.0);

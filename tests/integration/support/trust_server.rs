@@ -124,7 +124,8 @@ impl TrustServer {
     /// Serves `document` at `/keys.pem` and `signature` (if any) beside it.
     pub fn serve(&self, document: &str, signature: Option<String>) {
         let mut s = self.state.lock().unwrap();
-        s.files.insert("/keys.pem".into(), document.as_bytes().to_vec());
+        s.files
+            .insert("/keys.pem".into(), document.as_bytes().to_vec());
         match signature {
             Some(sig) => s.files.insert("/keys.pem.sig".into(), sig.into_bytes()),
             None => s.files.remove("/keys.pem.sig"),
