@@ -62,18 +62,9 @@ impl Setup {
     }
 
     async fn answer(&self, tag: &str) -> (u16, Option<String>) {
-        let r = self
-            .proxy
-            .get_manifest(&format!("/v2/local/acme/app/manifests/{tag}"))
-            .await;
-        let status = r.status().as_u16();
-        let body: serde_json::Value = r.json().await.unwrap_or_default();
-        (
-            status,
-            body["errors"][0]["detail"]["reason"]
-                .as_str()
-                .map(String::from),
-        )
+        self.proxy
+            .answer(&format!("/v2/local/acme/app/manifests/{tag}"))
+            .await
     }
 
     /// Asks until the answer is `want` or `within` has passed.

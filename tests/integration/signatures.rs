@@ -503,17 +503,9 @@ mod vendor_pki {
     }
 
     async fn manifest_answer(proxy: &Proxy, repo: &str) -> (u16, Option<String>) {
-        let r = proxy
-            .get_manifest(&format!("/v2/local/{repo}/manifests/v1"))
-            .await;
-        let status = r.status().as_u16();
-        let body: serde_json::Value = r.json().await.unwrap_or_default();
-        (
-            status,
-            body["errors"][0]["detail"]["reason"]
-                .as_str()
-                .map(String::from),
-        )
+        proxy
+            .answer(&format!("/v2/local/{repo}/manifests/v1"))
+            .await
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -653,18 +645,7 @@ mod keyless {
     ) -> (u16, Option<String>) {
         i.pusher.image("acme/app", "v1", img).await;
         cosign::push_signatures(&i.pusher, "acme/app", &img.digest, &[layer]).await;
-        let r = i
-            .proxy
-            .get_manifest("/v2/local/acme/app/manifests/v1")
-            .await;
-        let status = r.status().as_u16();
-        let body: serde_json::Value = r.json().await.unwrap_or_default();
-        (
-            status,
-            body["errors"][0]["detail"]["reason"]
-                .as_str()
-                .map(String::from),
-        )
+        i.proxy.answer("/v2/local/acme/app/manifests/v1").await
     }
 
     fn logged(i: &Instance, img: &Image, identity: &str, issuer: &str) -> cosign::SignatureLayer {
@@ -838,18 +819,7 @@ mod referrer_bundles {
     async fn answer(i: &Instance, img: &Image, referrers: &[Referrer]) -> (u16, Option<String>) {
         i.pusher.image("acme/app", "v1", img).await;
         push_referrers(&i.pusher, "acme/app", img, referrers).await;
-        let r = i
-            .proxy
-            .get_manifest("/v2/local/acme/app/manifests/v1")
-            .await;
-        let status = r.status().as_u16();
-        let body: serde_json::Value = r.json().await.unwrap_or_default();
-        (
-            status,
-            body["errors"][0]["detail"]["reason"]
-                .as_str()
-                .map(String::from),
-        )
+        i.proxy.answer("/v2/local/acme/app/manifests/v1").await
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -90,18 +90,32 @@ impl Setup {
     }
 
     async fn answer(&self, tag: &str) -> (u16, Option<String>) {
-        let r = self
-            .proxy
-            .get_manifest(&format!("/v2/local/acme/app/manifests/{tag}"))
-            .await;
-        let status = r.status().as_u16();
-        let body: serde_json::Value = r.json().await.unwrap_or_default();
-        (
-            status,
-            body["errors"][0]["detail"]["reason"]
-                .as_str()
-                .map(String::from),
-        )
+        self.proxy
+            .answer(&format!("/v2/local/acme/app/manifests/{tag}"))
+            .await
+    }
+
+    /// Stops the proxy, runs `between` on its folder, starts it again there.
+    async fn restart(self, between: impl FnOnce(&std::path::Path)) -> Setup {
+        let Setup {
+            registry,
+            server,
+            repo,
+            proxy,
+            pusher,
+            body,
+        } = self;
+        let dir = proxy.stop_keeping_dir().await;
+        between(dir.path());
+        let proxy = Proxy::start_in(dir, &body, None, "", "").await;
+        Setup {
+            registry,
+            server,
+            repo,
+            proxy,
+            pusher,
+            body,
+        }
     }
 
     async fn refreshes(&self, result: &str) -> f64 {
@@ -190,60 +204,33 @@ async fn start_during_a_tuf_outage_uses_the_cache_only_after_verifying_it_again(
     let s = setup(&instance).await;
     let tag = s.image(920, &instance).await;
     assert_eq!(s.answer(&tag).await, (200, None));
-    let Setup {
-        registry,
-        server,
-        proxy,
-        pusher,
-        body,
-        repo,
-    } = s;
-    let dir = proxy.stop_keeping_dir().await;
-    let cache = files_under(&dir.path().join("cache").join("tuf"));
-    assert!(
-        cache.iter().any(|f| f.ends_with("timestamp.json")),
-        "verified metadata cached: {cache:?}"
-    );
+    let cached = |dir: &std::path::Path| files_under(&dir.join("cache").join("tuf"));
+    let s = s
+        .restart(|dir| {
+            let files = cached(dir);
+            assert!(
+                files.iter().any(|f| f.ends_with("timestamp.json")),
+                "verified metadata cached: {files:?}"
+            );
+        })
+        .await;
+    assert_eq!(s.answer(&tag).await, (200, None), "restart, repository up");
 
     // The repository is down: the restarted proxy verifies its cache from
     // the initial root and serves with it.
-    server.set_down(true);
-    let proxy = Proxy::start_in(dir, &body, None, "", "").await;
-    let s = Setup {
-        registry,
-        server,
-        repo,
-        proxy,
-        pusher,
-        body,
-    };
+    s.server.set_down(true);
+    let s = s.restart(|_| {}).await;
     assert_eq!(s.answer(&tag).await, (200, None));
 
     // A cache someone tampered with is refused: nothing trusted, fail closed.
-    let Setup {
-        registry,
-        server,
-        proxy,
-        pusher,
-        body,
-        repo,
-    } = s;
-    let dir = proxy.stop_keeping_dir().await;
-    for f in files_under(&dir.path().join("cache").join("tuf")) {
-        if f.ends_with("targets.json") {
-            let text = std::fs::read_to_string(&f).unwrap();
-            std::fs::write(&f, text.replacen("\"length\":", "\"length\": 1", 1)).unwrap();
-        }
-    }
-    let proxy = Proxy::start_in(dir, &body, None, "", "").await;
-    let s = Setup {
-        registry,
-        server,
-        repo,
-        proxy,
-        pusher,
-        body,
-    };
+    let s = s
+        .restart(|dir| {
+            for f in cached(dir).iter().filter(|f| f.ends_with("targets.json")) {
+                let text = std::fs::read_to_string(f).unwrap();
+                std::fs::write(f, text.replacen("\"length\":", "\"length\": 1", 1)).unwrap();
+            }
+        })
+        .await;
     assert_eq!(
         s.answer(&tag).await,
         (403, Some("trust_unavailable".into()))

@@ -221,6 +221,19 @@ impl Proxy {
             .unwrap()
     }
 
+    /// GETs the manifest at `path`: the status and the denial reason, if any.
+    pub async fn answer(&self, path: &str) -> (u16, Option<String>) {
+        let r = self.get_manifest(path).await;
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        (
+            status,
+            body["errors"][0]["detail"]["reason"]
+                .as_str()
+                .map(String::from),
+        )
+    }
+
     pub async fn head(&self, path: &str) -> reqwest::Response {
         self.client
             .head(format!("{}{path}", self.url()))
