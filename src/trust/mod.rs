@@ -149,6 +149,14 @@ impl TrustSnapshot {
             let mut stale_after = None;
             // A TUF repository's root is as fresh as its last verified refresh.
             if let Some(TrustedRootSource::Tuf(tuf)) = &a.trusted_root {
+                if let Some(p) = &tuf.root {
+                    if let Err(e) = read(p).and_then(|t| {
+                        serde_json::from_str::<serde_json::Value>(&t)
+                            .map_err(|e| format!("{}: not JSON: {e}", p.display()))
+                    }) {
+                        problem("trusted_root.root".into(), e);
+                    }
+                }
                 match fetched.get(&tuf.key()) {
                     Some(f) => stale_after = Some(f.fetched_at + tuf.max_stale),
                     None => {

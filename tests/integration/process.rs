@@ -58,6 +58,52 @@ fn check_config_lists_every_problem_with_its_key_path_and_fails() {
     assert!(!out.status.success());
 }
 
+#[test]
+fn check_config_reports_bad_trust_settings_with_their_key_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trust.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:5000\"\n[cache]\ndir = \"c\"\n[[upstream]]\nname = \"u\"\nurl = \"https://x\"\n\
+         [[authority]]\nname = \"k\"\nkeyless = { issuer = \"https://i\", subject = \"s\" }\n\
+         trusted_root = { tuf = \"https://tuf.example\", root = \"missing-root.json\", max_stale = \"often\" }\n\
+         [[authority]]\nname = \"v\"\nca_roots = [\"/etc/ssl/certs/ca-certificates.crt\"]\nrevoked_serials = [\"zz\"]\n\
+         [[authority]]\nname = \"t\"\nkeyless = { issuer = \"https://i\", subject = \"s\" }\ntrusted_root = { tuf = \"http://plain.example\" }\n\
+         [[policy]]\nname = \"p\"\nmatch = [\"**\"]\nsignatures = { authorities = [\"k\", \"v\", \"t\"] }\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "authority[0].trusted_root.max_stale",
+        "authority[1].revoked_serials[0]",
+        "authority[2].trusted_root.tuf",
+    ] {
+        assert!(err.contains(key), "{key} missing from:\n{err}");
+    }
+    // With the config itself fixed, the missing initial root is reported.
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(", max_stale = \"often\"", "")
+        .replace("[\"zz\"]", "[\"0A:1B\"]")
+        .replace("http://plain.example", "https://plain.example");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("authority[0].trusted_root.root"), "{err}");
+    assert!(err.contains("missing-root.json"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_an_in_flight_download_then_exits_cleanly() {
     let registry = Registry::start().await;
