@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
@@ -25,9 +26,21 @@ pub enum Progress {
     Failed(String),
 }
 
-/// Chunk size for file reads: large enough for throughput, small enough that
-/// a thousand slow clients do not pin much memory.
-pub const CHUNK: usize = 128 * 1024;
+/// What all readers' chunks may hold together: each reader's chunk size is
+/// this shared out among the readers open now, within [`MIN_CHUNK`,
+/// `MAX_CHUNK`]. A few downloads get large reads (fewer system calls and
+/// task hand-offs per byte); a thousand slow clients pin little memory.
+pub const READ_BUDGET: usize = 64 << 20;
+pub const MIN_CHUNK: usize = 64 << 10;
+pub const MAX_CHUNK: usize = 1 << 20;
+
+/// Readers open now, across the process.
+static OPEN_READERS: AtomicUsize = AtomicUsize::new(0);
+
+/// The chunk size for one read while `open` readers share the budget.
+pub fn chunk_size(open: usize) -> usize {
+    (READ_BUDGET / open.max(1)).clamp(MIN_CHUNK, MAX_CHUNK)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -53,6 +66,7 @@ impl RangeReader {
         end: Option<u64>,
         progress: Option<watch::Receiver<Progress>>,
     ) -> Self {
+        OPEN_READERS.fetch_add(1, Ordering::Relaxed);
         RangeReader {
             file,
             offset,
@@ -107,7 +121,8 @@ impl RangeReader {
         let Some(available) = self.available().await? else {
             return Ok(None);
         };
-        let want = usize::try_from(available).unwrap_or(CHUNK).min(CHUNK);
+        let chunk = chunk_size(OPEN_READERS.load(Ordering::Relaxed));
+        let want = usize::try_from(available).unwrap_or(chunk).min(chunk);
         let file = Arc::clone(&self.file);
         let offset = self.offset;
         let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
@@ -144,11 +159,29 @@ impl RangeReader {
     }
 }
 
+impl Drop for RangeReader {
+    fn drop(&mut self) {
+        OPEN_READERS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures_util::StreamExt;
     use std::io::Write;
+
+    #[test]
+    fn chunks_shrink_as_readers_share_the_budget() {
+        assert_eq!(chunk_size(0), MAX_CHUNK);
+        assert_eq!(chunk_size(1), MAX_CHUNK);
+        assert_eq!(chunk_size(128), 512 << 10);
+        assert_eq!(chunk_size(2000), MIN_CHUNK);
+        for n in 1..5000 {
+            let c = chunk_size(n);
+            assert!(c * n <= READ_BUDGET || c == MIN_CHUNK, "{n} readers");
+        }
+    }
 
     #[tokio::test]
     async fn reads_a_range_of_a_complete_file() {

@@ -190,6 +190,7 @@ impl ContentStore {
             expected: digest,
             kind,
             written: 0,
+            verified: false,
             index: self.index.clone(),
         })
     }
@@ -247,6 +248,8 @@ pub struct Writer {
     expected: Digest,
     kind: Kind,
     written: u64,
+    /// The digest of what was written has been checked.
+    verified: bool,
     index: moka::sync::Cache<Key, u64>,
 }
 
@@ -264,6 +267,9 @@ impl Writer {
 
     /// Appends content (blocking; call from a blocking context or with small buffers).
     pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.verified {
+            return Err(std::io::Error::other("content already verified"));
+        }
         self.hasher.update(bytes);
         self.file()?.write_all(bytes)?;
         self.written += bytes.len() as u64;
@@ -279,16 +285,30 @@ impl Writer {
         self.written
     }
 
-    /// Checks the digest, syncs, and publishes the file under its digest.
-    pub fn commit_blocking(mut self) -> Result<(), CommitError> {
+    /// Checks that what was written hashes to the expected digest; after
+    /// that nothing more can be written. Cheap: the hash is kept as bytes
+    /// are written.
+    pub fn verify(&mut self) -> Result<(), CommitError> {
+        if self.verified {
+            return Ok(());
+        }
         let actual =
             std::mem::replace(&mut self.hasher, self.expected.algorithm().hasher()).finish();
         if actual != self.expected {
+            self.file = None;
             return Err(CommitError::Mismatch {
                 expected: self.expected.clone(),
                 actual,
             });
         }
+        self.verified = true;
+        Ok(())
+    }
+
+    /// Checks the digest (unless [`Writer::verify`] did), syncs, and
+    /// publishes the file under its digest.
+    pub fn commit_blocking(mut self) -> Result<(), CommitError> {
+        self.verify()?;
         let file = self
             .file
             .take()

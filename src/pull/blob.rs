@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::{PullError, Puller, Target};
@@ -17,6 +17,9 @@ use crate::upstream::UpstreamError;
 
 /// Bytes gathered from the upstream before one write to disk.
 const WRITE_BATCH: usize = 256 * 1024;
+
+/// Batches received ahead of the writer (bounds a fill's memory).
+const WRITE_QUEUE: usize = 4;
 
 /// A requested byte range, inclusive of `end` as in the `Range` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +202,7 @@ impl Puller {
             return Ok(None);
         }
         let (tx, rx) = watch::channel(Progress::Pending);
+        let tx = Arc::new(tx);
         let fill = Arc::new(Fill {
             read: Arc::new(read),
             progress: rx,
@@ -239,72 +243,105 @@ impl Puller {
         running.get(digest).cloned()
     }
 
-    /// Downloads the blob into `writer`, publishing progress; returns its size.
+    /// Downloads the blob into `writer`, publishing progress; returns its
+    /// size once the content is verified and stored. Receiving from the
+    /// upstream runs beside hashing and writing (a blocking writer fed through
+    /// a short queue), and readers get the last byte as soon as the digest
+    /// matched, before the file is synced and published.
     async fn run_fill(
         &self,
         target: &Target,
         digest: &Digest,
         mut writer: Writer,
-        tx: &watch::Sender<Progress>,
+        tx: &Arc<watch::Sender<Progress>>,
     ) -> Result<u64, PullError> {
         let mut response = target.upstream.fetch_blob(&target.repo, digest).await?;
         let size = response.content_length();
         tx.send_replace(Progress::Started { size, written: 0 });
-        let mut pending = BytesMut::with_capacity(WRITE_BATCH);
-        loop {
-            let chunk = response.chunk().await.map_err(|e| {
-                target
-                    .upstream
-                    .record_fault(UpstreamError::from_reqwest(&e))
-            })?;
-            let done = chunk.is_none();
-            if let Some(chunk) = chunk {
-                let total = writer.written() + pending.len() as u64 + chunk.len() as u64;
-                if size.is_some_and(|s| total > s) {
-                    let e =
-                        UpstreamError::BadResponse("blob longer than its Content-Length".into());
-                    return Err(target.upstream.record_fault(e).into());
+        let (batches, mut queue) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITE_QUEUE);
+        let progress = Arc::clone(tx);
+        let writing = tokio::task::spawn_blocking(move || -> std::io::Result<Writer> {
+            while let Some(batch) = queue.blocking_recv() {
+                for chunk in &batch {
+                    writer.write(chunk)?;
                 }
-                pending.extend_from_slice(&chunk);
-            }
-            if pending.len() >= WRITE_BATCH || (done && !pending.is_empty()) {
-                writer = write_batch(writer, pending.split().freeze()).await?;
-                tx.send_replace(Progress::Started {
+                progress.send_replace(Progress::Started {
                     size,
                     written: writer.written(),
                 });
             }
-            if done {
-                break;
+            Ok(writer)
+        });
+        // Chunks as received (no copy), handed to the writer in batches.
+        let mut pending: Vec<Bytes> = Vec::new();
+        let mut pending_bytes = 0;
+        let mut received = 0u64;
+        let received_all: Result<(), PullError> = loop {
+            let chunk = match response.chunk().await {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    let fault = UpstreamError::from_reqwest(&e);
+                    break Err(target.upstream.record_fault(fault).into());
+                }
+            };
+            let done = chunk.is_none();
+            if let Some(chunk) = chunk {
+                received += chunk.len() as u64;
+                if size.is_some_and(|s| received > s) {
+                    let e =
+                        UpstreamError::BadResponse("blob longer than its Content-Length".into());
+                    break Err(target.upstream.record_fault(e).into());
+                }
+                pending_bytes += chunk.len();
+                pending.push(chunk);
             }
-        }
+            if pending_bytes >= WRITE_BATCH || (done && !pending.is_empty()) {
+                pending_bytes = 0;
+                // A closed queue means the writer failed: its error follows.
+                if batches.send(std::mem::take(&mut pending)).await.is_err() {
+                    break Ok(());
+                }
+            }
+            if done {
+                break Ok(());
+            }
+        };
+        drop(batches);
+        let writer = writing
+            .await
+            .map_err(|e| PullError::Internal(format!("write task failed: {e}")))?;
+        received_all?;
+        let mut writer =
+            writer.map_err(|e| PullError::Internal(format!("cache write failed: {e}")))?;
         let written = writer.written();
         if size.is_some_and(|s| s != written) {
             let e = UpstreamError::Connect("blob body ended early".into());
             return Err(target.upstream.record_fault(e).into());
         }
-        let commit = tokio::task::spawn_blocking(move || writer.commit_blocking())
-            .await
-            .map_err(|e| PullError::Internal(format!("commit task failed: {e}")))?;
-        match commit {
-            Ok(()) => Ok(written),
+        match writer.verify() {
+            Ok(()) => {}
             Err(CommitError::Mismatch { expected, actual }) => {
                 let e = UpstreamError::DigestMismatch {
                     expected: expected.to_string(),
                     actual: actual.to_string(),
                 };
-                Err(target.upstream.record_fault(e).into())
+                return Err(target.upstream.record_fault(e).into());
             }
-            Err(CommitError::Io(e)) => Err(PullError::Internal(format!("cache write failed: {e}"))),
+            Err(CommitError::Io(e)) => {
+                return Err(PullError::Internal(format!("cache write failed: {e}")));
+            }
         }
+        // Every byte is verified: readers may finish while the file is synced.
+        tx.send_replace(Progress::Done { size: written });
+        let commit = tokio::task::spawn_blocking(move || writer.commit_blocking())
+            .await
+            .map_err(|e| PullError::Internal(format!("commit task failed: {e}")))?;
+        if let Err(e) = commit {
+            // The clients had verified bytes; only the cache copy is lost.
+            tracing::warn!(digest = %digest, error = %e, "verified blob could not be stored");
+        }
+        Ok(written)
     }
-}
-
-async fn write_batch(mut writer: Writer, batch: Bytes) -> Result<Writer, PullError> {
-    tokio::task::spawn_blocking(move || writer.write(&batch).map(|()| writer))
-        .await
-        .map_err(|e| PullError::Internal(format!("write task failed: {e}")))?
-        .map_err(|e| PullError::Internal(format!("cache write failed: {e}")))
 }
 
 fn resolve(range: Option<ByteRange>, size: u64) -> Result<(u64, u64), PullError> {

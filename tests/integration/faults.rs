@@ -25,6 +25,18 @@ fn stored(proxy: &Proxy, digest: &str) -> bool {
         .any(|p| p.file_name().is_some_and(|n| n == hex))
 }
 
+/// Whether the blob reaches the store within a few seconds: a verified blob
+/// is published (synced, renamed) just after its last byte is served.
+async fn eventually_stored(proxy: &Proxy, digest: &str) -> bool {
+    for _ in 0..250 {
+        if stored(proxy, digest) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 async fn tmp_is_empty(proxy: &Proxy) -> bool {
     for _ in 0..50 {
         if files_under(&proxy.cache_dir().join("tmp")).is_empty() {
@@ -89,7 +101,10 @@ async fn blob_with_wrong_bytes_aborts_the_stream_and_is_not_stored() {
     assert_eq!(errors(&proxy, "digest_mismatch").await, 1.0);
     upstream.set(Fault::Healthy);
     assert!(read_all(proxy.get(&path).await).await.unwrap() == blob);
-    assert!(stored(&proxy, &digest), "stored once the digest matched");
+    assert!(
+        eventually_stored(&proxy, &digest).await,
+        "stored once the digest matched"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
