@@ -489,22 +489,30 @@ impl Puller {
             }
         }
         let reference = Reference::Tag(key.2.clone());
-        let head = target
-            .upstream
-            .head_manifest(&target.repo, &reference, DEFAULT_MANIFEST_ACCEPT)
-            .await;
-        let digest = match head {
-            Ok(h) => match h.digest {
-                Some(d) => d,
-                None => self.fetch_by_tag(target, &reference).await?,
-            },
-            Err(UpstreamError::NotFound) => {
-                self.tags.invalidate(&key);
-                return Err(UpstreamError::NotFound.into());
-            }
-            Err(e) => return self.stale_or(target, &key, e),
-        };
         let previous = self.tags.get(&key);
+        // A tag seen before is revalidated with a HEAD (not a pull on Docker
+        // Hub; the content is usually cached). A tag never seen is fetched
+        // with one GET: its bytes are needed anyway, and that saves a round
+        // trip on every cold pull.
+        let digest = if previous.is_none() {
+            self.fetch_by_tag(target, &reference).await?
+        } else {
+            let head = target
+                .upstream
+                .head_manifest(&target.repo, &reference, DEFAULT_MANIFEST_ACCEPT)
+                .await;
+            match head {
+                Ok(h) => match h.digest {
+                    Some(d) => d,
+                    None => self.fetch_by_tag(target, &reference).await?,
+                },
+                Err(UpstreamError::NotFound) => {
+                    self.tags.invalidate(&key);
+                    return Err(UpstreamError::NotFound.into());
+                }
+                Err(e) => return self.stale_or(target, &key, e),
+            }
+        };
         let verified = previous.is_some_and(|p| p.verified && p.digest == digest);
         self.known.insert(target.key(&digest), ());
         self.tags.insert(

@@ -16,7 +16,7 @@ fn config(registry: &Registry) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn hundred_concurrent_pulls_of_one_uncached_blob_manifest_and_tag_fetch_each_once() {
+async fn hundred_concurrent_pulls_of_one_uncached_blob_and_tagged_manifest_fetch_each_once() {
     let registry = Registry::start().await;
     let image = Image::oci(60, &[3 << 20]);
     Pusher::new(&registry.url())
@@ -38,10 +38,11 @@ async fn hundred_concurrent_pulls_of_one_uncached_blob_manifest_and_tag_fetch_ea
     for t in tasks {
         assert_eq!(t.await.unwrap(), image.manifest);
     }
+    // A tag never seen is resolved by the one GET that brings its bytes.
     assert_eq!(
         proxy.upstream_requests("manifest_head").await,
-        1.0,
-        "one tag resolution"
+        0.0,
+        "no separate tag resolution"
     );
     assert_eq!(
         proxy.upstream_requests("manifest").await,
@@ -213,4 +214,42 @@ async fn upstream_404_for_a_cached_tag_is_authoritative() {
     assert_eq!(r.status(), 404);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], "MANIFEST_UNKNOWN");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_tag_is_revalidated_with_a_head_and_follows_a_moved_tag() {
+    let registry = Registry::start().await;
+    let (first, second) = (Image::oci(65, &[10]), Image::oci(66, &[10]));
+    let pusher = Pusher::new(&registry.url());
+    pusher.image("c/app", "v1", &first).await;
+    let proxy = Proxy::start_with(&config(&registry), None, "tag_ttl = \"1s\"").await;
+    let path = "/v2/local/c/app/manifests/v1";
+    assert_eq!(
+        proxy.get_manifest(path).await.bytes().await.unwrap(),
+        first.manifest
+    );
+    let (gets, heads) = (
+        proxy.upstream_requests("manifest").await,
+        proxy.upstream_requests("manifest_head").await,
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        proxy.get_manifest(path).await.bytes().await.unwrap(),
+        first.manifest
+    );
+    assert_eq!(proxy.upstream_requests("manifest_head").await, heads + 1.0);
+    assert_eq!(
+        proxy.upstream_requests("manifest").await,
+        gets,
+        "unchanged tag: bytes from the cache"
+    );
+
+    pusher.image("c/app", "v1", &second).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        proxy.get_manifest(path).await.bytes().await.unwrap(),
+        second.manifest,
+        "a moved tag is followed"
+    );
+    assert_eq!(proxy.upstream_requests("manifest_head").await, heads + 2.0);
 }
