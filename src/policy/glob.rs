@@ -42,8 +42,25 @@ impl FromStr for Glob {
 impl Glob {
     /// Whether `path` (for example `docker.io/library/nginx`) matches.
     pub fn matches(&self, path: &str) -> bool {
-        let parts: Vec<&str> = path.split('/').collect();
-        match_segments(&self.segments, &parts)
+        // Paths are short: split on the stack, without allocating.
+        const INLINE: usize = 16;
+        let mut inline = [""; INLINE];
+        let mut n = 0;
+        for part in path.split('/') {
+            if n == INLINE {
+                let parts: Vec<&str> = path.split('/').collect();
+                return self.matches_parts(&parts);
+            }
+            inline[n] = part;
+            n += 1;
+        }
+        self.matches_parts(&inline[..n])
+    }
+
+    /// As [`Glob::matches`], for a path already split at `/` (to match one
+    /// path against many globs).
+    pub fn matches_parts(&self, parts: &[&str]) -> bool {
+        match_segments(&self.segments, parts)
     }
 
     pub fn as_str(&self) -> &str {
@@ -127,6 +144,18 @@ mod tests {
         assert!(!p.matches("docker.io/a/b/nginx"));
         assert!(g("ghcr.io/acme/app-*").matches("ghcr.io/acme/app-web"));
         assert!(!g("ghcr.io/acme/app-*").matches("ghcr.io/acme/app-web/x"));
+    }
+
+    #[test]
+    fn paths_deeper_than_the_inline_split_match_the_same() {
+        let deep = (0..40)
+            .map(|i| format!("s{i}"))
+            .collect::<Vec<_>>()
+            .join("/");
+        assert!(g("s0/**").matches(&deep));
+        assert!(g(&deep).matches(&deep));
+        assert!(!g(&deep).matches(&format!("{deep}/x")));
+        assert!(g("s0/*/s2/**").matches(&deep));
     }
 
     #[test]

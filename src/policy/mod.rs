@@ -140,10 +140,10 @@ impl PolicySet {
 
     /// The first policy matching `upstream/repository`, if any.
     pub fn find(&self, upstream: &str, repository: &str) -> Option<&Policy> {
-        let path = format!("{upstream}/{repository}");
+        let parts: Vec<&str> = upstream.split('/').chain(repository.split('/')).collect();
         self.policies
             .iter()
-            .find(|p| p.patterns.iter().any(|g| g.matches(&path)))
+            .find(|p| p.patterns.iter().any(|g| g.matches_parts(&parts)))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Policy> {
