@@ -528,7 +528,7 @@ fn file_stamps(config: &Config) -> Vec<Option<(std::time::SystemTime, u64)>> {
     for a in &config.authorities {
         match &a.kind {
             crate::config::AuthorityKind::Keys(p) | crate::config::AuthorityKind::CaRoots(p) => {
-                files.extend(p.iter().map(|p| p.as_path()));
+                files.extend(p.iter().filter_map(crate::config::Pem::file));
             }
             crate::config::AuthorityKind::Source(s) => {
                 files.extend(s.signed_by.iter().map(|p| p.as_path()));
@@ -570,7 +570,7 @@ impl App {
                 let loaded = gate.trust().authority(&a.name);
                 let source = match &a.kind {
                     crate::config::AuthorityKind::Keys(p) | crate::config::AuthorityKind::CaRoots(p) => {
-                        serde_json::json!({"files": p})
+                        serde_json::json!({"files": p.iter().map(crate::config::Pem::label).collect::<Vec<_>>()})
                     }
                     crate::config::AuthorityKind::Keyless { .. } => serde_json::json!("keyless"),
                     crate::config::AuthorityKind::Source(s) => serde_json::json!({

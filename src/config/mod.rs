@@ -123,12 +123,46 @@ pub enum SourceKind {
     CaRoots,
 }
 
+/// PEM material: a file (watched and re-read when it changes), or the PEM
+/// text itself written in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pem {
+    File(PathBuf),
+    Inline(String),
+}
+
+impl Pem {
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            Pem::File(p) => {
+                std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            }
+            Pem::Inline(text) => Ok(text.clone()),
+        }
+    }
+
+    /// How problems and status name it.
+    pub fn label(&self) -> String {
+        match self {
+            Pem::File(p) => p.display().to_string(),
+            Pem::Inline(_) => "inline PEM".into(),
+        }
+    }
+
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Pem::File(p) => Some(p),
+            Pem::Inline(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum AuthorityKind {
-    /// Cosign public keys (PEM files).
-    Keys(Vec<PathBuf>),
-    /// Vendor X.509 roots (PEM files) the signing certificate must chain to.
-    CaRoots(Vec<PathBuf>),
+    /// Cosign public keys (PEM).
+    Keys(Vec<Pem>),
+    /// Vendor X.509 roots (PEM) the signing certificate must chain to.
+    CaRoots(Vec<Pem>),
     /// Fulcio-issued certificates with this OIDC issuer and subject.
     Keyless {
         issuer: String,
@@ -388,6 +422,15 @@ impl<'a> Validator<'a> {
             cache_dir: cache_dir.join("tuf").join(hex::encode(&digest[..8])),
             url,
         })
+    }
+
+    /// A PEM file path (relative to the config), or PEM text itself.
+    fn pem(&self, s: &str) -> Pem {
+        if s.trim_start().starts_with("-----BEGIN") {
+            Pem::Inline(s.to_string())
+        } else {
+            Pem::File(self.path(s))
+        }
     }
 
     fn path(&self, s: &str) -> PathBuf {
@@ -696,9 +739,9 @@ impl<'a> Validator<'a> {
                 signed_by: src.signed_by.as_deref().map(|p| self.path(p)),
             })
         } else if !raw.keys.is_empty() {
-            AuthorityKind::Keys(raw.keys.iter().map(|p| self.path(p)).collect())
+            AuthorityKind::Keys(raw.keys.iter().map(|p| self.pem(p)).collect())
         } else if !raw.ca_roots.is_empty() {
-            AuthorityKind::CaRoots(raw.ca_roots.iter().map(|p| self.path(p)).collect())
+            AuthorityKind::CaRoots(raw.ca_roots.iter().map(|p| self.pem(p)).collect())
         } else {
             let k = raw.keyless.as_ref()?;
             let subject = match (&k.subject, &k.subject_regex) {

@@ -299,3 +299,20 @@ fn revoked_serials_are_normalised_and_bad_ones_reported_with_key_paths() {
         "{p:?}"
     );
 }
+
+#[test]
+fn pem_text_in_keys_is_inline_material_and_anything_else_a_path() {
+    let c = Config::from_toml(
+        &minimal(
+            "[[authority]]\nname = \"v\"\nkeys = [\"\"\"\n-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n\"\"\", \"keys/v.pub\"]\n",
+        ),
+        Path::new("/etc/p"),
+    )
+    .unwrap();
+    let AuthorityKind::Keys(keys) = &c.authorities[0].kind else {
+        panic!("not keys");
+    };
+    assert!(matches!(&keys[0], Pem::Inline(t) if t.contains("BEGIN PUBLIC KEY")));
+    assert_eq!(keys[1], Pem::File(PathBuf::from("/etc/p/keys/v.pub")));
+    assert_eq!(keys[0].label(), "inline PEM");
+}

@@ -196,7 +196,7 @@ impl TrustSnapshot {
                 AuthorityKind::Keys(paths) => {
                     let mut keys = Vec::new();
                     for (j, p) in paths.iter().enumerate() {
-                        match load_key(p) {
+                        match p.read().and_then(|text| key_from_pem(&text, &p.label())) {
                             Ok(k) => keys.push(k),
                             Err(e) => problem(format!("keys[{j}]"), e),
                         }
@@ -206,7 +206,7 @@ impl TrustSnapshot {
                 AuthorityKind::CaRoots(paths) => {
                     let mut certs = Vec::new();
                     for (j, p) in paths.iter().enumerate() {
-                        match load_certs(p) {
+                        match p.read().and_then(|text| certs_from_pem(&text, &p.label())) {
                             Ok(c) => certs.extend(c),
                             Err(e) => problem(format!("ca_roots[{j}]"), e),
                         }
@@ -356,24 +356,28 @@ fn load_root(
 }
 
 pub(crate) fn load_key(path: &Path) -> Result<(String, DerPublicKey), String> {
-    let key = crate::verify::sigstore::public_key_from_pem(&read(path)?)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    key_from_pem(&read(path)?, &path.display().to_string())
+}
+
+/// A public key and its fingerprint; `label` names the PEM in errors.
+fn key_from_pem(text: &str, label: &str) -> Result<(String, DerPublicKey), String> {
+    let key =
+        crate::verify::sigstore::public_key_from_pem(text).map_err(|e| format!("{label}: {e}"))?;
     sigstore_verify::crypto::VerificationKey::from_spki(&key)
-        .map_err(|e| format!("{}: unsupported key: {e}", path.display()))?;
+        .map_err(|e| format!("{label}: unsupported key: {e}"))?;
     Ok((hex::encode(Sha256::digest(key.as_bytes())), key))
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+fn certs_from_pem(text: &str, label: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(text.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+        .map_err(|e| format!("{label}: not PEM certificates: {e}"))?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificates", path.display()));
+        return Err(format!("{label}: no certificates"));
     }
     for c in &certs {
         webpki::anchor_from_trusted_cert(c)
-            .map_err(|e| format!("{}: not a usable CA certificate: {e:?}", path.display()))?;
+            .map_err(|e| format!("{label}: not a usable CA certificate: {e:?}"))?;
     }
     Ok(certs)
 }

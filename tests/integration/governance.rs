@@ -247,6 +247,27 @@ async fn document_with_a_bad_governance_signature_is_refused_and_the_old_trust_k
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn key_written_inline_in_the_config_verifies_like_a_key_file() {
+    let (vendor, other) = (VendorKey::generate(), VendorKey::generate());
+    let s = setup(
+        &format!("keys = [\"\"\"\n{}\"\"\"]", vendor.public_pem()),
+        SIGNED_POLICY,
+        &[],
+    )
+    .await;
+    let (_, by_vendor) = s.image(735, Some(&vendor)).await;
+    let (_, by_other) = s.image(736, Some(&other)).await;
+    assert_eq!(s.answer(&by_vendor).await, (200, None));
+    assert_eq!(
+        s.answer(&by_other).await,
+        (403, Some("untrusted_signer".into()))
+    );
+    let trust = s.proxy.admin_get("/admin/trust", ADMIN_TOKEN).await;
+    assert!(trust.contains("inline PEM"), "{trust}");
+    assert!(trust.contains(&fingerprint(&vendor)), "{trust}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn revoked_key_is_denied_after_an_authenticated_reload() {
     let key = VendorKey::generate();
     let s = setup(
