@@ -40,18 +40,20 @@ pub async fn manifest(
 ) -> Response<Body> {
     let upstream = target.upstream.name.as_str();
     let epoch = puller.gate().1;
-    let event = |decision: &str,
-                 policy: &str,
-                 reason: &str,
-                 digest: Option<String>,
-                 authorities: Vec<String>,
-                 exception: Option<&str>| {
-        serde_json::json!({
-            "upstream": upstream, "repository": target.repo.as_str(), "reference": reference.to_string(),
-            "digest": digest, "decision": decision, "policy": policy, "reason": reason,
-            "authorities": authorities, "exception": exception, "trust_epoch": epoch,
-            "client": client.address.map(|a| a.to_string()), "identity": client.identity,
-        })
+    let event = |decision, policy, reason| crate::audit::Decision {
+        upstream,
+        repository: target.repo.as_str(),
+        reference: reference.to_string(),
+        digest: None,
+        decision,
+        policy,
+        reason,
+        authorities: Vec::new(),
+        exception: None,
+        trust_epoch: epoch,
+        client: client.address.map(|a| a.to_string()),
+        identity: client.identity.as_deref(),
+        message: None,
     };
     match puller.manifest(target, reference).await {
         Ok(v) => {
@@ -77,16 +79,14 @@ pub async fn manifest(
                 .filter(|f| f.outcome.is_ok())
                 .map(|f| f.authority.clone())
                 .collect();
-            audit.record(
+            audit.record_typed(
                 "decision",
-                event(
-                    decision,
-                    v.policy(),
-                    reason,
-                    Some(v.content().digest().to_string()),
-                    met,
-                    v.exception().map(|(n, _)| n),
-                ),
+                &crate::audit::Decision {
+                    digest: Some(v.content().digest().to_string()),
+                    authorities: met,
+                    exception: v.exception().map(|(n, _)| n),
+                    ..event(decision, v.policy(), reason)
+                },
             );
             let c = v.content();
             let mut r = Response::new(if method == Method::HEAD {
@@ -113,12 +113,14 @@ pub async fn manifest(
                     .denied_pulls
                     .with_label_values(&[upstream, policy, d.reason.as_str()])
                     .inc();
-                let mut ev = event("deny", policy, d.reason.as_str(), None, Vec::new(), None);
-                ev["message"] = serde_json::json!(d.message);
+                let ev = crate::audit::Decision {
+                    message: Some(&d.message),
+                    ..event("deny", policy, d.reason.as_str())
+                };
                 if d.reason == crate::verify::Reason::ExceptionExpired {
-                    audit.record("exception_expired", ev.clone());
+                    audit.record_typed("exception_expired", &ev);
                 }
-                audit.record("decision", ev);
+                audit.record_typed("decision", &ev);
             }
             pull_error(&e, Missing::Manifest)
         }

@@ -117,11 +117,13 @@ impl Proxy {
         proxy
     }
 
-    /// The audit events written so far, parsed.
+    /// The audit events written so far, parsed (a line still being written
+    /// is left for the next look).
     pub fn audit_events(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.dir.path().join("audit.jsonl"))
             .unwrap_or_default()
-            .lines()
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
