@@ -317,7 +317,7 @@ impl App {
 
     /// Refreshes one URL source or TUF repository; a change (or a source
     /// going stale) puts new trust in force.
-    pub async fn refresh(&self, what: &Refreshable) {
+    pub async fn refresh(&self, what: &Refreshable) -> crate::trust::source::Refresh {
         let outcome = refresh_source(&self.sources, &self.metrics, what, self.clock.now()).await;
         let authority = what.key();
         let authority = authority.as_str();
@@ -343,6 +343,7 @@ impl App {
                 tracing::error!(authority, error = %e, "could not put refreshed trust in force");
             }
         }
+        outcome
     }
 }
 
@@ -466,6 +467,9 @@ fn export_exceptions(metrics: &Metrics, config: &Config) {
     }
 }
 
+/// How soon a failed trust refresh is tried again (or its interval, if shorter).
+const RETRY_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How often watched files are checked for changes and sources for being due.
 const WATCH_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -500,12 +504,21 @@ pub async fn maintain(app: Arc<App>, shutdown: tokio_util::sync::CancellationTok
                     let _ = app.reload("file_change").await;
                     stamps = file_stamps(&app.config());
                 }
+                let held = app.sources.snapshot();
                 for r in refreshables(&app.config()) {
                     let now = std::time::Instant::now();
-                    let next = *due.entry(r.key()).or_insert_with(|| now + jittered(r.interval()));
+                    // A source added by a reload, or never fetched, is due at once.
+                    let next = *due.entry(r.key()).or_insert_with(|| {
+                        if held.contains_key(&r.key()) { now + jittered(r.interval()) } else { now }
+                    });
                     if now >= next {
-                        app.refresh(&r).await;
-                        due.insert(r.key(), std::time::Instant::now() + jittered(r.interval()));
+                        let outcome = app.refresh(&r).await;
+                        // A failed refresh is retried soon, not a whole interval later.
+                        let wait = match outcome {
+                            crate::trust::source::Refresh::Failed(_) => r.interval().min(RETRY_AFTER_FAILURE),
+                            _ => r.interval(),
+                        };
+                        due.insert(r.key(), std::time::Instant::now() + jittered(wait));
                     }
                 }
             }

@@ -149,6 +149,46 @@ async fn rotated_key_at_the_https_source_is_picked_up_without_restart_and_old_ve
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn source_added_by_a_reload_is_fetched_at_once_not_a_refresh_interval_later() {
+    let (local, vendor) = (VendorKey::generate(), VendorKey::generate());
+    let server = TrustServer::start(&vendor.public_pem(), None).await;
+    let s = setup(
+        "keys = [\"{dir}/local.pub\"]",
+        SIGNED_POLICY,
+        &[("local.pub", local.public_pem())],
+    )
+    .await;
+    let (_, by_vendor) = s.image(705, Some(&vendor)).await;
+    assert_eq!(
+        s.answer(&by_vendor).await,
+        (403, Some("untrusted_signer".into()))
+    );
+    // The governance team adds the vendor's URL source, refreshed hourly.
+    let path = s.proxy.config_path();
+    let dir = path.parent().unwrap().display().to_string();
+    std::fs::write(format!("{dir}/vendor-ca.pem"), &server.ca_pem).unwrap();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(
+            "signatures = { authorities = [\"acme\"] }",
+            "signatures = { authorities = [\"acme\", \"vendor\"] }",
+        )
+        .replacen(
+            "[[policy]]",
+            &format!(
+                "[[authority]]\nname = \"vendor\"\nsource = {{ url = \"{}\", refresh = \"1h\", ca_file = \"{dir}/vendor-ca.pem\" }}\n\n[[policy]]",
+                server.url()
+            ),
+            1,
+        );
+    std::fs::write(&path, text).unwrap();
+    let (status, body) = s.proxy.admin_reload(ADMIN_TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    s.eventually(&by_vendor, ALLOWED, Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn source_down_keeps_the_last_good_keys_then_denies_trust_unavailable_after_max_stale() {
     let key = VendorKey::generate();
     let server = TrustServer::start(&key.public_pem(), None).await;
