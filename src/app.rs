@@ -481,6 +481,12 @@ pub async fn maintain(app: Arc<App>, shutdown: tokio_util::sync::CancellationTok
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut stamps = file_stamps(&app.config());
     let mut due: HashMap<String, std::time::Instant> = HashMap::new();
+    // Refreshes run as their own tasks, so a slow source (up to its
+    // timeouts) delays neither the others nor reloads; each reports back
+    // when it is next due.
+    let mut running: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let (finished, mut reports) =
+        tokio::sync::mpsc::unbounded_channel::<(String, std::time::Duration)>();
     let mut tick = tokio::time::interval(WATCH_TICK);
     loop {
         #[cfg(unix)]
@@ -494,6 +500,10 @@ pub async fn maintain(app: Arc<App>, shutdown: tokio_util::sync::CancellationTok
         let hup = std::future::pending::<Option<()>>();
         tokio::select! {
             () = shutdown.cancelled() => return,
+            Some((key, wait)) = reports.recv() => {
+                running.remove(&key);
+                due.insert(key, std::time::Instant::now() + jittered(wait));
+            }
             _ = hup => {
                 let _ = app.reload("sighup").await;
                 stamps = file_stamps(&app.config());
@@ -506,19 +516,27 @@ pub async fn maintain(app: Arc<App>, shutdown: tokio_util::sync::CancellationTok
                 }
                 let held = app.sources.snapshot();
                 for r in refreshables(&app.config()) {
+                    let key = r.key();
+                    if running.contains(&key) {
+                        continue;
+                    }
                     let now = std::time::Instant::now();
                     // A source added by a reload, or never fetched, is due at once.
-                    let next = *due.entry(r.key()).or_insert_with(|| {
-                        if held.contains_key(&r.key()) { now + jittered(r.interval()) } else { now }
+                    let next = *due.entry(key.clone()).or_insert_with(|| {
+                        if held.contains_key(&key) { now + jittered(r.interval()) } else { now }
                     });
                     if now >= next {
-                        let outcome = app.refresh(&r).await;
-                        // A failed refresh is retried soon, not a whole interval later.
-                        let wait = match outcome {
-                            crate::trust::source::Refresh::Failed(_) => r.interval().min(RETRY_AFTER_FAILURE),
-                            _ => r.interval(),
-                        };
-                        due.insert(r.key(), std::time::Instant::now() + jittered(wait));
+                        running.insert(key.clone());
+                        let (app, finished) = (Arc::clone(&app), finished.clone());
+                        tokio::spawn(async move {
+                            let outcome = app.refresh(&r).await;
+                            // A failed refresh is retried soon, not a whole interval later.
+                            let wait = match outcome {
+                                crate::trust::source::Refresh::Failed(_) => r.interval().min(RETRY_AFTER_FAILURE),
+                                _ => r.interval(),
+                            };
+                            let _ = finished.send((key, wait));
+                        });
                     }
                 }
             }

@@ -189,6 +189,59 @@ async fn source_added_by_a_reload_is_fetched_at_once_not_a_refresh_interval_late
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_trust_source_does_not_hold_up_a_key_file_reload() {
+    let (old, new) = (VendorKey::generate(), VendorKey::generate());
+    let s = setup(
+        "keys = [\"{dir}/acme.pub\"]",
+        SIGNED_POLICY,
+        &[("acme.pub", old.public_pem())],
+    )
+    .await;
+    let (_, by_new) = s.image(706, Some(&new)).await;
+    // A trust server that accepts connections and never answers.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = hanging.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((c, _)) = hanging.accept().await {
+            open.push(c);
+        }
+    });
+    let path = s.proxy.config_path();
+    let dir = path.parent().unwrap().display().to_string();
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "[[policy]]",
+        &format!(
+            "[[authority]]\nname = \"slow\"\nsource = {{ url = \"https://127.0.0.1:{port}/keys.pem\", refresh = \"1s\" }}\n\n[[policy]]"
+        ),
+        1,
+    );
+    std::fs::write(&path, &text).unwrap();
+    assert_eq!(s.proxy.admin_reload(ADMIN_TOKEN).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the slow refresh is under way
+    // The vendor rotates its key file; the watcher must notice within seconds.
+    std::fs::write(format!("{dir}/acme-new.pub"), new.public_pem()).unwrap();
+    let rotated = with_acme_keys(&text, &format!("{dir}/acme-new.pub"));
+    std::fs::write(&path, rotated).unwrap();
+    s.eventually(&by_new, ALLOWED, Duration::from_secs(5)).await;
+    held.abort();
+}
+
+/// `text` with the `acme` authority's `keys` pointing at `file`.
+fn with_acme_keys(text: &str, file: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.starts_with("keys = [") {
+                format!("keys = [\"{file}\"]")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn source_down_keeps_the_last_good_keys_then_denies_trust_unavailable_after_max_stale() {
     let key = VendorKey::generate();
     let server = TrustServer::start(&key.public_pem(), None).await;
