@@ -663,6 +663,10 @@ impl<'a> Validator<'a> {
         if raw.name.is_empty() {
             self.problem(key("name"), "must not be empty");
         }
+        if raw.name.starts_with("tuf:") {
+            // Trust fetched for TUF repositories is kept under `tuf:<url>`.
+            self.problem(key("name"), "must not start with `tuf:`");
+        }
         let kinds = usize::from(!raw.keys.is_empty())
             + usize::from(!raw.ca_roots.is_empty())
             + usize::from(raw.keyless.is_some())

@@ -316,3 +316,11 @@ fn pem_text_in_keys_is_inline_material_and_anything_else_a_path() {
     assert_eq!(keys[1], Pem::File(PathBuf::from("/etc/p/keys/v.pub")));
     assert_eq!(keys[0].label(), "inline PEM");
 }
+
+#[test]
+fn authority_names_cannot_take_the_tuf_namespace() {
+    let p = problems(&minimal(
+        "[[authority]]\nname = \"tuf:https://x\"\nkeys = [\"k.pub\"]\n",
+    ));
+    assert!(p.iter().any(|p| p.path == "authority[0].name"), "{p:?}");
+}

@@ -333,12 +333,14 @@ impl Puller {
         }
         // Every byte is verified: readers may finish while the file is synced.
         tx.send_replace(Progress::Done { size: written });
-        let commit = tokio::task::spawn_blocking(move || writer.commit_blocking())
-            .await
-            .map_err(|e| PullError::Internal(format!("commit task failed: {e}")))?;
-        if let Err(e) = commit {
-            // The clients had verified bytes; only the cache copy is lost.
-            tracing::warn!(digest = %digest, error = %e, "verified blob could not be stored");
+        // The clients have verified bytes now; a failure past this point
+        // loses only the cache copy.
+        let stored = match tokio::task::spawn_blocking(move || writer.commit_blocking()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = stored {
+            tracing::warn!(digest = %digest, %error, "verified blob could not be stored");
         }
         Ok(written)
     }

@@ -735,3 +735,15 @@ mod signatures {
         }
     }
 }
+
+#[test]
+fn with_revoked_serials_an_unreadable_certificate_is_refused_not_skipped() {
+    let revoked = vec!["1fa0".to_string()];
+    let garbage: &[u8] = b"not a certificate";
+    let refused = x509::check_serials(&revoked, [garbage]).unwrap_err();
+    assert_eq!(refused.reason, Reason::InvalidSignature);
+    assert!(
+        x509::check_serials(&[], [garbage]).is_ok(),
+        "nothing revoked"
+    );
+}

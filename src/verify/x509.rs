@@ -88,8 +88,8 @@ pub fn serial_of(der: &[u8]) -> Option<String> {
 }
 
 /// Refuses a signature whose leaf or chain certificate carries a serial
-/// number the authority revoked. A certificate that cannot be parsed is left
-/// to the chain checks, which refuse it.
+/// number the authority revoked. With serials revoked, a certificate that
+/// cannot be parsed is refused too (never waved through unchecked).
 pub fn check_serials<'a>(
     revoked: &[String],
     certs: impl IntoIterator<Item = &'a [u8]>,
@@ -98,7 +98,13 @@ pub fn check_serials<'a>(
         return Ok(());
     }
     for der in certs {
-        if let Some(serial) = serial_of(der).filter(|s| revoked.contains(s)) {
+        let Some(serial) = serial_of(der) else {
+            return Err(Failure::new(
+                Reason::InvalidSignature,
+                "a certificate cannot be read to check it against revoked serials",
+            ));
+        };
+        if revoked.contains(&serial) {
             return Err(Failure::new(
                 Reason::UntrustedSigner,
                 format!("certificate serial {serial} is revoked by the authority"),

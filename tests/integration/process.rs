@@ -16,11 +16,7 @@ fn check_config_accepts_every_shipped_config() {
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
-        let out = Command::new(BIN)
-            .arg("check-config")
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = check_config(&path);
         assert!(
             out.status.success(),
             "{}: {}",
@@ -29,6 +25,15 @@ fn check_config_accepts_every_shipped_config() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
     }
+}
+
+/// `portcullis check-config FILE`.
+fn check_config(path: impl AsRef<std::path::Path>) -> std::process::Output {
+    Command::new(BIN)
+        .arg("check-config")
+        .arg(path.as_ref())
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -40,21 +45,13 @@ fn check_config_lists_every_problem_with_its_key_path_and_fails() {
         "[server]\nlisten = \"here\"\n[cache]\ndir = \"c\"\ntag_ttl = \"later\"\n[[upstream]]\nname = \"u\"\nurl = \"http://x\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_config(&path);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for key in ["server.listen", "cache.tag_ttl", "upstream[0].url"] {
         assert!(err.contains(key), "{key} missing from:\n{err}");
     }
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(dir.path().join("missing.toml"))
-        .output()
-        .unwrap();
+    let out = check_config(dir.path().join("missing.toml"));
     assert!(!out.status.success());
 }
 
@@ -72,11 +69,7 @@ fn check_config_reports_bad_trust_settings_with_their_key_paths() {
          [[policy]]\nname = \"p\"\nmatch = [\"**\"]\nsignatures = { authorities = [\"k\", \"v\", \"t\"] }\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_config(&path);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for key in [
@@ -93,11 +86,7 @@ fn check_config_reports_bad_trust_settings_with_their_key_paths() {
         .replace("[\"zz\"]", "[\"0A:1B\"]")
         .replace("http://plain.example", "https://plain.example");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_config(&path);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("authority[0].trusted_root.root"), "{err}");
