@@ -92,16 +92,20 @@ impl RangeReader {
                     let end = self.end.map_or(size, |e| e.min(size));
                     return Ok(Some(end.saturating_sub(self.offset)).filter(|&n| n > 0));
                 }
-                Progress::Started { size, written } => {
-                    // With a declared size, the client would see a clean end
-                    // after the last byte; hold that byte back until the
-                    // digest has been verified (Done), so a mismatch aborts.
-                    let releasable = match size {
+                Progress::Started { size, written } => match self.end {
+                    // A whole body streams as it is written, but with a
+                    // declared size the client would see a clean end after
+                    // the last byte: that byte waits until the digest has
+                    // been verified (Done), so a mismatch aborts.
+                    None => match size {
                         Some(s) if written >= s => s.saturating_sub(1),
                         _ => written,
-                    };
-                    self.end.map_or(releasable, |e| e.min(releasable))
-                }
+                    },
+                    // A range ends before the blob does, so any byte of it
+                    // could complete a response: nothing of a range is
+                    // released before the whole blob is verified.
+                    Some(_) => 0,
+                },
                 Progress::Pending => 0,
             };
             if self.end.is_some_and(|e| self.offset >= e) {
@@ -240,6 +244,31 @@ mod tests {
         assert_eq!(
             reader.next_chunk().await.unwrap().unwrap(),
             Bytes::from_static(b"ab")
+        );
+        tx.send(Progress::Failed("digest mismatch".into())).unwrap();
+        assert!(matches!(reader.next_chunk().await, Err(ReadError::Fill(_))));
+    }
+
+    #[tokio::test]
+    async fn a_range_of_a_filling_blob_waits_for_the_digest_check() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let read = Arc::new(file.reopen().unwrap());
+        let (tx, rx) = watch::channel(Progress::Started {
+            size: Some(6),
+            written: 0,
+        });
+        let mut reader = RangeReader::new(read, 0, Some(2), Some(rx));
+        file.as_file().write_all(b"abcdef").unwrap();
+        tx.send(Progress::Started {
+            size: Some(6),
+            written: 6,
+        })
+        .unwrap();
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(50), reader.next_chunk()).await;
+        assert!(
+            early.is_err(),
+            "no byte of the range before the digest matched"
         );
         tx.send(Progress::Failed("digest mismatch".into())).unwrap();
         assert!(matches!(reader.next_chunk().await, Err(ReadError::Fill(_))));

@@ -12,6 +12,7 @@ use crate::oci::media::{OCI_INDEX, OCI_MANIFEST};
 use crate::oci::{Descriptor, Digest, Manifest, ManifestKind, Reference, Tag};
 use crate::upstream::UpstreamError;
 use crate::verify::Needs;
+use crate::verify::artifact::{self, ArtifactProof};
 use crate::verify::check::COSIGN_SIGN_PREDICATE;
 use crate::verify::evidence::{
     Attestation, Evidence, LegacyAttestation, LegacySignature, MAX_ATTESTATION_BYTES,
@@ -332,4 +333,42 @@ fn bounds(layers: &[Descriptor]) -> Option<String> {
                 l.size
             )
         })
+}
+
+impl Puller {
+    /// Reads what proving `manifest` an artifact needs (its config and
+    /// layers, each bounded and digest-checked, kept in the store for the
+    /// clients that fetch them next) and asks [`artifact::prove`]. `Ok(Err)`
+    /// means it is not provably an artifact; upstream faults are errors.
+    pub(super) async fn prove_artifact(
+        &self,
+        target: &Target,
+        manifest: &Manifest,
+    ) -> Result<Result<ArtifactProof, String>, PullError> {
+        let wanted = match artifact::blobs_to_prove(manifest) {
+            Ok(w) => w,
+            Err(why) => return Ok(Err(why)),
+        };
+        let blobs = futures_util::stream::iter(wanted)
+            .map(|(d, most)| async move {
+                let bytes = match self.store.read_small_blob(&d.digest, most).await {
+                    Some(b) => b,
+                    None => {
+                        let b = target
+                            .upstream
+                            .fetch_blob_bounded(&target.repo, &d.digest, most as usize)
+                            .await?;
+                        if let Err(e) = self.store.put_blob(&d.digest, &b).await {
+                            tracing::warn!(digest = %d.digest, error = %e, "storing an artifact blob failed");
+                        }
+                        b
+                    }
+                };
+                Ok::<_, PullError>((d, bytes))
+            })
+            .buffer_unordered(PARALLEL)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(artifact::prove(manifest, &blobs))
+    }
 }

@@ -5,6 +5,7 @@
 mod blob;
 mod discover;
 mod flight;
+mod grants;
 mod index;
 
 use std::sync::Arc;
@@ -17,8 +18,10 @@ use crate::metrics::Metrics;
 use crate::oci::media::DEFAULT_MANIFEST_ACCEPT;
 use crate::oci::{Digest, Manifest, ManifestContent, Reference, RepositoryName, Tag};
 use crate::upstream::{Upstream, UpstreamError};
+use crate::verify::artifact;
 use crate::verify::evidence::Evidence;
-use crate::verify::{Denial, Gate, Reached, Reason, VerifiedManifest, is_signature_artifact};
+use crate::verify::{Denial, Gate, Reached, Reason, VerifiedManifest};
+use grants::Grants;
 
 pub use blob::{BlobBody, BlobHead, ByteRange};
 pub use flight::Flights;
@@ -44,8 +47,14 @@ impl Target {
 type RepoDigest = (UpstreamName, RepositoryName, Digest);
 /// A verdict is valid for one generation of policy and trust: installing a
 /// new gate (a reload, a trust change) makes every older verdict unreachable.
-type VerdictKey = (RepoDigest, u64);
+/// It also depends on how the manifest was reached: a child allowed because
+/// a signed index named it is not thereby allowed when asked for directly,
+/// and a denial of a direct request does not stand for the signed index.
+type VerdictKey = (RepoDigest, u64, Reached);
 type TagKey = (UpstreamName, RepositoryName, Tag);
+
+/// How many indexes deep a chain of grants is followed.
+const MAX_GRANT_DEPTH: usize = 4;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PullError {
@@ -103,10 +112,10 @@ pub struct Puller {
     tags: moka::sync::Cache<TagKey, TagEntry>,
     /// (upstream, repo, digest) the upstream is known to hold.
     known: moka::sync::Cache<RepoDigest, ()>,
-    /// Blobs referenced by an allowed manifest of the same repository.
-    allowed_blobs: moka::sync::Cache<RepoDigest, ()>,
-    /// Manifests named by an allowed index of the same repository.
-    authorized: moka::sync::Cache<RepoDigest, ()>,
+    /// Blobs named by allowed manifests of the same repository.
+    blob_grants: Grants,
+    /// Manifests named by allowed indexes of the same repository.
+    child_grants: Grants,
     verdicts: moka::sync::Cache<VerdictKey, Verdict>,
     tag_flights: Flights<TagKey, Result<Digest, PullError>>,
     verdict_flights: Flights<VerdictKey, Result<Verdict, PullError>>,
@@ -139,14 +148,8 @@ impl Puller {
                 .time_to_live(config.max_stale)
                 .build(),
             known: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
-            allowed_blobs: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(config.verdict_ttl.max(config.max_stale))
-                .build(),
-            authorized: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(config.verdict_ttl)
-                .build(),
+            blob_grants: Grants::new(1_000_000, config.verdict_ttl),
+            child_grants: Grants::new(1_000_000, config.verdict_ttl),
             verdicts: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .expire_after(VerdictExpiry {
@@ -172,9 +175,10 @@ impl Puller {
         (Arc::clone(&g.0), g.1)
     }
 
-    /// Puts a new gate (policies, exceptions, trust) in force. Verdicts of
-    /// earlier generations are retired; decisions already under way finish
-    /// under the gate they started with and are cached under its generation.
+    /// Puts a new gate (policies, exceptions, trust) in force. Verdicts and
+    /// the grants they made under earlier generations are retired; decisions
+    /// already under way finish under the gate they started with and are
+    /// recorded under its generation, where nothing looks for them.
     pub fn install_gate(&self, gate: Gate) -> u64 {
         let generation = {
             let mut g = self.gate.write().unwrap_or_else(|e| e.into_inner());
@@ -183,7 +187,8 @@ impl Puller {
             generation
         };
         self.verdicts.invalidate_all();
-        self.authorized.invalidate_all();
+        self.blob_grants.clear();
+        self.child_grants.clear();
         generation
     }
 
@@ -208,7 +213,12 @@ impl Puller {
             Reference::Tag(t) => self.resolve_tag(target, t).await?,
         };
         let (gate, generation) = self.gate();
-        let key = (target.key(&digest), generation);
+        let reached = if self.granted(&self.child_grants, &target.key(&digest), generation, 0) {
+            Reached::ThroughAllowedIndex
+        } else {
+            Reached::Directly
+        };
+        let key = (target.key(&digest), generation, reached);
         let cached = self.verdicts.get(&key);
         self.hit("verdict", cached.is_some());
         let verdict = match cached {
@@ -217,7 +227,8 @@ impl Puller {
                 let this = Arc::clone(self);
                 let t = target.clone();
                 let d = digest.clone();
-                let flight = move || async move { this.decide(&t, &d, gate, generation).await };
+                let flight =
+                    move || async move { this.decide(&t, &d, gate, generation, reached).await };
                 let decided = self.verdict_flights.run(key, flight, cancelled()).await;
                 if let (Err(_), Reference::Tag(tag)) = (&decided, reference) {
                     self.forget_unverified_tag(target, tag, &digest);
@@ -249,49 +260,79 @@ impl Puller {
         digest: &Digest,
         gate: Arc<Gate>,
         generation: u64,
+        reached: Reached,
     ) -> Result<Verdict, PullError> {
+        let key = (target.key(digest), generation, reached);
         // A flight that finished after the caller's cache lookup has stored its verdict.
-        if let Some(v) = self.verdicts.get(&(target.key(digest), generation)) {
+        if let Some(v) = self.verdicts.get(&key) {
             return Ok(v);
         }
         let content = self.content(target, digest).await?;
         let (upstream, repo) = (&target.upstream.name, &target.repo);
         let manifest = Manifest::parse(content.bytes(), Some(content.media_type()))
             .map_err(|e| PullError::ManifestInvalid(e.to_string()))?;
-        let key = target.key(digest);
-        let verdict = if is_signature_artifact(&manifest) {
-            gate.pass_artifact(upstream, repo, content, self.clock.now())
-        } else {
-            let reached = if self.authorized.contains_key(&key) {
-                Reached::ThroughAllowedIndex
-            } else {
-                Reached::Directly
-            };
-            let needs = gate.needs(upstream, repo, reached);
-            let evidence = if needs.signatures {
-                self.discover(target, digest, needs).await?
-            } else {
-                Evidence::default()
-            };
-            let started = std::time::Instant::now();
-            let verdict = gate.decide(
-                upstream,
-                repo,
-                content,
-                &evidence,
-                reached,
-                self.clock.now(),
-            );
-            self.metrics
-                .verification_seconds
-                .observe(started.elapsed().as_secs_f64());
-            verdict
+        let proof = match artifact::claims(&manifest) {
+            true => Some(self.prove_artifact(target, &manifest).await?),
+            false => None,
         };
+        let (verdict, artifact) = match proof {
+            Some(Ok(proof)) => (
+                gate.pass_artifact(upstream, repo, content, proof, self.clock.now()),
+                true,
+            ),
+            disguised => {
+                let mut verdict = self.judge(target, &gate, content, reached).await?;
+                // A manifest labelled as a signature artifact that is not one
+                // was judged as what it is; the denial says why.
+                if let (Some(Err(why)), Err(denial)) = (disguised, &mut verdict) {
+                    denial.message = format!(
+                        "{} (it is labelled a signature artifact, but {why})",
+                        denial.message
+                    );
+                }
+                (verdict, false)
+            }
+        };
+        self.verdicts.insert(key, verdict.clone());
         if verdict.is_ok() {
-            self.remember_references(target, &manifest);
+            self.remember_references(
+                target,
+                &manifest,
+                generation,
+                (digest.clone(), reached),
+                artifact,
+            );
         }
-        self.verdicts
-            .insert((target.key(digest), generation), verdict.clone());
+        Ok(verdict)
+    }
+
+    /// Discovers what the gate needs and asks it about an ordinary manifest.
+    async fn judge(
+        &self,
+        target: &Target,
+        gate: &Gate,
+        content: Arc<ManifestContent>,
+        reached: Reached,
+    ) -> Result<Verdict, PullError> {
+        let (upstream, repo) = (&target.upstream.name, &target.repo);
+        let needs = gate.needs(upstream, repo, reached);
+        let evidence = if needs.signatures {
+            self.discover(target, content.digest(), needs).await?
+        } else {
+            Evidence::default()
+        };
+        let started = std::time::Instant::now();
+        let verdict = gate.decide(
+            upstream,
+            repo,
+            content,
+            &evidence,
+            reached,
+            self.clock.now(),
+        );
+        self.metrics
+            .verification_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(verdict)
     }
 
@@ -407,37 +448,78 @@ impl Puller {
         Ok(())
     }
 
-    /// Records what an allowed manifest references: its blobs may now be
-    /// served from this repository, and an index's children were named by
-    /// an allowed index (unless it is a signature artifact index).
-    fn remember_references(&self, target: &Target, manifest: &Manifest) {
+    /// Records what an allowed manifest (`grantor`, decided under
+    /// `generation`) references: an image's blobs, and an index's children,
+    /// are granted for this repository while its verdict lives. A signature
+    /// artifact index grants no children: they are judged on their own.
+    fn remember_references(
+        &self,
+        target: &Target,
+        manifest: &Manifest,
+        generation: u64,
+        grantor: grants::Grantor,
+        artifact: bool,
+    ) {
         match &manifest.kind {
             crate::oci::ManifestKind::Image { .. } => {
                 for d in manifest.references() {
                     self.known.insert(target.key(&d.digest), ());
-                    self.allowed_blobs.insert(target.key(&d.digest), ());
+                    self.blob_grants
+                        .record(target.key(&d.digest), generation, grantor.clone());
                 }
             }
             crate::oci::ManifestKind::Index { manifests } => {
-                let artifact = is_signature_artifact(manifest);
                 for d in manifests {
                     self.known.insert(target.key(&d.digest), ());
                     if !artifact {
-                        self.authorized.insert(target.key(&d.digest), ());
+                        self.child_grants.record(
+                            target.key(&d.digest),
+                            generation,
+                            grantor.clone(),
+                        );
                     }
                 }
             }
         }
     }
 
-    /// Blobs flow only for manifests that passed: under a gating policy a
-    /// blob must be referenced by an allowed manifest of this repository.
+    /// Whether a manifest of this repository with a live allow verdict under
+    /// `generation` names `subject` in `grants`. A manifest allowed because
+    /// an index named it grants only while that index is allowed too.
+    fn granted(
+        &self,
+        grants: &Grants,
+        subject: &RepoDigest,
+        generation: u64,
+        depth: usize,
+    ) -> bool {
+        grants
+            .grantors(subject, generation)
+            .into_iter()
+            .any(|(manifest, reached)| {
+                let key = (subject.0.clone(), subject.1.clone(), manifest);
+                let allowed = matches!(
+                    self.verdicts.get(&(key.clone(), generation, reached)),
+                    Some(Ok(_))
+                );
+                allowed
+                    && match reached {
+                        Reached::Directly => true,
+                        Reached::ThroughAllowedIndex => {
+                            depth < MAX_GRANT_DEPTH
+                                && self.granted(&self.child_grants, &key, generation, depth + 1)
+                        }
+                    }
+            })
+    }
+
+    /// Blobs flow only for manifests that passed: unless the policy admits
+    /// unverified content, a blob must be named by a manifest of this
+    /// repository that is allowed under the gate in force.
     fn check_blob_allowed(&self, target: &Target, digest: &Digest) -> Result<(), PullError> {
-        if self
-            .gate()
-            .0
-            .gates_blobs(&target.upstream.name, &target.repo)
-            && !self.allowed_blobs.contains_key(&target.key(digest))
+        let (gate, generation) = self.gate();
+        if gate.gates_blobs(&target.upstream.name, &target.repo)
+            && !self.granted(&self.blob_grants, &target.key(digest), generation, 0)
         {
             return Err(PullError::Denied(Denial {
                 reason: Reason::Unsigned,

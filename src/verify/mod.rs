@@ -5,6 +5,7 @@
 //! Today a policy either denies or explicitly allows unverified content;
 //! signature verification plugs in here.
 
+pub mod artifact;
 pub mod attest;
 pub mod check;
 pub mod evidence;
@@ -86,8 +87,9 @@ pub struct Denial {
 pub struct VerifiedManifest {
     content: Arc<ManifestContent>,
     policy: Arc<str>,
-    /// Set when an audit-mode policy let through what enforce would deny.
-    audit_denial: Option<Reason>,
+    /// Set when an audit-mode policy (or a relaxation of stale trust) let
+    /// through what enforce would deny, with why it would have been denied.
+    audit_denial: Option<(Reason, String)>,
     findings: Vec<Finding>,
     attestations: Vec<AttestationFinding>,
     /// The exception that let a denied manifest through, with the reason
@@ -115,7 +117,12 @@ impl VerifiedManifest {
     }
 
     pub fn audit_denial(&self) -> Option<Reason> {
-        self.audit_denial
+        self.audit_denial.as_ref().map(|(r, _)| *r)
+    }
+
+    /// What enforce mode would have said, when this was let through anyway.
+    pub fn audit_message(&self) -> Option<&str> {
+        self.audit_denial.as_ref().map(|(_, m)| m.as_str())
     }
 
     /// Each required authority and whether it was met.
@@ -126,34 +133,6 @@ impl VerifiedManifest {
     /// Each required attestation and whether it was met.
     pub fn attestations(&self) -> &[AttestationFinding] {
         &self.attestations
-    }
-}
-
-/// Media types of layers that hold signatures or attestations, never files.
-const SIGNATURE_LAYER_TYPES: [&str; 4] = [
-    "application/vnd.dev.cosign.simplesigning.v1+json",
-    "application/vnd.dsse.envelope.v1+json",
-    "application/vnd.in-toto+json",
-    "application/vnd.dev.sigstore.bundle",
-];
-
-/// Whether a manifest is a signature or attestation artifact: an image
-/// manifest whose layers are all signature media types, or an index (the
-/// referrers fallback tag) whose entries are all typed artifacts, not
-/// platform images. Children of such an index are judged on their own.
-pub fn is_signature_artifact(manifest: &crate::oci::Manifest) -> bool {
-    match &manifest.kind {
-        crate::oci::ManifestKind::Image { layers, .. } => {
-            !layers.is_empty()
-                && layers.iter().all(|l| {
-                    SIGNATURE_LAYER_TYPES
-                        .iter()
-                        .any(|t| l.media_type.starts_with(t))
-                })
-        }
-        crate::oci::ManifestKind::Index { manifests } => manifests.iter().all(|m| {
-            m.platform.is_none() && m.artifact_type.as_deref().is_some_and(|t| !t.is_empty())
-        }),
     }
 }
 
@@ -178,6 +157,82 @@ pub struct AttestationFinding {
     /// failure (`attestation_missing`, `attestation_invalid`,
     /// `predicate_failed`) with what was wrong.
     pub outcome: Result<Vec<String>, Failure>,
+    /// The requirement failed only because trust is stale: it is met by
+    /// attestations that verify against the authorities' last good material.
+    pub stale_only: bool,
+}
+
+/// Why a manifest failed its checks, and whether the only obstacle was
+/// trust past `max_stale` (what `on_trust_unavailable = "allow"` relaxes).
+#[derive(Debug, Clone)]
+struct Failed {
+    reason: Reason,
+    message: String,
+    stale_only: bool,
+}
+
+impl Failed {
+    fn new(reason: Reason, message: impl Into<String>) -> Failed {
+        Failed {
+            reason,
+            message: message.into(),
+            stale_only: false,
+        }
+    }
+}
+
+/// How far an authority's material can be relied on now.
+enum TrustState {
+    Fresh,
+    /// Loaded, but past `max_stale`: signatures are still checked against
+    /// it, so a relaxation never admits what that material refutes.
+    Stale(String),
+    /// Nothing to check against (never fetched, or not usable).
+    Unavailable(String),
+}
+
+fn trust_state(authority: &crate::trust::Authority, now: SystemTime) -> TrustState {
+    match authority.availability(now) {
+        Ok(()) => TrustState::Fresh,
+        Err(why) if authority.unavailable.is_none() => TrustState::Stale(why),
+        Err(why) => TrustState::Unavailable(why),
+    }
+}
+
+/// Each name once, in order: a threshold counts distinct authorities.
+fn distinct(names: &[String]) -> Vec<&String> {
+    let mut seen = std::collections::HashSet::new();
+    names.iter().filter(|n| seen.insert(n.as_str())).collect()
+}
+
+/// The most authorities that can each be credited with a signature of its
+/// own: one signature never counts for two authorities (two authorities
+/// sharing a key are one signer). `satisfied[a]` lists the signatures that
+/// satisfy authority `a`.
+fn distinct_signers(satisfied: &[Vec<usize>]) -> usize {
+    fn augment(
+        a: usize,
+        satisfied: &[Vec<usize>],
+        owner: &mut Vec<Option<usize>>,
+        seen: &mut Vec<bool>,
+    ) -> bool {
+        for &s in &satisfied[a] {
+            if seen[s] {
+                continue;
+            }
+            seen[s] = true;
+            if owner[s].is_none_or(|other| augment(other, satisfied, owner, seen)) {
+                owner[s] = Some(a);
+                return true;
+            }
+        }
+        false
+    }
+    let signatures = satisfied.iter().flatten().map(|s| s + 1).max().unwrap_or(0);
+    let mut owner = vec![None; signatures];
+    (0..satisfied.len())
+        .filter(|&a| augment(a, satisfied, &mut owner, &mut vec![false; signatures]))
+        .count()
 }
 
 /// What deciding on a manifest needs discovered.
@@ -194,7 +249,7 @@ pub struct Gate {
 }
 
 /// What the gate is told about how a manifest was reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reached {
     Directly,
     /// Named by an index that this policy allowed in the same repository.
@@ -238,21 +293,26 @@ impl Gate {
     }
 
     /// Whether blobs of `upstream/repo` are served only when an allowed
-    /// manifest of that repository references them.
+    /// manifest of that repository names them: always, unless the policy
+    /// admits unverified content. A repository no policy matches is gated
+    /// too (an exception there admits the blobs of the manifest it pins).
     pub fn gates_blobs(&self, upstream: &UpstreamName, repo: &RepositoryName) -> bool {
-        self.policies
+        !self
+            .policies
             .find(upstream.as_str(), repo.as_str())
-            .is_some_and(|p| !matches!(p.rule, Rule::AllowUnverified))
+            .is_some_and(|p| matches!(p.rule, Rule::AllowUnverified))
     }
 
     /// Signature and attestation artifacts pass through (downstream
-    /// verifiers need them) wherever a policy could allow content at all.
-    /// They cannot run: their layers are signatures, not filesystems.
+    /// verifiers need them) wherever a policy could allow content at all,
+    /// once [`artifact::prove`] has shown that they are what they claim:
+    /// their layers are signature documents, not filesystems.
     pub fn pass_artifact(
         &self,
         upstream: &UpstreamName,
         repo: &RepositoryName,
         content: Arc<ManifestContent>,
+        _proof: artifact::ArtifactProof,
         now: SystemTime,
     ) -> Result<VerifiedManifest, Denial> {
         self.precheck(upstream, repo, now)?;
@@ -390,7 +450,7 @@ impl Gate {
         let (failure, findings) = match &policy.rule {
             Rule::AllowUnverified => (None, Vec::new()),
             Rule::Deny => (
-                Some((
+                Some(Failed::new(
                     Reason::NoPolicy,
                     format!("policy {} denies {upstream}/{repo}", policy.name),
                 )),
@@ -407,23 +467,39 @@ impl Gate {
                     let subject = content.digest();
                     let (failure, findings) =
                         self.judge_signatures(subject, evidence, authorities, *require, now);
-                    let attested = if failure.is_none() || policy.mode == Mode::Audit {
+                    let needed = match &failure {
+                        None => true,
+                        Some(f) => {
+                            policy.mode == Mode::Audit
+                                || (f.stale_only && policy.trust_unavailable_allows)
+                        }
+                    };
+                    let attested = if needed {
                         attestations =
                             self.judge_attestations(subject, evidence, &policy.attestations, now);
                         first_attestation_failure(&attestations)
                     } else {
                         None
                     };
-                    (failure.or(attested), findings)
+                    let failure = match (failure, attested) {
+                        (Some(mut f), Some(a)) => {
+                            f.stale_only &= a.stale_only;
+                            Some(f)
+                        }
+                        (f, a) => f.or(a),
+                    };
+                    (failure, findings)
                 }
             }
         };
         // An explicit, counted relaxation: trust that cannot be refreshed
-        // does not block this policy's images.
-        let relaxed = matches!(&failure, Some((Reason::TrustUnavailable, _)))
-            && policy.trust_unavailable_allows;
+        // does not block this policy's images, when the signatures and
+        // attestations found verify against the last good material. It
+        // never admits what that material refutes, or what is not there.
+        let relaxed =
+            failure.as_ref().is_some_and(|f| f.stale_only) && policy.trust_unavailable_allows;
         let mode = if relaxed { Mode::Audit } else { policy.mode };
-        match (failure, mode) {
+        match (failure.map(|f| (f.reason, f.message)), mode) {
             (None, _) => Ok(VerifiedManifest {
                 content,
                 policy: name,
@@ -432,10 +508,19 @@ impl Gate {
                 attestations,
                 exception: None,
             }),
-            (Some((reason, _)), Mode::Audit) => Ok(VerifiedManifest {
+            (Some((reason, message)), Mode::Audit) => Ok(VerifiedManifest {
                 content,
                 policy: name,
-                audit_denial: Some(reason),
+                audit_denial: Some((
+                    reason,
+                    if relaxed {
+                        format!(
+                            "allowed on stale trust (on_trust_unavailable = \"allow\"): {message}"
+                        )
+                    } else {
+                        message
+                    },
+                )),
                 findings,
                 attestations,
                 exception: None,
@@ -498,10 +583,12 @@ impl Gate {
             .iter()
             .map(|req| {
                 let mut met = Vec::new();
+                let mut met_stale = Vec::new();
                 let mut predicate_failure: Option<String> = None;
                 let mut invalid: Option<Failure> = None;
                 let mut unavailable: Option<Failure> = None;
-                for name in &req.authorities {
+                let authorities = distinct(&req.authorities);
+                for name in &authorities {
                     let Some(authority) = self.trust.authority(name) else {
                         invalid = Some(Failure::new(
                             Reason::TrustUnavailable,
@@ -509,19 +596,30 @@ impl Gate {
                         ));
                         continue;
                     };
-                    if let Err(why) = authority.availability(now) {
-                        unavailable = Some(Failure::new(Reason::TrustUnavailable, why));
-                        continue;
-                    }
+                    let stale = match trust_state(authority, now) {
+                        TrustState::Fresh => false,
+                        TrustState::Stale(why) => {
+                            unavailable = Some(Failure::new(Reason::TrustUnavailable, why));
+                            true
+                        }
+                        TrustState::Unavailable(why) => {
+                            unavailable = Some(Failure::new(Reason::TrustUnavailable, why));
+                            continue;
+                        }
+                    };
                     for (i, att) in evidence.attestations.iter().enumerate() {
                         let outcome = verified
-                            .entry((name.clone(), i))
+                            .entry(((*name).clone(), i))
                             .or_insert_with(|| attest::verify(authority, att, subject, now));
                         match outcome {
                             Ok(v) if v.predicate_type == req.predicate_type => {
                                 match judge_statement(req, v, now) {
                                     Ok(()) => {
-                                        met.push(name.clone());
+                                        if stale {
+                                            met_stale.push((*name).clone());
+                                        } else {
+                                            met.push((*name).clone());
+                                        }
                                         break;
                                     }
                                     Err(why) => predicate_failure = Some(why),
@@ -537,9 +635,21 @@ impl Gate {
                         }
                     }
                 }
-                let needed = req.require.needed(req.authorities.len());
+                let needed = req.require.needed(authorities.len());
+                let stale_only = met.len() < needed && met.len() + met_stale.len() >= needed;
                 let outcome = if met.len() >= needed {
                     Ok(met)
+                } else if stale_only {
+                    Err(Failure::new(
+                        Reason::TrustUnavailable,
+                        format!(
+                            "{} of {needed} required authorities attested {} with fresh trust; {} only with their last good material: {}",
+                            met.len(),
+                            req.predicate_type,
+                            met_stale.len(),
+                            unavailable.map(|f| f.message).unwrap_or_default()
+                        ),
+                    ))
                 } else if let Some(why) = predicate_failure {
                     Err(Failure::new(Reason::PredicateFailed, why))
                 } else if let Some(f) = invalid {
@@ -561,13 +671,16 @@ impl Gate {
                     predicate_type: req.predicate_type.clone(),
                     condition: req.condition.as_ref().map(|c| c.name.clone()),
                     outcome,
+                    stale_only,
                 }
             })
             .collect()
     }
 
-    /// Counts the distinct authorities some signature satisfies.
-    #[allow(clippy::type_complexity)]
+    /// Counts the distinct authorities satisfied, each by a signature of
+    /// its own. An authority whose trust is stale is still checked against
+    /// its last good material: that can make the failure "stale only"
+    /// (relaxable), never a pass.
     fn judge_signatures(
         &self,
         subject: &crate::oci::Digest,
@@ -575,39 +688,75 @@ impl Gate {
         authorities: &[String],
         require: Require,
         now: SystemTime,
-    ) -> (Option<(Reason, String)>, Vec<Finding>) {
+    ) -> (Option<Failed>, Vec<Finding>) {
         if let Some(limit) = &evidence.limit_exceeded {
-            return (Some((Reason::LimitExceeded, limit.clone())), Vec::new());
-        }
-        if evidence.signatures.is_empty() {
             return (
-                Some((Reason::Unsigned, "no signatures found".into())),
+                Some(Failed::new(Reason::LimitExceeded, limit.clone())),
                 Vec::new(),
             );
         }
-        let findings: Vec<Finding> = authorities
-            .iter()
-            .map(|name| Finding {
-                authority: name.clone(),
-                outcome: match self.trust.authority(name) {
-                    None => Err(Failure::new(
+        if evidence.signatures.is_empty() {
+            return (
+                Some(Failed::new(Reason::Unsigned, "no signatures found")),
+                Vec::new(),
+            );
+        }
+        let authorities = distinct(authorities);
+        let needed = require.needed(authorities.len());
+        let mut findings = Vec::new();
+        let mut fresh: Vec<Vec<usize>> = Vec::new();
+        let mut any: Vec<Vec<usize>> = Vec::new();
+        for name in authorities {
+            let (outcome, satisfied, stale) = match self.trust.authority(name) {
+                None => (
+                    Err(Failure::new(
                         Reason::TrustUnavailable,
                         format!("authority {name} is not loaded"),
                     )),
-                    Some(a) => match a.availability(now) {
-                        Err(why) => Err(Failure::new(Reason::TrustUnavailable, why)),
-                        Ok(()) => best_outcome(
-                            evidence
-                                .signatures
-                                .iter()
-                                .map(|s| check::check(a, s, subject, now)),
-                        ),
-                    },
+                    Vec::new(),
+                    false,
+                ),
+                Some(a) => match trust_state(a, now) {
+                    TrustState::Unavailable(why) => (
+                        Err(Failure::new(Reason::TrustUnavailable, why)),
+                        Vec::new(),
+                        false,
+                    ),
+                    state => {
+                        let (outcome, satisfied) =
+                            satisfying(a, evidence, subject, needed > 1, now);
+                        match state {
+                            TrustState::Stale(why) => {
+                                let detail = match &outcome {
+                                    Ok(()) => "a signature verifies against its last good material"
+                                        .to_string(),
+                                    Err(f) => format!(
+                                        "and its last good material refutes the signatures: {}",
+                                        f.message
+                                    ),
+                                };
+                                (
+                                    Err(Failure::new(
+                                        Reason::TrustUnavailable,
+                                        format!("{why}; {detail}"),
+                                    )),
+                                    satisfied,
+                                    true,
+                                )
+                            }
+                            _ => (outcome, satisfied, false),
+                        }
+                    }
                 },
-            })
-            .collect();
-        let met = findings.iter().filter(|f| f.outcome.is_ok()).count();
-        let needed = require.needed(authorities.len());
+            };
+            fresh.push(if stale { Vec::new() } else { satisfied.clone() });
+            any.push(satisfied);
+            findings.push(Finding {
+                authority: name.clone(),
+                outcome,
+            });
+        }
+        let met = distinct_signers(&fresh);
         if met >= needed {
             return (None, findings);
         }
@@ -626,8 +775,58 @@ impl Gate {
             "{met} of {needed} required authorities verified: {}",
             worst.message
         );
-        (Some((worst.reason, message)), findings)
+        let stale_only = distinct_signers(&any) >= needed;
+        let reason = if stale_only {
+            Reason::TrustUnavailable
+        } else {
+            worst.reason
+        };
+        (
+            Some(Failed {
+                reason,
+                message,
+                stale_only,
+            }),
+            findings,
+        )
     }
+}
+
+/// The signatures that satisfy `authority` (all of them when `all`, else
+/// the first), and `Ok` if any did, else the most specific failure.
+fn satisfying(
+    authority: &crate::trust::Authority,
+    evidence: &Evidence,
+    subject: &crate::oci::Digest,
+    all: bool,
+    now: SystemTime,
+) -> (Result<(), Failure>, Vec<usize>) {
+    let mut satisfied = Vec::new();
+    let mut best: Option<Failure> = None;
+    for (i, s) in evidence.signatures.iter().enumerate() {
+        match check::check(authority, s, subject, now) {
+            Ok(()) => {
+                satisfied.push(i);
+                if !all {
+                    break;
+                }
+            }
+            Err(f) => {
+                if best
+                    .as_ref()
+                    .is_none_or(|b| specificity(f.reason) > specificity(b.reason))
+                {
+                    best = Some(f);
+                }
+            }
+        }
+    }
+    let outcome = if satisfied.is_empty() {
+        Err(best.unwrap_or_else(|| Failure::new(Reason::Unsigned, "no signatures")))
+    } else {
+        Ok(())
+    };
+    (outcome, satisfied)
 }
 
 enum ExceptionOutcome<'a> {
@@ -688,8 +887,10 @@ fn judge_statement(
     Ok(())
 }
 
-/// The first unmet requirement (in config order) as a denial reason.
-fn first_attestation_failure(findings: &[AttestationFinding]) -> Option<(Reason, String)> {
+/// The first unmet requirement (in config order) as a denial reason;
+/// stale only when every unmet requirement is.
+fn first_attestation_failure(findings: &[AttestationFinding]) -> Option<Failed> {
+    let stale_only = findings.iter().all(|f| f.outcome.is_ok() || f.stale_only);
     findings.iter().find_map(|f| {
         f.outcome.as_ref().err().map(|e| {
             let condition = f
@@ -697,34 +898,16 @@ fn first_attestation_failure(findings: &[AttestationFinding]) -> Option<(Reason,
                 .as_ref()
                 .map(|c| format!(", condition {c}"))
                 .unwrap_or_default();
-            (
-                e.reason,
-                format!(
+            Failed {
+                reason: e.reason,
+                message: format!(
                     "attestation {} ({}{condition}): {}",
                     f.requirement, f.predicate_type, e.message
                 ),
-            )
+                stale_only,
+            }
         })
     })
-}
-
-/// `Ok` if any signature passed, else the most specific failure.
-fn best_outcome(outcomes: impl Iterator<Item = Result<(), Failure>>) -> Result<(), Failure> {
-    let mut best: Option<Failure> = None;
-    for outcome in outcomes {
-        match outcome {
-            Ok(()) => return Ok(()),
-            Err(f) => {
-                if best
-                    .as_ref()
-                    .is_none_or(|b| specificity(f.reason) > specificity(b.reason))
-                {
-                    best = Some(f);
-                }
-            }
-        }
-    }
-    Err(best.unwrap_or_else(|| Failure::new(Reason::Unsigned, "no signatures")))
 }
 
 /// When several signatures fail, the denial names the failure that says the

@@ -254,3 +254,33 @@ fn failure(e: SigError) -> Failure {
 pub fn public_key_from_pem(pem: &str) -> Result<DerPublicKey, String> {
     DerPublicKey::from_pem(pem).map_err(|e| format!("not a PEM public key: {e}"))
 }
+
+/// What a bundle's signature is about, read without verifying anything.
+pub enum BundleSubject {
+    /// A DSSE envelope's in-toto payload (its statement names the subjects).
+    Statement(Vec<u8>),
+    /// A message signature over this digest.
+    Digest(Digest),
+    None,
+}
+
+pub fn bundle_subject(bundle: &Bundle) -> BundleSubject {
+    use sigstore_verify::types::SignatureContent;
+    match &bundle.content {
+        SignatureContent::DsseEnvelope(env)
+            if env.payload_type == "application/vnd.in-toto+json" =>
+        {
+            BundleSubject::Statement(env.payload.as_bytes().to_vec())
+        }
+        SignatureContent::MessageSignature(m) => m
+            .message_digest
+            .as_ref()
+            .and_then(|d| {
+                format!("sha256:{}", hex::encode(d.digest.as_bytes()))
+                    .parse()
+                    .ok()
+            })
+            .map_or(BundleSubject::None, BundleSubject::Digest),
+        _ => BundleSubject::None,
+    }
+}

@@ -13,6 +13,7 @@ mod clients;
 mod deploy;
 mod faults;
 mod governance;
+mod integrity;
 mod operability;
 mod process;
 mod proxy;

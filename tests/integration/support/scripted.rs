@@ -26,12 +26,16 @@ pub enum Fault {
     StallBody,
     /// 429 with `Retry-After: 7`.
     TooManyRequests,
+    /// Headers and all but the last byte at once, then after a second the
+    /// last byte, wrong: a fill that fails its digest check only at the end.
+    WrongLastByteLate,
 }
 
 pub struct Scripted {
     pub port: u16,
     fault: Arc<Mutex<Fault>>,
     content: Arc<Mutex<Content>>,
+    delays: Arc<Mutex<HashMap<String, Duration>>>,
     pub requests: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -43,24 +47,32 @@ impl Scripted {
         let fault = Arc::new(Mutex::new(Fault::Healthy));
         let content: Arc<Mutex<Content>> = Arc::default();
         let requests = Arc::new(AtomicUsize::new(0));
-        let (f, c, n) = (
+        let delays: Arc<Mutex<HashMap<String, Duration>>> = Arc::default();
+        let (f, c, n, d) = (
             Arc::clone(&fault),
             Arc::clone(&content),
             Arc::clone(&requests),
+            Arc::clone(&delays),
         );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (f, c, n) = (Arc::clone(&f), Arc::clone(&c), Arc::clone(&n));
-                tokio::spawn(async move { serve(stream, f, c, n).await });
+                let (f, c, n, d) = (
+                    Arc::clone(&f),
+                    Arc::clone(&c),
+                    Arc::clone(&n),
+                    Arc::clone(&d),
+                );
+                tokio::spawn(async move { serve(stream, f, c, n, d).await });
             }
         });
         Scripted {
             port,
             fault,
             content,
+            delays,
             requests,
             task,
         }
@@ -72,6 +84,11 @@ impl Scripted {
 
     pub fn set(&self, fault: Fault) {
         *self.fault.lock().unwrap() = fault;
+    }
+
+    /// Answers requests for `key` (a digest or tag) only after `delay`.
+    pub fn delay(&self, key: &str, delay: Duration) {
+        self.delays.lock().unwrap().insert(key.to_string(), delay);
     }
 
     /// Serves `bytes` for `<anything>/manifests|blobs/<digest>`.
@@ -94,6 +111,7 @@ async fn serve(
     fault: Arc<Mutex<Fault>>,
     content: Arc<Mutex<Content>>,
     n: Arc<AtomicUsize>,
+    delays: Arc<Mutex<HashMap<String, Duration>>>,
 ) {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
@@ -123,6 +141,17 @@ async fn serve(
         .next()
         .unwrap_or_default()
         .to_string();
+    // No referrers API: clients fall back to the tag schema.
+    if path.contains("/referrers/") {
+        let _ = stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            .await;
+        return;
+    }
+    let delay = delays.lock().unwrap().get(&digest).copied();
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     let Some((content_type, bytes)) = content.lock().unwrap().get(&digest).cloned() else {
         let _ = stream
             .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
@@ -168,6 +197,17 @@ async fn serve(
             let _ = stream.write_all(header(bytes.len()).as_bytes()).await;
             let _ = stream.write_all(&bytes[..half]).await;
             tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        Fault::WrongLastByteLate => {
+            let _ = stream.write_all(header(bytes.len()).as_bytes()).await;
+            if method != "HEAD" {
+                let (head, last) = bytes.split_at(bytes.len().saturating_sub(1));
+                let _ = stream.write_all(head).await;
+                let _ = stream.flush().await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let wrong: Vec<u8> = last.iter().map(|b| b ^ 0xff).collect();
+                let _ = stream.write_all(&wrong).await;
+            }
         }
         Fault::TooManyRequests => {
             let _ = stream

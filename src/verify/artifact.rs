@@ -1,0 +1,267 @@
+//! What a manifest must be to pass through as a signature or attestation
+//! artifact. Such artifacts (cosign `.sig`/`.att` manifests, Sigstore bundle
+//! referrers, the referrers fallback index) are served unverified so that
+//! downstream verifiers keep working, but a media type is a label anyone who
+//! can push writes. So a manifest passes as an artifact only when it
+//! provably is one:
+//!
+//! - an image manifest whose every layer is small and parses as the
+//!   document its media type claims (a cosign simple-signing payload, a DSSE
+//!   envelope of an in-toto statement, an in-toto statement, a Sigstore
+//!   bundle), whose config is a small JSON document, and whose documents
+//!   all name a common subject digest (the `subject` field's, when it has
+//!   one): JSON documents about another manifest, never a filesystem;
+//! - an index whose entries are all typed artifacts, not platform images; it
+//!   grants none of its children, which are judged on their own.
+//!
+//! Anything else is an ordinary manifest and is judged as one. Only this
+//! module builds an [`ArtifactProof`].
+
+use std::collections::BTreeSet;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::evidence::{
+    MAX_ATTESTATION_BYTES, MAX_ATTESTATION_TOTAL, MAX_ATTESTATIONS, MAX_SIGNATURE_BYTES,
+};
+use crate::oci::{Descriptor, Digest, Manifest, ManifestKind};
+
+const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
+const IN_TOTO: &str = "application/vnd.in-toto+json";
+const BUNDLE_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
+
+/// Largest config an artifact may have (cosign's lists one diff id per layer).
+pub const MAX_ARTIFACT_CONFIG: u64 = 64 << 10;
+
+/// Evidence that a manifest is a signature or attestation artifact.
+#[derive(Debug)]
+pub struct ArtifactProof {
+    /// The subject digests its documents name (empty for an index).
+    pub subjects: BTreeSet<Digest>,
+}
+
+/// The kinds of document a layer may claim to be.
+#[derive(Clone, Copy)]
+enum Document {
+    SimpleSigning,
+    Dsse,
+    Statement,
+    Bundle,
+}
+
+fn document(media_type: &str) -> Option<Document> {
+    match media_type {
+        SIMPLE_SIGNING => Some(Document::SimpleSigning),
+        DSSE_ENVELOPE => Some(Document::Dsse),
+        IN_TOTO => Some(Document::Statement),
+        t if t.starts_with(BUNDLE_PREFIX) => Some(Document::Bundle),
+        _ => None,
+    }
+}
+
+/// Whether a manifest is labelled as a signature or attestation artifact:
+/// an image whose layers all have signature media types, or an index
+/// whose entries are all typed artifacts. A label, not yet a proof.
+pub fn claims(manifest: &Manifest) -> bool {
+    match &manifest.kind {
+        ManifestKind::Image { layers, .. } => {
+            !layers.is_empty() && layers.iter().all(|l| document(&l.media_type).is_some())
+        }
+        ManifestKind::Index { manifests } => manifests.iter().all(|m| {
+            m.platform.is_none() && m.artifact_type.as_deref().is_some_and(|t| !t.is_empty())
+        }),
+    }
+}
+
+/// The blobs to fetch to prove an image artifact (its config and layers),
+/// each with the most bytes to read; `Err` when a declared size already
+/// breaks a bound.
+pub fn blobs_to_prove(manifest: &Manifest) -> Result<Vec<(Descriptor, u64)>, String> {
+    let ManifestKind::Image { config, layers } = &manifest.kind else {
+        return Ok(Vec::new());
+    };
+    if layers.len() > MAX_ATTESTATIONS {
+        return Err(format!(
+            "it has {} layers (at most {MAX_ATTESTATIONS})",
+            layers.len()
+        ));
+    }
+    if config.size > MAX_ARTIFACT_CONFIG {
+        return Err(format!(
+            "its config is {} bytes (at most {MAX_ARTIFACT_CONFIG})",
+            config.size
+        ));
+    }
+    let mut out = vec![(config.clone(), MAX_ARTIFACT_CONFIG)];
+    let mut total = 0u64;
+    for l in layers {
+        let most = match document(&l.media_type) {
+            Some(Document::SimpleSigning) => MAX_SIGNATURE_BYTES,
+            Some(_) => MAX_ATTESTATION_BYTES,
+            None => return Err("a layer has a media type no signature document has".into()),
+        };
+        if l.size > most {
+            return Err(format!("a layer is {} bytes (at most {most})", l.size));
+        }
+        total = total.saturating_add(l.size);
+        out.push((l.clone(), most));
+    }
+    if total > MAX_ATTESTATION_TOTAL {
+        return Err(format!(
+            "its layers hold {total} bytes (at most {MAX_ATTESTATION_TOTAL})"
+        ));
+    }
+    Ok(out)
+}
+
+/// Proves that `manifest` is an artifact from the bytes of the blobs
+/// [`blobs_to_prove`] named (already checked against their digests).
+pub fn prove(manifest: &Manifest, blobs: &[(Descriptor, Bytes)]) -> Result<ArtifactProof, String> {
+    if !claims(manifest) {
+        return Err("it is not labelled as one".into());
+    }
+    let ManifestKind::Image { config, layers } = &manifest.kind else {
+        return Ok(ArtifactProof {
+            subjects: BTreeSet::new(),
+        });
+    };
+    let bytes_of = |d: &Descriptor| {
+        blobs
+            .iter()
+            .find(|(b, _)| b.digest == d.digest)
+            .map(|(_, bytes)| bytes)
+            .filter(|bytes| bytes.len() as u64 == d.size)
+            .ok_or_else(|| format!("blob {} was not read whole", d.digest))
+    };
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes_of(config)?)
+        .map_err(|_| "its config is not JSON".to_string())?;
+    let mut common: Option<BTreeSet<Digest>> = None;
+    for l in layers {
+        let kind = document(&l.media_type).ok_or("a layer is not a signature document")?;
+        let named = subjects(kind, bytes_of(l)?)
+            .map_err(|why| format!("a layer labelled {} {why}", l.media_type))?;
+        common = Some(match common {
+            None => named,
+            Some(c) => c.intersection(&named).cloned().collect(),
+        });
+    }
+    let subjects = common.unwrap_or_default();
+    if subjects.is_empty() {
+        return Err("its documents name no common subject".into());
+    }
+    if let Some(s) = &manifest.subject {
+        if !subjects.contains(&s.digest) {
+            return Err("its documents are not about its subject".into());
+        }
+    }
+    Ok(ArtifactProof { subjects })
+}
+
+/// The subject digests one document names, or why it is not that document.
+fn subjects(kind: Document, bytes: &[u8]) -> Result<BTreeSet<Digest>, String> {
+    match kind {
+        Document::SimpleSigning => {
+            let payload: SimpleSigning =
+                serde_json::from_slice(bytes).map_err(|_| "is not a simple-signing payload")?;
+            let digest = payload
+                .critical
+                .image
+                .digest
+                .parse()
+                .map_err(|_| "names no manifest digest")?;
+            Ok(BTreeSet::from([digest]))
+        }
+        Document::Dsse => {
+            let envelope: Envelope =
+                serde_json::from_slice(bytes).map_err(|_| "is not a DSSE envelope")?;
+            if envelope.payload_type != IN_TOTO {
+                return Err(
+                    "is a DSSE envelope of something other than an in-toto statement".into(),
+                );
+            }
+            let payload = STANDARD
+                .decode(envelope.payload.as_bytes())
+                .map_err(|_| "has a payload that is not base64")?;
+            statement_subjects(&payload)
+        }
+        Document::Statement => statement_subjects(bytes),
+        Document::Bundle => {
+            let text = std::str::from_utf8(bytes).map_err(|_| "is not UTF-8")?;
+            let bundle =
+                super::sigstore::parse_bundle(text).map_err(|_| "is not a Sigstore bundle")?;
+            match super::sigstore::bundle_subject(&bundle) {
+                super::sigstore::BundleSubject::Statement(payload) => statement_subjects(&payload),
+                super::sigstore::BundleSubject::Digest(d) => Ok(BTreeSet::from([d])),
+                super::sigstore::BundleSubject::None => {
+                    Err("signs nothing Portcullis can read".into())
+                }
+            }
+        }
+    }
+}
+
+fn statement_subjects(payload: &[u8]) -> Result<BTreeSet<Digest>, String> {
+    let statement: Statement =
+        serde_json::from_slice(payload).map_err(|_| "does not hold an in-toto statement")?;
+    let subjects: BTreeSet<Digest> = statement
+        .subject
+        .iter()
+        .flat_map(|s| {
+            [("sha256", &s.digest.sha256), ("sha512", &s.digest.sha512)]
+                .into_iter()
+                .filter_map(|(alg, hex)| {
+                    hex.as_ref().and_then(|h| format!("{alg}:{h}").parse().ok())
+                })
+        })
+        .collect();
+    if subjects.is_empty() {
+        return Err("holds a statement about no digest".into());
+    }
+    Ok(subjects)
+}
+
+#[derive(Deserialize)]
+struct SimpleSigning {
+    critical: Critical,
+}
+
+#[derive(Deserialize)]
+struct Critical {
+    image: Image,
+}
+
+#[derive(Deserialize)]
+struct Image {
+    #[serde(rename = "docker-manifest-digest", alias = "Docker-manifest-digest")]
+    digest: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    payload_type: String,
+    payload: String,
+}
+
+#[derive(Deserialize)]
+struct Statement {
+    subject: Vec<Subject>,
+}
+
+#[derive(Deserialize)]
+struct Subject {
+    digest: SubjectDigest,
+}
+
+#[derive(Deserialize)]
+struct SubjectDigest {
+    sha256: Option<String>,
+    sha512: Option<String>,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+use super::*;
+use crate::oci::MediaType;
+
+fn blob(media_type: &str, bytes: &[u8]) -> (serde_json::Value, Bytes) {
+    let d = Digest::sha256_of(bytes);
+    (
+        serde_json::json!({"mediaType": media_type, "digest": d.to_string(), "size": bytes.len()}),
+        Bytes::copy_from_slice(bytes),
+    )
+}
+
+fn simple_signing(subject: &Digest) -> Vec<u8> {
+    format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"r"}},"image":{{"docker-manifest-digest":"{subject}"}},"type":"cosign container image signature"}},"optional":null}}"#
+    )
+    .into_bytes()
+}
+
+fn statement(subject: &Digest) -> Vec<u8> {
+    format!(
+        r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"name":"x","digest":{{"sha256":"{}"}}}}],"predicateType":"p","predicate":{{}}}}"#,
+        subject.hex()
+    )
+    .into_bytes()
+}
+
+/// An image manifest with `config` and `layers`, and the blobs it names.
+fn artifact(
+    config: (serde_json::Value, Bytes),
+    layers: Vec<(serde_json::Value, Bytes)>,
+    subject: Option<&Digest>,
+) -> (Manifest, Vec<(Descriptor, Bytes)>) {
+    let mut m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config.0,
+        "layers": layers.iter().map(|l| l.0.clone()).collect::<Vec<_>>(),
+    });
+    if let Some(s) = subject {
+        m["subject"] = serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": s.to_string(), "size": 1});
+    }
+    let bytes = serde_json::to_vec(&m).unwrap();
+    let manifest = Manifest::parse(&bytes, None::<&MediaType>).unwrap();
+    let blobs = std::iter::once(config)
+        .chain(layers)
+        .map(|(d, b)| (serde_json::from_value(d).unwrap(), b))
+        .collect();
+    (manifest, blobs)
+}
+
+fn config() -> (serde_json::Value, Bytes) {
+    blob(
+        "application/vnd.oci.image.config.v1+json",
+        br#"{"architecture":"","os":""}"#,
+    )
+}
+
+#[test]
+fn a_cosign_signature_manifest_is_proven_an_artifact_about_its_subject() {
+    let subject = Digest::sha256_of(b"image");
+    let (m, blobs) = artifact(
+        config(),
+        vec![blob(SIMPLE_SIGNING, &simple_signing(&subject))],
+        None,
+    );
+    assert!(claims(&m));
+    let proof = prove(&m, &blobs).unwrap();
+    assert_eq!(proof.subjects, BTreeSet::from([subject]));
+}
+
+#[test]
+fn dsse_statement_and_subject_field_agree() {
+    let subject = Digest::sha256_of(b"image");
+    let envelope = serde_json::json!({
+        "payloadType": IN_TOTO,
+        "payload": STANDARD.encode(statement(&subject)),
+        "signatures": [{"sig": "AA=="}],
+    });
+    let (m, blobs) = artifact(
+        config(),
+        vec![
+            blob(DSSE_ENVELOPE, &serde_json::to_vec(&envelope).unwrap()),
+            blob(IN_TOTO, &statement(&subject)),
+        ],
+        Some(&subject),
+    );
+    assert!(prove(&m, &blobs).is_ok());
+}
+
+#[test]
+fn a_filesystem_layer_relabelled_as_a_statement_is_not_an_artifact() {
+    // A gzip'd tar layer, as an unsigned image has, under a signature media type.
+    let tar = [0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03];
+    let (m, blobs) = artifact(config(), vec![blob(IN_TOTO, &tar)], None);
+    assert!(claims(&m), "the label claims it");
+    let why = prove(&m, &blobs).unwrap_err();
+    assert!(why.contains("in-toto"), "{why}");
+}
+
+#[test]
+fn documents_about_different_subjects_or_not_the_subject_field_are_refused() {
+    let (a, b) = (Digest::sha256_of(b"a"), Digest::sha256_of(b"b"));
+    let (m, blobs) = artifact(
+        config(),
+        vec![
+            blob(SIMPLE_SIGNING, &simple_signing(&a)),
+            blob(SIMPLE_SIGNING, &simple_signing(&b)),
+        ],
+        None,
+    );
+    assert!(prove(&m, &blobs).is_err());
+    let (m, blobs) = artifact(config(), vec![blob(IN_TOTO, &statement(&a))], Some(&b));
+    assert!(prove(&m, &blobs).is_err());
+}
+
+#[test]
+fn a_config_that_is_not_small_json_is_refused() {
+    let subject = Digest::sha256_of(b"image");
+    let layer = blob(SIMPLE_SIGNING, &simple_signing(&subject));
+    let (m, blobs) = artifact(
+        blob(
+            "application/vnd.oci.image.config.v1+json",
+            b"\x00\x01not json",
+        ),
+        vec![layer.clone()],
+        None,
+    );
+    assert!(prove(&m, &blobs).unwrap_err().contains("config"));
+    let big = vec![b' '; (MAX_ARTIFACT_CONFIG + 1) as usize];
+    let (m, _) = artifact(
+        blob("application/vnd.oci.image.config.v1+json", &big),
+        vec![layer],
+        None,
+    );
+    assert!(blobs_to_prove(&m).is_err());
+}
+
+#[test]
+fn declared_sizes_past_the_bounds_are_refused_before_any_fetch() {
+    let mut layer = blob(SIMPLE_SIGNING, b"{}");
+    layer.0["size"] = serde_json::json!(MAX_SIGNATURE_BYTES + 1);
+    let (m, _) = artifact(config(), vec![layer], None);
+    assert!(blobs_to_prove(&m).is_err());
+}
+
+#[test]
+fn a_blob_not_read_whole_proves_nothing() {
+    let subject = Digest::sha256_of(b"image");
+    let (m, mut blobs) = artifact(
+        config(),
+        vec![blob(SIMPLE_SIGNING, &simple_signing(&subject))],
+        None,
+    );
+    blobs.pop();
+    assert!(prove(&m, &blobs).is_err());
+}

@@ -1,0 +1,391 @@
+//! Attacks on the promise that in enforce mode no byte policy did not allow
+//! reaches a client: through a disguised "signature artifact", a permission
+//! that outlived the decision that granted it, an exception, or a ranged
+//! read of a blob still being filled.
+
+use std::time::Duration;
+
+use crate::support::cosign::{self, VendorKey};
+use crate::support::image::{self, Blob, OCI_INDEX, OCI_MANIFEST};
+use crate::support::scripted::{Fault, Scripted};
+use crate::support::skopeo::Skopeo;
+use crate::support::*;
+
+/// A real registry, a proxy requiring Acme's key for `local/acme/**`, and
+/// denying everything else unless `rest` says otherwise.
+struct Setup {
+    _registry: Registry,
+    proxy: Proxy,
+    acme: VendorKey,
+    pusher: Pusher,
+}
+
+const ACME_POLICY: &str = "[[policy]]\nname = \"acme\"\nmatch = [\"local/acme/**\"]\nsignatures = { authorities = [\"acme\"] }\n";
+
+async fn setup(rest: &str) -> Setup {
+    let registry = Registry::start().await;
+    let acme = VendorKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    acme.write_public(dir.path(), "acme.pub");
+    let body = format!(
+        "{upstream}\n[[authority]]\nname = \"acme\"\nkeys = [\"acme.pub\"]\n\n{ACME_POLICY}\n{rest}",
+        upstream = upstream_toml("local", &registry.url(), ""),
+    );
+    let proxy = Proxy::start_in(dir, &body, None, "", "").await;
+    let pusher = Pusher::new(&registry.url());
+    Setup {
+        _registry: registry,
+        proxy,
+        acme,
+        pusher,
+    }
+}
+
+impl Setup {
+    async fn status(&self, path: &str) -> u16 {
+        self.proxy.get(path).await.status().as_u16()
+    }
+
+    /// Replaces the Acme key with another one and reloads: what Acme signed
+    /// no longer verifies.
+    async fn rotate_acme_key(&self) {
+        let other = VendorKey::generate();
+        other.write_public(self.proxy.dir.path(), "acme.pub");
+        let (status, body) = self.proxy.admin_reload(ADMIN_TOKEN).await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+/// An unsigned image whose one layer (a gzip'd tar) is relabelled as an
+/// in-toto statement, keeping its real config: a "signature artifact" by
+/// its media types only.
+fn disguised(seed: u64) -> image::Image {
+    let real = image::Image::oci(seed, &[3000]);
+    let layer = Blob::new("application/vnd.in-toto+json", real.layers[0].bytes.clone());
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": real.config.descriptor(),
+        "layers": [layer.descriptor()],
+    }))
+    .unwrap();
+    image::Image {
+        digest: image::sha256(&manifest),
+        config: real.config,
+        layers: vec![layer],
+        media_type: OCI_MANIFEST.into(),
+        manifest,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsigned_image_labelled_as_a_signature_artifact_is_denied_and_none_of_its_blobs_flow() {
+    let s = setup("").await;
+    let img = disguised(900);
+    s.pusher.image("acme/app", "v1", &img).await;
+    assert_eq!(
+        s.proxy.answer("/v2/local/acme/app/manifests/v1").await,
+        (403, Some("unsigned".into())),
+        "judged as the image it is"
+    );
+    for b in img.blobs() {
+        assert_eq!(
+            s.status(&format!("/v2/local/acme/app/blobs/{}", b.digest))
+                .await,
+            403,
+            "blob {} of the disguised image",
+            b.media_type
+        );
+    }
+    // The image library podman and CRI-O use would unpack the layer as a root filesystem.
+    let skopeo = Skopeo::new();
+    let store = skopeo.dest("storage");
+    let dest = format!(
+        "containers-storage:[vfs@{}+{}]localhost/disguised:v1",
+        store.join("root").display(),
+        store.join("run").display()
+    );
+    let out = skopeo
+        .copy(
+            &[],
+            &format!("docker://{}/local/acme/app:v1", s.proxy.host()),
+            &dest,
+        )
+        .await;
+    assert!(!out.status.success(), "skopeo must not get the image");
+    assert!(
+        crate::support::files_under(&store.join("root"))
+            .iter()
+            .all(|p| !p.to_string_lossy().contains("diff")),
+        "no layer was unpacked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_signature_artifact_still_passes_through_with_its_documents() {
+    let s = setup("").await;
+    let img = image::Image::oci(901, &[100]);
+    s.pusher.image("acme/app", "v1", &img).await;
+    let layer = s.acme.sign(&img.digest, "registry/acme/app");
+    let payload = layer.payload.clone();
+    cosign::push_signatures(&s.pusher, "acme/app", &img.digest, &[layer]).await;
+    let sig = s
+        .proxy
+        .get_manifest(&format!(
+            "/v2/local/acme/app/manifests/{}",
+            cosign::sig_tag(&img.digest)
+        ))
+        .await;
+    assert_eq!(sig.status(), 200, "downstream verifiers get the .sig");
+    let manifest: serde_json::Value = sig.json().await.unwrap();
+    let digest = manifest["layers"][0]["digest"].as_str().unwrap();
+    let r = s
+        .proxy
+        .get(&format!("/v2/local/acme/app/blobs/{digest}"))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), payload);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_the_key_retires_the_blob_permissions_of_the_images_it_allowed() {
+    let s = setup("").await;
+    let img = image::Image::oci(902, &[5000]);
+    s.pusher.image("acme/app", "v1", &img).await;
+    let sig = s.acme.sign(&img.digest, "registry/acme/app");
+    cosign::push_signatures(&s.pusher, "acme/app", &img.digest, &[sig]).await;
+    assert_eq!(
+        s.proxy.answer("/v2/local/acme/app/manifests/v1").await.0,
+        200
+    );
+    let layer = format!("/v2/local/acme/app/blobs/{}", img.layers[0].digest);
+    assert_eq!(s.status(&layer).await, 200);
+
+    s.rotate_acme_key().await;
+    assert_eq!(
+        s.proxy.answer("/v2/local/acme/app/manifests/v1").await,
+        (403, Some("untrusted_signer".into()))
+    );
+    for b in img.blobs() {
+        let path = format!("/v2/local/acme/app/blobs/{}", b.digest);
+        assert_eq!(s.status(&path).await, 403, "GET {}", b.media_type);
+        assert_eq!(s.proxy.head(&path).await.status(), 403, "HEAD");
+        let ranged = s
+            .proxy
+            .client
+            .get(format!("{}{path}", s.proxy.url()))
+            .header("range", "bytes=0-9")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ranged.status(), 403, "Range");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_the_key_retires_what_a_signed_index_authorised_for_its_children() {
+    let s = setup("").await;
+    let child = image::Image::oci(903, &[100]);
+    let index = image::Index::new(OCI_INDEX, vec![child.clone()]);
+    s.pusher.index("acme/multi", "v1", &index).await;
+    let sig = s.acme.sign(&index.digest, "registry/acme/multi");
+    cosign::push_signatures(&s.pusher, "acme/multi", &index.digest, &[sig]).await;
+    assert_eq!(
+        s.proxy.answer("/v2/local/acme/multi/manifests/v1").await.0,
+        200
+    );
+    let child_path = format!("/v2/local/acme/multi/manifests/{}", child.digest);
+    assert_eq!(
+        s.proxy.answer(&child_path).await.0,
+        200,
+        "named by the index"
+    );
+    let layer = format!("/v2/local/acme/multi/blobs/{}", child.layers[0].digest);
+    assert_eq!(s.status(&layer).await, 200);
+
+    s.rotate_acme_key().await;
+    assert_eq!(
+        s.proxy.answer(&child_path).await,
+        (403, Some("unsigned".into())),
+        "the child has no signature of its own and its index is no longer allowed"
+    );
+    assert_eq!(s.status(&layer).await, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_index_allows_its_child_even_after_someone_asked_for_the_child_directly() {
+    let s = setup("").await;
+    let child = image::Image::oci(904, &[100]);
+    let index = image::Index::new(OCI_INDEX, vec![child.clone()]);
+    s.pusher.index("acme/release", "v1", &index).await;
+    let sig = s.acme.sign(&index.digest, "registry/acme/release");
+    cosign::push_signatures(&s.pusher, "acme/release", &index.digest, &[sig]).await;
+    let child_path = format!("/v2/local/acme/release/manifests/{}", child.digest);
+    assert_eq!(
+        s.proxy.answer(&child_path).await,
+        (403, Some("unsigned".into())),
+        "asked for directly, the child has no signature"
+    );
+    assert_eq!(
+        s.proxy
+            .answer("/v2/local/acme/release/manifests/v1")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        s.proxy.answer(&child_path).await.0,
+        200,
+        "reached through its signed index, the cached denial does not stand"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_exception_admits_only_the_blobs_of_the_manifest_it_pins() {
+    let registry = Registry::start().await;
+    let pinned = image::Image::oci(905, &[100]);
+    let other = image::Image::oci(906, &[100]);
+    let body = format!(
+        "{}\n[[policy]]\nname = \"acme\"\nmatch = [\"local/acme/**\"]\ndeny = true\n\n[[exception]]\nname = \"vendor-app\"\nmatch = \"local/vendor/app\"\ndigest = \"{}\"\nexpires = \"2099-01-01T00:00:00Z\"\nticket = \"RISK-1\"\nreason = \"unsigned vendor build\"\n",
+        upstream_toml("local", &registry.url(), ""),
+        pinned.digest
+    );
+    let proxy = Proxy::start(&body, None).await;
+    let pusher = Pusher::new(&registry.url());
+    pusher.image("vendor/app", "v1", &pinned).await;
+    pusher.image("vendor/app", "v2", &other).await;
+    let (status, _) = proxy.answer("/v2/local/vendor/app/manifests/v1").await;
+    assert_eq!(status, 200, "the pinned digest is admitted");
+    for b in pinned.blobs() {
+        let r = proxy
+            .get(&format!("/v2/local/vendor/app/blobs/{}", b.digest))
+            .await;
+        assert_eq!(r.status(), 200, "blob of the pinned manifest");
+    }
+    assert_eq!(
+        proxy.answer("/v2/local/vendor/app/manifests/v2").await,
+        (403, Some("no_policy".into()))
+    );
+    for b in other.blobs() {
+        let r = proxy
+            .get(&format!("/v2/local/vendor/app/blobs/{}", b.digest))
+            .await;
+        assert_eq!(
+            r.status(),
+            403,
+            "blob of a manifest the exception does not pin"
+        );
+    }
+    assert_eq!(
+        proxy.upstream_requests("blob").await,
+        pinned.blobs().count() as f64,
+        "only the pinned image's blobs were fetched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_range_of_a_blob_still_filling_is_never_completed_with_unverified_bytes() {
+    let upstream = Scripted::start().await;
+    let body = format!(
+        "[[upstream]]\nname = \"s\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"5s\"\nidle_timeout = \"5s\"\n{ALLOW_ALL}",
+        upstream.url()
+    );
+    let proxy = Proxy::start(&body, None).await;
+    let bytes = image::random_bytes(907, 300_000);
+    let digest = image::sha256(&bytes);
+    upstream.put(&digest, "application/octet-stream", &bytes);
+    upstream.set(Fault::WrongLastByteLate);
+    let ranged = proxy
+        .client
+        .get(format!("{}/v2/s/app/blobs/{digest}", proxy.url()))
+        .header("range", "bytes=0-99")
+        .send()
+        .await;
+    let completed = match ranged {
+        Ok(r) if r.status() == 206 => {
+            let body = tokio::time::timeout(Duration::from_secs(10), r.bytes())
+                .await
+                .unwrap();
+            body.ok().map(|b| b.len())
+        }
+        Ok(r) => panic!("unexpected status {}", r.status()),
+        Err(_) => None,
+    };
+    assert_eq!(
+        completed, None,
+        "the range must not complete before the digest check (which fails)"
+    );
+    let hex = digest.trim_start_matches("sha256:");
+    assert!(
+        files_under(&proxy.cache_dir())
+            .iter()
+            .all(|p| p.file_name().is_none_or(|n| n != hex)),
+        "nothing stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_decision_finishing_under_an_older_gate_authorises_no_children_or_blobs() {
+    let upstream = Scripted::start().await;
+    let acme = VendorKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    acme.write_public(dir.path(), "acme.pub");
+    let body = format!(
+        "[[upstream]]\nname = \"s\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"10s\"\nidle_timeout = \"10s\"\n\n[[authority]]\nname = \"acme\"\nkeys = [\"acme.pub\"]\n\n[[policy]]\nname = \"acme\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n",
+        upstream.url()
+    );
+    let proxy = Proxy::start_in(dir, &body, None, "", "").await;
+    let child = image::Image::oci(908, &[100]);
+    let index = image::Index::new(OCI_INDEX, vec![child.clone()]);
+    for b in child.blobs() {
+        upstream.put(&b.digest, "application/octet-stream", &b.bytes);
+    }
+    upstream.put(&child.digest, OCI_MANIFEST, &child.manifest);
+    upstream.put(&index.digest, OCI_INDEX, &index.manifest);
+    upstream.put("v1", OCI_INDEX, &index.manifest);
+    // The index's signature, answered only after a pause the test uses to reload.
+    let layer = acme.sign(&index.digest, "s/app");
+    let payload = Blob::new(cosign::SIMPLE_SIGNING, layer.payload.clone());
+    let config = Blob::new("application/vnd.oci.image.config.v1+json", b"{}".to_vec());
+    let mut d = payload.descriptor();
+    d["annotations"] = serde_json::json!({"dev.cosignproject.cosign/signature": layer.signature});
+    let sig_manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.descriptor(), "layers": [d],
+    }))
+    .unwrap();
+    upstream.put(&payload.digest, "application/octet-stream", &payload.bytes);
+    upstream.put(&config.digest, "application/octet-stream", &config.bytes);
+    let sig_tag = cosign::sig_tag(&index.digest);
+    upstream.put(&sig_tag, OCI_MANIFEST, &sig_manifest);
+    upstream.delay(&sig_tag, Duration::from_secs(2));
+
+    let url = format!("{}/v2/s/app/manifests/v1", proxy.url());
+    let client = proxy.client.clone();
+    let in_flight = tokio::spawn(async move {
+        client
+            .get(url)
+            .header("accept", OCI_INDEX)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Acme's key is rotated while the decision waits for the signature.
+    VendorKey::generate().write_public(proxy.dir.path(), "acme.pub");
+    assert_eq!(proxy.admin_reload(ADMIN_TOKEN).await.0, 200);
+    let _ = in_flight.await.unwrap();
+
+    assert_eq!(
+        proxy
+            .answer(&format!("/v2/s/app/manifests/{}", child.digest))
+            .await
+            .0,
+        403,
+        "the old gate's decision does not authorise the child under the new one"
+    );
+    let r = proxy
+        .get(&format!("/v2/s/app/blobs/{}", child.layers[0].digest))
+        .await;
+    assert_eq!(r.status(), 403, "nor its blobs");
+}
