@@ -13,13 +13,14 @@
 //! - [`cache`]: the disk content store and streaming reads of it
 //! - [`config`]: the TOML file and its validation
 //! - [`oci`]: protocol vocabulary with no I/O: digests, names, manifests, errors
-//! - [`metrics`], [`clock`], [`audit`]: Prometheus metrics, injected time, the JSON audit log
+//! - [`metrics`], [`clock`], [`audit`], [`log`]: Prometheus metrics, injected time, the JSON audit log, text log fields
 
 pub mod app;
 pub mod audit;
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod log;
 pub mod metrics;
 pub mod oci;
 pub mod policy;

@@ -323,7 +323,7 @@ fn init_logging(filter: &str, format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(portcullis::log::escaped_fields()).init(),
     }
 }
 

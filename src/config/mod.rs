@@ -900,11 +900,17 @@ impl<'a> Validator<'a> {
     }
 
     fn authority_names(&mut self, path: &str, listed: &[String], known: &HashSet<String>) {
+        let mut seen = HashSet::new();
         for (j, a) in listed.iter().enumerate() {
             if !known.contains(a) {
                 self.problem(
                     format!("{path}[{j}]"),
                     format!("`{a}` is not the name of any [[authority]]"),
+                );
+            } else if !seen.insert(a.as_str()) {
+                self.problem(
+                    format!("{path}[{j}]"),
+                    format!("`{a}` is listed twice; a threshold counts distinct authorities"),
                 );
             }
         }

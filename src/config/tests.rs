@@ -324,3 +324,35 @@ fn authority_names_cannot_take_the_tuf_namespace() {
     ));
     assert!(p.iter().any(|p| p.path == "authority[0].name"), "{p:?}");
 }
+
+#[test]
+fn an_authority_listed_twice_is_refused_with_its_key_path() {
+    let text = minimal(
+        r#"
+[[authority]]
+name = "a"
+keys = ["a.pub"]
+
+[[policy]]
+name = "twice"
+match = ["hub/x/**"]
+signatures = { authorities = ["a", "a"], require = 2 }
+attestations = [{ predicate_type = "p", authorities = ["a", "a"], require = 2 }]
+"#,
+    );
+    let found: Vec<(String, String)> = problems(&text)
+        .into_iter()
+        .map(|p| (p.path, p.message))
+        .collect();
+    for want in [
+        "policy[1].signatures.authorities[1]",
+        "policy[1].attestations[0].authorities[1]",
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|(p, m)| p == want && m.contains("listed twice")),
+            "{want}: {found:?}"
+        );
+    }
+}

@@ -128,7 +128,7 @@ pub enum ManifestKind {
     },
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ManifestError {
     #[error("manifest is not valid JSON of the expected shape: {0}")]
     Json(String),

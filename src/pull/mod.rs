@@ -62,12 +62,33 @@ pub enum PullError {
     Upstream(#[from] UpstreamError),
     #[error("denied: {}", .0.message)]
     Denied(Denial),
-    #[error("upstream sent an invalid manifest: {0}")]
-    ManifestInvalid(String),
+    #[error("upstream sent an invalid manifest: {error}")]
+    ManifestInvalid {
+        error: crate::oci::media::ManifestError,
+        /// The digest of the refused bytes, once known.
+        digest: Option<Digest>,
+    },
     #[error("requested range cannot be satisfied")]
     RangeNotSatisfiable { size: u64 },
     #[error("the proxy failed: {0}")]
     Internal(String),
+}
+
+impl PullError {
+    /// Names the manifest a denial or refusal was about, if it does not yet.
+    fn about(self, digest: Option<&Digest>) -> PullError {
+        match self {
+            PullError::Denied(mut d) => {
+                d.digest = d.digest.or_else(|| digest.cloned());
+                PullError::Denied(d)
+            }
+            PullError::ManifestInvalid { error, digest: d } => PullError::ManifestInvalid {
+                error,
+                digest: d.or_else(|| digest.cloned()),
+            },
+            other => other,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -207,11 +228,27 @@ impl Puller {
         target: &Target,
         reference: &Reference,
     ) -> Result<VerifiedManifest, PullError> {
-        self.precheck(target)?;
+        let named = match reference {
+            Reference::Digest(d) => Some(d),
+            Reference::Tag(_) => None,
+        };
+        self.precheck(target).map_err(|e| e.about(named))?;
         let digest = match reference {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(t) => self.resolve_tag(target, t).await?,
         };
+        self.verdict(target, reference, digest.clone())
+            .await
+            .map_err(|e| e.about(Some(&digest)))
+    }
+
+    /// The verdict on `digest` (reached through `reference`) under the gate in force.
+    async fn verdict(
+        self: &Arc<Self>,
+        target: &Target,
+        reference: &Reference,
+        digest: Digest,
+    ) -> Result<VerifiedManifest, PullError> {
         let (gate, generation) = self.gate();
         let reached = if self.granted(&self.child_grants, &target.key(&digest), generation, 0) {
             Reached::ThroughAllowedIndex
@@ -269,8 +306,13 @@ impl Puller {
         }
         let content = self.content(target, digest).await?;
         let (upstream, repo) = (&target.upstream.name, &target.repo);
-        let manifest = Manifest::parse(content.bytes(), Some(content.media_type()))
-            .map_err(|e| PullError::ManifestInvalid(e.to_string()))?;
+        let manifest =
+            Manifest::parse(content.bytes(), Some(content.media_type())).map_err(|error| {
+                PullError::ManifestInvalid {
+                    error,
+                    digest: Some(digest.clone()),
+                }
+            })?;
         let proof = match artifact::claims(&manifest) {
             true => Some(self.prove_artifact(target, &manifest).await?),
             false => None,
@@ -388,8 +430,13 @@ impl Puller {
                 },
             )));
         }
-        let manifest = Manifest::parse(&fetched.bytes, fetched.content_type.as_ref())
-            .map_err(|e| PullError::ManifestInvalid(e.to_string()));
+        let manifest =
+            Manifest::parse(&fetched.bytes, fetched.content_type.as_ref()).map_err(|error| {
+                PullError::ManifestInvalid {
+                    error,
+                    digest: Some(digest.clone()),
+                }
+            });
         let manifest = match manifest {
             Ok(m) => m,
             Err(e) => {
@@ -524,6 +571,7 @@ impl Puller {
             return Err(PullError::Denied(Denial {
                 reason: Reason::Unsigned,
                 policy: None,
+                digest: Some(digest.clone()),
                 message: format!(
                     "blob {digest} is not referenced by an allowed manifest of {}",
                     target.repo

@@ -85,6 +85,7 @@ pub async fn manifest(
                     digest: Some(v.content().digest().to_string()),
                     authorities: met,
                     exception: v.exception().map(|(n, _)| n),
+                    message: v.audit_message(),
                     ..event(decision, v.policy(), reason)
                 },
             );
@@ -102,22 +103,47 @@ pub async fn manifest(
             r
         }
         Err(e) => {
-            if let crate::pull::PullError::Denied(d) = &e {
-                let policy = d.policy.as_deref().unwrap_or("none");
-                tracing::info!(upstream, repo = %target.repo, %reference, policy, reason = %d.reason, message = %d.message, "denied");
+            let refused = match &e {
+                crate::pull::PullError::Denied(d) => Some((
+                    d.reason,
+                    d.policy.as_deref().unwrap_or("none").to_string(),
+                    d.digest.as_ref(),
+                    d.message.clone(),
+                )),
+                // Content that is not a manifest is hostile or broken at the
+                // source: refused (502), and recorded as a decision too.
+                crate::pull::PullError::ManifestInvalid { error, digest } => {
+                    let (gate, _) = puller.gate();
+                    let policy = gate
+                        .policies()
+                        .find(upstream, target.repo.as_str())
+                        .map_or("none", |p| p.name.as_str())
+                        .to_string();
+                    Some((
+                        crate::verify::Reason::for_manifest(error),
+                        policy,
+                        digest.as_ref(),
+                        error.to_string(),
+                    ))
+                }
+                _ => None,
+            };
+            if let Some((reason, policy, digest, message)) = refused {
+                tracing::info!(upstream, repo = %target.repo, %reference, digest = ?digest.map(|d| d.to_string()), policy, reason = %reason, message = %message, "denied");
                 metrics
                     .pull_decisions
-                    .with_label_values(&[upstream, policy, "deny", d.reason.as_str()])
+                    .with_label_values(&[upstream, &policy, "deny", reason.as_str()])
                     .inc();
                 metrics
                     .denied_pulls
-                    .with_label_values(&[upstream, policy, d.reason.as_str()])
+                    .with_label_values(&[upstream, &policy, reason.as_str()])
                     .inc();
                 let ev = crate::audit::Decision {
-                    message: Some(&d.message),
-                    ..event("deny", policy, d.reason.as_str())
+                    digest: digest.map(|d| d.to_string()),
+                    message: Some(&message),
+                    ..event("deny", &policy, reason.as_str())
                 };
-                if d.reason == crate::verify::Reason::ExceptionExpired {
+                if reason == crate::verify::Reason::ExceptionExpired {
                     audit.record_typed("exception_expired", &ev);
                 }
                 audit.record_typed("decision", &ev);

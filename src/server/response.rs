@@ -69,7 +69,7 @@ pub fn pull_error(e: &PullError, missing: Missing) -> Response<Body> {
             r
         }
         PullError::Upstream(u) => upstream_error(u, missing),
-        PullError::ManifestInvalid(_) => {
+        PullError::ManifestInvalid { .. } => {
             tracing::warn!(error = %e, "upstream manifest refused");
             oci_error(
                 StatusCode::BAD_GATEWAY,

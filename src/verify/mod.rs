@@ -39,6 +39,8 @@ pub enum Reason {
     PredicateFailed,
     TrustUnavailable,
     ManifestInvalid,
+    MediaTypeMismatch,
+    ManifestUnsupported,
     LimitExceeded,
     NoPolicy,
     ExceptionExpired,
@@ -58,9 +60,23 @@ impl Reason {
             Reason::PredicateFailed => "predicate_failed",
             Reason::TrustUnavailable => "trust_unavailable",
             Reason::ManifestInvalid => "manifest_invalid",
+            Reason::MediaTypeMismatch => "media_type_mismatch",
+            Reason::ManifestUnsupported => "manifest_unsupported",
             Reason::LimitExceeded => "limit_exceeded",
             Reason::NoPolicy => "no_policy",
             Reason::ExceptionExpired => "exception_expired",
+        }
+    }
+}
+
+impl Reason {
+    /// Why content an upstream sent as a manifest was refused.
+    pub fn for_manifest(e: &crate::oci::media::ManifestError) -> Reason {
+        use crate::oci::media::ManifestError as E;
+        match e {
+            E::MediaTypeMismatch { .. } => Reason::MediaTypeMismatch,
+            E::SchemaVersion(_) | E::Unsupported(_) => Reason::ManifestUnsupported,
+            E::Json(_) | E::NoMediaType | E::Ambiguous | E::Missing(_) => Reason::ManifestInvalid,
         }
     }
 }
@@ -76,6 +92,8 @@ impl fmt::Display for Reason {
 pub struct Denial {
     pub reason: Reason,
     pub policy: Option<Arc<str>>,
+    /// The manifest decided, once known (a denial before tag resolution has none).
+    pub digest: Option<crate::oci::Digest>,
     pub message: String,
     pub findings: Vec<Finding>,
     pub attestations: Vec<AttestationFinding>,
@@ -351,6 +369,7 @@ impl Gate {
         match self.exception(upstream, repo, None, Reason::NoPolicy, now) {
             ExceptionOutcome::Applies(_) => Ok(()),
             ExceptionOutcome::Expired(e) => Err(Denial {
+                digest: None,
                 reason: Reason::ExceptionExpired,
                 message: expired_message(e, Reason::NoPolicy, &message),
                 policy,
@@ -358,6 +377,7 @@ impl Gate {
                 attestations: Vec::new(),
             }),
             ExceptionOutcome::None => Err(Denial {
+                digest: None,
                 reason: Reason::NoPolicy,
                 policy,
                 message,
@@ -430,6 +450,7 @@ impl Gate {
                     exception: Some((Arc::from(e.name.as_str()), Reason::NoPolicy, e.expires)),
                 }),
                 ExceptionOutcome::Expired(e) => Err(Denial {
+                    digest: None,
                     reason: Reason::ExceptionExpired,
                     policy: None,
                     message: expired_message(e, Reason::NoPolicy, &message),
@@ -437,6 +458,7 @@ impl Gate {
                     attestations: Vec::new(),
                 }),
                 ExceptionOutcome::None => Err(Denial {
+                    digest: None,
                     reason: Reason::NoPolicy,
                     policy: None,
                     message,
@@ -536,6 +558,7 @@ impl Gate {
                         exception: Some((Arc::from(e.name.as_str()), reason, e.expires)),
                     }),
                     ExceptionOutcome::Expired(e) => Err(Denial {
+                        digest: None,
                         reason: Reason::ExceptionExpired,
                         policy: Some(name),
                         message: expired_message(e, reason, &message),
@@ -543,6 +566,7 @@ impl Gate {
                         attestations,
                     }),
                     ExceptionOutcome::None => Err(Denial {
+                        digest: None,
                         reason,
                         policy: Some(name),
                         message,

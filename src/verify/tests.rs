@@ -295,6 +295,53 @@ mod signatures {
     }
 
     #[test]
+    fn one_signature_never_counts_for_two_authorities_sharing_a_key() {
+        let a = Vendor::new("a");
+        let mut same_key = a.authority(false);
+        same_key.name = "b".into();
+        let two = signed_gate(
+            vec![a.authority(false), same_key],
+            &["a", "b"],
+            Require::AtLeast(2),
+            Mode::Enforce,
+            false,
+        );
+        assert!(
+            judge(&two, vec![a.sign(&subject())], Reached::Directly).is_err(),
+            "one signer, two names"
+        );
+        assert!(
+            judge(
+                &two,
+                vec![a.sign(&subject()), a.sign(&subject())],
+                Reached::Directly
+            )
+            .is_ok(),
+            "two signatures, one for each authority"
+        );
+        let listed_twice = signed_gate(
+            vec![a.authority(false)],
+            &["a", "a"],
+            Require::AtLeast(2),
+            Mode::Enforce,
+            false,
+        );
+        assert!(
+            judge(&listed_twice, vec![a.sign(&subject())], Reached::Directly).is_err(),
+            "a name listed twice counts once"
+        );
+    }
+
+    #[test]
+    fn distinct_signers_is_a_maximum_matching() {
+        assert_eq!(distinct_signers(&[]), 0);
+        assert_eq!(distinct_signers(&[vec![0], vec![0]]), 1);
+        assert_eq!(distinct_signers(&[vec![0, 1], vec![0]]), 2);
+        assert_eq!(distinct_signers(&[vec![], vec![3]]), 1);
+        assert_eq!(distinct_signers(&[vec![0, 1], vec![1, 2], vec![0]]), 3);
+    }
+
+    #[test]
     fn missing_log_entry_is_tlog_invalid_when_the_authority_requires_one() {
         let acme = Vendor::new("acme");
         let gate = signed_gate(
@@ -732,6 +779,50 @@ mod signatures {
             )
             .unwrap();
             assert_eq!(v.audit_denial(), Some(Reason::TrustUnavailable));
+            assert!(v.audit_message().unwrap().contains("stale trust"));
+        }
+
+        #[test]
+        fn relaxed_stale_trust_never_admits_a_refuted_or_garbage_signature() {
+            let acme = Vendor::new("acme");
+            let mallory = Vendor::new("acme");
+            let relaxed = gate_with(&acme, vec![], true);
+            const STALE: &str = "2026-07-01T00:00:00Z";
+            let d = at(&relaxed, vec![mallory.sign(&subject())], STALE).unwrap_err();
+            assert_eq!(d.reason, Reason::TrustUnavailable);
+            assert!(d.message.contains("refutes"), "{}", d.message);
+            let garbage = acme.sign_payload("not a payload");
+            assert!(at(&relaxed, vec![garbage], STALE).is_err());
+            assert!(at(&relaxed, vec![], STALE).is_err(), "unsigned");
+        }
+
+        #[test]
+        fn relaxation_needs_the_working_authority_not_to_refute_when_another_is_unavailable() {
+            let (good, down) = (Vendor::new("good"), Vendor::new("down"));
+            let mallory = Vendor::new("m");
+            let rule = Rule::Signatures {
+                authorities: vec!["good".into(), "down".into()],
+                require: Require::Any,
+                require_child_signatures: false,
+            };
+            let mut p = policy("vendor", "**", Mode::Enforce, rule);
+            p.trust_unavailable_allows = true;
+            let mut unavailable = down.authority(false);
+            unavailable.material = Material::Keys(Vec::new());
+            unavailable.unavailable = Some("its source has not been fetched".into());
+            let gate = Gate::new(
+                PolicySet::new(vec![p]),
+                Arc::new(TrustSnapshot::new(
+                    vec![good.authority(false), unavailable],
+                    1,
+                )),
+            );
+            assert!(at(&gate, vec![good.sign(&subject())], BEFORE).is_ok());
+            assert!(
+                at(&gate, vec![mallory.sign(&subject())], BEFORE).is_err(),
+                "refuted by the working authority; nothing to check against on the other"
+            );
+            assert!(at(&gate, vec![down.sign(&subject())], BEFORE).is_err());
         }
     }
 }

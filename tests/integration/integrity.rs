@@ -41,6 +41,20 @@ async fn setup(rest: &str) -> Setup {
     }
 }
 
+/// The first audit event matching `want`, waiting a little for the writer.
+async fn audit_line(
+    proxy: &Proxy,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    for _ in 0..100 {
+        if let Some(e) = proxy.audit_events().into_iter().find(|e| want(e)) {
+            return Some(e);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
 impl Setup {
     async fn status(&self, path: &str) -> u16 {
         self.proxy.get(path).await.status().as_u16()
@@ -388,4 +402,173 @@ async fn a_decision_finishing_under_an_older_gate_authorises_no_children_or_blob
         .get(&format!("/v2/s/app/blobs/{}", child.layers[0].digest))
         .await;
     assert_eq!(r.status(), 403, "nor its blobs");
+}
+
+/// A proxy whose `acme` authority's keys come from an HTTPS source, with
+/// `on_trust_unavailable = "allow"` on the policy requiring them.
+async fn relaxed_source(
+    server: &crate::support::trust_server::TrustServer,
+) -> (Registry, Proxy, Pusher) {
+    let registry = Registry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &server.ca_pem).unwrap();
+    let body = format!(
+        "{}\n[[authority]]\nname = \"acme\"\nsource = {{ url = \"{}\", refresh = \"1s\", max_stale = \"3s\", ca_file = \"ca.pem\" }}\n\n[[policy]]\nname = \"acme\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"acme\"] }}\non_trust_unavailable = \"allow\"\n",
+        upstream_toml("local", &registry.url(), ""),
+        server.url()
+    );
+    let proxy = Proxy::start_in(dir, &body, None, "", "").await;
+    let pusher = Pusher::new(&registry.url());
+    (registry, proxy, pusher)
+}
+
+async fn push_signed(pusher: &Pusher, seed: u64, key: &VendorKey) -> String {
+    let img = image::Image::oci(seed, &[100]);
+    let tag = format!("t{seed}");
+    pusher.image("acme/app", &tag, &img).await;
+    let sig = key.sign(&img.digest, "acme/app");
+    cosign::push_signatures(pusher, "acme/app", &img.digest, &[sig]).await;
+    format!("/v2/local/acme/app/manifests/{tag}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_trust_never_fetched_a_relaxed_policy_still_denies_an_attackers_signature() {
+    let acme = VendorKey::generate();
+    let server = crate::support::trust_server::TrustServer::start(&acme.public_pem(), None).await;
+    server.set_down(true);
+    let (_registry, proxy, pusher) = relaxed_source(&server).await;
+    let mallory = VendorKey::generate();
+    let forged = push_signed(&pusher, 910, &mallory).await;
+    assert_eq!(
+        proxy.answer(&forged).await,
+        (403, Some("trust_unavailable".into())),
+        "nothing to verify against: no relaxation"
+    );
+    for b in image::Image::oci(910, &[100]).blobs() {
+        let r = proxy
+            .get(&format!("/v2/local/acme/app/blobs/{}", b.digest))
+            .await;
+        assert_eq!(r.status(), 403);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_stale_trust_a_relaxed_policy_admits_only_what_the_last_good_keys_verify() {
+    let acme = VendorKey::generate();
+    let server = crate::support::trust_server::TrustServer::start(&acme.public_pem(), None).await;
+    let (_registry, proxy, pusher) = relaxed_source(&server).await;
+    let good = push_signed(&pusher, 911, &acme).await;
+    assert_eq!(proxy.answer(&good).await, (200, None), "fresh trust");
+    server.set_down(true);
+    let forged = push_signed(&pusher, 912, &VendorKey::generate()).await;
+    let vendor = push_signed(&pusher, 913, &acme).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        proxy.answer(&forged).await,
+        (403, Some("trust_unavailable".into())),
+        "the last good keys refute it"
+    );
+    assert_eq!(
+        proxy.answer(&vendor).await,
+        (200, None),
+        "verified by the last good keys"
+    );
+    let relaxed = audit_line(&proxy, |e| {
+        e["decision"] == "audit_deny" && e["reason"] == "trust_unavailable"
+    })
+    .await
+    .expect("the relaxed allow is audited");
+    assert!(
+        relaxed["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stale trust") && m.contains("last good material")),
+        "{relaxed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_manifests_are_refused_and_recorded_as_decisions_with_their_reason() {
+    let upstream = Scripted::start().await;
+    let body = format!(
+        "[[upstream]]\nname = \"s\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"2s\"\nidle_timeout = \"2s\"\n{ALLOW_ALL}",
+        upstream.url()
+    );
+    let proxy = Proxy::start(&body, None).await;
+    let img = image::Image::oci(920, &[10]);
+    let both = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": img.config.descriptor(), "layers": [img.layers[0].descriptor()],
+        "manifests": [],
+    }))
+    .unwrap();
+    let schema1 =
+        br#"{"schemaVersion":1,"name":"app","tag":"v1","fsLayers":[],"history":[]}"#.to_vec();
+    let cases = [
+        ("both", OCI_MANIFEST, both, "manifest_invalid"),
+        (
+            "schema1",
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+            schema1,
+            "manifest_unsupported",
+        ),
+        (
+            "mismatch",
+            OCI_INDEX,
+            img.manifest.clone(),
+            "media_type_mismatch",
+        ),
+    ];
+    for (name, content_type, bytes, reason) in cases {
+        let digest = image::sha256(&bytes);
+        upstream.put(&digest, content_type, &bytes);
+        let before = proxy
+            .metric(
+                "portcullis_denied_pulls_total",
+                &[&format!("reason=\"{reason}\"")],
+            )
+            .await;
+        let r = proxy
+            .get_manifest(&format!("/v2/s/app/manifests/{digest}"))
+            .await;
+        assert_eq!(
+            r.status(),
+            502,
+            "{name}: still refused as the upstream's fault"
+        );
+        assert_eq!(
+            proxy
+                .metric(
+                    "portcullis_denied_pulls_total",
+                    &[&format!("reason=\"{reason}\"")]
+                )
+                .await,
+            before + 1.0,
+            "{name}: counted as a denial"
+        );
+        let line = audit_line(&proxy, |e| {
+            e["event"] == "decision" && e["digest"] == digest.as_str()
+        })
+        .await
+        .unwrap_or_else(|| panic!("{name}: no decision line"));
+        assert_eq!(line["decision"], "deny", "{name}");
+        assert_eq!(line["reason"], reason, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denial_names_the_digest_it_decided_and_the_tag_it_came_from() {
+    let s = setup("").await;
+    let img = image::Image::oci(921, &[10]);
+    s.pusher.image("acme/app", "release", &img).await;
+    assert_eq!(
+        s.proxy.answer("/v2/local/acme/app/manifests/release").await,
+        (403, Some("unsigned".into()))
+    );
+    let line = audit_line(&s.proxy, |e| {
+        e["event"] == "decision" && e["decision"] == "deny"
+    })
+    .await
+    .expect("a deny line");
+    assert_eq!(line["digest"], img.digest.as_str());
+    assert_eq!(line["reference"], "release");
 }
