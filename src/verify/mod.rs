@@ -659,7 +659,8 @@ impl Gate {
                         }
                     }
                 }
-                let needed = req.require.needed(authorities.len());
+                // An empty list never means "none needed".
+                let needed = req.require.needed(authorities.len()).max(1);
                 let stale_only = met.len() < needed && met.len() + met_stale.len() >= needed;
                 let outcome = if met.len() >= needed {
                     Ok(met)
@@ -726,7 +727,8 @@ impl Gate {
             );
         }
         let authorities = distinct(authorities);
-        let needed = require.needed(authorities.len());
+        // An empty list never means "none needed".
+        let needed = require.needed(authorities.len()).max(1);
         let mut findings = Vec::new();
         let mut fresh: Vec<Vec<usize>> = Vec::new();
         let mut any: Vec<Vec<usize>> = Vec::new();

@@ -333,6 +333,18 @@ mod signatures {
     }
 
     #[test]
+    fn a_policy_listing_no_authorities_verifies_nothing() {
+        let a = Vendor::new("a");
+        for require in [Require::All, Require::Any] {
+            let none = signed_gate(vec![a.authority(false)], &[], require, Mode::Enforce, false);
+            assert!(
+                judge(&none, vec![a.sign(&subject())], Reached::Directly).is_err(),
+                "{require:?}"
+            );
+        }
+    }
+
+    #[test]
     fn distinct_signers_is_a_maximum_matching() {
         assert_eq!(distinct_signers(&[]), 0);
         assert_eq!(distinct_signers(&[vec![0], vec![0]]), 1);
