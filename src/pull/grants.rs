@@ -18,7 +18,7 @@ use crate::verify::Reached;
 
 /// The most recent manifests remembered as naming one subject. A layer
 /// shared by many images needs only one of them to be allowed.
-const MAX_GRANTORS: usize = 16;
+const MAX_GRANTORS: usize = 8;
 
 /// A manifest whose allow verdict grants a subject: its digest and how it
 /// was reached (its verdict is cached under both).

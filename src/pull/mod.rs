@@ -53,6 +53,10 @@ type RepoDigest = (UpstreamName, RepositoryName, Digest);
 type VerdictKey = (RepoDigest, u64, Reached);
 type TagKey = (UpstreamName, RepositoryName, Tag);
 
+/// (repository, blob) and (repository, child) grants kept, each; the least
+/// recently used go first (a client then asks for the manifest again).
+const GRANTS: u64 = 500_000;
+
 /// How many indexes deep a chain of grants is followed.
 const MAX_GRANT_DEPTH: usize = 4;
 
@@ -169,8 +173,8 @@ impl Puller {
                 .time_to_live(config.max_stale)
                 .build(),
             known: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
-            blob_grants: Grants::new(1_000_000, config.verdict_ttl),
-            child_grants: Grants::new(1_000_000, config.verdict_ttl),
+            blob_grants: Grants::new(GRANTS, config.verdict_ttl),
+            child_grants: Grants::new(GRANTS, config.verdict_ttl),
             verdicts: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .expire_after(VerdictExpiry {
@@ -337,13 +341,11 @@ impl Puller {
         };
         self.verdicts.insert(key, verdict.clone());
         if verdict.is_ok() {
-            self.remember_references(
-                target,
-                &manifest,
-                generation,
-                (digest.clone(), reached),
-                artifact,
-            );
+            // Where blobs are not gated, grants would never be asked for.
+            let grantor = gate
+                .gates_blobs(upstream, repo)
+                .then(|| (digest.clone(), reached));
+            self.remember_references(target, &manifest, generation, grantor, artifact);
         }
         Ok(verdict)
     }
@@ -504,26 +506,25 @@ impl Puller {
         target: &Target,
         manifest: &Manifest,
         generation: u64,
-        grantor: grants::Grantor,
+        grantor: Option<grants::Grantor>,
         artifact: bool,
     ) {
         match &manifest.kind {
             crate::oci::ManifestKind::Image { .. } => {
                 for d in manifest.references() {
                     self.known.insert(target.key(&d.digest), ());
-                    self.blob_grants
-                        .record(target.key(&d.digest), generation, grantor.clone());
+                    if let Some(g) = &grantor {
+                        self.blob_grants
+                            .record(target.key(&d.digest), generation, g.clone());
+                    }
                 }
             }
             crate::oci::ManifestKind::Index { manifests } => {
                 for d in manifests {
                     self.known.insert(target.key(&d.digest), ());
-                    if !artifact {
-                        self.child_grants.record(
-                            target.key(&d.digest),
-                            generation,
-                            grantor.clone(),
-                        );
+                    if let (Some(g), false) = (&grantor, artifact) {
+                        self.child_grants
+                            .record(target.key(&d.digest), generation, g.clone());
                     }
                 }
             }
