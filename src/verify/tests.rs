@@ -809,6 +809,27 @@ mod signatures {
         }
 
         #[test]
+        fn an_authority_never_made_available_is_not_relaxed_even_when_its_keys_would_verify() {
+            let acme = Vendor::new("acme");
+            let rule = Rule::Signatures {
+                authorities: vec!["acme".into()],
+                require: Require::Any,
+                require_child_signatures: false,
+            };
+            let mut p = policy("vendor", "**", Mode::Enforce, rule);
+            p.trust_unavailable_allows = true;
+            // Its keys are loaded, but the trusted root it relies on was never verified.
+            let mut waiting = acme.authority(false);
+            waiting.unavailable = Some("its TUF repository has not been verified yet".into());
+            let gate = Gate::new(
+                PolicySet::new(vec![p]),
+                Arc::new(TrustSnapshot::new(vec![waiting], 1)),
+            );
+            let d = at(&gate, vec![acme.sign(&subject())], BEFORE).unwrap_err();
+            assert_eq!(d.reason, Reason::TrustUnavailable);
+        }
+
+        #[test]
         fn relaxation_needs_the_working_authority_not_to_refute_when_another_is_unavailable() {
             let (good, down) = (Vendor::new("good"), Vendor::new("down"));
             let mallory = Vendor::new("m");
