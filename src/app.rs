@@ -50,6 +50,8 @@ pub enum BuildError {
     Trust(Vec<crate::config::Problem>),
     #[error("audit sink: {0}")]
     Audit(std::io::Error),
+    #[error(transparent)]
+    TrustVersions(#[from] crate::trust::signed::MarksError),
 }
 
 const DOCKER_HUB_NAMES: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
@@ -99,19 +101,6 @@ impl App {
             dir: config.cache.dir.display().to_string(),
             source,
         })?;
-        let sources = Arc::new(Sources::default());
-        // Fetch every URL source once before serving; one that fails leaves
-        // its authority unavailable (fail closed) until a refresh succeeds.
-        let now = clock.now();
-        let due = refreshables(config);
-        futures_util::future::join_all(
-            due.iter()
-                .map(|r| refresh_source(&sources, &metrics, r, now)),
-        )
-        .await;
-        let trust = TrustSnapshot::load_with(&config.authorities, 1, &sources.snapshot())
-            .map_err(BuildError::Trust)?;
-        let gate = Gate::new(config.policies.clone(), Arc::new(trust));
         let audit = Audit::start(
             &config.audit.sink,
             config.audit.queue,
@@ -120,6 +109,25 @@ impl App {
         )
         .await
         .map_err(BuildError::Audit)?;
+        // The versions accepted survive a restart: a replay of an older
+        // signed document is refused however recently the process started.
+        let marks = crate::trust::signed::Marks::open(Some(
+            config.cache.dir.join(crate::trust::signed::MARKS_FILE),
+        ))
+        .await?;
+        let sources = Arc::new(Sources::new(marks));
+        // Fetch every URL source once before serving; one that fails leaves
+        // its authority unavailable (fail closed) until a refresh succeeds.
+        let now = clock.now();
+        let due = refreshables(config);
+        futures_util::future::join_all(
+            due.iter()
+                .map(|r| refresh_source(&sources, &metrics, &audit, r, now)),
+        )
+        .await;
+        let trust = TrustSnapshot::load_with(&config.authorities, 1, &sources.snapshot())
+            .map_err(BuildError::Trust)?;
+        let gate = Gate::new(config.policies.clone(), Arc::new(trust));
         export_exceptions(&metrics, config);
         export_expiry(&metrics, gate.trust());
         metrics.trust_epoch.set(1);
@@ -316,34 +324,74 @@ impl App {
     }
 
     /// Refreshes one URL source or TUF repository; a change (or a source
-    /// going stale) puts new trust in force.
+    /// going stale, or fresh again) puts new trust in force. A verified
+    /// refresh that brings nothing new renews the freshness the snapshot in
+    /// force reads, so cached verdicts stay.
     pub async fn refresh(&self, what: &Refreshable) -> crate::trust::source::Refresh {
-        let outcome = refresh_source(&self.sources, &self.metrics, what, self.clock.now()).await;
+        let outcome = refresh_source(
+            &self.sources,
+            &self.metrics,
+            &self.audit,
+            what,
+            self.clock.now(),
+        )
+        .await;
         let authority = what.key();
-        let authority = authority.as_str();
+        let flipped = self.note_availability(what, true);
+        if outcome == crate::trust::source::Refresh::Changed || flipped {
+            self.put_trust_in_force(&authority).await;
+        }
+        outcome
+    }
+}
+
+impl App {
+    /// Puts trust in force again for every source whose material went stale
+    /// since its last refresh (its `max_stale` or its signed expiry passed),
+    /// so that cached verdicts relying on it retire within a watch tick, not
+    /// at the next refresh.
+    pub async fn recheck_freshness(&self) {
+        for what in refreshables(&self.config()) {
+            if self.note_availability(&what, false) {
+                self.put_trust_in_force(&what.key()).await;
+            }
+        }
+    }
+
+    /// Records whether `what`'s material can be relied on now; true if that
+    /// changed. A source not yet recorded is recorded only if `record_new`.
+    fn note_availability(&self, what: &Refreshable, record_new: bool) -> bool {
+        let key = what.key();
+        let now = self.clock.now();
         let available = self
             .sources
             .snapshot()
-            .get(authority)
-            .is_some_and(|f| f.fetched_at + what.max_stale() >= self.clock.now());
-        let flipped = self
+            .get(&key)
+            .is_some_and(|f| f.fresh_until(what.max_stale()) >= now);
+        let mut known = self.available.lock().unwrap_or_else(|e| e.into_inner());
+        if !record_new && !known.contains_key(&key) {
+            return false;
+        }
+        known.insert(key, available) != Some(available)
+    }
+
+    async fn put_trust_in_force(&self, authority: &str) {
+        let available = self
             .available
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(authority.to_string(), available)
-            != Some(available);
-        if outcome == crate::trust::source::Refresh::Changed || flipped {
-            if !available {
-                tracing::error!(
-                    authority,
-                    "trust source stale past max_stale: decisions needing it deny trust_unavailable"
-                );
-            }
-            if let Err(e) = self.reload(&format!("trust_refresh:{authority}")).await {
-                tracing::error!(authority, error = %e, "could not put refreshed trust in force");
-            }
+            .get(authority)
+            .copied()
+            .unwrap_or(false);
+        if !available {
+            tracing::error!(
+                authority,
+                "trust source stale (past max_stale or its signed expiry): decisions needing it deny trust_unavailable"
+            );
         }
-        outcome
+        if let Err(e) = self.reload(&format!("trust_refresh:{authority}")).await {
+            tracing::error!(authority, error = %e, "could not put refreshed trust in force");
+        }
     }
 }
 
@@ -403,6 +451,7 @@ pub fn refreshables(config: &Config) -> Vec<Refreshable> {
 async fn refresh_source(
     sources: &Sources,
     metrics: &Metrics,
+    audit: &Audit,
     what: &Refreshable,
     now: std::time::SystemTime,
 ) -> crate::trust::source::Refresh {
@@ -416,9 +465,27 @@ async fn refresh_source(
         .trust_refresh
         .with_label_values(&[authority, outcome.label()])
         .inc();
+    let new_error = sources.note(authority, &outcome, now);
     match &outcome {
         crate::trust::source::Refresh::Failed(e) => {
             tracing::warn!(authority, error = %e, "trust source refresh failed; the last good material stays");
+        }
+        crate::trust::source::Refresh::Refused(r) => {
+            tracing::error!(authority, error = %r, "trust document refused; the last good material stays");
+            // Audited when the refusal starts (or changes), not at every retry.
+            if new_error {
+                let url = match what {
+                    Refreshable::Source { config, .. } => config.url.as_str(),
+                    Refreshable::Tuf(t) => t.url.as_str(),
+                };
+                audit.record(
+                    "trust_document_refused",
+                    serde_json::json!({
+                        "authority": authority, "url": url,
+                        "reason": r.kind(), "error": r.to_string(),
+                    }),
+                );
+            }
         }
         _ => {
             let secs = now
@@ -509,6 +576,7 @@ pub async fn maintain(app: Arc<App>, shutdown: tokio_util::sync::CancellationTok
                 stamps = file_stamps(&app.config());
             }
             _ = tick.tick() => {
+                app.recheck_freshness().await;
                 let now_stamps = file_stamps(&app.config());
                 if now_stamps != stamps {
                     let _ = app.reload("file_change").await;
@@ -532,7 +600,7 @@ pub async fn maintain(app: Arc<App>, shutdown: tokio_util::sync::CancellationTok
                             let outcome = app.refresh(&r).await;
                             // A failed refresh is retried soon, not a whole interval later.
                             let wait = match outcome {
-                                crate::trust::source::Refresh::Failed(_) => r.interval().min(RETRY_AFTER_FAILURE),
+                                crate::trust::source::Refresh::Failed(_) | crate::trust::source::Refresh::Refused(_) => r.interval().min(RETRY_AFTER_FAILURE),
                                 _ => r.interval(),
                             };
                             let _ = finished.send((key, wait));
@@ -622,12 +690,15 @@ impl App {
                         Some(crate::config::TrustedRootSource::File(p)) => serde_json::json!({"file": p}),
                         Some(crate::config::TrustedRootSource::Tuf(t)) => serde_json::json!({
                             "tuf": t.url.as_str(),
-                            "last_refresh": fetched.get(&t.key()).map(|f| rfc(f.fetched_at)),
+                            "last_verified": fetched.get(&t.key()).map(|f| rfc(f.verified.at())),
+                            "last_error": self.sources.last_error(&t.key()).map(|e| serde_json::json!({"at": rfc(e.at), "error": e.error})),
                             "max_stale": humantime::format_duration(t.max_stale).to_string(),
                         }),
                     },
-                    "last_refresh": fetched.get(&a.name).map(|f| rfc(f.fetched_at)),
-                    "stale_after": loaded.and_then(|l| l.stale_after).map(rfc),
+                    "last_verified": fetched.get(&a.name).map(|f| rfc(f.verified.at())),
+                    "document": fetched.get(&a.name).and_then(|f| f.header).map(|h| serde_json::json!({"version": h.version, "expires": rfc(h.expires)})),
+                    "last_error": self.sources.last_error(&a.name).map(|e| serde_json::json!({"at": rfc(e.at), "error": e.error})),
+                    "stale_after": loaded.and_then(|l| l.fresh_until()).map(rfc),
                     "earliest_expiry": loaded.and_then(|l| l.earliest_expiry()).map(rfc),
                     "available": loaded.map(|l| l.availability(now)).map(|r| match r {
                         Ok(()) => serde_json::json!(true),

@@ -61,7 +61,17 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, RunError> {
 /// Runs the proxy (and its admin listener) until `shutdown` fires, then
 /// drains open requests.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
-    let app = App::build(&config).await?;
+    run_with_clock(config, Arc::new(clock::SystemClock), shutdown).await
+}
+
+/// As [`run`], with time from `clock` (tests advance a
+/// [`clock::ManualClock`] instead of sleeping).
+pub async fn run_with_clock(
+    config: Config,
+    clock: Arc<dyn clock::Clock>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let app = App::build_with_clock(&config, clock).await?;
     let listener = bind(config.server.listen).await?;
     let admin = match &config.admin {
         Some(a) => Some(bind(a.listen).await?),

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -16,9 +15,10 @@ use sigstore_verify::types::DerPublicKey;
 use crate::config::{AuthorityConfig, AuthorityKind, Problem, TrustedRootSource};
 use crate::verify::sigstore::{Identity, SigstoreRoot};
 
+pub mod signed;
 pub mod source;
 
-pub use source::{Fetched, Sources};
+pub use source::{Fetched, Freshness, Sources};
 
 /// One trusted vendor.
 pub struct Authority {
@@ -36,8 +36,12 @@ pub struct Authority {
     /// Why this authority's material cannot be used (its source never
     /// answered), if so.
     pub unavailable: Option<String>,
-    /// When fetched material becomes too old to rely on (`max_stale`).
+    /// A time past which the material must not be relied on however often
+    /// its source confirms it: a versioned document's signed `expires`.
     pub stale_after: Option<std::time::SystemTime>,
+    /// The sources (URL document, TUF repository) whose last verified
+    /// refresh must be within their `max_stale`, read at each decision.
+    pub freshness: Vec<Freshness>,
 }
 
 impl Authority {
@@ -53,6 +57,7 @@ impl Authority {
             revoked_serials: Vec::new(),
             unavailable: None,
             stale_after: None,
+            freshness: Vec::new(),
         }
     }
 
@@ -61,14 +66,28 @@ impl Authority {
         if let Some(why) = &self.unavailable {
             return Err(format!("trust for {} is unavailable: {why}", self.name));
         }
+        for f in &self.freshness {
+            f.check(now)
+                .map_err(|why| format!("trust for {} is stale: {why}", self.name))?;
+        }
         match self.stale_after {
-            Some(t) if now > t => Err(format!(
-                "trust for {} is stale: its source has not been refreshed since {} (max_stale)",
+            Some(t) if now >= t => Err(format!(
+                "trust for {} is stale: its signed trust document expired at {}",
                 self.name,
                 humantime::format_rfc3339_seconds(t)
             )),
             _ => Ok(()),
         }
+    }
+
+    /// When this authority's material stops being fresh unless its sources
+    /// are verified again (and at the latest its signed expiry).
+    pub fn fresh_until(&self) -> Option<std::time::SystemTime> {
+        self.freshness
+            .iter()
+            .map(Freshness::deadline)
+            .chain(self.stale_after)
+            .min()
     }
 
     /// When the earliest of this authority's CA certificates expires.
@@ -147,6 +166,7 @@ impl TrustSnapshot {
             };
             let mut unavailable = None;
             let mut stale_after = None;
+            let mut freshness = Vec::new();
             // A TUF repository's root is as fresh as its last verified refresh.
             if let Some(TrustedRootSource::Tuf(tuf)) = &a.trusted_root {
                 if let Some(p) = &tuf.root {
@@ -158,7 +178,11 @@ impl TrustSnapshot {
                     }
                 }
                 match fetched.get(&tuf.key()) {
-                    Some(f) => stale_after = Some(f.fetched_at + tuf.max_stale),
+                    Some(f) => freshness.push(Freshness::new(
+                        format!("its TUF repository {}", tuf.url),
+                        f,
+                        tuf.max_stale,
+                    )),
                     None => {
                         unavailable = Some(format!(
                             "its TUF repository {} has not been verified yet",
@@ -220,9 +244,12 @@ impl TrustSnapshot {
                 AuthorityKind::Source(src) => match fetched.get(&a.name) {
                     Some(f) => match source::parse(src.kind, &f.body) {
                         Ok(m) => {
-                            let until = f.fetched_at + src.max_stale;
-                            stale_after =
-                                Some(stale_after.map_or(until, |t: SystemTime| t.min(until)));
+                            freshness.push(Freshness::new(
+                                format!("its source {}", src.url),
+                                f,
+                                src.max_stale,
+                            ));
+                            stale_after = f.header.map(|h| h.expires);
                             m
                         }
                         Err(e) => {
@@ -270,6 +297,7 @@ impl TrustSnapshot {
                     revoked_serials: a.revoked_serials.clone(),
                     unavailable,
                     stale_after,
+                    freshness,
                 }),
             );
         }

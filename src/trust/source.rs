@@ -1,11 +1,14 @@
 //! Trust material fetched over HTTPS: a PEM document of public keys or CA
 //! certificates at a URL, refreshed with `If-None-Match` /
 //! `If-Modified-Since`, bounded in size, optionally signed by a governance
-//! key. A failed refresh keeps the last good material; what a refresh
-//! brings is validated completely before it replaces anything.
+//! key, versioned and expiring (see [`super::signed`]). A failed refresh
+//! keeps the last good material; what a refresh brings is validated
+//! completely before it replaces anything. A verified refresh that brings
+//! nothing new renews the held material's freshness in place (see
+//! [`Verified`]), without a new snapshot.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -14,16 +17,94 @@ use rustls::pki_types::pem::PemObject;
 use sha2::{Digest as _, Sha256};
 
 use super::Material;
+use super::signed::{Header, Marks, Refusal};
 use crate::config::{SourceConfig, SourceKind, TufSource};
+
+/// When a source last confirmed, verified, the document held. One cell is
+/// shared by the held document and every authority loaded from it, so an
+/// unchanged refresh renews what decisions read without installing a new
+/// snapshot (which would retire every cached verdict).
+#[derive(Debug, Clone)]
+pub struct Verified(Arc<Mutex<SystemTime>>);
+
+impl Verified {
+    fn new(at: SystemTime) -> Verified {
+        Verified(Arc::new(Mutex::new(at)))
+    }
+
+    pub fn at(&self) -> SystemTime {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn renew(&self, at: SystemTime) {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *t = (*t).max(at);
+    }
+}
 
 /// The last good document of a source.
 #[derive(Debug, Clone)]
 pub struct Fetched {
     pub body: Bytes,
-    /// The last time the source answered with this (or an unchanged) document.
-    pub fetched_at: SystemTime,
+    /// When the source last answered with this document (or confirmed it).
+    pub verified: Verified,
+    /// The signed version and expiry, for a versioned document.
+    pub header: Option<Header>,
     etag: Option<String>,
     last_modified: Option<String>,
+}
+
+impl Fetched {
+    /// How long this document can be relied on with `max_stale`: until
+    /// `max_stale` after it was last verified, and never past its signed
+    /// expiry.
+    pub fn fresh_until(&self, max_stale: Duration) -> SystemTime {
+        let until = self.verified.at() + max_stale;
+        self.header.map_or(until, |h| until.min(h.expires))
+    }
+}
+
+/// How fresh one source of an authority's material is, read at each
+/// decision from the cell its refreshes renew.
+#[derive(Debug, Clone)]
+pub struct Freshness {
+    /// The source, for messages: "its source https://…".
+    what: String,
+    verified: Verified,
+    max_stale: Duration,
+}
+
+impl Freshness {
+    pub fn new(what: String, fetched: &Fetched, max_stale: Duration) -> Freshness {
+        Freshness {
+            what,
+            verified: fetched.verified.clone(),
+            max_stale,
+        }
+    }
+
+    /// An error naming when the source was last verified, once that is
+    /// longer ago than `max_stale`.
+    pub fn check(&self, now: SystemTime) -> Result<(), String> {
+        let verified = self.verified.at();
+        if now > verified + self.max_stale {
+            return Err(format!(
+                "{} was last verified at {}, longer ago than max_stale ({})",
+                self.what,
+                humantime::format_rfc3339_seconds(verified),
+                humantime::format_duration(self.max_stale)
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn deadline(&self) -> SystemTime {
+        self.verified.at() + self.max_stale
+    }
+
+    pub fn last_verified(&self) -> SystemTime {
+        self.verified.at()
+    }
 }
 
 /// What a refresh did.
@@ -35,29 +116,89 @@ pub enum Refresh {
     Unchanged,
     /// Nothing usable; the last good material (if any) stays.
     Failed(String),
+    /// The source answered with a document that must not be trusted (a bad
+    /// governance signature, an older version, past its signed expiry); the
+    /// last good material (if any) stays, and the refusal is audited.
+    Refused(Refusal),
 }
 
 impl Refresh {
     pub fn label(&self) -> &'static str {
         match self {
             Refresh::Changed | Refresh::Unchanged => "ok",
-            Refresh::Failed(_) => "error",
+            Refresh::Failed(_) | Refresh::Refused(_) => "error",
+        }
+    }
+
+    /// Why it failed, if it did.
+    pub fn error(&self) -> Option<String> {
+        match self {
+            Refresh::Changed | Refresh::Unchanged => None,
+            Refresh::Failed(e) => Some(e.clone()),
+            Refresh::Refused(r) => Some(r.to_string()),
         }
     }
 }
 
-/// The last good document of every URL source, by authority name.
+/// Why the last refresh of a source failed, and when.
+#[derive(Debug, Clone)]
+pub struct LastError {
+    pub at: SystemTime,
+    pub error: String,
+}
+
+/// The last good document of every URL source (by authority name) and TUF
+/// repository (by its key), with the version high-water marks.
 #[derive(Default)]
 pub struct Sources {
     state: Mutex<HashMap<String, Fetched>>,
+    /// The last failure of each source since its last success.
+    errors: Mutex<HashMap<String, LastError>>,
+    marks: Marks,
 }
 
 impl Sources {
+    /// Sources with the high-water marks persisted in `marks`.
+    pub fn new(marks: Marks) -> Sources {
+        Sources {
+            marks,
+            ..Sources::default()
+        }
+    }
+
     pub fn snapshot(&self) -> HashMap<String, Fetched> {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Fetches `src` for `authority` once.
+    /// The failure of `key`'s last refresh, unless one succeeded since.
+    pub fn last_error(&self, key: &str) -> Option<LastError> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Records how `key`'s refresh ended; true if it failed otherwise than
+    /// the time before (so a repeated refusal is audited once).
+    pub fn note(&self, key: &str, outcome: &Refresh, now: SystemTime) -> bool {
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome.error() {
+            None => {
+                errors.remove(key);
+                false
+            }
+            Some(error) => {
+                let new = errors.get(key).is_none_or(|e| e.error != error);
+                errors.insert(key.to_string(), LastError { at: now, error });
+                new
+            }
+        }
+    }
+
+    /// Fetches `src` for `authority` once. A versioned document must be
+    /// newer than (or the same as) the last one accepted from its URL and
+    /// not past its signed expiry; a signed one must be versioned.
     pub async fn refresh(&self, authority: &str, src: &SourceConfig, now: SystemTime) -> Refresh {
         let previous = self
             .state
@@ -65,32 +206,60 @@ impl Sources {
             .unwrap_or_else(|e| e.into_inner())
             .get(authority)
             .cloned();
-        match fetch(src, previous.as_ref()).await {
+        let (body, etag, last_modified) = match fetch(src, previous.as_ref()).await {
+            Ok(Some(document)) => document,
             Ok(None) => {
-                if let Some(mut p) = previous {
-                    p.fetched_at = now;
-                    self.store(authority, p);
-                }
-                Refresh::Unchanged
+                let Some(p) = previous else {
+                    return Refresh::Failed("not modified, but nothing is held".into());
+                };
+                p.verified.renew(now);
+                return match p.header {
+                    Some(h) if h.expires <= now => Refresh::Refused(expired(&h)),
+                    _ => Refresh::Unchanged,
+                };
             }
-            Ok(Some((body, etag, last_modified))) => {
-                let changed = previous.as_ref().is_none_or(|p| p.body != body);
-                self.store(
-                    authority,
-                    Fetched {
-                        body,
-                        fetched_at: now,
-                        etag,
-                        last_modified,
-                    },
-                );
-                if changed {
-                    Refresh::Changed
-                } else {
-                    Refresh::Unchanged
+            Err(FetchError::Refused(r)) => return Refresh::Refused(r),
+            Err(FetchError::Failed(e)) => return Refresh::Failed(e),
+        };
+        let header = match Header::of(&body) {
+            Ok(h) => h,
+            Err(r) => return Refresh::Refused(r),
+        };
+        match &header {
+            None if src.signed_by.is_some() => return Refresh::Refused(Refusal::Unversioned),
+            None => {}
+            Some(h) => {
+                if h.expires <= now {
+                    return Refresh::Refused(expired(h));
                 }
+                if let Err(r) = self.marks.check(src.url.as_str(), h, &body) {
+                    return Refresh::Refused(r);
+                }
+                self.marks.accept(src.url.as_str(), h, &body).await;
             }
-            Err(e) => Refresh::Failed(e),
+        }
+        let unchanged = previous.filter(|p| p.body == body);
+        let verified = match &unchanged {
+            Some(p) => {
+                p.verified.renew(now);
+                p.verified.clone()
+            }
+            None => Verified::new(now),
+        };
+        self.store(
+            authority,
+            Fetched {
+                body,
+                verified,
+                header,
+                etag,
+                last_modified,
+            },
+        );
+        if unchanged.is_some() {
+            Refresh::Unchanged
+        } else {
+            Refresh::Changed
         }
     }
 
@@ -123,20 +292,28 @@ impl Sources {
             },
             Err(e) => return Refresh::Failed(e),
         };
-        let changed = previous.as_ref().is_none_or(|p| p.body != body);
+        let unchanged = previous.filter(|p| p.body == body);
+        let verified = match &unchanged {
+            Some(p) => {
+                p.verified.renew(fetched_at);
+                p.verified.clone()
+            }
+            None => Verified::new(fetched_at),
+        };
         self.store(
             &key,
             Fetched {
                 body,
-                fetched_at,
+                verified,
+                header: None,
                 etag: None,
                 last_modified: None,
             },
         );
-        if changed {
-            Refresh::Changed
-        } else {
+        if unchanged.is_some() {
             Refresh::Unchanged
+        } else {
+            Refresh::Changed
         }
     }
 
@@ -148,10 +325,34 @@ impl Sources {
     }
 }
 
+fn expired(h: &Header) -> Refusal {
+    Refusal::Expired {
+        expires: humantime::format_rfc3339_seconds(h.expires).to_string(),
+    }
+}
+
 type Document = (Bytes, Option<String>, Option<String>);
 
+/// Why a fetch brought nothing usable.
+enum FetchError {
+    /// The source could not be reached, answered an error, or sent a
+    /// document that is not one.
+    Failed(String),
+    /// The document must not be trusted.
+    Refused(Refusal),
+}
+
+impl From<String> for FetchError {
+    fn from(e: String) -> FetchError {
+        FetchError::Failed(e)
+    }
+}
+
 /// `Ok(None)`: not modified.
-async fn fetch(src: &SourceConfig, previous: Option<&Fetched>) -> Result<Option<Document>, String> {
+async fn fetch(
+    src: &SourceConfig,
+    previous: Option<&Fetched>,
+) -> Result<Option<Document>, FetchError> {
     let client = client(src)?;
     let mut request = client.get(src.url.clone());
     if let Some(p) = previous {
@@ -170,7 +371,7 @@ async fn fetch(src: &SourceConfig, previous: Option<&Fetched>) -> Result<Option<
         return Ok(None);
     }
     if !response.status().is_success() {
-        return Err(format!("{}: HTTP {}", src.url, response.status()));
+        return Err(format!("{}: HTTP {}", src.url, response.status()).into());
     }
     let header = |name: http::header::HeaderName| {
         response
@@ -193,7 +394,7 @@ async fn fetch(src: &SourceConfig, previous: Option<&Fetched>) -> Result<Option<
             .await
             .map_err(|e| format!("{sig_url}: {e}"))?;
         if !sig.status().is_success() {
-            return Err(format!("{sig_url}: HTTP {}", sig.status()));
+            return Err(format!("{sig_url}: HTTP {}", sig.status()).into());
         }
         let sig = bounded_body(sig, 64 << 10).await?;
         verify_governance(governance, &body, &sig)?;
@@ -259,22 +460,25 @@ async fn bounded_body(mut response: reqwest::Response, max: u64) -> Result<Bytes
     Ok(Bytes::from(out))
 }
 
-/// The governance key's signature (base64) over the exact document bytes.
-fn verify_governance(key: &std::path::Path, body: &[u8], sig: &[u8]) -> Result<(), String> {
+/// The governance key's signature (base64) over the exact document bytes,
+/// its header included.
+fn verify_governance(key: &std::path::Path, body: &[u8], sig: &[u8]) -> Result<(), FetchError> {
     use base64::Engine;
     let (_, der) = super::load_key(key)?;
     let sig = base64::engine::general_purpose::STANDARD
         .decode(String::from_utf8_lossy(sig).trim())
-        .map_err(|_| "governance signature is not base64".to_string())?;
+        .map_err(|_| FetchError::Refused(Refusal::BadSignature))?;
     let vk = sigstore_verify::crypto::VerificationKey::from_spki(&der)
         .map_err(|e| format!("governance key: {e}"))?;
     vk.verify(body, &sigstore_verify::types::SignatureBytes::new(sig))
-        .map_err(|_| "the governance signature does not verify: document refused".to_string())
+        .map_err(|_| FetchError::Refused(Refusal::BadSignature))
 }
 
-/// The material a document holds; an empty or unparsable document is an
-/// error (a source never silently trusts nothing, or everything).
+/// The material a document holds (after its header, if any); an empty or
+/// unparsable document is an error (a source never silently trusts
+/// nothing, or everything).
 pub fn parse(kind: SourceKind, body: &[u8]) -> Result<Material, String> {
+    let body = super::signed::pem_part(body);
     match kind {
         SourceKind::Keys => {
             let text = std::str::from_utf8(body).map_err(|_| "document is not UTF-8")?;

@@ -96,6 +96,7 @@ mod signatures {
                 revoked_serials: Vec::new(),
                 unavailable: None,
                 stale_after: None,
+                freshness: Vec::new(),
             }
         }
 

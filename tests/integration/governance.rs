@@ -3,7 +3,8 @@
 //! reloads without a restart; audit mode and expiring exceptions. Every
 //! change is visible in the audit log and the metrics.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -12,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 use crate::support::cosign::{self, VendorKey};
 use crate::support::trust_server::TrustServer;
 use crate::support::*;
+use portcullis::clock::{Clock as _, ManualClock};
 
 struct Setup {
     registry: Registry,
@@ -22,6 +24,25 @@ struct Setup {
 /// A proxy over a real registry; `authority` and `extra` are config text
 /// (`{dir}` is replaced by the proxy's own folder).
 async fn setup(authority: &str, extra: &str, files: &[(&str, String)]) -> Setup {
+    setup_timed(authority, extra, files, None).await
+}
+
+/// As [`setup`], with the proxy's time from `clock`.
+async fn setup_with_clock(
+    authority: &str,
+    extra: &str,
+    files: &[(&str, String)],
+    clock: &Arc<ManualClock>,
+) -> Setup {
+    setup_timed(authority, extra, files, Some(Arc::clone(clock))).await
+}
+
+async fn setup_timed(
+    authority: &str,
+    extra: &str,
+    files: &[(&str, String)],
+    clock: Option<Arc<ManualClock>>,
+) -> Setup {
     let registry = Registry::start().await;
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {
@@ -34,7 +55,10 @@ async fn setup(authority: &str, extra: &str, files: &[(&str, String)]) -> Setup 
         authority.replace("{dir}", &d),
         extra.replace("{dir}", &d),
     );
-    let proxy = Proxy::start(&body, None).await;
+    let proxy = match clock {
+        Some(clock) => Proxy::start_with_clock(tempfile::tempdir().unwrap(), &body, clock).await,
+        None => Proxy::start(&body, None).await,
+    };
     // Keep the files' folder alive as long as the proxy.
     std::mem::forget(dir);
     let pusher = Pusher::new(&registry.url());
@@ -98,6 +122,44 @@ fn governance_signature(governance: &VendorKey, document: &str) -> String {
             .unwrap()
             .as_bytes(),
     )
+}
+
+/// `keys` under a signed header with `version` and `expires`.
+fn versioned(version: u64, expires: SystemTime, keys: &str) -> String {
+    format!(
+        "portcullis-trust-document v1\nversion: {version}\nexpires: {}\n\n{keys}",
+        humantime::format_rfc3339_seconds(expires)
+    )
+}
+
+/// Serves `document` with the governance signature over it.
+fn serve_signed(server: &TrustServer, governance: &VendorKey, document: &str) {
+    server.serve(document, Some(governance_signature(governance, document)));
+}
+
+/// The acme source's refreshes that ended with `result` so far.
+async fn refreshes(proxy: &Proxy, result: &str) -> f64 {
+    proxy
+        .metric(
+            "portcullis_trust_refresh_total",
+            &["authority=\"acme\"", &format!("result=\"{result}\"")],
+        )
+        .await
+}
+
+/// Waits until the acme source has ended `n` more refreshes with `result`
+/// (so that, refreshes of one source running one at a time, at least
+/// `n - 1` of them started after this call).
+async fn more_refreshes(proxy: &Proxy, result: &str, n: f64, within: Duration) {
+    let start = refreshes(proxy, result).await;
+    let deadline = tokio::time::Instant::now() + within;
+    while refreshes(proxy, result).await < start + n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fewer than {n} more refreshes ended {result}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn source(server: &TrustServer, extra: &str) -> String {
@@ -277,11 +339,14 @@ async fn source_down_keeps_the_last_good_keys_then_denies_trust_unavailable_afte
         Duration::from_secs(8),
     )
     .await;
-    // Fail closed for what was allowed before, too.
-    assert_eq!(
-        s.answer(&first).await,
-        (403, Some("trust_unavailable".into()))
-    );
+    // Fail closed for what was allowed before, too: its cached verdict is
+    // retired within a watch tick of the trust going stale.
+    s.eventually(
+        &first,
+        (403, Some("trust_unavailable")),
+        Duration::from_secs(3),
+    )
+    .await;
     // Back up: trust is restored.
     server.set_down(false);
     s.eventually(&third, ALLOWED, Duration::from_secs(8)).await;
@@ -291,7 +356,11 @@ async fn source_down_keeps_the_last_good_keys_then_denies_trust_unavailable_afte
 async fn document_with_a_bad_governance_signature_is_refused_and_the_old_trust_kept() {
     let governance = VendorKey::generate();
     let (vendor, intruder) = (VendorKey::generate(), VendorKey::generate());
-    let document = vendor.public_pem();
+    let document = versioned(
+        1,
+        SystemTime::now() + Duration::from_secs(86400),
+        &vendor.public_pem(),
+    );
     let server = TrustServer::start(
         &document,
         Some(governance_signature(&governance, &document)),
@@ -314,7 +383,7 @@ async fn document_with_a_bad_governance_signature_is_refused_and_the_old_trust_k
     assert_eq!(s.answer(&by_vendor).await, (200, None));
 
     // A compromised file server adds the intruder's key, signed by someone else.
-    let tampered = format!("{}{}", vendor.public_pem(), intruder.public_pem());
+    let tampered = format!("{document}{}", intruder.public_pem());
     server.serve(&tampered, Some(governance_signature(&intruder, &tampered)));
     let before = s
         .proxy
@@ -560,5 +629,286 @@ async fn exception_lets_a_pinned_digest_through_until_it_expires_then_denies_exc
             .audit_events()
             .iter()
             .any(|e| e["event"] == "exception_expired")
+    );
+}
+
+/// A source of `acme` keys signed by `governance.pub`, refreshed every second.
+fn signed_source(server: &TrustServer, max_stale: &str) -> String {
+    source(
+        server,
+        &format!(", max_stale = \"{max_stale}\", signed_by = \"{{dir}}/governance.pub\""),
+    )
+}
+
+fn signed_files(server: &TrustServer, governance: &VendorKey) -> Vec<(&'static str, String)> {
+    vec![
+        ("ca.pem", server.ca_pem.clone()),
+        ("governance.pub", governance.public_pem()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_older_signed_document_is_refused_audited_once_and_the_rotated_out_key_stays_out()
+ {
+    let governance = VendorKey::generate();
+    let (old, new) = (VendorKey::generate(), VendorKey::generate());
+    let expires = SystemTime::now() + Duration::from_secs(86400);
+    let (v1, v2) = (
+        versioned(1, expires, &old.public_pem()),
+        versioned(2, expires, &new.public_pem()),
+    );
+    let server = TrustServer::start(&v1, Some(governance_signature(&governance, &v1))).await;
+    let s = setup(
+        &signed_source(&server, "1h"),
+        SIGNED_POLICY,
+        &signed_files(&server, &governance),
+    )
+    .await;
+    let (_, by_old) = s.image(780, Some(&old)).await;
+    assert_eq!(s.answer(&by_old).await, (200, None));
+    // Governance rotates the vendor's key out with version 2.
+    serve_signed(&server, &governance, &v2);
+    let (_, by_new) = s.image(781, Some(&new)).await;
+    s.eventually(&by_new, ALLOWED, Duration::from_secs(10))
+        .await;
+
+    // A compromised file server serves version 1 again, genuinely signed.
+    let errors = refreshes(&s.proxy, "error").await;
+    serve_signed(&server, &governance, &v1);
+    more_refreshes(&s.proxy, "error", 3.0, Duration::from_secs(10)).await;
+    assert!(refreshes(&s.proxy, "error").await >= errors + 3.0);
+    let (_, by_old_again) = s.image(782, Some(&old)).await;
+    assert_eq!(
+        s.answer(&by_old_again).await,
+        (403, Some("untrusted_signer".into())),
+        "the rotated-out key must not come back"
+    );
+    assert_eq!(
+        s.answer(&by_new).await,
+        (200, None),
+        "version 2 stays in force"
+    );
+    let refused: Vec<serde_json::Value> = s
+        .proxy
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "trust_document_refused")
+        .collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "audited once, not at every retry: {refused:?}"
+    );
+    assert_eq!(refused[0]["authority"], "acme");
+    assert_eq!(refused[0]["reason"], "older_version");
+    assert_eq!(refused[0]["url"], server.url());
+    let trust = s.proxy.admin_get("/admin/trust", ADMIN_TOKEN).await;
+    assert!(
+        trust.contains("document version 1 is older than version 2, already accepted"),
+        "{trust}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_accepted_version_survives_a_restart_so_an_older_document_served_meanwhile_is_refused()
+{
+    let governance = VendorKey::generate();
+    let (old, new) = (VendorKey::generate(), VendorKey::generate());
+    let expires = SystemTime::now() + Duration::from_secs(86400);
+    let (v1, v2) = (
+        versioned(1, expires, &old.public_pem()),
+        versioned(2, expires, &new.public_pem()),
+    );
+    let server = TrustServer::start(&v2, Some(governance_signature(&governance, &v2))).await;
+    let Setup {
+        registry,
+        proxy,
+        pusher,
+    } = setup(
+        &signed_source(&server, "1h"),
+        SIGNED_POLICY,
+        &signed_files(&server, &governance),
+    )
+    .await;
+    let config = std::fs::read_to_string(proxy.config_path()).unwrap();
+    let (_, body) = config.split_once("sink = \"audit.jsonl\"\n\n").unwrap();
+    let body = body.to_string();
+    let dir = proxy.stop_keeping_dir().await;
+    // While the proxy is down, the file server goes back to version 1.
+    serve_signed(&server, &governance, &v1);
+    let s = Setup {
+        registry,
+        proxy: Proxy::start_in(dir, &body, None, "", "").await,
+        pusher,
+    };
+    let (_, by_old) = s.image(785, Some(&old)).await;
+    let (_, by_new) = s.image(786, Some(&new)).await;
+    assert_eq!(
+        s.answer(&by_old).await,
+        (403, Some("trust_unavailable".into())),
+        "the replayed key must not be trusted after a restart"
+    );
+    assert_eq!(
+        s.answer(&by_new).await,
+        (403, Some("trust_unavailable".into())),
+        "nothing good is held yet: fail closed"
+    );
+    let trust = s.proxy.admin_get("/admin/trust", ADMIN_TOKEN).await;
+    assert!(trust.contains("older than version 2"), "{trust}");
+    serve_signed(&server, &governance, &v2);
+    s.eventually(&by_new, ALLOWED, Duration::from_secs(10))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_document_past_its_expiry_is_stale_however_often_the_server_confirms_it() {
+    let governance = VendorKey::generate();
+    let key = VendorKey::generate();
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let expires = clock.now() + Duration::from_secs(86400);
+    let document = versioned(1, expires, &key.public_pem());
+    let server = TrustServer::start(
+        &document,
+        Some(governance_signature(&governance, &document)),
+    )
+    .await;
+    let s = setup_with_clock(
+        &signed_source(&server, "30d"),
+        SIGNED_POLICY,
+        &signed_files(&server, &governance),
+        &clock,
+    )
+    .await;
+    let (_, first) = s.image(790, Some(&key)).await;
+    assert_eq!(s.answer(&first).await, (200, None));
+    more_refreshes(&s.proxy, "ok", 2.0, Duration::from_secs(10)).await;
+    assert_eq!(
+        server
+            .full_answers
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the rest were 304s"
+    );
+
+    // Two days on, well within max_stale, the server still confirms it.
+    clock.advance(Duration::from_secs(2 * 86400));
+    let (_, second) = s.image(791, Some(&key)).await;
+    s.eventually(
+        &second,
+        (403, Some("trust_unavailable")),
+        Duration::from_secs(10),
+    )
+    .await;
+    // The cached allow is retired too, within a watch tick.
+    s.eventually(
+        &first,
+        (403, Some("trust_unavailable")),
+        Duration::from_secs(3),
+    )
+    .await;
+    // Each 304 that confirms it now counts as a refused refresh.
+    more_refreshes(&s.proxy, "error", 2.0, Duration::from_secs(10)).await;
+    let trust = s.proxy.admin_get("/admin/trust", ADMIN_TOKEN).await;
+    assert!(trust.contains("\"last_error\""), "{trust}");
+    let at = humantime::format_rfc3339_seconds(expires).to_string();
+    assert!(
+        trust.contains(&format!("its signed trust document expired at {at}")),
+        "{trust}"
+    );
+    assert!(
+        s.proxy
+            .audit_events()
+            .iter()
+            .any(|e| e["event"] == "trust_document_refused" && e["reason"] == "expired")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unversioned_signed_document_is_refused_so_the_authority_stays_unavailable() {
+    let governance = VendorKey::generate();
+    let key = VendorKey::generate();
+    let document = key.public_pem();
+    let server = TrustServer::start(
+        &document,
+        Some(governance_signature(&governance, &document)),
+    )
+    .await;
+    let s = setup(
+        &signed_source(&server, "1h"),
+        SIGNED_POLICY,
+        &signed_files(&server, &governance),
+    )
+    .await;
+    let (_, tag) = s.image(795, Some(&key)).await;
+    assert_eq!(
+        s.answer(&tag).await,
+        (403, Some("trust_unavailable".into()))
+    );
+    let trust = s.proxy.admin_get("/admin/trust", ADMIN_TOKEN).await;
+    assert!(
+        trust.contains("unversioned signed documents are refused"),
+        "{trust}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unchanged_source_stays_fresh_past_max_stale_and_goes_stale_max_stale_after_it_was_last_verified()
+ {
+    let key = VendorKey::generate();
+    let server = TrustServer::start(&key.public_pem(), None).await;
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let s = setup_with_clock(
+        &source(&server, ", max_stale = \"1h\""),
+        SIGNED_POLICY,
+        &[("ca.pem", server.ca_pem.clone())],
+        &clock,
+    )
+    .await;
+    let (_, first) = s.image(800, Some(&key)).await;
+    assert_eq!(s.answer(&first).await, (200, None));
+    let epoch = s.proxy.metric("portcullis_trust_epoch", &[]).await;
+
+    // Two hours of the vendor confirming the same document (304s), twice
+    // as long as max_stale, in steps shorter than it.
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(40 * 60));
+        more_refreshes(&s.proxy, "ok", 2.0, Duration::from_secs(10)).await;
+    }
+    let verified = clock.now();
+    let (_, second) = s.image(801, Some(&key)).await;
+    assert_eq!(
+        s.answer(&second).await,
+        (200, None),
+        "a verified, unchanged refresh renews freshness"
+    );
+    assert_eq!(
+        s.proxy.metric("portcullis_trust_epoch", &[]).await,
+        epoch,
+        "renewing freshness retires no verdict"
+    );
+
+    // The source goes down; an hour and a bit after its last verification
+    // the authority is stale.
+    server.set_down(true);
+    clock.advance(Duration::from_secs(3600 + 60));
+    more_refreshes(&s.proxy, "error", 2.0, Duration::from_secs(10)).await;
+    let (_, third) = s.image(802, Some(&key)).await;
+    assert_eq!(
+        s.answer(&third).await,
+        (403, Some("trust_unavailable".into()))
+    );
+    s.eventually(
+        &first,
+        (403, Some("trust_unavailable")),
+        Duration::from_secs(3),
+    )
+    .await;
+    let trust = s.proxy.admin_get("/admin/trust", ADMIN_TOKEN).await;
+    let at = humantime::format_rfc3339_seconds(verified).to_string();
+    assert!(
+        trust.contains(&format!(
+            "was last verified at {at}, longer ago than max_stale (1h)"
+        )),
+        "{trust}"
     );
 }

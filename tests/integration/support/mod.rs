@@ -88,6 +88,36 @@ impl Proxy {
         cache_extra: &str,
         server_extra: &str,
     ) -> Proxy {
+        Proxy::start_timed(
+            dir,
+            upstreams_and_policies,
+            default_upstream,
+            cache_extra,
+            server_extra,
+            None,
+        )
+        .await
+    }
+
+    /// As [`Proxy::start_in`] with no default upstream or extra keys, its time
+    /// from `clock` (which the test advances instead of sleeping).
+    #[allow(dead_code)]
+    pub async fn start_with_clock(
+        dir: tempfile::TempDir,
+        upstreams_and_policies: &str,
+        clock: std::sync::Arc<portcullis::clock::ManualClock>,
+    ) -> Proxy {
+        Proxy::start_timed(dir, upstreams_and_policies, None, "", "", Some(clock)).await
+    }
+
+    async fn start_timed(
+        dir: tempfile::TempDir,
+        upstreams_and_policies: &str,
+        default_upstream: Option<&str>,
+        cache_extra: &str,
+        server_extra: &str,
+        clock: Option<std::sync::Arc<portcullis::clock::ManualClock>>,
+    ) -> Proxy {
         let port = free_port();
         let admin_port = free_port();
         let default = default_upstream
@@ -103,7 +133,12 @@ impl Proxy {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
-            portcullis::run(config, token).await.unwrap();
+            match clock {
+                Some(clock) => portcullis::run_with_clock(config, clock, token)
+                    .await
+                    .unwrap(),
+                None => portcullis::run(config, token).await.unwrap(),
+            }
         });
         let proxy = Proxy {
             port,
