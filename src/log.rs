@@ -29,15 +29,27 @@ fn write_field(
     w.write_str(&escape_control(&text))
 }
 
-/// `text` with every control character written as a Rust escape
-/// (`\n`, `\u{1b}`), so it stays on one line and cannot move the cursor.
+/// Characters that could make a log line read other than it is: control
+/// characters, line and paragraph separators, and bidirectional overrides.
+fn deceptive(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+        )
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// `text` with every such character written as a Rust escape (`\n`,
+/// `\u{1b}`), so it stays on one line and reads as it is.
 pub fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(deceptive) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() {
+        if deceptive(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -108,5 +120,6 @@ mod tests {
             std::borrow::Cow::Borrowed(_)
         ));
         assert_eq!(escape_control("a\tb\r"), "a\\tb\\r");
+        assert_eq!(escape_control("a\u{2028}b\u{202e}"), "a\\u{2028}b\\u{202e}");
     }
 }

@@ -95,7 +95,7 @@ impl Puller {
         range: Option<ByteRange>,
     ) -> Result<BlobBody, PullError> {
         self.precheck(target)?;
-        self.check_blob_allowed(target, digest)?;
+        self.check_blob_allowed(target, digest).await?;
         if let Some(body) = self.stored_blob(target, digest, range).await? {
             self.hit("blob", true);
             return Ok(body);
@@ -161,9 +161,13 @@ impl Puller {
     }
 
     /// Size of a blob, from the store or by asking the upstream.
-    pub async fn head_blob(&self, target: &Target, digest: &Digest) -> Result<BlobHead, PullError> {
+    pub async fn head_blob(
+        self: &Arc<Self>,
+        target: &Target,
+        digest: &Digest,
+    ) -> Result<BlobHead, PullError> {
         self.precheck(target)?;
-        self.check_blob_allowed(target, digest)?;
+        self.check_blob_allowed(target, digest).await?;
         if let Some(size) = self.store.size(Kind::Blob, digest) {
             self.confirm(target, digest, false).await?;
             return Ok(BlobHead { size: Some(size) });

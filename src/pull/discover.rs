@@ -337,8 +337,10 @@ fn bounds(layers: &[Descriptor]) -> Option<String> {
 
 impl Puller {
     /// Reads what proving `manifest` an artifact needs (its config and
-    /// layers, each bounded and digest-checked, kept in the store for the
-    /// clients that fetch them next) and asks [`artifact::prove`]. `Ok(Err)`
+    /// layers, each exactly its declared size and digest-checked; content
+    /// already stored is used only once the upstream confirms this
+    /// repository holds it) and asks [`artifact::prove`]. Proven documents
+    /// are kept in the store for the clients that fetch them next. `Ok(Err)`
     /// means it is not provably an artifact; upstream faults are errors.
     pub(super) async fn prove_artifact(
         &self,
@@ -350,25 +352,33 @@ impl Puller {
             Err(why) => return Ok(Err(why)),
         };
         let blobs = futures_util::stream::iter(wanted)
-            .map(|(d, most)| async move {
-                let bytes = match self.store.read_small_blob(&d.digest, most).await {
-                    Some(b) => b,
-                    None => {
-                        let b = target
-                            .upstream
-                            .fetch_blob_bounded(&target.repo, &d.digest, most as usize)
-                            .await?;
-                        if let Err(e) = self.store.put_blob(&d.digest, &b).await {
-                            tracing::warn!(digest = %d.digest, error = %e, "storing an artifact blob failed");
-                        }
-                        b
-                    }
-                };
-                Ok::<_, PullError>((d, bytes))
+            .map(|d| async move {
+                if let Some(b) = self.store.read_small_blob(&d.digest, d.size).await {
+                    self.confirm(target, &d.digest, false).await?;
+                    return Ok::<_, PullError>((d, b, true));
+                }
+                let size = usize::try_from(d.size).unwrap_or(usize::MAX);
+                let b = target
+                    .upstream
+                    .fetch_blob_bounded(&target.repo, &d.digest, size)
+                    .await?;
+                Ok((d, b, false))
             })
             .buffer_unordered(PARALLEL)
             .try_collect::<Vec<_>>()
             .await?;
-        Ok(artifact::prove(manifest, &blobs))
+        let read: Vec<_> = blobs
+            .iter()
+            .map(|(d, b, _)| (d.clone(), b.clone()))
+            .collect();
+        let proof = artifact::prove(manifest, &read);
+        if proof.is_ok() {
+            for (d, b, _) in blobs.iter().filter(|(_, _, stored)| !stored) {
+                if let Err(e) = self.store.put_blob(&d.digest, b).await {
+                    tracing::warn!(digest = %d.digest, error = %e, "storing an artifact document failed");
+                }
+            }
+        }
+        Ok(proof)
     }
 }

@@ -29,11 +29,17 @@ pub(super) struct Grants {
 }
 
 impl Grants {
-    pub(super) fn new(capacity: u64, ttl: std::time::Duration) -> Grants {
+    /// At most `capacity` subjects, each forgotten after `idle` unused. A
+    /// grant is not a permission (the grantor's live verdict is), so it
+    /// may outlive that verdict: the grantor is then decided again. New
+    /// grants are always admitted (plain LRU), so a flood cannot keep
+    /// legitimate ones out.
+    pub(super) fn new(capacity: u64, idle: std::time::Duration) -> Grants {
         Grants {
             by_subject: moka::sync::Cache::builder()
                 .max_capacity(capacity)
-                .time_to_live(ttl)
+                .time_to_idle(idle)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .build(),
         }
     }

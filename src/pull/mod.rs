@@ -58,7 +58,17 @@ type TagKey = (UpstreamName, RepositoryName, Tag);
 const GRANTS: u64 = 500_000;
 
 /// How many indexes deep a chain of grants is followed.
-const MAX_GRANT_DEPTH: usize = 4;
+const MAX_GRANT_DEPTH: usize = 3;
+
+/// Grantors decided again, at most, when a grant's verdicts have expired.
+const REDECIDE: usize = 2;
+
+/// Which grants a subject is looked up in.
+#[derive(Clone, Copy)]
+enum Grant {
+    Blob,
+    Child,
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PullError {
@@ -173,8 +183,8 @@ impl Puller {
                 .time_to_live(config.max_stale)
                 .build(),
             known: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
-            blob_grants: Grants::new(GRANTS, config.verdict_ttl),
-            child_grants: Grants::new(GRANTS, config.verdict_ttl),
+            blob_grants: Grants::new(GRANTS, config.verdict_ttl.max(config.max_stale)),
+            child_grants: Grants::new(GRANTS, config.verdict_ttl.max(config.max_stale)),
             verdicts: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .expire_after(VerdictExpiry {
@@ -241,7 +251,7 @@ impl Puller {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(t) => self.resolve_tag(target, t).await?,
         };
-        self.verdict(target, reference, digest.clone())
+        self.verdict(target, reference, digest.clone(), 0)
             .await
             .map_err(|e| e.about(Some(&digest)))
     }
@@ -252,9 +262,19 @@ impl Puller {
         target: &Target,
         reference: &Reference,
         digest: Digest,
+        depth: usize,
     ) -> Result<VerifiedManifest, PullError> {
         let (gate, generation) = self.gate();
-        let reached = if self.granted(&self.child_grants, &target.key(&digest), generation, 0) {
+        let named = self
+            .rederived(
+                target,
+                Grant::Child,
+                &target.key(&digest),
+                generation,
+                depth,
+            )
+            .await;
+        let reached = if named {
             Reached::ThroughAllowedIndex
         } else {
             Reached::Directly
@@ -561,13 +581,65 @@ impl Puller {
             })
     }
 
+    /// As [`Puller::granted`], and when no grantor has a live verdict, the
+    /// grantors whose verdicts merely expired (or were evicted) are decided
+    /// again under the gate in force, as a manifest request would: a pull
+    /// that outlasts a verdict's TTL goes on if the manifest is still
+    /// allowed, and fails if it is not. Bounded in count and depth.
+    fn rederived<'a>(
+        self: &'a Arc<Self>,
+        target: &'a Target,
+        kind: Grant,
+        subject: &'a RepoDigest,
+        generation: u64,
+        depth: usize,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move {
+            let grants = match kind {
+                Grant::Blob => &self.blob_grants,
+                Grant::Child => &self.child_grants,
+            };
+            if self.granted(grants, subject, generation, 0) {
+                return true;
+            }
+            if depth >= MAX_GRANT_DEPTH {
+                return false;
+            }
+            let expired: Vec<Digest> = grants
+                .grantors(subject, generation)
+                .into_iter()
+                .filter(|(m, reached)| {
+                    let key = (subject.0.clone(), subject.1.clone(), m.clone());
+                    self.verdicts.get(&(key, generation, *reached)).is_none()
+                })
+                .map(|(m, _)| m)
+                .take(REDECIDE)
+                .collect();
+            for m in expired {
+                let decided = self
+                    .verdict(target, &Reference::Digest(m.clone()), m, depth + 1)
+                    .await;
+                if decided.is_ok() && self.granted(grants, subject, generation, 0) {
+                    return true;
+                }
+            }
+            false
+        })
+    }
+
     /// Blobs flow only for manifests that passed: unless the policy admits
     /// unverified content, a blob must be named by a manifest of this
     /// repository that is allowed under the gate in force.
-    fn check_blob_allowed(&self, target: &Target, digest: &Digest) -> Result<(), PullError> {
+    async fn check_blob_allowed(
+        self: &Arc<Self>,
+        target: &Target,
+        digest: &Digest,
+    ) -> Result<(), PullError> {
         let (gate, generation) = self.gate();
         if gate.gates_blobs(&target.upstream.name, &target.repo)
-            && !self.granted(&self.blob_grants, &target.key(digest), generation, 0)
+            && !self
+                .rederived(target, Grant::Blob, &target.key(digest), generation, 0)
+                .await
         {
             return Err(PullError::Denied(Denial {
                 reason: Reason::Unsigned,

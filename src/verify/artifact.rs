@@ -77,10 +77,10 @@ pub fn claims(manifest: &Manifest) -> bool {
     }
 }
 
-/// The blobs to fetch to prove an image artifact (its config and layers),
-/// each with the most bytes to read; `Err` when a declared size already
-/// breaks a bound.
-pub fn blobs_to_prove(manifest: &Manifest) -> Result<Vec<(Descriptor, u64)>, String> {
+/// The blobs to fetch to prove an image artifact (its config and layers,
+/// each digest once), each to be read at exactly its declared size; `Err`
+/// when a declared size already breaks a bound.
+pub fn blobs_to_prove(manifest: &Manifest) -> Result<Vec<Descriptor>, String> {
     let ManifestKind::Image { config, layers } = &manifest.kind else {
         return Ok(Vec::new());
     };
@@ -96,7 +96,7 @@ pub fn blobs_to_prove(manifest: &Manifest) -> Result<Vec<(Descriptor, u64)>, Str
             config.size
         ));
     }
-    let mut out = vec![(config.clone(), MAX_ARTIFACT_CONFIG)];
+    let mut out: Vec<Descriptor> = vec![config.clone()];
     let mut total = 0u64;
     for l in layers {
         let most = match document(&l.media_type) {
@@ -108,7 +108,9 @@ pub fn blobs_to_prove(manifest: &Manifest) -> Result<Vec<(Descriptor, u64)>, Str
             return Err(format!("a layer is {} bytes (at most {most})", l.size));
         }
         total = total.saturating_add(l.size);
-        out.push((l.clone(), most));
+        if !out.iter().any(|d| d.digest == l.digest) {
+            out.push(l.clone());
+        }
     }
     if total > MAX_ATTESTATION_TOTAL {
         return Err(format!(
@@ -116,6 +118,34 @@ pub fn blobs_to_prove(manifest: &Manifest) -> Result<Vec<(Descriptor, u64)>, Str
         ));
     }
     Ok(out)
+}
+
+/// An artifact's config is JSON that describes no filesystem other than
+/// its own documents: the empty object (OCI 1.1 artifacts), or an image
+/// config whose `rootfs.diff_ids`, if any, are all among its layers'
+/// digests (cosign's and buildx's form, where the layers are uncompressed
+/// documents; containers/image writes them deduplicated). The config of
+/// another image, which lists that image's filesystem layers, is not.
+fn artifact_config(bytes: &[u8], layers: &[Descriptor]) -> Result<(), String> {
+    #[derive(Deserialize)]
+    struct Config {
+        #[serde(default)]
+        rootfs: Option<RootFs>,
+    }
+    #[derive(Deserialize)]
+    struct RootFs {
+        #[serde(default)]
+        diff_ids: Vec<String>,
+    }
+    let config: Config =
+        serde_json::from_slice(bytes).map_err(|_| "its config is not a JSON object".to_string())?;
+    let own = |id: &String| layers.iter().any(|l| l.digest.to_string() == *id);
+    match config.rootfs {
+        Some(r) if !r.diff_ids.iter().all(own) => {
+            Err("its config describes layers other than its own documents".into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Proves that `manifest` is an artifact from the bytes of the blobs
@@ -137,8 +167,7 @@ pub fn prove(manifest: &Manifest, blobs: &[(Descriptor, Bytes)]) -> Result<Artif
             .filter(|bytes| bytes.len() as u64 == d.size)
             .ok_or_else(|| format!("blob {} was not read whole", d.digest))
     };
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes_of(config)?)
-        .map_err(|_| "its config is not JSON".to_string())?;
+    artifact_config(bytes_of(config)?, layers)?;
     let mut common: Option<BTreeSet<Digest>> = None;
     for l in layers {
         let kind = document(&l.media_type).ok_or("a layer is not a signature document")?;

@@ -602,3 +602,52 @@ async fn a_denial_names_the_digest_it_decided_and_the_tag_it_came_from() {
     assert_eq!(line["digest"], img.digest.as_str());
     assert_eq!(line["reference"], "release");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_outlasting_the_verdict_ttl_gets_its_blobs_while_the_image_is_still_allowed() {
+    let registry = Registry::start().await;
+    let acme = VendorKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    acme.write_public(dir.path(), "acme.pub");
+    let body = format!(
+        "{}\n[[authority]]\nname = \"acme\"\nkeys = [\"acme.pub\"]\n\n{ACME_POLICY}",
+        upstream_toml("local", &registry.url(), "")
+    );
+    let proxy = Proxy::start_in(dir, &body, None, "verdict_ttl = \"1s\"", "").await;
+    let pusher = Pusher::new(&registry.url());
+    let child = image::Image::oci(930, &[100]);
+    let index = image::Index::new(OCI_INDEX, vec![child.clone()]);
+    pusher.index("acme/slow", "v1", &index).await;
+    let sig = acme.sign(&index.digest, "acme/slow");
+    cosign::push_signatures(&pusher, "acme/slow", &index.digest, &[sig]).await;
+    assert_eq!(
+        proxy.answer("/v2/local/acme/slow/manifests/v1").await.0,
+        200
+    );
+    let child_path = format!("/v2/local/acme/slow/manifests/{}", child.digest);
+    assert_eq!(proxy.answer(&child_path).await.0, 200);
+    // Both verdicts expire while the client is still fetching layers.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let decided = proxy
+        .metric("portcullis_verification_duration_seconds_count", &[])
+        .await;
+    let r = proxy
+        .get(&format!(
+            "/v2/local/acme/slow/blobs/{}",
+            child.layers[0].digest
+        ))
+        .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "index and child are decided again, and still allowed"
+    );
+    assert_eq!(r.bytes().await.unwrap(), child.layers[0].bytes);
+    assert_eq!(
+        proxy
+            .metric("portcullis_verification_duration_seconds_count", &[])
+            .await,
+        decided + 2.0,
+        "the index and the child were decided again"
+    );
+}

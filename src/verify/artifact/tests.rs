@@ -49,20 +49,41 @@ fn artifact(
 }
 
 fn config() -> (serde_json::Value, Bytes) {
+    blob("application/vnd.oci.empty.v1+json", b"{}")
+}
+
+#[test]
+fn configs_without_a_filesystem_of_their_own_pass() {
+    let subject = Digest::sha256_of(b"image");
+    let layer = blob(SIMPLE_SIGNING, &simple_signing(&subject));
+    for c in [
+        config(),
+        blob(
+            "application/vnd.oci.image.config.v1+json",
+            br#"{"architecture":"","os":""}"#,
+        ),
+        cosign_config(&[&layer, &layer]),
+    ] {
+        let (m, blobs) = artifact(c, vec![layer.clone(), layer.clone()], None);
+        assert!(prove(&m, &blobs).is_ok());
+    }
+}
+
+/// cosign's config for a `.sig` image: its layers' digests as diff ids.
+fn cosign_config(layers: &[&(serde_json::Value, Bytes)]) -> (serde_json::Value, Bytes) {
+    let ids: Vec<&serde_json::Value> = layers.iter().map(|l| &l.0["digest"]).collect();
+    let c = serde_json::json!({"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": ids}});
     blob(
         "application/vnd.oci.image.config.v1+json",
-        br#"{"architecture":"","os":""}"#,
+        &serde_json::to_vec(&c).unwrap(),
     )
 }
 
 #[test]
 fn a_cosign_signature_manifest_is_proven_an_artifact_about_its_subject() {
     let subject = Digest::sha256_of(b"image");
-    let (m, blobs) = artifact(
-        config(),
-        vec![blob(SIMPLE_SIGNING, &simple_signing(&subject))],
-        None,
-    );
+    let layer = blob(SIMPLE_SIGNING, &simple_signing(&subject));
+    let (m, blobs) = artifact(cosign_config(&[&layer]), vec![layer], None);
     assert!(claims(&m));
     let proof = prove(&m, &blobs).unwrap();
     assert_eq!(proof.subjects, BTreeSet::from([subject]));
@@ -125,6 +146,10 @@ fn a_config_that_is_not_small_json_is_refused() {
         vec![layer.clone()],
         None,
     );
+    assert!(prove(&m, &blobs).unwrap_err().contains("config"));
+    // The config of another image (its own diff ids) does not pass either.
+    let other = cosign_config(&[&blob(SIMPLE_SIGNING, b"{}")]);
+    let (m, blobs) = artifact(other, vec![layer.clone()], None);
     assert!(prove(&m, &blobs).unwrap_err().contains("config"));
     let big = vec![b' '; (MAX_ARTIFACT_CONFIG + 1) as usize];
     let (m, _) = artifact(
