@@ -3,13 +3,18 @@
 //! DSSE's pre-authentication encoding, the payload must be an in-toto
 //! statement (`application/vnd.in-toto+json`) naming this digest, and the
 //! predicate type is read from that signed statement, never from an
-//! annotation.
+//! annotation. The statement is parsed once, strictly: a member duplicated
+//! at any depth makes it invalid, so no other parser can read a different
+//! statement from the same bytes, and conditions see exactly what was
+//! checked.
 
-use std::time::SystemTime;
+use std::fmt;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::Reason;
 use super::check::{self, matching_key, root, untrusted};
@@ -50,9 +55,9 @@ struct EnvelopeSignature {
     sig: String,
 }
 
-/// The parts of an in-toto statement Portcullis relies on. Other fields are
-/// allowed (forward compatibility); a duplicated field is an error, so two
-/// parsers can never read two different statements from one payload.
+/// The parts of an in-toto statement Portcullis relies on, read from the
+/// strictly parsed statement. Other fields are allowed (forward
+/// compatibility).
 #[derive(Deserialize)]
 struct Statement {
     #[serde(rename = "_type")]
@@ -77,17 +82,98 @@ fn invalid(message: impl Into<String>) -> Failure {
     Failure::new(Reason::AttestationInvalid, message)
 }
 
+/// JSON parsed like `serde_json::Value`, except that an object with a
+/// member name twice, at any depth, is an error instead of "last one wins".
+pub struct StrictJson(pub serde_json::Value);
+
+impl<'de> Deserialize<'de> for StrictJson {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<StrictJson, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictJson)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value without duplicated object members")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(b.into())
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
+        serde_json::Number::from_f64(n)
+            .map(serde_json::Value::Number)
+            .ok_or_else(|| E::custom("a number is not finite"))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(s.into())
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(s.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictJson(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if members.contains_key(&key) {
+                return Err(de::Error::custom(format!("member {key:?} is duplicated")));
+            }
+            let StrictJson(value) = map.next_value()?;
+            members.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(members))
+    }
+}
+
+/// Parses JSON strictly (see [`StrictJson`]).
+pub fn parse_strict(bytes: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+    serde_json::from_slice::<StrictJson>(bytes).map(|StrictJson(v)| v)
+}
+
 /// Parses a signed in-toto statement and checks it is about `subject`;
-/// returns its predicate type and the statement as JSON.
+/// returns its predicate type and the statement as JSON, exactly as parsed.
 pub fn parse_statement(
     payload: &[u8],
     subject: &Digest,
 ) -> Result<(String, serde_json::Value), Failure> {
-    let statement: Statement = serde_json::from_slice(payload)
-        .map_err(|e| invalid(format!("in-toto statement is malformed: {e}")))?;
+    let malformed = |e: serde_json::Error| {
+        invalid(format!(
+            "in-toto statement is malformed: {}",
+            legacy::escaped(e)
+        ))
+    };
+    let value = parse_strict(payload).map_err(malformed)?;
+    let statement = Statement::deserialize(&value).map_err(malformed)?;
     if !STATEMENT_TYPES.contains(&statement.kind.as_str()) {
         return Err(invalid(format!(
-            "`{}` is not an in-toto statement type",
+            "{:?} is not an in-toto statement type",
             statement.kind
         )));
     }
@@ -103,8 +189,6 @@ pub fn parse_statement(
             "statement is about another artifact, not {subject}"
         )));
     }
-    let value: serde_json::Value = serde_json::from_slice(payload)
-        .map_err(|e| invalid(format!("in-toto statement is malformed: {e}")))?;
     Ok((statement.predicate_type, value))
 }
 
@@ -125,6 +209,12 @@ pub fn claimed_predicate_type(attestation: &Attestation) -> Option<String> {
     };
     let v: serde_json::Value = serde_json::from_slice(&payload).ok()?;
     v["predicateType"].as_str().map(String::from)
+}
+
+fn wrong_payload_type(payload_type: &str) -> Failure {
+    invalid(format!(
+        "DSSE payloadType is {payload_type:?}, not {IN_TOTO_PAYLOAD_TYPE}"
+    ))
 }
 
 /// DSSE's pre-authentication encoding of a payload.
@@ -154,10 +244,7 @@ pub fn verify(
             let payload = match &bundle.content {
                 sigstore_verify::types::SignatureContent::DsseEnvelope(env) => {
                     if env.payload_type != IN_TOTO_PAYLOAD_TYPE {
-                        return Err(invalid(format!(
-                            "DSSE payloadType is `{}`, not {IN_TOTO_PAYLOAD_TYPE}",
-                            env.payload_type
-                        )));
+                        return Err(wrong_payload_type(&env.payload_type));
                     }
                     env.payload.as_bytes().to_vec()
                 }
@@ -180,13 +267,14 @@ fn verify_legacy(
     subject: &Digest,
     now: SystemTime,
 ) -> Result<VerifiedAttestation, Failure> {
-    let env: Envelope = serde_json::from_slice(&l.envelope)
-        .map_err(|e| invalid(format!("DSSE envelope is malformed: {e}")))?;
+    let env: Envelope = serde_json::from_slice(&l.envelope).map_err(|e| {
+        invalid(format!(
+            "DSSE envelope is malformed: {}",
+            legacy::escaped(e)
+        ))
+    })?;
     if env.payload_type != IN_TOTO_PAYLOAD_TYPE {
-        return Err(invalid(format!(
-            "DSSE payloadType is `{}`, not {IN_TOTO_PAYLOAD_TYPE}",
-            env.payload_type
-        )));
+        return Err(wrong_payload_type(&env.payload_type));
     }
     let payload = STANDARD
         .decode(&env.payload)
@@ -197,7 +285,7 @@ fn verify_legacy(
     let signatures: Vec<Vec<u8>> = env
         .signatures
         .iter()
-        .filter_map(|s| STANDARD.decode(&s.sig).ok())
+        .filter_map(|s| legacy::decode_base64_lines(&s.sig).ok())
         .collect();
     if signatures.is_empty() {
         return Err(invalid("DSSE envelope carries no signature"));
@@ -315,10 +403,20 @@ fn verify_legacy(
     })
 }
 
-/// When the attested evidence was produced: the predicate's own time where
-/// well-known predicates record one (vulnerability scans, SLSA builds,
-/// SBOMs), else the earliest proven signing time.
-pub fn evidence_time(v: &VerifiedAttestation) -> Option<SystemTime> {
+/// How far past `now` a recorded time may lie before it is refused: clocks
+/// of signers and of the proxy disagree by seconds, not by minutes.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// When the attested evidence was produced, for `max_age`: the earlier of
+/// the predicate's own time (where well-known predicates record one:
+/// vulnerability scans, SLSA builds, SBOMs) and the earliest proven signing
+/// time, so evidence is never younger than its proven signature. `None`
+/// when neither is known; an error when either lies more than
+/// [`MAX_CLOCK_SKEW`] after `now`.
+pub fn evidence_time(
+    v: &VerifiedAttestation,
+    now: SystemTime,
+) -> Result<Option<SystemTime>, String> {
     const PATHS: [&[&str]; 6] = [
         &["metadata", "scanFinishedOn"],
         &["metadata", "scanStartedOn"],
@@ -328,132 +426,33 @@ pub fn evidence_time(v: &VerifiedAttestation) -> Option<SystemTime> {
         &["creationInfo", "created"],
     ];
     let predicate = &v.statement["predicate"];
-    PATHS
-        .iter()
-        .find_map(|path| {
-            let value = path.iter().fold(predicate, |v, k| &v[*k]);
-            value
-                .as_str()
-                .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
-        })
-        .or_else(|| v.signed_times.iter().min().copied())
+    let claimed = PATHS.iter().find_map(|path| {
+        let value = path.iter().fold(predicate, |v, k| &v[*k]);
+        value
+            .as_str()
+            .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+    });
+    let signed = v.signed_times.iter().min().copied();
+    let latest = now.checked_add(MAX_CLOCK_SKEW).unwrap_or(now);
+    let future = |what: &str, t: SystemTime| {
+        format!(
+            "the attestation's {what} {} is in the future (now {}, allowed clock skew {})",
+            humantime::format_rfc3339_seconds(t),
+            humantime::format_rfc3339_seconds(now),
+            humantime::format_duration(MAX_CLOCK_SKEW)
+        )
+    };
+    if let Some(t) = claimed.filter(|t| *t > latest) {
+        return Err(future("recorded time", t));
+    }
+    if let Some(t) = v.signed_times.iter().copied().filter(|t| *t > latest).max() {
+        return Err(future("signing time", t));
+    }
+    Ok(match (claimed, signed) {
+        (Some(c), Some(s)) => Some(c.min(s)),
+        (c, s) => c.or(s),
+    })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn subject() -> Digest {
-        Digest::sha256_of(b"manifest")
-    }
-
-    fn statement(kind: &str, hex: &str) -> String {
-        format!(
-            r#"{{"_type":"{kind}","subject":[{{"name":"x","digest":{{"sha256":"{hex}"}}}}],"predicateType":"https://slsa.dev/provenance/v1","predicate":{{}}}}"#
-        )
-    }
-
-    #[test]
-    fn statements_v01_and_v1_about_this_digest_parse() {
-        for kind in STATEMENT_TYPES {
-            let (t, v) =
-                parse_statement(statement(kind, subject().hex()).as_bytes(), &subject()).unwrap();
-            assert_eq!(t, "https://slsa.dev/provenance/v1");
-            assert_eq!(v["predicate"], serde_json::json!({}));
-        }
-    }
-
-    #[test]
-    fn statement_about_another_digest_is_invalid() {
-        let other = Digest::sha256_of(b"other");
-        let e = parse_statement(
-            statement(STATEMENT_TYPES[1], other.hex()).as_bytes(),
-            &subject(),
-        )
-        .unwrap_err();
-        assert_eq!(e.reason, Reason::AttestationInvalid);
-    }
-
-    #[test]
-    fn hostile_statements_are_refused_without_panicking() {
-        let hex = subject().hex().to_string();
-        for payload in [
-            r#"{"_type":"https://in-toto.io/Statement/v1","subject":null,"predicateType":"x"}"#.to_string(),
-            r#"{"_type":"https://in-toto.io/Statement/v1","subject":[{"digest":null}],"predicateType":"x"}"#.to_string(),
-            r#"{"_type":"https://in-toto.io/Statement/v1","predicateType":"x"}"#.to_string(),
-            r#"{"_type":"other","subject":[],"predicateType":"x"}"#.to_string(),
-            "[]".to_string(),
-            "\u{0}".to_string(),
-            // Two predicate types: one parser would read the first, another the last.
-            format!(
-                r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"digest":{{"sha256":"{hex}"}}}}],"predicateType":"a","predicateType":"b"}}"#
-            ),
-            // Two subject digests: the same trick on the subject.
-            format!(
-                r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"digest":{{"sha256":"00","sha256":"{hex}"}}}}],"predicateType":"a"}}"#
-            ),
-        ] {
-            assert!(
-                parse_statement(payload.as_bytes(), &subject()).is_err(),
-                "{payload}"
-            );
-        }
-    }
-
-    #[test]
-    fn claimed_type_reads_unsigned_envelopes_and_never_panics() {
-        let payload = STANDARD.encode(statement(STATEMENT_TYPES[1], subject().hex()));
-        let env = format!(
-            r#"{{"payloadType":"application/vnd.in-toto+json","payload":"{payload}","signatures":[]}}"#
-        );
-        let l = |e: &str| {
-            Attestation::Legacy(LegacyAttestation {
-                envelope: bytes::Bytes::from(e.to_string()),
-                certificate: None,
-                chain: None,
-                rekor_bundle: None,
-            })
-        };
-        assert_eq!(
-            claimed_predicate_type(&l(&env)).as_deref(),
-            Some("https://slsa.dev/provenance/v1")
-        );
-        assert_eq!(claimed_predicate_type(&l("{")), None);
-        assert_eq!(
-            claimed_predicate_type(&Attestation::Bundle(bytes::Bytes::from_static(b"{}"))),
-            None
-        );
-    }
-
-    #[test]
-    fn pae_matches_the_dsse_specification_example() {
-        // From the DSSE protocol document.
-        assert_eq!(
-            pae("http://example.com/HelloWorld", b"hello world"),
-            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec()
-        );
-    }
-
-    #[test]
-    fn evidence_time_prefers_the_predicate_then_the_signing_time() {
-        let at = |predicate: serde_json::Value, signed: Vec<SystemTime>| VerifiedAttestation {
-            predicate_type: String::new(),
-            statement: serde_json::json!({ "predicate": predicate }),
-            signed_times: signed,
-        };
-        let t = humantime::parse_rfc3339("2026-01-02T03:04:05Z").unwrap();
-        let signed = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1);
-        assert_eq!(
-            evidence_time(&at(
-                serde_json::json!({"metadata": {"scanFinishedOn": "2026-01-02T03:04:05Z"}}),
-                vec![signed]
-            )),
-            Some(t)
-        );
-        assert_eq!(
-            evidence_time(&at(serde_json::json!({"other": 1}), vec![signed])),
-            Some(signed)
-        );
-        assert_eq!(evidence_time(&at(serde_json::Value::Null, vec![])), None);
-    }
-}
+mod tests;

@@ -4,6 +4,8 @@
 //! error, never "last one wins"), and a layer converts into an in-memory
 //! Sigstore v0.1 bundle so the same verifier checks SET, body and signature.
 
+use std::fmt;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
@@ -40,7 +42,7 @@ pub fn check_payload(payload: &[u8], subject: &Digest) -> Result<(), Failure> {
     let parsed: Payload = serde_json::from_slice(payload).map_err(|e| {
         Failure::new(
             Reason::InvalidSignature,
-            format!("signature payload is malformed: {e}"),
+            format!("signature payload is malformed: {}", escaped(e)),
         )
     })?;
     if !parsed
@@ -68,9 +70,38 @@ pub fn check_payload(payload: &[u8], subject: &Digest) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `s` with control characters (newlines included) escaped: parser errors
+/// can quote the signed bytes, and denial messages end up in logs.
+pub fn escaped(s: impl fmt::Display) -> String {
+    s.to_string()
+        .chars()
+        .flat_map(|c| {
+            let out: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            out
+        })
+        .collect()
+}
+
+/// Standard base64 as Go's decoder reads it, which cosign and
+/// containers/image use: line breaks (CR, LF) anywhere are ignored, so a
+/// signature wrapped at 76 columns decodes. Nothing else is tolerated
+/// inside; the decoded bytes are what gets verified.
+pub fn decode_base64_lines(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    if text.contains(['\r', '\n']) {
+        let joined: String = text.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+        STANDARD.decode(joined)
+    } else {
+        STANDARD.decode(text)
+    }
+}
+
 /// The decoded signature bytes.
 pub fn signature_bytes(sig: &LegacySignature) -> Result<Vec<u8>, Failure> {
-    STANDARD.decode(sig.signature.trim()).map_err(|_| {
+    decode_base64_lines(sig.signature.trim()).map_err(|_| {
         Failure::new(
             Reason::InvalidSignature,
             "signature annotation is not base64",
@@ -227,6 +258,26 @@ mod tests {
                 r#"{{"critical":{{"image":{{"docker-manifest-digest":"{a}","docker-manifest-digest":"{b}"}},"type":"cosign container image signature"}}}}"#
             );
             assert!(check_payload(p.as_bytes(), &subject()).is_err());
+        }
+    }
+
+    #[test]
+    fn base64_wrapped_with_line_breaks_decodes_to_the_same_bytes() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let flat = STANDARD.encode(&bytes);
+        let wrapped: Vec<&str> = flat
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        for text in [flat.clone(), wrapped.join("\n"), wrapped.join("\r\n")] {
+            assert_eq!(decode_base64_lines(&text).unwrap(), bytes, "{text}");
+        }
+        for other in [" ", "\t", "*"] {
+            assert!(
+                decode_base64_lines(&wrapped.join(other)).is_err(),
+                "{other:?}"
+            );
         }
     }
 

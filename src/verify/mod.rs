@@ -877,7 +877,7 @@ fn judge_statement(
     now: SystemTime,
 ) -> Result<(), String> {
     if let Some(max_age) = req.max_age {
-        match attest::evidence_time(v) {
+        match attest::evidence_time(v, now).map_err(|why| format!("{}: {why}", req.name))? {
             None => {
                 return Err(format!(
                     "{}: the attestation records no time, so its age (max_age {}) is unknown",

@@ -2,7 +2,9 @@
 //! by the tests' own vendor key (cosign legacy `.att` tags) and keylessly
 //! against a private Sigstore (bundles attached as OCI 1.1 referrers).
 
-use crate::support::cosign::{self, AttestationLayer, Referrer, VendorKey, push_attestations};
+use crate::support::cosign::{
+    self, AttestationLayer, Referrer, VendorKey, push_attestations, wrap_lines,
+};
 use crate::support::fulcio::{Fulcio, GITHUB_ISSUER, TransparencyLog, statement, trusted_root};
 use crate::support::*;
 
@@ -63,6 +65,14 @@ attestations = [
 ]
 
 [[policy]]
+name = "scanned-ci"
+match = ["local/acme/scanned-ci"]
+signatures = {{ authorities = ["acme"] }}
+attestations = [
+  {{ name = "vulnerabilities", predicate_type = "{VULN}", authorities = ["acme-ci"], condition = "no-critical-vulnerabilities", max_age = "7d" }},
+]
+
+[[policy]]
 name = "acme"
 match = ["local/acme/**"]
 signatures = {{ authorities = ["acme"] }}
@@ -98,6 +108,15 @@ fn provenance(digest: &str, builder: &str) -> serde_json::Value {
 }
 
 fn scan(digest: &str, finished: std::time::SystemTime, severity: &str) -> serde_json::Value {
+    scan_with(digest, finished, serde_json::json!(severity))
+}
+
+/// A Trivy scan with one finding of this severity (any JSON value).
+fn scan_with(
+    digest: &str,
+    finished: std::time::SystemTime,
+    severity: serde_json::Value,
+) -> serde_json::Value {
     let finished = humantime::format_rfc3339_seconds(finished).to_string();
     statement(
         digest,
@@ -365,5 +384,209 @@ async fn verify_command_names_the_predicate_type_and_condition_of_a_failed_attes
             "attestation provenance ({SLSA}, condition github-hosted-builder): not met (predicate_failed"
         )),
         "{stdout}"
+    );
+}
+
+/// The denial's reason and message for `repo`'s image.
+async fn denial(i: &Instance, repo: &str, img: &Image) -> (u16, String, String) {
+    let r = i
+        .proxy
+        .get_manifest(&format!("/v2/local/{repo}/manifests/{}", tag(img)))
+        .await;
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    (
+        status,
+        body["errors"][0]["detail"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scan_claiming_to_finish_in_the_future_is_denied_predicate_failed() {
+    let i = instance().await;
+    let img = Image::oci(613, &[300]);
+    let future = humantime::parse_rfc3339("2099-01-01T00:00:00Z").unwrap();
+    let att = i.vendor.attest(&scan(&img.digest, future, "LOW"));
+    i.push("acme/scanned", &img, &[att]).await;
+    let (status, reason, message) = denial(&i, "acme/scanned", &img).await;
+    assert_eq!(
+        (status, reason.as_str()),
+        (403, "predicate_failed"),
+        "{message}"
+    );
+    assert!(
+        message.contains("2099-01-01T00:00:00Z is in the future"),
+        "{message}"
+    );
+    assert_eq!(
+        i.answer("acme/scanned", &img).await,
+        denied("predicate_failed")
+    );
+
+    // A clock a minute ahead is tolerated.
+    let clean = Image::oci(614, &[300]);
+    let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    let att = i.vendor.attest(&scan(&clean.digest, ahead, "LOW"));
+    i.push("acme/scanned", &clean, &[att]).await;
+    assert_eq!(i.answer("acme/scanned", &clean).await, (200, None));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_old_signed_scan_claiming_a_recent_finish_is_judged_by_its_logged_signing_time() {
+    let i = instance().await;
+    let now = time::OffsetDateTime::now_utc();
+    // Signed (and logged in Rekor) eight days ago, but claiming to have
+    // finished just now: max_age 7d counts from the proven signing time.
+    let old = Image::oci(615, &[300]);
+    i.push("acme/scanned-ci", &old, &[]).await;
+    let eight_days_ago = now - time::Duration::days(8);
+    let bundle = i
+        .fulcio
+        .issue_at(CI_IDENTITY, GITHUB_ISSUER, eight_days_ago)
+        .dsse_bundle_logged_at(
+            &scan(&old.digest, std::time::SystemTime::now(), "LOW"),
+            "application/vnd.in-toto+json",
+            &i.log,
+            eight_days_ago,
+        );
+    let referrer = |bundle| Referrer {
+        bundle,
+        predicate_type: VULN.into(),
+    };
+    cosign::push_referrers(&i.pusher, "acme/scanned-ci", &old, &[referrer(bundle)]).await;
+    let (status, reason, message) = denial(&i, "acme/scanned-ci", &old).await;
+    assert_eq!(
+        (status, reason.as_str()),
+        (403, "predicate_failed"),
+        "{message}"
+    );
+    assert!(message.contains("8days"), "{message}");
+    assert!(message.contains("more than max_age"), "{message}");
+
+    // The same scan signed six days ago is fresh enough.
+    let recent = Image::oci(616, &[300]);
+    i.push("acme/scanned-ci", &recent, &[]).await;
+    let six_days_ago = now - time::Duration::days(6);
+    let bundle = i
+        .fulcio
+        .issue_at(CI_IDENTITY, GITHUB_ISSUER, six_days_ago)
+        .dsse_bundle_logged_at(
+            &scan(&recent.digest, std::time::SystemTime::now(), "LOW"),
+            "application/vnd.in-toto+json",
+            &i.log,
+            six_days_ago,
+        );
+    cosign::push_referrers(&i.pusher, "acme/scanned-ci", &recent, &[referrer(bundle)]).await;
+    assert_eq!(i.answer("acme/scanned-ci", &recent).await, (200, None));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_with_two_predicate_members_is_denied_attestation_invalid() {
+    let i = instance().await;
+    let img = Image::oci(617, &[300]);
+    let now = std::time::SystemTime::now();
+    // The first predicate holds the critical finding; a parser keeping the
+    // last member would see only the clean one.
+    let critical = scan(&img.digest, now, "CRITICAL");
+    let clean = scan(&img.digest, now, "LOW");
+    let mut payload = serde_json::to_string(&critical).unwrap();
+    payload.pop();
+    payload.push_str(&format!(r#","predicate":{}}}"#, clean["predicate"]));
+    let att = i
+        .vendor
+        .attest_payload(payload.as_bytes(), "application/vnd.in-toto+json", VULN);
+    i.push("acme/scanned", &img, &[att]).await;
+    let (status, reason, message) = denial(&i, "acme/scanned", &img).await;
+    assert_eq!(
+        (status, reason.as_str()),
+        (403, "attestation_invalid"),
+        "{message}"
+    );
+    assert!(
+        message.contains(r#"member "predicate" is duplicated"#),
+        "{message}"
+    );
+    assert_eq!(
+        i.answer("acme/scanned", &img).await,
+        denied("attestation_invalid")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scan_with_a_numeric_severity_fails_a_negated_condition_predicate_failed() {
+    let i = instance().await;
+    let img = Image::oci(618, &[300]);
+    let now = std::time::SystemTime::now();
+    // `!…exists(v, v.Severity == "CRITICAL")` with a number for Severity:
+    // an evaluation error, not `false` turned into a pass.
+    let att = i
+        .vendor
+        .attest(&scan_with(&img.digest, now, serde_json::json!(9)));
+    i.push("acme/scanned", &img, &[att]).await;
+    let (status, reason, message) = denial(&i, "acme/scanned", &img).await;
+    assert_eq!(
+        (status, reason.as_str()),
+        (403, "predicate_failed"),
+        "{message}"
+    );
+    assert!(message.contains("could not be evaluated"), "{message}");
+    assert!(
+        message.contains("cannot compare a uint with a string"),
+        "{message}"
+    );
+    assert_eq!(
+        i.answer("acme/scanned", &img).await,
+        denied("predicate_failed")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dsse_signature_wrapped_at_76_columns_is_accepted_and_still_verified() {
+    let i = instance().await;
+    let wrapped = |mut att: AttestationLayer| {
+        let mut env: serde_json::Value = serde_json::from_str(&att.envelope).unwrap();
+        let sig = env["signatures"][0]["sig"].as_str().unwrap().to_string();
+        env["signatures"][0]["sig"] = serde_json::json!(wrap_lines(&sig, 76).replace('\n', "\r\n"));
+        att.envelope = env.to_string();
+        att
+    };
+    let img = Image::oci(619, &[300]);
+    let att = wrapped(i.vendor.attest(&provenance(&img.digest, RUNNER)));
+    assert!(att.envelope.contains("\\r\\n"), "the signature is wrapped");
+    i.push("acme/app", &img, &[att]).await;
+    assert_eq!(i.answer("acme/app", &img).await, (200, None));
+    let r = i
+        .proxy
+        .get_manifest(&format!("/v2/local/acme/app/manifests/{}", tag(&img)))
+        .await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), img.manifest.as_slice());
+
+    // A wrapped signature over another statement does not verify (the
+    // scanned policy trusts only the vendor key, so its message is the one).
+    let other = Image::oci(620, &[300]);
+    let now = std::time::SystemTime::now();
+    let mut att = i.vendor.attest(&scan(&other.digest, now, "LOW"));
+    let forged = wrapped(i.vendor.attest(&scan(&img.digest, now, "LOW")));
+    let mut env: serde_json::Value = serde_json::from_str(&att.envelope).unwrap();
+    let forged_env: serde_json::Value = serde_json::from_str(&forged.envelope).unwrap();
+    env["signatures"] = forged_env["signatures"].clone();
+    att.envelope = env.to_string();
+    i.push("acme/scanned", &other, &[att]).await;
+    let (status, reason, message) = denial(&i, "acme/scanned", &other).await;
+    assert_eq!(
+        (status, reason.as_str()),
+        (403, "attestation_invalid"),
+        "{message}"
+    );
+    assert!(
+        message.contains("not signed by any of the authority's keys"),
+        "{message}"
     );
 }

@@ -593,6 +593,52 @@ mod vendor_pki {
             (403, Some("invalid_signature".into()))
         );
     }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_vendor_signature_wrapped_at_76_columns_is_allowed_with_its_exact_bytes() {
+        let ca = VendorCa::new("acme");
+        let (_r, proxy, pusher, _d) = setup_ca(&ca).await;
+        let img = Image::oci(204, &[100]);
+        pusher.image("v/app", "v1", &img).await;
+        let mut layer = ca.issue_current().sign(&img.digest);
+        layer.signature = cosign::wrap_lines(&layer.signature, 76);
+        assert!(layer.signature.contains('\n'), "the signature is wrapped");
+        cosign::push_signatures(&pusher, "v/app", &img.digest, &[layer]).await;
+        let r = proxy.get_manifest("/v2/local/v/app/manifests/v1").await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap(), img.manifest);
+        let layer = &img.layers[0];
+        let r = proxy
+            .get(&format!("/v2/local/v/app/blobs/{}", layer.digest))
+            .await;
+        assert_eq!(r.bytes().await.unwrap(), layer.bytes);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_wrapped_vendor_signature_over_other_bytes_is_denied_invalid_signature() {
+        let ca = VendorCa::new("acme");
+        let (_r, proxy, pusher, _d) = setup_ca(&ca).await;
+        let img = Image::oci(205, &[100]);
+        let other = Image::oci(206, &[100]);
+        pusher.image("v/app", "v1", &img).await;
+        // The certificate's key signed another image's payload.
+        let signer = ca.issue_current();
+        let mut layer = signer.sign(&img.digest);
+        layer.signature = cosign::wrap_lines(&signer.sign(&other.digest).signature, 76);
+        cosign::push_signatures(&pusher, "v/app", &img.digest, &[layer]).await;
+        let r = proxy.get_manifest("/v2/local/v/app/manifests/v1").await;
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["errors"][0]["detail"]["reason"], "invalid_signature");
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            !message.contains("not base64"),
+            "decoded, then refused: {message}"
+        );
+        let r = proxy
+            .get(&format!("/v2/local/v/app/blobs/{}", img.layers[0].digest))
+            .await;
+        assert_eq!(r.status(), 403);
+    }
 }
 
 mod keyless {

@@ -196,17 +196,29 @@ impl VendorKey {
     /// A DSSE envelope over `statement` as `cosign attest --key` makes it.
     pub fn attest_as(&self, statement: &serde_json::Value, payload_type: &str) -> AttestationLayer {
         let payload = serde_json::to_vec(statement).unwrap();
+        let predicate_type = statement["predicateType"].as_str().unwrap_or("");
+        self.attest_payload(&payload, payload_type, predicate_type)
+    }
+
+    /// A DSSE envelope over exactly these payload bytes (which need not be
+    /// JSON serde_json would write), annotated with `predicate_type`.
+    pub fn attest_payload(
+        &self,
+        payload: &[u8],
+        payload_type: &str,
+        predicate_type: &str,
+    ) -> AttestationLayer {
         let sig = self
             .pair
-            .sign(&super::fulcio::pae(payload_type, &payload))
+            .sign(&super::fulcio::pae(payload_type, payload))
             .unwrap();
         AttestationLayer {
             envelope: serde_json::json!({
-                "payloadType": payload_type, "payload": STANDARD.encode(&payload),
+                "payloadType": payload_type, "payload": STANDARD.encode(payload),
                 "signatures": [{"keyid": "", "sig": STANDARD.encode(sig.as_bytes())}],
             })
             .to_string(),
-            predicate_type: statement["predicateType"].as_str().unwrap_or("").into(),
+            predicate_type: predicate_type.into(),
         }
     }
 
@@ -244,4 +256,15 @@ pub async fn push_attestations(
     .unwrap();
     let tag = format!("{}.att", digest.replace(':', "-"));
     pusher.manifest(repo, &tag, OCI_MANIFEST, &manifest).await;
+}
+
+/// Base64 text broken into lines of `width` columns, as Go's and OpenSSL's
+/// encoders can write it.
+pub fn wrap_lines(base64: &str, width: usize) -> String {
+    base64
+        .as_bytes()
+        .chunks(width)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
 }

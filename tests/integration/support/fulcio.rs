@@ -72,13 +72,18 @@ impl Fulcio {
 
     /// A ten-minute certificate for `identity` (a URI SAN) from `oidc_issuer`.
     pub fn issue(&self, identity: &str, oidc_issuer: &str) -> KeylessSigner {
+        self.issue_at(identity, oidc_issuer, OffsetDateTime::now_utc())
+    }
+
+    /// A ten-minute certificate centred on `at`, as Fulcio issued it then.
+    pub fn issue_at(&self, identity: &str, oidc_issuer: &str, at: OffsetDateTime) -> KeylessSigner {
         let leaf_key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.subject_alt_names = vec![SanType::URI(identity.try_into().unwrap())];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
-        params.not_before = OffsetDateTime::now_utc() - Duration::minutes(5);
-        params.not_after = OffsetDateTime::now_utc() + Duration::minutes(5);
+        params.not_before = at - Duration::minutes(5);
+        params.not_after = at + Duration::minutes(5);
         params.custom_extensions = vec![
             CustomExtension::from_oid_content(
                 &[1, 3, 6, 1, 4, 1, 57264, 1, 1],
@@ -156,9 +161,18 @@ impl TransparencyLog {
     /// SET, and an inclusion proof in a one-leaf tree with a checkpoint
     /// signed by this log.
     pub fn bundle_entry(&self, body: &serde_json::Value) -> serde_json::Value {
+        self.bundle_entry_at(body, OffsetDateTime::now_utc() - Duration::minutes(1))
+    }
+
+    /// [`Self::bundle_entry`] integrated at `at`.
+    pub fn bundle_entry_at(
+        &self,
+        body: &serde_json::Value,
+        at: OffsetDateTime,
+    ) -> serde_json::Value {
         let body_bytes = serde_json::to_vec(body).unwrap();
         let body_b64 = STANDARD.encode(&body_bytes);
-        let integrated_time = OffsetDateTime::now_utc().unix_timestamp() - 60;
+        let integrated_time = at.unix_timestamp();
         let log_id = self.log_id();
         let signed = serde_json::json!({"body": body_b64, "integratedTime": integrated_time, "logID": hex::encode(&log_id), "logIndex": 0});
         let rng = SystemRandom::new();
@@ -284,6 +298,19 @@ impl KeylessSigner {
         payload_type: &str,
         log: &TransparencyLog,
     ) -> String {
+        let at = OffsetDateTime::now_utc() - Duration::minutes(1);
+        self.dsse_bundle_logged_at(statement, payload_type, log, at)
+    }
+
+    /// [`Self::dsse_bundle_as`], logged at `at` (which must lie within this
+    /// signer's certificate).
+    pub fn dsse_bundle_logged_at(
+        &self,
+        statement: &serde_json::Value,
+        payload_type: &str,
+        log: &TransparencyLog,
+        at: OffsetDateTime,
+    ) -> String {
         let payload = serde_json::to_vec(statement).unwrap();
         let sig = self.key.pair.sign(&pae(payload_type, &payload)).unwrap();
         let sig_b64 = STANDARD.encode(sig.as_bytes());
@@ -303,7 +330,7 @@ impl KeylessSigner {
             "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
             "verificationMaterial": {
                 "certificate": {"rawBytes": STANDARD.encode(&self.cert_der)},
-                "tlogEntries": [log.bundle_entry(&body)],
+                "tlogEntries": [log.bundle_entry_at(&body, at)],
             },
             "dsseEnvelope": envelope,
         })
