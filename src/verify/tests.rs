@@ -334,6 +334,45 @@ mod signatures {
     }
 
     #[test]
+    fn the_most_specific_failure_among_signatures_is_the_reason() {
+        let acme = Vendor::new("acme");
+        let mallory = Vendor::new("acme");
+        let gate = signed_gate(
+            vec![acme.authority(false)],
+            &["acme"],
+            Require::Any,
+            Mode::Enforce,
+            false,
+        );
+        let replayed = acme.sign(&Digest::sha256_of(b"another image"));
+        for signatures in [
+            vec![mallory.sign(&subject()), replayed.clone()],
+            vec![replayed, mallory.sign(&subject())],
+        ] {
+            let d = judge(&gate, signatures, Reached::Directly).unwrap_err();
+            assert_eq!(
+                d.reason,
+                Reason::InvalidSignature,
+                "a replayed signature says more than an unknown signer"
+            );
+        }
+    }
+
+    #[test]
+    fn blobs_are_gated_everywhere_but_under_allow_unverified() {
+        let open = policy("open", "hub/open/**", Mode::Enforce, Rule::AllowUnverified);
+        let closed = policy("closed", "hub/closed/**", Mode::Enforce, Rule::Deny);
+        let gate = gate(vec![open, closed]);
+        let hub: UpstreamName = "hub".parse().unwrap();
+        assert!(!gate.gates_blobs(&hub, &"open/x".parse().unwrap()));
+        assert!(gate.gates_blobs(&hub, &"closed/x".parse().unwrap()));
+        assert!(
+            gate.gates_blobs(&hub, &"nowhere/x".parse().unwrap()),
+            "no policy: only what an exception admits"
+        );
+    }
+
+    #[test]
     fn a_policy_listing_no_authorities_verifies_nothing() {
         let a = Vendor::new("a");
         for require in [Require::All, Require::Any] {

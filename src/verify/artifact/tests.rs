@@ -179,3 +179,115 @@ fn a_blob_not_read_whole_proves_nothing() {
     blobs.pop();
     assert!(prove(&m, &blobs).is_err());
 }
+
+fn bundle_about(subject: &Digest) -> Vec<u8> {
+    let digest = STANDARD.encode(hex::decode(subject.hex()).unwrap());
+    serde_json::to_vec(&serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": {"publicKey": {"hint": "k"}, "tlogEntries": []},
+        "messageSignature": {
+            "messageDigest": {"algorithm": "SHA2_256", "digest": digest},
+            "signature": "AAAA",
+        },
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_sigstore_bundle_referrer_is_an_artifact_about_the_digest_it_signs() {
+    let subject = Digest::sha256_of(b"image");
+    let (m, blobs) = artifact(
+        config(),
+        vec![blob(
+            "application/vnd.dev.sigstore.bundle.v0.3+json",
+            &bundle_about(&subject),
+        )],
+        Some(&subject),
+    );
+    assert!(claims(&m));
+    assert_eq!(
+        prove(&m, &blobs).unwrap().subjects,
+        BTreeSet::from([subject])
+    );
+}
+
+#[test]
+fn ordinary_images_and_platform_indexes_are_not_labelled_artifacts() {
+    let image = |layer_type: &str| {
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config().0,
+            "layers": [
+                blob(SIMPLE_SIGNING, b"{}").0,
+                blob(layer_type, b"\x1f\x8b").0,
+            ],
+        }))
+        .unwrap();
+        Manifest::parse(&bytes, None).unwrap()
+    };
+    assert!(
+        !claims(&image("application/vnd.oci.image.layer.v1.tar+gzip")),
+        "one filesystem layer"
+    );
+    assert!(claims(&image(DSSE_ENVELOPE)));
+    let empty = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config().0, "layers": [],
+    }))
+    .unwrap();
+    assert!(
+        !claims(&Manifest::parse(&empty, None).unwrap()),
+        "no layers"
+    );
+    let index = |entry: serde_json::Value| {
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [entry],
+        }))
+        .unwrap();
+        Manifest::parse(&bytes, None).unwrap()
+    };
+    let d = Digest::sha256_of(b"child").to_string();
+    let m = "application/vnd.oci.image.manifest.v1+json";
+    assert!(!claims(&index(
+        serde_json::json!({"mediaType": m, "digest": d, "size": 1,
+        "platform": {"architecture": "amd64", "os": "linux"}})
+    )));
+    assert!(
+        !claims(&index(
+            serde_json::json!({"mediaType": m, "digest": d, "size": 1,
+        "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "platform": {"architecture": "amd64", "os": "linux"}})
+        )),
+        "a platform entry"
+    );
+    assert!(
+        !claims(&index(
+            serde_json::json!({"mediaType": m, "digest": d, "size": 1})
+        )),
+        "untyped"
+    );
+    assert!(claims(&index(
+        serde_json::json!({"mediaType": m, "digest": d, "size": 1,
+        "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json"})
+    )));
+}
+
+#[test]
+fn a_real_artifact_is_fetched_whole_with_its_config_and_each_digest_once() {
+    let subject = Digest::sha256_of(b"image");
+    let layer = blob(SIMPLE_SIGNING, &simple_signing(&subject));
+    let c = cosign_config(&[&layer, &layer]);
+    let (m, _) = artifact(c.clone(), vec![layer.clone(), layer.clone()], None);
+    let wanted = blobs_to_prove(&m).unwrap();
+    let digests: Vec<String> = wanted.iter().map(|d| d.digest.to_string()).collect();
+    assert_eq!(
+        digests,
+        vec![
+            c.0["digest"].as_str().unwrap().to_string(),
+            layer.0["digest"].as_str().unwrap().to_string()
+        ]
+    );
+}
