@@ -595,6 +595,52 @@ mod signatures {
             r.unwrap_err().reason
         }
 
+        #[test]
+        fn stale_trust_for_one_requirement_is_relaxed_only_when_its_attestation_verifies() {
+            let (acme, scanner) = (Vendor::new("acme"), Vendor::new("scanner"));
+            let rule = Rule::Signatures {
+                authorities: vec!["acme".into()],
+                require: Require::Any,
+                require_child_signatures: false,
+            };
+            let mut p = policy("vendor", "**", Mode::Enforce, rule);
+            p.trust_unavailable_allows = true;
+            let requirement =
+                |name: &str, predicate_type: &str, authority: &str| AttestationRequirement {
+                    name: name.into(),
+                    predicate_type: predicate_type.into(),
+                    authorities: vec![authority.into()],
+                    require: Require::Any,
+                    condition: None,
+                    max_age: None,
+                };
+            const SCAN: &str = "https://cosign.sigstore.dev/attestation/vuln/v1";
+            p.attestations = vec![
+                requirement("provenance", SLSA, "acme"),
+                requirement("scan", SCAN, "scanner"),
+            ];
+            let mut stale = scanner.authority(false);
+            stale.stale_after = Some(now() - Duration::from_secs(3600));
+            let gate = Gate::new(
+                PolicySet::new(vec![p]),
+                Arc::new(TrustSnapshot::new(vec![acme.authority(false), stale], 1)),
+            );
+            let provenance = acme.attest(&statement(&subject(), SLSA, provenance(GITHUB)));
+            let scan = scanner.attest(&statement(&subject(), SCAN, serde_json::json!({})));
+            let v = judge_with(&gate, &acme, vec![provenance.clone(), scan]).unwrap();
+            assert_eq!(
+                v.audit_denial(),
+                Some(Reason::TrustUnavailable),
+                "met fresh, and met with the scanner's last good key"
+            );
+            let forged =
+                Vendor::new("scanner").attest(&statement(&subject(), SCAN, serde_json::json!({})));
+            assert!(
+                judge_with(&gate, &acme, vec![provenance, forged]).is_err(),
+                "the scanner's last good key refutes the forged scan"
+            );
+        }
+
         const GITHUB: &str = "https://github.com/actions/runner";
 
         #[test]
