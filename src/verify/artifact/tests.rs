@@ -291,3 +291,33 @@ fn a_real_artifact_is_fetched_whole_with_its_config_and_each_digest_once() {
         ]
     );
 }
+
+#[test]
+fn declared_sizes_and_counts_are_bounded_exactly_at_their_limits() {
+    let subject = Digest::sha256_of(b"image");
+    let layer = blob(SIMPLE_SIGNING, &simple_signing(&subject));
+    let many = |n: usize| artifact(config(), vec![layer.clone(); n], None).0;
+    assert!(blobs_to_prove(&many(MAX_ATTESTATIONS)).is_ok());
+    assert!(blobs_to_prove(&many(MAX_ATTESTATIONS + 1)).is_err());
+    let sized = |config_size: u64, layer_size: u64| {
+        let mut c = config();
+        c.0["size"] = serde_json::json!(config_size);
+        let mut l = layer.clone();
+        l.0["size"] = serde_json::json!(layer_size);
+        artifact(c, vec![l], None).0
+    };
+    assert!(blobs_to_prove(&sized(MAX_ARTIFACT_CONFIG, MAX_SIGNATURE_BYTES)).is_ok());
+    assert!(blobs_to_prove(&sized(MAX_ARTIFACT_CONFIG + 1, 10)).is_err());
+    assert!(blobs_to_prove(&sized(10, MAX_SIGNATURE_BYTES + 1)).is_err());
+    let envelope = |size: u64| {
+        let mut l = blob(DSSE_ENVELOPE, b"{}");
+        l.0["size"] = serde_json::json!(size);
+        l
+    };
+    let total = |n: usize, each: u64| artifact(config(), vec![envelope(each); n], None).0;
+    let each = MAX_ATTESTATION_TOTAL / 4;
+    assert!(blobs_to_prove(&total(4, each)).is_ok(), "exactly the total");
+    assert!(blobs_to_prove(&total(5, each)).is_err(), "past the total");
+    assert!(blobs_to_prove(&total(1, MAX_ATTESTATION_BYTES)).is_ok());
+    assert!(blobs_to_prove(&total(1, MAX_ATTESTATION_BYTES + 1)).is_err());
+}
