@@ -22,7 +22,7 @@ use crate::config::UpstreamName;
 use crate::oci::{ManifestContent, RepositoryName};
 use crate::policy::{AttestationRequirement, Mode, PolicySet, Require, Rule};
 use crate::trust::TrustSnapshot;
-use evidence::Evidence;
+use evidence::{Evidence, Signature};
 use sigstore::Failure;
 
 /// Why a manifest was denied; the stable, machine-readable reason codes.
@@ -215,6 +215,23 @@ fn trust_state(authority: &crate::trust::Authority, now: SystemTime) -> TrustSta
         Err(why) if authority.unavailable.is_none() => TrustState::Stale(why),
         Err(why) => TrustState::Unavailable(why),
     }
+}
+
+/// Each signature once, however often it was found.
+fn distinct_signatures(signatures: &[Signature]) -> Vec<&Signature> {
+    let mut seen = std::collections::HashSet::new();
+    signatures
+        .iter()
+        .filter(|s| {
+            seen.insert(match s {
+                Signature::Legacy(l) => (
+                    l.payload.clone(),
+                    l.signature.split_whitespace().collect::<String>(),
+                ),
+                Signature::Bundle(b) => (b.clone(), String::new()),
+            })
+        })
+        .collect()
 }
 
 /// Each name once, in order: a threshold counts distinct authorities.
@@ -729,6 +746,8 @@ impl Gate {
         let authorities = distinct(authorities);
         // An empty list never means "none needed".
         let needed = require.needed(authorities.len()).max(1);
+        // The same signature found twice (two layers, two referrers) is one.
+        let signatures = distinct_signatures(&evidence.signatures);
         let mut findings = Vec::new();
         let mut fresh: Vec<Vec<usize>> = Vec::new();
         let mut any: Vec<Vec<usize>> = Vec::new();
@@ -750,7 +769,7 @@ impl Gate {
                     ),
                     state => {
                         let (outcome, satisfied) =
-                            satisfying(a, evidence, subject, needed > 1, now);
+                            satisfying(a, &signatures, subject, needed > 1, now);
                         match state {
                             TrustState::Stale(why) => {
                                 let detail = match &outcome {
@@ -822,14 +841,14 @@ impl Gate {
 /// the first), and `Ok` if any did, else the most specific failure.
 fn satisfying(
     authority: &crate::trust::Authority,
-    evidence: &Evidence,
+    signatures: &[&Signature],
     subject: &crate::oci::Digest,
     all: bool,
     now: SystemTime,
 ) -> (Result<(), Failure>, Vec<usize>) {
     let mut satisfied = Vec::new();
     let mut best: Option<Failure> = None;
-    for (i, s) in evidence.signatures.iter().enumerate() {
+    for (i, s) in signatures.iter().enumerate() {
         match check::check(authority, s, subject, now) {
             Ok(()) => {
                 satisfied.push(i);

@@ -311,6 +311,11 @@ mod signatures {
             judge(&two, vec![a.sign(&subject())], Reached::Directly).is_err(),
             "one signer, two names"
         );
+        let once = a.sign(&subject());
+        assert!(
+            judge(&two, vec![once.clone(), once], Reached::Directly).is_err(),
+            "the same signature found twice is one"
+        );
         assert!(
             judge(
                 &two,
