@@ -176,6 +176,98 @@ mod revoked_everything {
         }
     }
 
+    /// Attestations go through the same mechanism: with every CA revoked
+    /// neither the vendor's nor a Fulcio-signed logged provenance bundle
+    /// satisfies the vendor PKI (without the revocation the vendor's does).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_ca_roots_authority_with_every_ca_revoked_is_not_met_by_a_logged_attestation() {
+        const SLSA: &str = "https://slsa.dev/provenance/v1";
+        let ca = VendorCa::new("acme");
+        for revoked in [true, false] {
+            let key = VendorKey::generate();
+            let fulcio = Fulcio::new();
+            let log = TransparencyLog::new();
+            let registry = Registry::start().await;
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("root.pem"), &ca.root_pem).unwrap();
+            key.write_public(dir.path(), "signer.pub");
+            std::fs::write(
+                dir.path().join("trusted_root.json"),
+                trusted_root(&fulcio, &log),
+            )
+            .unwrap();
+            let d = dir.path().display();
+            let revocation = if revoked {
+                format!("revoked = [\"{}\"]", sha256_hex(&ca.cert_der))
+            } else {
+                String::new()
+            };
+            let body = format!(
+                "{}\n[[authority]]\nname = \"signer\"\nkeys = [\"{d}/signer.pub\"]\n\n[[authority]]\nname = \"vendor\"\nca_roots = [\"{d}/root.pem\"]\ntrusted_root = \"{d}/trusted_root.json\"\n{revocation}\n\n[[policy]]\nname = \"p\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"signer\"] }}\nattestations = [ {{ name = \"provenance\", predicate_type = \"{SLSA}\", authorities = [\"vendor\"] }} ]\n",
+                upstream_toml("local", &registry.url(), ""),
+            );
+            let proxy = Proxy::start(&body, None).await;
+            let pusher = Pusher::new(&registry.url());
+            let provenance = |img: &Image| {
+                statement(
+                    &img.digest,
+                    SLSA,
+                    serde_json::json!({"buildDefinition": {}}),
+                )
+            };
+            let signers = [
+                (
+                    "vendor",
+                    ca.issue_current()
+                        .dsse_bundle(&provenance(&Image::oci(902, &[100])), Some(&log)),
+                ),
+                (
+                    "fulcio",
+                    fulcio
+                        .issue("https://github.com/mallory/x", GITHUB_ISSUER)
+                        .dsse_bundle(&provenance(&Image::oci(902, &[100])), &log),
+                ),
+            ];
+            for (who, bundle) in signers {
+                let repo = format!("v/{who}");
+                let img = Image::oci(902, &[100]);
+                pusher.image(&repo, "v1", &img).await;
+                cosign::push_signatures(
+                    &pusher,
+                    &repo,
+                    &img.digest,
+                    &[key.sign(&img.digest, &repo)],
+                )
+                .await;
+                push_referrers(
+                    &pusher,
+                    &repo,
+                    &img,
+                    &[Referrer {
+                        bundle,
+                        predicate_type: SLSA.into(),
+                    }],
+                )
+                .await;
+                let (status, reason) = proxy
+                    .answer(&format!("/v2/local/{repo}/manifests/v1"))
+                    .await;
+                if who == "vendor" && !revoked {
+                    assert_eq!((status, reason), allowed(), "the control");
+                    continue;
+                }
+                assert_eq!(status, 403, "{who}, revoked: {revoked}");
+                assert!(
+                    matches!(
+                        reason.as_deref(),
+                        Some("attestation_missing" | "attestation_invalid" | "untrusted_signer")
+                    ),
+                    "{reason:?}"
+                );
+            }
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn a_keys_authority_with_every_key_revoked_denies_its_sig_and_bundles_untrusted_signer() {
         let ca = VendorCa::new("unused");
