@@ -25,6 +25,10 @@ pub use source::{Fetched, Sources};
 pub struct Authority {
     pub name: String,
     pub material: Material,
+    /// The Sigstore root for transparency-log (and Fulcio/TSA) evidence. For
+    /// a `ca_roots` authority it is built for its PKI
+    /// ([`SigstoreRoot::for_vendor_pki`]): the configured root's logs and
+    /// TSAs, and exactly the unrevoked vendor CAs (possibly none).
     pub sigstore: Option<Arc<SigstoreRoot>>,
     /// SHA-256 (hex) of the trusted root's JSON, so a root change shows in
     /// the audited fingerprints.

@@ -334,6 +334,39 @@ mod logged_pki {
         );
     }
 
+    /// `portcullis check-config` on the documented configuration, with the
+    /// public-good root and with every CA revoked (which still loads).
+    #[test]
+    fn check_config_accepts_the_documented_vendor_pki_that_logs_to_rekor() {
+        let ca = VendorCa::new("acme");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("acme-root.pem"), &ca.root_pem).unwrap();
+        for extra in [
+            String::new(),
+            "require_code_signing_eku = true".to_string(),
+            format!("revoked = [\"{}\"]", sha256_hex(&ca.cert_der)),
+        ] {
+            let path = dir.path().join("portcullis.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "[server]\nlisten = \"127.0.0.1:5000\"\n\n[cache]\ndir = \"cache\"\n\n[[upstream]]\nname = \"hub\"\nurl = \"https://registry.example\"\n\n[[authority]]\nname = \"acme\"\nca_roots = [\"acme-root.pem\"]\ntrusted_root = \"sigstore-public-good\"\nrequire_tlog = true\n{extra}\n\n[[policy]]\nname = \"acme\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n"
+                ),
+            )
+            .unwrap();
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+                .arg("check-config")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{extra}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn require_tlog_denies_a_vendor_sig_without_a_log_entry_tlog_invalid() {
         let ca = VendorCa::new("acme");
