@@ -32,9 +32,11 @@ fn ca(name: &str, ekus: Vec<Eku>, parent: Option<&Ca>) -> Ca {
     }
 }
 
+/// A leaf with these EKUs (none: no EKU extension) and, so that it carries
+/// other extensions besides, a SAN.
 fn leaf(issuer: &Ca, ekus: Vec<Eku>) -> Vec<u8> {
     let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    let mut params = CertificateParams::new(vec!["signer.example".to_string()]).unwrap();
     params.distinguished_name.push(DnType::CommonName, "signer");
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = ekus;
