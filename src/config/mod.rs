@@ -94,6 +94,9 @@ pub struct AuthorityConfig {
     pub require_tlog: bool,
     /// Keyless certificates must carry a verified SCT.
     pub require_sct: bool,
+    /// A vendor PKI's leaf certificates must carry the EKU extension (with
+    /// code signing); by default an absent EKU is unrestricted (RFC 5280).
+    pub require_code_signing_eku: bool,
     /// SHA-256 fingerprints (hex) of keys or CA certificates no longer trusted.
     pub revoked: Vec<String>,
     /// Serial numbers (normalised hex) of certificates no longer trusted.
@@ -789,12 +792,22 @@ impl<'a> Validator<'a> {
                 "keyless authorities and `require_tlog = true` need a trusted root (\"sigstore-public-good\" or a trusted_root.json path)",
             );
         }
+        let require_code_signing_eku = raw.require_code_signing_eku.unwrap_or(false);
+        let pki = matches!(kind, AuthorityKind::CaRoots(_))
+            || matches!(&kind, AuthorityKind::Source(s) if s.kind == SourceKind::CaRoots);
+        if raw.require_code_signing_eku.is_some() && !pki {
+            self.problem(
+                key("require_code_signing_eku"),
+                "applies to certificates of a vendor PKI: a `ca_roots` authority or a `ca_roots` source",
+            );
+        }
         Some(AuthorityConfig {
             name: raw.name.clone(),
             kind,
             trusted_root,
             require_tlog,
             require_sct: raw.require_sct.unwrap_or(true),
+            require_code_signing_eku,
             revoked: raw.revoked.iter().map(|r| r.to_ascii_lowercase()).collect(),
             revoked_serials: raw
                 .revoked_serials

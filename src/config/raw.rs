@@ -79,6 +79,8 @@ pub struct RawAuthority {
     #[serde(default)]
     pub require_sct: Option<bool>,
     #[serde(default)]
+    pub require_code_signing_eku: Option<bool>,
+    #[serde(default)]
     pub source: Option<RawSource>,
     #[serde(default)]
     pub revoked: Vec<String>,

@@ -356,3 +356,26 @@ attestations = [{ predicate_type = "p", authorities = ["a", "a"], require = 2 }]
         );
     }
 }
+
+#[test]
+fn require_code_signing_eku_defaults_off_and_applies_only_to_vendor_pki() {
+    let c = Config::from_toml(
+        &minimal("[[authority]]\nname = \"v\"\nca_roots = [\"/etc/ssl/certs/ca.pem\"]\n"),
+        Path::new("/etc/p"),
+    )
+    .unwrap();
+    assert!(!c.authorities[0].require_code_signing_eku);
+    let c = Config::from_toml(
+        &minimal(
+            "[[authority]]\nname = \"v\"\nca_roots = [\"/etc/ssl/certs/ca.pem\"]\nrequire_code_signing_eku = true\n\n[[authority]]\nname = \"s\"\nsource = { url = \"https://v.example/ca.pem\", kind = \"ca_roots\" }\nrequire_code_signing_eku = true\n",
+        ),
+        Path::new("/etc/p"),
+    )
+    .unwrap();
+    assert!(c.authorities.iter().all(|a| a.require_code_signing_eku));
+    let p = problems(&minimal(
+        "[[authority]]\nname = \"k\"\nkeys = [\"k.pub\"]\nrequire_code_signing_eku = true\n",
+    ));
+    let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["authority[0].require_code_signing_eku"], "{p:?}");
+}

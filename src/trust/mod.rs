@@ -14,6 +14,7 @@ use sigstore_verify::types::DerPublicKey;
 
 use crate::config::{AuthorityConfig, AuthorityKind, Problem, TrustedRootSource};
 use crate::verify::sigstore::{Identity, SigstoreRoot};
+use crate::verify::x509::{LeafEku, VendorPki};
 
 pub mod signed;
 pub mod source;
@@ -24,6 +25,10 @@ pub use source::{Fetched, Freshness, Sources};
 pub struct Authority {
     pub name: String,
     pub material: Material,
+    /// The Sigstore root for transparency-log (and Fulcio/TSA) evidence. For
+    /// a `ca_roots` authority it is built for its PKI
+    /// ([`SigstoreRoot::for_vendor_pki`]): the configured root's logs and
+    /// TSAs, and exactly the unrevoked vendor CAs (possibly none).
     pub sigstore: Option<Arc<SigstoreRoot>>,
     /// SHA-256 (hex) of the trusted root's JSON, so a root change shows in
     /// the audited fingerprints.
@@ -93,10 +98,10 @@ impl Authority {
     /// When the earliest of this authority's CA certificates expires.
     pub fn earliest_expiry(&self) -> Option<std::time::SystemTime> {
         use x509_cert::der::Decode;
-        let Material::CaRoots(certs) = &self.material else {
+        let Material::CaRoots(pki) = &self.material else {
             return None;
         };
-        certs
+        pki.roots()
             .iter()
             .filter_map(|c| x509_cert::Certificate::from_der(c.as_ref()).ok())
             .map(|c| c.tbs_certificate.validity.not_after.to_system_time())
@@ -108,7 +113,8 @@ impl Authority {
     pub fn fingerprints(&self) -> Vec<String> {
         let mut out: Vec<String> = match &self.material {
             Material::Keys(keys) => keys.iter().map(|(fp, _)| fp.clone()).collect(),
-            Material::CaRoots(certs) => certs
+            Material::CaRoots(pki) => pki
+                .roots()
                 .iter()
                 .map(|c| hex::encode(Sha256::digest(c.as_ref())))
                 .collect(),
@@ -122,8 +128,8 @@ impl Authority {
 pub enum Material {
     /// Public keys with their SHA-256 fingerprints (hex of the SPKI DER).
     Keys(Vec<(String, DerPublicKey)>),
-    /// Vendor root certificates (DER).
-    CaRoots(Vec<CertificateDer<'static>>),
+    /// Vendor root certificates (unrevoked) and the vendor's EKU rule.
+    CaRoots(VendorPki),
     Keyless(Identity),
 }
 
@@ -235,7 +241,7 @@ impl TrustSnapshot {
                             Err(e) => problem(format!("ca_roots[{j}]"), e),
                         }
                     }
-                    Material::CaRoots(certs)
+                    Material::CaRoots(VendorPki::new(certs, LeafEku::default()))
                 }
                 AuthorityKind::Keyless { issuer, subject } => Material::Keyless(Identity {
                     issuer: issuer.clone(),
@@ -266,15 +272,25 @@ impl TrustSnapshot {
                 },
             };
             let (sigstore, root_digest) = sigstore.unzip();
-            let material = revoke(material, &a.revoked, &a.revoked_serials);
+            let material = match revoke(material, &a.revoked, &a.revoked_serials) {
+                Material::CaRoots(pki) => Material::CaRoots(VendorPki::new(
+                    pki.roots().to_vec(),
+                    if a.require_code_signing_eku {
+                        LeafEku::CodeSigningRequired
+                    } else {
+                        LeafEku::CodeSigningIfPresent
+                    },
+                )),
+                other => other,
+            };
             // A vendor PKI that logs to a transparency log is verified against
-            // a root that trusts only the vendor's CAs plus the logs.
+            // a root that trusts exactly the vendor's unrevoked CAs (possibly
+            // none: then it verifies nothing) plus the logs; never against
+            // the base root's CAs.
             let sigstore = match (&material, &a.trusted_root) {
-                (Material::CaRoots(cas), Some(source)) if !cas.is_empty() && sigstore.is_some() => {
-                    let ders: Vec<Vec<u8>> = cas.iter().map(|c| c.to_vec()).collect();
+                (Material::CaRoots(pki), Some(source)) if sigstore.is_some() => {
                     match root_json(source, fetched).and_then(|json| {
-                        SigstoreRoot::with_certificate_authorities(&json, &ders)
-                            .map_err(|e| e.to_string())
+                        SigstoreRoot::for_vendor_pki(&json, pki).map_err(|e| e.to_string())
                     }) {
                         Ok(r) => Some(Arc::new(r)),
                         Err(e) => {
@@ -340,15 +356,10 @@ fn revoke(material: Material, revoked: &[String], serials: &[String]) -> Materia
                 .filter(|(fp, _)| !revoked.contains(fp))
                 .collect(),
         ),
-        Material::CaRoots(certs) => Material::CaRoots(
-            certs
-                .into_iter()
-                .filter(|c| !revoked.contains(&hex::encode(Sha256::digest(c.as_ref()))))
-                .filter(|c| {
-                    crate::verify::x509::serial_of(c.as_ref()).is_none_or(|s| !serials.contains(&s))
-                })
-                .collect(),
-        ),
+        Material::CaRoots(pki) => Material::CaRoots(pki.retain(|c| {
+            !revoked.contains(&hex::encode(Sha256::digest(c.as_ref())))
+                && crate::verify::x509::serial_of(c.as_ref()).is_none_or(|s| !serials.contains(&s))
+        })),
         keyless => keyless,
     }
 }

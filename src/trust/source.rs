@@ -508,14 +508,18 @@ pub fn parse(kind: SourceKind, body: &[u8]) -> Result<Material, String> {
                 webpki::anchor_from_trusted_cert(c)
                     .map_err(|e| format!("not a usable CA certificate: {e:?}"))?;
             }
-            Ok(Material::CaRoots(certs))
+            Ok(Material::CaRoots(crate::verify::x509::VendorPki::new(
+                certs,
+                crate::verify::x509::LeafEku::default(),
+            )))
         }
     }
 }
 
+/// No material (a source not fetched yet): it verifies nothing.
 pub fn empty(kind: SourceKind) -> Material {
     match kind {
         SourceKind::Keys => Material::Keys(Vec::new()),
-        SourceKind::CaRoots => Material::CaRoots(Vec::new()),
+        SourceKind::CaRoots => Material::CaRoots(crate::verify::x509::VendorPki::default()),
     }
 }

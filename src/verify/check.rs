@@ -145,7 +145,7 @@ fn check_legacy(
             )
             .map(|_| ())
         }
-        Material::CaRoots(roots) => {
+        Material::CaRoots(pki) => {
             let cert = l
                 .certificate
                 .as_deref()
@@ -169,7 +169,7 @@ fn check_legacy(
                         root,
                         &bundle,
                         Signed::Bytes(&l.payload),
-                        Expected::AnyCertificate,
+                        Expected::VendorChain(&intermediates),
                     )
                     .map(|_| ())
                 }
@@ -177,7 +177,7 @@ fn check_legacy(
                     Reason::TlogInvalid,
                     "no transparency-log entry, and the authority requires one",
                 )),
-                _ => x509::verify_chain(&leaf, &intermediates, roots, now),
+                _ => x509::verify_chain(&leaf, &intermediates, pki, now),
             }
         }
     }
@@ -213,7 +213,7 @@ pub(super) fn check_bundle(
             sigstore::verify_bundle(root(authority)?, bundle, Signed::Digest(subject), expected)
                 .map(|v| v.signed_times)
         }
-        Material::CaRoots(roots) => {
+        Material::CaRoots(pki) => {
             let leaf = bundle
                 .signing_certificate()
                 .ok_or_else(|| untrusted("no certificate: not signed under a vendor PKI"))?
@@ -237,7 +237,12 @@ pub(super) fn check_bundle(
                     "no verifiable transparency-log entry, and the authority requires one",
                 ));
             }
-            x509::verify_chain(&leaf, &[], roots, now).map(|()| Vec::new())
+            let intermediates: Vec<Vec<u8>> = bundle_certificates(bundle)
+                .into_iter()
+                .skip(1)
+                .map(<[u8]>::to_vec)
+                .collect();
+            x509::verify_chain(&leaf, &intermediates, pki, now).map(|()| Vec::new())
         }
     }
 }

@@ -16,12 +16,17 @@ use sigstore_verify::{
 };
 
 use super::Reason;
+use super::x509::{self, VendorPki};
 use crate::oci::Digest;
 
 /// A Sigstore trusted root (Fulcio CAs, Rekor and CT log keys, TSAs), parsed
 /// and checked once.
 pub struct SigstoreRoot {
     verifier: Verifier,
+    /// Set for a root built for a vendor PKI: the only CAs a certificate may
+    /// chain to under [`Expected::AnyCertificate`]. A root without it (a
+    /// Fulcio root) never verifies a certificate of unchecked identity.
+    vendor: Option<VendorPki>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,24 +40,29 @@ impl SigstoreRoot {
             .map_err(|e| RootError(format!("trusted root is not valid: {e}")))?;
         let verifier = Verifier::new(&root)
             .map_err(|e| RootError(format!("trusted root is not usable: {e}")))?;
-        Ok(SigstoreRoot { verifier })
+        Ok(SigstoreRoot {
+            verifier,
+            vendor: None,
+        })
     }
 
-    /// A root that trusts `ca_roots` (DER) as its only certificate
-    /// authorities and keeps `base`'s transparency logs and TSAs: how a
-    /// vendor PKI that logs to Rekor is verified at the logged time.
-    pub fn with_certificate_authorities(
-        base_json: &str,
-        ca_roots: &[Vec<u8>],
-    ) -> Result<SigstoreRoot, RootError> {
+    /// A root for a vendor PKI that logs to a transparency log: `base`'s
+    /// logs and TSAs, and `pki`'s roots as its only certificate authorities
+    /// (none when all are revoked: then it verifies no certificate). The
+    /// certificate chain is checked by [`x509::verify_chain`] at every time
+    /// the log or a TSA proves, with the vendor's EKU rules and the
+    /// intermediates the signature carries.
+    pub fn for_vendor_pki(base_json: &str, pki: &VendorPki) -> Result<SigstoreRoot, RootError> {
         use base64::Engine;
         let mut root: serde_json::Value = serde_json::from_str(base_json)
             .map_err(|e| RootError(format!("trusted root is not JSON: {e}")))?;
-        let cas: Vec<serde_json::Value> = ca_roots
+        let cas: Vec<serde_json::Value> = pki
+            .roots()
             .iter()
             .map(|der| {
                 serde_json::json!({
                     "subject": {"organization": "vendor", "commonName": "vendor"},
+                    "uri": "urn:portcullis:vendor-ca",
                     "certChain": {"certificates": [{"rawBytes": base64::engine::general_purpose::STANDARD.encode(der)}]},
                     "validFor": {"start": "1970-01-01T00:00:00Z"},
                 })
@@ -60,7 +70,9 @@ impl SigstoreRoot {
             .collect();
         root["certificateAuthorities"] = serde_json::Value::Array(cas);
         root["ctlogs"] = serde_json::json!([]);
-        SigstoreRoot::from_json(&root.to_string())
+        let mut built = SigstoreRoot::from_json(&root.to_string())?;
+        built.vendor = Some(pki.clone());
+        Ok(built)
     }
 
     /// The public-good instance's root as embedded in the library. It is a
@@ -113,9 +125,13 @@ pub enum Expected<'a> {
         identity: &'a Identity,
         require_sct: bool,
     },
-    /// Any certificate chaining to the root's certificate authorities (a
-    /// vendor PKI expressed as a private trusted root); no SCT.
+    /// A certificate of any identity issued under the vendor PKI the root
+    /// was built for ([`SigstoreRoot::for_vendor_pki`]), through the
+    /// intermediates the bundle carries; no SCT. Refused on any other root.
     AnyCertificate,
+    /// As [`Expected::AnyCertificate`], with these intermediates (DER) too:
+    /// a legacy `.sig`'s chain annotation, which the converted bundle lacks.
+    VendorChain(&'a [Vec<u8>]),
 }
 
 /// What a successful verification established.
@@ -194,13 +210,24 @@ pub fn verify_bundle(
             }
             root.verifier.verify(artifact, bundle, &policy)
         }
-        Expected::AnyCertificate => root.verifier.verify(
-            artifact,
-            bundle,
-            &VerificationPolicy::any_identity().skip_sct(),
-        ),
+        Expected::AnyCertificate | Expected::VendorChain(_) => {
+            // The chain is checked below against the vendor's CAs only.
+            vendor_pki(root)?;
+            root.verifier.verify(
+                artifact,
+                bundle,
+                &VerificationPolicy::any_identity().skip_certificate_chain(),
+            )
+        }
     }
     .map_err(failure)?;
+    if let Expected::AnyCertificate | Expected::VendorChain(_) = expected {
+        let extra = match expected {
+            Expected::VendorChain(extra) => extra,
+            _ => &[],
+        };
+        verify_vendor_chain(vendor_pki(root)?, bundle, extra, &result)?;
+    }
     if let Expected::Keyless { identity, .. } = expected {
         let san = result.identity().map(|s| s.as_str().to_string());
         match &san {
@@ -217,6 +244,59 @@ pub fn verify_bundle(
         }
     }
     Ok(verified(&result))
+}
+
+fn vendor_pki(root: &SigstoreRoot) -> Result<&VendorPki, Failure> {
+    root.vendor.as_ref().ok_or_else(|| {
+        Failure::new(
+            Reason::UntrustedSigner,
+            "this trusted root was not built for a vendor PKI: it vouches for no certificate of unchecked identity",
+        )
+    })
+}
+
+/// The bundle's leaf chains to `pki` through the bundle's intermediates and
+/// `extra` at every time the verification proved (never at none).
+fn verify_vendor_chain(
+    pki: &VendorPki,
+    bundle: &Bundle,
+    extra: &[Vec<u8>],
+    result: &VerificationResult,
+) -> Result<(), Failure> {
+    use sigstore_verify::types::bundle::VerificationMaterialContent as Content;
+    let (leaf, mut intermediates): (Vec<u8>, Vec<Vec<u8>>) =
+        match &bundle.verification_material.content {
+            Content::Certificate(c) => (c.raw_bytes.as_bytes().to_vec(), Vec::new()),
+            Content::X509CertificateChain { certificates } => match certificates.split_first() {
+                Some((leaf, rest)) => (
+                    leaf.raw_bytes.as_bytes().to_vec(),
+                    rest.iter()
+                        .map(|c| c.raw_bytes.as_bytes().to_vec())
+                        .collect(),
+                ),
+                None => return Err(no_certificate()),
+            },
+            _ => return Err(no_certificate()),
+        };
+    intermediates.extend(extra.iter().cloned());
+    let times = result.verified_timestamps();
+    if times.is_empty() {
+        return Err(Failure::new(
+            Reason::TlogInvalid,
+            "no verified signing time to check the vendor certificate at",
+        ));
+    }
+    for t in times {
+        x509::verify_chain(&leaf, &intermediates, pki, SystemTime::from(*t))?;
+    }
+    Ok(())
+}
+
+fn no_certificate() -> Failure {
+    Failure::new(
+        Reason::UntrustedSigner,
+        "no certificate: not signed under a vendor PKI",
+    )
 }
 
 fn verified(result: &VerificationResult) -> Verified {
@@ -282,5 +362,57 @@ pub fn bundle_subject(bundle: &Bundle) -> BundleSubject {
             })
             .map_or(BundleSubject::None, BundleSubject::Digest),
         _ => BundleSubject::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    /// A well-formed bundle whose certificate any Fulcio root would refuse.
+    fn bundle() -> Bundle {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["x".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let json = serde_json::json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {"certificate": {"rawBytes": b64(cert.der())}, "tlogEntries": []},
+            "messageSignature": {"messageDigest": {"algorithm": "SHA2_256", "digest": b64(&[0; 32])}, "signature": b64(b"sig")},
+        });
+        parse_bundle(&json.to_string()).unwrap()
+    }
+
+    #[test]
+    fn any_certificate_is_refused_on_a_root_not_built_for_a_vendor_pki() {
+        let root = SigstoreRoot::public_good().unwrap();
+        let subject = Digest::sha256_of(b"m");
+        let e = verify_bundle(
+            &root,
+            &bundle(),
+            Signed::Digest(&subject),
+            Expected::AnyCertificate,
+        )
+        .unwrap_err();
+        assert_eq!(e.reason, Reason::UntrustedSigner);
+        assert!(e.message.contains("not built for a vendor PKI"), "{e:?}");
+        let e = verify_bundle(
+            &root,
+            &bundle(),
+            Signed::Digest(&subject),
+            Expected::VendorChain(&[]),
+        )
+        .unwrap_err();
+        assert_eq!(e.reason, Reason::UntrustedSigner);
+    }
+
+    #[test]
+    fn a_vendor_root_with_every_ca_revoked_still_loads_and_trusts_no_ca() {
+        let json = sigstore_verify::trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT;
+        let root = SigstoreRoot::for_vendor_pki(json, &VendorPki::default()).unwrap();
+        assert!(root.vendor.as_ref().is_some_and(|p| p.roots().is_empty()));
     }
 }

@@ -1,6 +1,14 @@
 //! Vendor X.509 PKI: a signing certificate must chain to one of the vendor's
-//! roots, carry the code-signing EKU, and be valid at the time that counts
-//! (a signed time from a transparency log or TSA, else now).
+//! (unrevoked) roots through the intermediates the signature carries, be
+//! valid at the time that counts (a signed time from a transparency log or
+//! TSA, else now), and be usable for code signing.
+//!
+//! Extended Key Usage follows RFC 5280 §4.2.1.12 (as cosign and
+//! containers/image do): a certificate without the extension is
+//! unrestricted; one that carries it must list code signing. That applies to
+//! the leaf and to every intermediate CA certificate that carries one. An
+//! authority can demand the extension on the leaf
+//! (`require_code_signing_eku`). An empty set of roots verifies nothing.
 
 use std::time::{Duration, SystemTime};
 
@@ -14,14 +22,63 @@ use super::sigstore::Failure;
 /// id-kp-codeSigning, 1.3.6.1.5.5.7.3.3, DER content bytes.
 const CODE_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
 
-/// Verifies that `leaf` chains through `intermediates` to one of `roots` at `at`.
+/// id-ce-extKeyUsage, 2.5.29.37.
+const EXT_KEY_USAGE: x509_cert::der::asn1::ObjectIdentifier =
+    x509_cert::der::asn1::ObjectIdentifier::new_unwrap("2.5.29.37");
+
+/// Whether a leaf certificate must carry the EKU extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LeafEku {
+    /// RFC 5280: an absent extension is unrestricted; a present one must
+    /// list code signing.
+    #[default]
+    CodeSigningIfPresent,
+    /// The leaf must carry the extension and it must list code signing.
+    CodeSigningRequired,
+}
+
+/// A vendor's certificate authorities (its unrevoked roots, DER) and how
+/// the certificates they issue are checked.
+#[derive(Debug, Clone, Default)]
+pub struct VendorPki {
+    roots: Vec<CertificateDer<'static>>,
+    pub leaf_eku: LeafEku,
+}
+
+impl VendorPki {
+    pub fn new(roots: Vec<CertificateDer<'static>>, leaf_eku: LeafEku) -> VendorPki {
+        VendorPki { roots, leaf_eku }
+    }
+
+    pub fn roots(&self) -> &[CertificateDer<'static>] {
+        &self.roots
+    }
+
+    /// The same PKI without the roots `keep` refuses.
+    pub fn retain(self, keep: impl Fn(&CertificateDer<'static>) -> bool) -> VendorPki {
+        VendorPki {
+            roots: self.roots.into_iter().filter(|c| keep(c)).collect(),
+            leaf_eku: self.leaf_eku,
+        }
+    }
+}
+
+/// Verifies that `leaf` chains through `intermediates` to one of the
+/// vendor's roots at `at`, with the EKU rules above.
 pub fn verify_chain(
     leaf: &[u8],
     intermediates: &[Vec<u8>],
-    roots: &[CertificateDer<'static>],
+    pki: &VendorPki,
     at: SystemTime,
 ) -> Result<(), Failure> {
-    let anchors = roots
+    if pki.roots.is_empty() {
+        return Err(Failure::new(
+            Reason::UntrustedSigner,
+            "the authority has no unrevoked CA certificate: it verifies nothing",
+        ));
+    }
+    let anchors = pki
+        .roots
         .iter()
         .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
         .collect::<Vec<_>>();
@@ -46,11 +103,10 @@ pub fn verify_chain(
             &anchors,
             &intermediates,
             UnixTime::since_unix_epoch(since_epoch),
-            webpki::KeyUsage::required(CODE_SIGNING),
+            webpki::KeyUsage::required_if_present(CODE_SIGNING),
             None,
             None,
         )
-        .map(|_| ())
         .map_err(|e| match e {
             webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
                 Failure::new(
@@ -62,7 +118,26 @@ pub fn verify_chain(
                 Reason::UntrustedSigner,
                 format!("signing certificate does not chain to the vendor's roots: {other:?}"),
             ),
-        })
+        })?;
+    if pki.leaf_eku == LeafEku::CodeSigningRequired && !has_eku_extension(leaf.as_ref()) {
+        return Err(Failure::new(
+            Reason::UntrustedSigner,
+            "signing certificate has no Extended Key Usage extension, and the authority requires code signing (require_code_signing_eku)",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a (parseable) certificate carries the EKU extension.
+fn has_eku_extension(der: &[u8]) -> bool {
+    use x509_cert::der::Decode;
+    x509_cert::Certificate::from_der(der).is_ok_and(|c| {
+        c.tbs_certificate
+            .extensions
+            .iter()
+            .flatten()
+            .any(|e| e.extn_id == EXT_KEY_USAGE)
+    })
 }
 
 /// Normalises a certificate serial number for comparison: lowercase hex of
@@ -147,3 +222,7 @@ pub fn verify_with_certificate_key(
         )
     })
 }
+
+#[cfg(test)]
+#[path = "x509_tests.rs"]
+mod tests;

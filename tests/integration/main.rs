@@ -21,3 +21,4 @@ mod resilience;
 mod signatures;
 mod tls;
 mod tuf;
+mod vendor_pki;
