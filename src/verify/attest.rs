@@ -379,7 +379,7 @@ fn verify_legacy(
                         root,
                         &bundle,
                         Signed::Digest(subject),
-                        Expected::AnyCertificate,
+                        Expected::VendorChain(&intermediates),
                     )?
                     .signed_times
                 }
