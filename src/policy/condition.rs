@@ -259,16 +259,7 @@ fn strict_in(a: &Value, container: &Value) -> Result<bool, String> {
 
 /// `s` with control characters (newlines included) escaped, for messages.
 fn escape_controls(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
+    crate::log::escape_control(s).into_owned()
 }
 
 fn children(e: &IdedExpr) -> Vec<&IdedExpr> {

@@ -70,20 +70,11 @@ pub fn check_payload(payload: &[u8], subject: &Digest) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `s` with control characters (newlines included) escaped: parser errors
-/// can quote the signed bytes, and denial messages end up in logs.
+/// `s` with control characters (newlines included) escaped, as
+/// [`crate::log::escape_control`] does: parser errors can quote the signed
+/// bytes, and denial messages end up in logs.
 pub fn escaped(s: impl fmt::Display) -> String {
-    s.to_string()
-        .chars()
-        .flat_map(|c| {
-            let out: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            out
-        })
-        .collect()
+    crate::log::escape_control(&s.to_string()).into_owned()
 }
 
 /// Standard base64 as Go's decoder reads it, which cosign and
