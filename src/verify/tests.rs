@@ -601,6 +601,44 @@ mod signatures {
         }
 
         #[test]
+        fn stale_signing_trust_is_relaxed_only_when_the_required_attestations_hold_too() {
+            let (acme, scanner) = (Vendor::new("acme"), Vendor::new("scanner"));
+            let rule = Rule::Signatures {
+                authorities: vec!["acme".into()],
+                require: Require::Any,
+                require_child_signatures: false,
+            };
+            let mut p = policy("vendor", "**", Mode::Enforce, rule);
+            p.trust_unavailable_allows = true;
+            const SCAN: &str = "https://cosign.sigstore.dev/attestation/vuln/v1";
+            p.attestations = vec![AttestationRequirement {
+                name: "scan".into(),
+                predicate_type: SCAN.into(),
+                authorities: vec!["scanner".into()],
+                require: Require::Any,
+                condition: None,
+                max_age: None,
+            }];
+            let mut stale = acme.authority(false);
+            stale.stale_after = Some(now() - Duration::from_secs(3600));
+            let gate = Gate::new(
+                PolicySet::new(vec![p]),
+                Arc::new(TrustSnapshot::new(vec![stale, scanner.authority(false)], 1)),
+            );
+            let d = judge_with(&gate, &acme, vec![]).unwrap_err();
+            assert_eq!(d.reason, Reason::TrustUnavailable, "{}", d.message);
+            let forged =
+                Vendor::new("scanner").attest(&statement(&subject(), SCAN, serde_json::json!({})));
+            assert!(
+                judge_with(&gate, &acme, vec![forged]).is_err(),
+                "a refuted attestation is not relaxed"
+            );
+            let scan = scanner.attest(&statement(&subject(), SCAN, serde_json::json!({})));
+            let v = judge_with(&gate, &acme, vec![scan]).unwrap();
+            assert_eq!(v.audit_denial(), Some(Reason::TrustUnavailable));
+        }
+
+        #[test]
         fn stale_trust_for_one_requirement_is_relaxed_only_when_its_attestation_verifies() {
             let (acme, scanner) = (Vendor::new("acme"), Vendor::new("scanner"));
             let rule = Rule::Signatures {
