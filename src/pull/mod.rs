@@ -564,28 +564,41 @@ impl Puller {
         grants
             .grantors(subject, generation)
             .into_iter()
-            .any(|(manifest, reached)| {
-                let key = (subject.0.clone(), subject.1.clone(), manifest);
-                let allowed = matches!(
-                    self.verdicts.get(&(key.clone(), generation, reached)),
-                    Some(Ok(_))
-                );
-                allowed
-                    && match reached {
-                        Reached::Directly => true,
-                        Reached::ThroughAllowedIndex => {
-                            depth < MAX_GRANT_DEPTH
-                                && self.granted(&self.child_grants, &key, generation, depth + 1)
-                        }
-                    }
-            })
+            .any(|g| self.live(subject, g, generation, depth))
     }
 
-    /// As [`Puller::granted`], and when no grantor has a live verdict, the
-    /// grantors whose verdicts merely expired (or were evicted) are decided
-    /// again under the gate in force, as a manifest request would: a pull
-    /// that outlasts a verdict's TTL goes on if the manifest is still
-    /// allowed, and fails if it is not. Bounded in count and depth.
+    /// Whether `grantor`, naming `subject`, has a live allow verdict under
+    /// `generation` (and, if it was reached through an index, that index
+    /// is still granted it).
+    fn live(
+        &self,
+        subject: &RepoDigest,
+        grantor: grants::Grantor,
+        generation: u64,
+        depth: usize,
+    ) -> bool {
+        let (manifest, reached) = grantor;
+        let key = (subject.0.clone(), subject.1.clone(), manifest);
+        let allowed = matches!(
+            self.verdicts.get(&(key.clone(), generation, reached)),
+            Some(Ok(_))
+        );
+        allowed
+            && match reached {
+                Reached::Directly => true,
+                Reached::ThroughAllowedIndex => {
+                    depth < MAX_GRANT_DEPTH
+                        && self.granted(&self.child_grants, &key, generation, depth + 1)
+                }
+            }
+    }
+
+    /// As [`Puller::granted`], and when no grantor is live, the grantors
+    /// not known to be denied (their verdict, or their index's, expired or
+    /// was evicted) are decided again under the gate in force, as a
+    /// manifest request would: a pull that outlasts a verdict's TTL goes on
+    /// if the manifest is still allowed, and fails if it is not. Bounded in
+    /// count and depth.
     fn rederived<'a>(
         self: &'a Arc<Self>,
         target: &'a Target,
@@ -610,7 +623,10 @@ impl Puller {
                 .into_iter()
                 .filter(|(m, reached)| {
                     let key = (subject.0.clone(), subject.1.clone(), m.clone());
-                    self.verdicts.get(&(key, generation, *reached)).is_none()
+                    !matches!(
+                        self.verdicts.get(&(key, generation, *reached)),
+                        Some(Err(_))
+                    )
                 })
                 .map(|(m, _)| m)
                 .take(REDECIDE)
