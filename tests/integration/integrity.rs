@@ -664,7 +664,8 @@ async fn acme_proxy(registry: &Registry, acme: &VendorKey, extra: &str, cache: &
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_child_whose_index_verdict_expired_first_still_gets_its_blobs_while_the_index_is_allowed() {
+async fn a_child_whose_index_verdict_expired_first_still_gets_its_blobs_while_the_index_is_allowed()
+{
     let registry = Registry::start().await;
     let acme = VendorKey::generate();
     let proxy = acme_proxy(&registry, &acme, "", "verdict_ttl = \"2s\"").await;
@@ -674,27 +675,40 @@ async fn a_child_whose_index_verdict_expired_first_still_gets_its_blobs_while_th
     pusher.index("acme/staggered", "v1", &index).await;
     let sig = acme.sign(&index.digest, "acme/staggered");
     cosign::push_signatures(&pusher, "acme/staggered", &index.digest, &[sig]).await;
-    assert_eq!(proxy.answer("/v2/local/acme/staggered/manifests/v1").await.0, 200);
+    assert_eq!(
+        proxy
+            .answer("/v2/local/acme/staggered/manifests/v1")
+            .await
+            .0,
+        200
+    );
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let child_path = format!("/v2/local/acme/staggered/manifests/{}", child.digest);
     assert_eq!(proxy.answer(&child_path).await.0, 200);
     // The index's verdict has expired; the child's has not.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let r = proxy
-        .get(&format!("/v2/local/acme/staggered/blobs/{}", child.layers[0].digest))
+        .get(&format!(
+            "/v2/local/acme/staggered/blobs/{}",
+            child.layers[0].digest
+        ))
         .await;
-    assert_eq!(r.status(), 200, "the index is decided again and still allowed");
+    assert_eq!(
+        r.status(),
+        200,
+        "the index is decided again and still allowed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn when_the_exception_admitting_an_index_expires_its_childs_blobs_stop_though_the_child_verdict_lives() {
+async fn when_the_exception_admitting_an_index_expires_its_childs_blobs_stop_though_the_child_verdict_lives()
+ {
     let registry = Registry::start().await;
     let acme = VendorKey::generate();
     let child = image::Image::oci(941, &[100]);
     let index = image::Index::new(OCI_INDEX, vec![child.clone()]);
-    let expires = humantime::format_rfc3339_seconds(
-        std::time::SystemTime::now() + Duration::from_secs(3),
-    );
+    let expires =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(3));
     let exception = format!(
         "[[exception]]\nname = \"unsigned-index\"\nmatch = \"local/acme/vendor\"\ndigest = \"{}\"\nexpires = \"{expires}\"\nticket = \"RISK-2\"\nreason = \"vendor signs next week\"\n",
         index.digest
@@ -702,12 +716,24 @@ async fn when_the_exception_admitting_an_index_expires_its_childs_blobs_stop_tho
     let proxy = acme_proxy(&registry, &acme, &exception, "").await;
     let pusher = Pusher::new(&registry.url());
     pusher.index("acme/vendor", "v1", &index).await;
-    assert_eq!(proxy.answer("/v2/local/acme/vendor/manifests/v1").await.0, 200, "by exception");
+    assert_eq!(
+        proxy.answer("/v2/local/acme/vendor/manifests/v1").await.0,
+        200,
+        "by exception"
+    );
     let child_path = format!("/v2/local/acme/vendor/manifests/{}", child.digest);
-    assert_eq!(proxy.answer(&child_path).await.0, 200, "named by the admitted index");
+    assert_eq!(
+        proxy.answer(&child_path).await.0,
+        200,
+        "named by the admitted index"
+    );
     let layer = format!("/v2/local/acme/vendor/blobs/{}", child.layers[0].digest);
     assert_eq!(proxy.get(&layer).await.status(), 200);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(proxy.get(&layer).await.status(), 403, "the index is no longer allowed");
+    assert_eq!(
+        proxy.get(&layer).await.status(),
+        403,
+        "the index is no longer allowed"
+    );
     assert_eq!(proxy.answer(&child_path).await.0, 403);
 }
