@@ -250,6 +250,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_whole_read_streams_what_is_written_and_waits_for_the_rest() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let read = Arc::new(file.reopen().unwrap());
+        let (tx, rx) = watch::channel(Progress::Started {
+            size: Some(6),
+            written: 0,
+        });
+        let mut reader = RangeReader::new(read, 0, None, Some(rx));
+        file.as_file().write_all(b"abc").unwrap();
+        tx.send(Progress::Started {
+            size: Some(6),
+            written: 3,
+        })
+        .unwrap();
+        assert_eq!(
+            reader.next_chunk().await.unwrap().unwrap(),
+            Bytes::from_static(b"abc")
+        );
+        let more =
+            tokio::time::timeout(std::time::Duration::from_millis(50), reader.next_chunk()).await;
+        assert!(more.is_err(), "it waits for bytes not yet written");
+    }
+
+    #[tokio::test]
     async fn a_range_of_a_filling_blob_waits_for_the_digest_check() {
         let file = tempfile::NamedTempFile::new().unwrap();
         let read = Arc::new(file.reopen().unwrap());
