@@ -274,6 +274,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_last_byte_is_held_even_when_the_reader_is_part_way_through() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let read = Arc::new(file.reopen().unwrap());
+        let (tx, rx) = watch::channel(Progress::Started {
+            size: Some(4),
+            written: 0,
+        });
+        let mut reader = RangeReader::new(read, 0, None, Some(rx));
+        file.as_file().write_all(b"ab").unwrap();
+        tx.send(Progress::Started {
+            size: Some(4),
+            written: 2,
+        })
+        .unwrap();
+        assert_eq!(
+            reader.next_chunk().await.unwrap().unwrap(),
+            Bytes::from_static(b"ab")
+        );
+        file.as_file().write_all(b"cd").unwrap();
+        tx.send(Progress::Started {
+            size: Some(4),
+            written: 4,
+        })
+        .unwrap();
+        assert_eq!(
+            reader.next_chunk().await.unwrap().unwrap(),
+            Bytes::from_static(b"c"),
+            "the last byte waits for the digest"
+        );
+    }
+
+    #[tokio::test]
     async fn a_range_of_a_filling_blob_waits_for_the_digest_check() {
         let file = tempfile::NamedTempFile::new().unwrap();
         let read = Arc::new(file.reopen().unwrap());
