@@ -255,6 +255,9 @@ pub struct AdminConfig {
 pub struct CacheConfig {
     pub dir: PathBuf,
     pub max_bytes: u64,
+    /// The most a blob fill takes when no manifest declares the blob's size
+    /// and the upstream sends no Content-Length.
+    pub max_blob_bytes: u64,
     pub memory_bytes: u64,
     pub tag_ttl: Duration,
     pub max_stale: Duration,
@@ -572,9 +575,15 @@ impl<'a> Validator<'a> {
         if max_stale < tag_ttl {
             self.problem("cache.max_stale", "must be at least cache.tag_ttl");
         }
+        let max_bytes = self.size("cache.max_bytes", raw.max_bytes.as_deref(), 50 << 30);
         CacheConfig {
             dir: self.path(&raw.dir),
-            max_bytes: self.size("cache.max_bytes", raw.max_bytes.as_deref(), 50 << 30),
+            max_bytes,
+            max_blob_bytes: self.size(
+                "cache.max_blob_bytes",
+                raw.max_blob_bytes.as_deref(),
+                max_bytes.min(16 << 30),
+            ),
             memory_bytes: self.size("cache.memory_bytes", raw.memory_bytes.as_deref(), 256 << 20),
             tag_ttl,
             max_stale,

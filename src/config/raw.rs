@@ -210,6 +210,8 @@ pub struct RawCache {
     #[serde(default)]
     pub max_bytes: Option<String>,
     #[serde(default)]
+    pub max_blob_bytes: Option<String>,
+    #[serde(default)]
     pub memory_bytes: Option<String>,
     #[serde(default)]
     pub tag_ttl: Option<String>,

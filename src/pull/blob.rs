@@ -1,7 +1,8 @@
 //! Blobs: served from the content store, or streamed from the upstream while
-//! being written to it. One fill per digest, however many clients ask; each
-//! client reads the growing file at its own pace, and a fill that fails
-//! (reset, digest mismatch) aborts every reader and leaves nothing behind.
+//! being written to it. One fill per upstream and digest, however many
+//! clients ask; each client reads the growing file at its own pace, and a
+//! fill that fails (reset, digest mismatch, a byte past the size it may
+//! have) aborts every reader and leaves nothing behind.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -12,6 +13,7 @@ use tokio::sync::watch;
 
 use super::{PullError, Puller, Target};
 use crate::cache::{CommitError, Kind, Progress, RangeReader, Writer};
+use crate::config::UpstreamName;
 use crate::oci::Digest;
 use crate::upstream::UpstreamError;
 
@@ -76,6 +78,9 @@ pub struct BlobHead {
 }
 
 struct Fill {
+    /// The repository the fill was started for: the upstream's answer to its
+    /// GET is what shows that repository holds the blob.
+    repo: crate::oci::RepositoryName,
     read: Arc<File>,
     progress: watch::Receiver<Progress>,
     error: Arc<Mutex<Option<PullError>>>,
@@ -83,7 +88,9 @@ struct Fill {
 
 #[derive(Default)]
 pub(super) struct Fills {
-    running: Mutex<HashMap<Digest, Arc<Fill>>>,
+    /// Keyed by upstream as well: a fill through one upstream never stands
+    /// for another's (a slow or hostile upstream cannot stall a healthy one).
+    running: Mutex<HashMap<(UpstreamName, Digest), Arc<Fill>>>,
 }
 
 impl Puller {
@@ -173,7 +180,7 @@ impl Puller {
             return Ok(BlobHead { size: Some(size) });
         }
         let size = target.upstream.head_blob(&target.repo, digest).await?;
-        self.known.insert(target.key(digest), ());
+        self.know(target.key(digest), None);
         Ok(BlobHead { size })
     }
 
@@ -184,8 +191,8 @@ impl Puller {
         target: &Target,
         digest: &Digest,
     ) -> Result<Option<Arc<Fill>>, PullError> {
-        if let Some(f) = self.running_fill(digest) {
-            return Ok(Some(f));
+        if let Some(f) = self.running_fill(target, digest) {
+            return self.join(target, digest, f).await;
         }
         let writer = self
             .store
@@ -195,38 +202,46 @@ impl Puller {
         let read = writer
             .reopen_for_read()
             .map_err(|e| PullError::Internal(format!("cannot read cache write: {e}")))?;
-        let mut running = self.fills.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = running.get(digest) {
-            // Someone else started one while we created our file; ours is dropped.
-            return Ok(Some(Arc::clone(f)));
-        }
-        // A fill commits before it leaves `running`, so one that finished
-        // since the caller's store lookup is visible here.
-        if self.store.contains(Kind::Blob, digest) {
-            return Ok(None);
-        }
+        let key = (target.upstream.name.clone(), digest.clone());
         let (tx, rx) = watch::channel(Progress::Pending);
-        let tx = Arc::new(tx);
         let fill = Arc::new(Fill {
+            repo: target.repo.clone(),
             read: Arc::new(read),
             progress: rx,
             error: Arc::new(Mutex::new(None)),
         });
-        running.insert(digest.clone(), Arc::clone(&fill));
-        drop(running);
+        let started = {
+            let mut running = self.fills.running.lock().unwrap_or_else(|e| e.into_inner());
+            match running.get(&key) {
+                // Someone else started one while we created our file; ours is dropped.
+                Some(f) => Err(Arc::clone(f)),
+                // A fill commits before it leaves `running`, so one that
+                // finished since the caller's store lookup is visible here.
+                None if self.store.contains(Kind::Blob, digest) => return Ok(None),
+                None => {
+                    running.insert(key.clone(), Arc::clone(&fill));
+                    Ok(())
+                }
+            }
+        };
+        if let Err(theirs) = started {
+            return self.join(target, digest, theirs).await;
+        }
+        let tx = Arc::new(tx);
         let this = Arc::clone(self);
         let (t, d, error) = (target.clone(), digest.clone(), Arc::clone(&fill.error));
+        let most = self.declared_size(target, digest);
         tokio::spawn(async move {
-            let result = this.run_fill(&t, &d, writer, &tx).await;
+            let result = this.run_fill(&t, &d, most, writer, &tx).await;
             this.fills
                 .running
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&d);
+                .remove(&key);
             match result {
                 Ok(size) => {
                     this.store.committed();
-                    this.known.insert(t.key(&d), ());
+                    this.know(t.key(&d), None);
                     tx.send_replace(Progress::Done { size });
                 }
                 Err(e) => {
@@ -242,13 +257,32 @@ impl Puller {
         Ok(Some(fill))
     }
 
-    fn running_fill(&self, digest: &Digest) -> Option<Arc<Fill>> {
+    /// Joins a fill under way. One started for another repository of the
+    /// upstream is joined only once the upstream confirms that this
+    /// repository holds the blob too.
+    async fn join(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        fill: Arc<Fill>,
+    ) -> Result<Option<Arc<Fill>>, PullError> {
+        if fill.repo != target.repo {
+            self.confirm(target, digest, false).await?;
+        }
+        Ok(Some(fill))
+    }
+
+    fn running_fill(&self, target: &Target, digest: &Digest) -> Option<Arc<Fill>> {
         let running = self.fills.running.lock().unwrap_or_else(|e| e.into_inner());
-        running.get(digest).cloned()
+        running
+            .get(&(target.upstream.name.clone(), digest.clone()))
+            .cloned()
     }
 
     /// Downloads the blob into `writer`, publishing progress; returns its
-    /// size once the content is verified and stored. Receiving from the
+    /// size once the content is verified and stored. The fill takes at most
+    /// the size a manifest declares (`declared`), else the Content-Length,
+    /// else `cache.max_blob_bytes`, and fails at the first byte past it. Receiving from the
     /// upstream runs beside hashing and writing (a blocking writer fed through
     /// a short queue), and readers get the last byte as soon as the digest
     /// matched, before the file is synced and published.
@@ -256,11 +290,22 @@ impl Puller {
         &self,
         target: &Target,
         digest: &Digest,
+        declared: Option<u64>,
         mut writer: Writer,
         tx: &Arc<watch::Sender<Progress>>,
     ) -> Result<u64, PullError> {
         let mut response = target.upstream.fetch_blob(&target.repo, digest).await?;
-        let size = response.content_length();
+        let length = response.content_length();
+        if let (Some(declared), Some(length)) = (declared, length) {
+            if declared != length {
+                let e = UpstreamError::BadResponse(format!(
+                    "blob has Content-Length {length}, its manifest declares {declared} bytes"
+                ));
+                return Err(target.upstream.record_fault(e).into());
+            }
+        }
+        let size = declared.or(length);
+        let most = size.unwrap_or(self.max_blob_bytes);
         tx.send_replace(Progress::Started { size, written: 0 });
         let (batches, mut queue) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITE_QUEUE);
         let progress = Arc::clone(tx);
@@ -291,9 +336,10 @@ impl Puller {
             let done = chunk.is_none();
             if let Some(chunk) = chunk {
                 received += chunk.len() as u64;
-                if size.is_some_and(|s| received > s) {
-                    let e =
-                        UpstreamError::BadResponse("blob longer than its Content-Length".into());
+                if received > most {
+                    let e = UpstreamError::BadResponse(format!(
+                        "blob longer than the {most} bytes it may have"
+                    ));
                     break Err(target.upstream.record_fault(e).into());
                 }
                 pending_bytes += chunk.len();

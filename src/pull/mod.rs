@@ -145,8 +145,9 @@ pub struct Puller {
     store: Arc<ContentStore>,
     hot: moka::sync::Cache<Digest, Arc<ManifestContent>>,
     tags: moka::sync::Cache<TagKey, TagEntry>,
-    /// (upstream, repo, digest) the upstream is known to hold.
-    known: moka::sync::Cache<RepoDigest, ()>,
+    /// (upstream, repo, digest) the upstream is known to hold, with the
+    /// largest size an allowed manifest of the repository declares for it.
+    known: moka::sync::Cache<RepoDigest, Option<u64>>,
     /// Blobs named by allowed manifests of the same repository.
     blob_grants: Grants,
     /// Manifests named by allowed indexes of the same repository.
@@ -160,6 +161,8 @@ pub struct Puller {
     clock: Arc<dyn Clock>,
     tag_ttl: Duration,
     max_stale: Duration,
+    /// What a fill may take when nothing declares the blob's size.
+    max_blob_bytes: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -200,6 +203,7 @@ impl Puller {
             clock,
             tag_ttl: config.tag_ttl,
             max_stale: config.max_stale,
+            max_blob_bytes: config.max_blob_bytes,
             metrics,
         }
     }
@@ -485,7 +489,7 @@ impl Puller {
         }
         let content = Arc::new(content);
         self.hot.insert(digest.clone(), Arc::clone(&content));
-        self.known.insert(target.key(&digest), ());
+        self.know(target.key(&digest), None);
         Ok(content)
     }
 
@@ -513,8 +517,20 @@ impl Puller {
         } else {
             target.upstream.head_blob(&target.repo, digest).await?;
         }
-        self.known.insert(key, ());
+        self.know(key, None);
         Ok(())
+    }
+
+    /// Records that the upstream holds `key`, and the size a manifest
+    /// declared for it (the largest, when several manifests name it).
+    fn know(&self, key: RepoDigest, declared: Option<u64>) {
+        let kept = self.known.get(&key).flatten();
+        self.known.insert(key, declared.max(kept));
+    }
+
+    /// The size allowed manifests of the repository declare for `digest`.
+    fn declared_size(&self, target: &Target, digest: &Digest) -> Option<u64> {
+        self.known.get(&target.key(digest)).flatten()
     }
 
     /// Records what an allowed manifest (`grantor`, decided under
@@ -532,7 +548,7 @@ impl Puller {
         match &manifest.kind {
             crate::oci::ManifestKind::Image { .. } => {
                 for d in manifest.references() {
-                    self.known.insert(target.key(&d.digest), ());
+                    self.know(target.key(&d.digest), Some(d.size));
                     if let Some(g) = &grantor {
                         self.blob_grants
                             .record(target.key(&d.digest), generation, g.clone());
@@ -541,7 +557,7 @@ impl Puller {
             }
             crate::oci::ManifestKind::Index { manifests } => {
                 for d in manifests {
-                    self.known.insert(target.key(&d.digest), ());
+                    self.know(target.key(&d.digest), Some(d.size));
                     if let (Some(g), false) = (&grantor, artifact) {
                         self.child_grants
                             .record(target.key(&d.digest), generation, g.clone());
@@ -733,7 +749,7 @@ impl Puller {
             }
         };
         let verified = previous.is_some_and(|p| p.verified && p.digest == digest);
-        self.known.insert(target.key(&digest), ());
+        self.know(target.key(&digest), None);
         self.tags.insert(
             key,
             TagEntry {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::support::image::{self, sha256};
 use crate::support::scripted::{Fault, Scripted};
 use crate::support::*;
+use crate::support::{Image, Pusher, Registry};
 
 async fn setup() -> (Scripted, Proxy) {
     let upstream = Scripted::start().await;
@@ -212,4 +213,164 @@ async fn lying_docker_content_digest_on_a_tag_is_502() {
         r.status()
     );
     assert!(!stored(&proxy, &image.digest));
+}
+
+/// Reads a blob response until it ends or passes `cap` bytes; `Err` when
+/// the stream was aborted, `Ok(n)` with the bytes read otherwise.
+async fn read_capped(mut r: reqwest::Response, cap: usize) -> Result<usize, reqwest::Error> {
+    let mut n = 0;
+    while let Some(chunk) = r.chunk().await? {
+        n += chunk.len();
+        if n > cap {
+            break;
+        }
+    }
+    Ok(n)
+}
+
+/// An upstream streaming a body that never ends, for a blob an allowed
+/// manifest declares at 1 MiB: the fill stops at the first byte past the
+/// declared size, keeps nothing and tells the client.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_blob_body_is_cut_at_the_size_its_manifest_declares_and_nothing_is_kept() {
+    let (upstream, proxy) = setup().await;
+    let img = Image::oci(43, &[1 << 20]);
+    upstream.put(&img.digest, &img.media_type, &img.manifest);
+    upstream.put(
+        &img.config.digest,
+        "application/octet-stream",
+        &img.config.bytes,
+    );
+    let layer = &img.layers[0];
+    upstream.endless(&layer.digest, None);
+    let before = errors(&proxy, "bad_response").await;
+    let manifest = proxy
+        .get_manifest(&format!("/v2/s/app/manifests/{}", img.digest))
+        .await;
+    assert_eq!(manifest.status(), 200);
+    let r = proxy
+        .get(&format!("/v2/s/app/blobs/{}", layer.digest))
+        .await;
+    assert_eq!(r.status(), 200, "headers go out with the declared size");
+    assert!(
+        read_capped(r, 8 << 20).await.is_err(),
+        "the client must see the stream abort"
+    );
+    assert!(tmp_is_empty(&proxy).await, "nothing partial is left");
+    assert!(!stored(&proxy, &layer.digest));
+    assert_eq!(errors(&proxy, "bad_response").await - before, 1.0);
+    // Loopback socket buffers hold a few MiB; a fill that kept reading
+    // would take the whole GiB.
+    let sent = upstream.sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sent < 16 << 20, "the upstream got {sent} bytes in");
+}
+
+/// With no declared size and no Content-Length, a fill takes at most
+/// `cache.max_blob_bytes`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_chunked_blob_nothing_declares_stops_at_max_blob_bytes() {
+    let upstream = Scripted::start().await;
+    let body = format!(
+        "[[upstream]]\nname = \"s\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"1s\"\nidle_timeout = \"1s\"\n{ALLOW_ALL}",
+        upstream.url()
+    );
+    let proxy = Proxy::start_with(&body, None, "max_blob_bytes = \"2MiB\"").await;
+    let digest = sha256(b"never the real content");
+    upstream.endless(&digest, None);
+    if let Ok(r) = proxy.try_get(&format!("/v2/s/app/blobs/{digest}")).await {
+        assert!(
+            read_capped(r, 8 << 20).await.is_err(),
+            "a body was served whole"
+        );
+    }
+    assert!(tmp_is_empty(&proxy).await);
+    assert!(!stored(&proxy, &digest));
+    let sent = upstream.sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sent < 16 << 20, "the upstream got {sent} bytes in");
+}
+
+/// A Content-Length that contradicts the manifest's declared size is
+/// refused before any of the body is taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_whose_content_length_contradicts_its_declared_size_is_502_before_the_body() {
+    let (upstream, proxy) = setup().await;
+    let img = Image::oci(44, &[1 << 20]);
+    upstream.put(&img.digest, &img.media_type, &img.manifest);
+    let layer = &img.layers[0];
+    upstream.endless(&layer.digest, Some(512 << 20));
+    let manifest = proxy
+        .get_manifest(&format!("/v2/s/app/manifests/{}", img.digest))
+        .await;
+    assert_eq!(manifest.status(), 200);
+    let r = proxy
+        .get(&format!("/v2/s/app/blobs/{}", layer.digest))
+        .await;
+    assert_eq!(r.status(), 502);
+    assert!(tmp_is_empty(&proxy).await);
+    let sent = upstream.sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sent < 16 << 20, "the upstream got {sent} bytes in");
+}
+
+/// A repository that does not hold a blob does not get it by asking while
+/// another repository of the same upstream is filling it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repository_that_does_not_hold_a_blob_cannot_read_it_while_another_fills_it() {
+    let (upstream, proxy) = setup().await;
+    let blob = image::random_bytes(75, 300_000);
+    let digest = sha256(&blob);
+    upstream.put(&digest, "application/octet-stream", &blob);
+    upstream.only_in(&digest, "a/app");
+    upstream.delay(&digest, Duration::from_millis(800));
+    let holder = {
+        let (client, url) = (
+            proxy.client.clone(),
+            format!("{}/v2/s/a/app/blobs/{digest}", proxy.url()),
+        );
+        tokio::spawn(async move { client.get(url).send().await.unwrap().bytes().await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let other = proxy.get(&format!("/v2/s/b/app/blobs/{digest}")).await;
+    assert_eq!(other.status(), 404, "b/app does not hold the blob");
+    let held = holder.await.unwrap().unwrap();
+    assert!(held == blob, "the repository that holds it gets it");
+}
+
+/// A hostile upstream that trickles a popular layer does not stall the same
+/// layer pulled through a healthy upstream (a real registry): fills are per
+/// upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_layer_stalled_by_one_upstream_still_flows_at_once_through_another() {
+    let hostile = Scripted::start().await;
+    let registry = Registry::start().await;
+    let img = Image::oci(46, &[400_000]);
+    Pusher::new(&registry.url()).image("app", "v1", &img).await;
+    let layer = &img.layers[0];
+    hostile.put(&layer.digest, "application/octet-stream", &layer.bytes);
+    hostile.delay(&layer.digest, Duration::from_secs(20));
+    let body = format!(
+        "[[upstream]]\nname = \"hostile\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"30s\"\nidle_timeout = \"30s\"\n{}{ALLOW_ALL}",
+        hostile.url(),
+        upstream_toml("trusted", &registry.url(), ""),
+    );
+    let proxy = Proxy::start(&body, None).await;
+    let stalled = {
+        let (client, url) = (
+            proxy.client.clone(),
+            format!("{}/v2/hostile/app/blobs/{}", proxy.url(), layer.digest),
+        );
+        tokio::spawn(async move { client.get(url).send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let r = proxy
+        .get(&format!("/v2/trusted/app/blobs/{}", layer.digest))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(read_all(r).await.unwrap() == layer.bytes);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the healthy upstream's pull waited {:?}",
+        started.elapsed()
+    );
+    stalled.abort();
 }

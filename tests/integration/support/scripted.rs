@@ -31,12 +31,24 @@ pub enum Fault {
     WrongLastByteLate,
 }
 
+/// Per-digest behaviour beside the server-wide fault.
+#[derive(Default)]
+struct Special {
+    delays: HashMap<String, Duration>,
+    /// Digest → the only repository that holds it (others get 404).
+    only_in: HashMap<String, String>,
+    /// Digest → a body that never ends, with this Content-Length if any.
+    endless: HashMap<String, Option<u64>>,
+}
+
 pub struct Scripted {
     pub port: u16,
     fault: Arc<Mutex<Fault>>,
     content: Arc<Mutex<Content>>,
-    delays: Arc<Mutex<HashMap<String, Duration>>>,
+    special: Arc<Mutex<Special>>,
     pub requests: Arc<AtomicUsize>,
+    /// Body bytes written for endless blobs (what the client took).
+    pub sent: Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -47,33 +59,37 @@ impl Scripted {
         let fault = Arc::new(Mutex::new(Fault::Healthy));
         let content: Arc<Mutex<Content>> = Arc::default();
         let requests = Arc::new(AtomicUsize::new(0));
-        let delays: Arc<Mutex<HashMap<String, Duration>>> = Arc::default();
-        let (f, c, n, d) = (
+        let special: Arc<Mutex<Special>> = Arc::default();
+        let sent: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+        let (f, c, n, d, w) = (
             Arc::clone(&fault),
             Arc::clone(&content),
             Arc::clone(&requests),
-            Arc::clone(&delays),
+            Arc::clone(&special),
+            Arc::clone(&sent),
         );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (f, c, n, d) = (
+                let (f, c, n, d, w) = (
                     Arc::clone(&f),
                     Arc::clone(&c),
                     Arc::clone(&n),
                     Arc::clone(&d),
+                    Arc::clone(&w),
                 );
-                tokio::spawn(async move { serve(stream, f, c, n, d).await });
+                tokio::spawn(async move { serve(stream, f, c, n, d, w).await });
             }
         });
         Scripted {
             port,
             fault,
             content,
-            delays,
+            special,
             requests,
+            sent,
             task,
         }
     }
@@ -88,7 +104,24 @@ impl Scripted {
 
     /// Answers requests for `key` (a digest or tag) only after `delay`.
     pub fn delay(&self, key: &str, delay: Duration) {
-        self.delays.lock().unwrap().insert(key.to_string(), delay);
+        let mut special = self.special.lock().unwrap();
+        special.delays.insert(key.to_string(), delay);
+    }
+
+    /// Only repository `repo` holds `digest`: requests through any other
+    /// repository get 404.
+    #[allow(dead_code)]
+    pub fn only_in(&self, digest: &str, repo: &str) {
+        let mut special = self.special.lock().unwrap();
+        special.only_in.insert(digest.to_string(), repo.to_string());
+    }
+
+    /// A GET of blob `digest` streams bytes that never end (up to 1 GiB),
+    /// chunked, or with a `Content-Length` that they overrun.
+    #[allow(dead_code)]
+    pub fn endless(&self, digest: &str, content_length: Option<u64>) {
+        let mut special = self.special.lock().unwrap();
+        special.endless.insert(digest.to_string(), content_length);
     }
 
     /// Serves `bytes` for `<anything>/manifests|blobs/<digest>`.
@@ -111,7 +144,8 @@ async fn serve(
     fault: Arc<Mutex<Fault>>,
     content: Arc<Mutex<Content>>,
     n: Arc<AtomicUsize>,
-    delays: Arc<Mutex<HashMap<String, Duration>>>,
+    special: Arc<Mutex<Special>>,
+    sent: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
@@ -148,9 +182,59 @@ async fn serve(
             .await;
         return;
     }
-    let delay = delays.lock().unwrap().get(&digest).copied();
+    let repo = path
+        .strip_prefix("/v2/")
+        .and_then(|p| {
+            p.split_once("/blobs/")
+                .or_else(|| p.split_once("/manifests/"))
+        })
+        .map(|(repo, _)| repo.to_string())
+        .unwrap_or_default();
+    let (delay, only_in, endless) = {
+        let special = special.lock().unwrap();
+        (
+            special.delays.get(&digest).copied(),
+            special.only_in.get(&digest).cloned(),
+            special.endless.get(&digest).copied(),
+        )
+    };
+    if only_in.is_some_and(|only| only != repo) {
+        let _ = stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            .await;
+        return;
+    }
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
+    }
+    if let (Some(length), "GET") = (endless, method.as_str()) {
+        let framing = match length {
+            Some(n) => format!("Content-Length: {n}"),
+            None => "Transfer-Encoding: chunked".to_string(),
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n{framing}\r\nConnection: close\r\n\r\n"
+        );
+        if stream.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..(1 << 30) / chunk.len() {
+            let written = match length {
+                Some(_) => stream.write_all(&chunk).await,
+                None => {
+                    let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+                    framed.extend_from_slice(&chunk);
+                    framed.extend_from_slice(b"\r\n");
+                    stream.write_all(&framed).await
+                }
+            };
+            if written.is_err() {
+                return;
+            }
+            sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+        }
+        return;
     }
     let Some((content_type, bytes)) = content.lock().unwrap().get(&digest).cloned() else {
         let _ = stream
