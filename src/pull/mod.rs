@@ -63,6 +63,14 @@ const MAX_GRANT_DEPTH: usize = 3;
 /// Grantors decided again, at most, when a grant's verdicts have expired.
 const REDECIDE: usize = 2;
 
+/// Indexes above an image, at most: an index of indexes of images passes,
+/// an index a third level down is denied `limit_exceeded`.
+pub const MAX_INDEX_NESTING: usize = 2;
+
+/// Descriptors one manifest may list (an index's manifests, an image's
+/// layers); more is denied `limit_exceeded`.
+pub const MAX_ENTRIES: usize = 1024;
+
 /// Which grants a subject is looked up in.
 #[derive(Clone, Copy)]
 enum Grant {
@@ -341,6 +349,19 @@ impl Puller {
                     digest: Some(digest.clone()),
                 }
             })?;
+        if let Some(limit) = self.shape_limit(target, digest, &manifest, generation, reached) {
+            // A bound that protects the proxy holds in every mode.
+            let verdict = Err(Denial {
+                reason: Reason::LimitExceeded,
+                policy: None,
+                digest: Some(digest.clone()),
+                message: limit,
+                findings: Vec::new(),
+                attestations: Vec::new(),
+            });
+            self.verdicts.insert(key, verdict.clone());
+            return Ok(verdict);
+        }
         let proof = match artifact::claims(&manifest) {
             true => Some(self.prove_artifact(target, &manifest).await?),
             false => None,
@@ -519,6 +540,56 @@ impl Puller {
         }
         self.know(key, None);
         Ok(())
+    }
+
+    /// Why a manifest is too large or too deeply nested to be served, if it is.
+    fn shape_limit(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        manifest: &Manifest,
+        generation: u64,
+        reached: Reached,
+    ) -> Option<String> {
+        let (entries, index) = match &manifest.kind {
+            crate::oci::ManifestKind::Image { layers, .. } => (layers.len(), false),
+            crate::oci::ManifestKind::Index { manifests } => (manifests.len(), true),
+        };
+        if entries > MAX_ENTRIES {
+            return Some(format!(
+                "the manifest lists {entries} descriptors, more than {MAX_ENTRIES}"
+            ));
+        }
+        let nesting = match (index, reached) {
+            (true, Reached::ThroughAllowedIndex) => {
+                self.nesting(&target.key(digest), generation, 0)
+            }
+            _ => 0,
+        };
+        (nesting >= MAX_INDEX_NESTING).then(|| {
+            format!("the index is nested {nesting} indexes deep; at most {MAX_INDEX_NESTING} indexes may stand above an image")
+        })
+    }
+
+    /// How many indexes stand above `subject` along its shortest chain of
+    /// live grants (0 when none names it).
+    fn nesting(&self, subject: &RepoDigest, generation: u64, depth: usize) -> usize {
+        if depth > MAX_GRANT_DEPTH {
+            return depth;
+        }
+        self.child_grants
+            .grantors(subject, generation)
+            .into_iter()
+            .filter(|g| self.live(subject, g.clone(), generation, 0))
+            .map(|(index, reached)| match reached {
+                Reached::Directly => 1,
+                Reached::ThroughAllowedIndex => {
+                    let above = (subject.0.clone(), subject.1.clone(), index);
+                    1 + self.nesting(&above, generation, depth + 1)
+                }
+            })
+            .min()
+            .unwrap_or(0)
     }
 
     /// Records that the upstream holds `key`, and the size a manifest
