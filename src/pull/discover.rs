@@ -180,6 +180,13 @@ impl Puller {
         with_attestations: bool,
     ) -> Result<(Vec<bytes::Bytes>, Option<String>), PullError> {
         let referrers = self.referrers(target, digest, None).await?;
+        if !referrers.complete {
+            let pages = super::index::MAX_REFERRER_PAGES;
+            return Ok((
+                Vec::new(),
+                Some(format!("more than {pages} pages of referrers")),
+            ));
+        }
         let index: serde_json::Value = serde_json::from_slice(&referrers.body).unwrap_or_default();
         let candidates: Vec<Descriptor> = index["manifests"]
             .as_array()

@@ -31,10 +31,16 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, 
     Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
 }
 
-/// A referrers index and whether a filter was applied to it.
+/// Pages of the referrers API followed, at most. A list that goes on past
+/// them is incomplete, and discovery denies `limit_exceeded` on it.
+pub const MAX_REFERRER_PAGES: usize = 8;
+
+/// A referrers index, whether a filter was applied to it, and whether it
+/// holds every page the upstream has.
 pub struct Referrers {
     pub body: Bytes,
     pub filtered: bool,
+    pub complete: bool,
 }
 
 #[derive(Serialize)]
@@ -128,13 +134,12 @@ impl Puller {
                     .get("oci-filters-applied")
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.split(',').any(|x| x.trim() == "artifactType"));
-                if artifact_type.is_none() || upstream_filtered {
-                    return Ok(Referrers {
-                        body: f.bytes,
-                        filtered: upstream_filtered,
-                    });
-                }
-                filter_index(target, &f.bytes, artifact_type)
+                let (manifests, complete) = self.pages(target, subject, query, f).await?;
+                let keep = artifact_type.filter(|_| !upstream_filtered);
+                let mut referrers = emit_index(manifests, keep)?;
+                referrers.filtered = artifact_type.is_some();
+                referrers.complete = complete;
+                Ok(referrers)
             }
             Ok(_) | Err(UpstreamError::NotFound | UpstreamError::Status(400 | 405 | 406)) => {
                 self.referrers_from_tag(target, subject, artifact_type)
@@ -142,6 +147,45 @@ impl Puller {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The descriptors of `first` and of the pages after it (`Link` with
+    /// `rel="next"` on the same resource), at most [`MAX_REFERRER_PAGES`]
+    /// pages; whether the upstream had no more.
+    async fn pages(
+        &self,
+        target: &Target,
+        subject: &Digest,
+        query: Option<String>,
+        first: crate::upstream::Fetched,
+    ) -> Result<(Vec<serde_json::Value>, bool), PullError> {
+        let path = format!("referrers/{subject}");
+        let mut manifests = descriptors(target, &first.bytes)?;
+        let mut next = target
+            .upstream
+            .next_page(&target.repo, &path, &first.headers)?;
+        let mut seen = vec![query];
+        while let Some(q) = next.take() {
+            if seen.len() >= MAX_REFERRER_PAGES {
+                return Ok((manifests, false));
+            }
+            if seen.contains(&Some(q.clone())) {
+                return Err(bad(
+                    target,
+                    "referrers pages link back to a page already read",
+                ));
+            }
+            let page = target
+                .upstream
+                .fetch_small(&target.repo, &path, Some(&q), OCI_INDEX, "referrers")
+                .await?;
+            manifests.extend(descriptors(target, &page.bytes)?);
+            next = target
+                .upstream
+                .next_page(&target.repo, &path, &page.headers)?;
+            seen.push(Some(q));
+        }
+        Ok((manifests, true))
     }
 
     async fn referrers_from_tag(
@@ -180,6 +224,11 @@ fn filter_index(
     bytes: &[u8],
     artifact_type: Option<&str>,
 ) -> Result<Referrers, PullError> {
+    emit_index(descriptors(target, bytes)?, artifact_type)
+}
+
+/// The well-formed descriptors an index lists.
+fn descriptors(target: &Target, bytes: &[u8]) -> Result<Vec<serde_json::Value>, PullError> {
     #[derive(Deserialize)]
     struct In {
         #[serde(default)]
@@ -187,10 +236,20 @@ fn filter_index(
     }
     let parsed: In = serde_json::from_slice(bytes)
         .map_err(|_| bad(target, "referrers index is not valid JSON"))?;
-    let manifests = parsed
+    Ok(parsed
         .manifests
+        .into_iter()
+        .filter(|m| serde_json::from_value::<Descriptor>(m.clone()).is_ok())
+        .collect())
+}
+
+/// An OCI index of `manifests`, keeping those of `artifact_type` if given.
+fn emit_index(
+    manifests: Vec<serde_json::Value>,
+    artifact_type: Option<&str>,
+) -> Result<Referrers, PullError> {
+    let manifests = manifests
         .iter()
-        .filter(|m| serde_json::from_value::<Descriptor>((*m).clone()).is_ok())
         .filter(|m| {
             artifact_type.is_none_or(|a| m.get("artifactType").and_then(|v| v.as_str()) == Some(a))
         })
@@ -204,6 +263,7 @@ fn filter_index(
     Ok(Referrers {
         body: Bytes::from(body),
         filtered: artifact_type.is_some(),
+        complete: true,
     })
 }
 

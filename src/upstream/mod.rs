@@ -489,6 +489,54 @@ impl Upstream {
         })
     }
 
+    /// The query of the next page of `path` (the `Link: <…>; rel="next"`
+    /// header), when the link names the same resource on this upstream.
+    /// A link elsewhere is not followed. `Err` when a link is there but
+    /// names something else.
+    pub fn next_page(
+        &self,
+        repo: &RepositoryName,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<Option<String>, UpstreamError> {
+        let Some(link) = headers
+            .get_all(header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .find(|l| {
+                l.split(';')
+                    .skip(1)
+                    .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"))
+            })
+        else {
+            return Ok(None);
+        };
+        let reference = link
+            .split(';')
+            .next()
+            .map(str::trim)
+            .and_then(|r| r.strip_prefix('<'))
+            .and_then(|r| r.strip_suffix('>'));
+        let here = self
+            .base
+            .join(&format!("v2/{repo}/{path}"))
+            .map_err(|e| UpstreamError::BadResponse(format!("cannot build URL: {e}")))?;
+        let next = reference.and_then(|r| here.join(r).ok());
+        match next {
+            Some(next)
+                if next.origin() == here.origin()
+                    && next.path() == here.path()
+                    && next.query().is_some() =>
+            {
+                Ok(next.query().map(str::to_string))
+            }
+            _ => Err(self.fail(UpstreamError::BadResponse(
+                "the next-page link names another resource".into(),
+            ))),
+        }
+    }
+
     /// Records a content fault found after the response was received.
     pub fn record_fault(&self, e: UpstreamError) -> UpstreamError {
         self.fail(e)

@@ -816,6 +816,7 @@ mod referrer_bundles {
     use crate::support::fulcio::{
         COSIGN_SIGN_PREDICATE, Fulcio, GITHUB_ISSUER, TransparencyLog, statement, trusted_root,
     };
+    use crate::support::scripted::Scripted;
 
     const IDENTITY: &str = "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1";
 
@@ -829,9 +830,15 @@ mod referrer_bundles {
     }
 
     async fn instance() -> Instance {
+        let registry = Registry::start().await;
+        let url = registry.url();
+        instance_at(registry, &url).await
+    }
+
+    /// The proxy's upstream is `url` (something in front of `registry`).
+    async fn instance_at(registry: Registry, url: &str) -> Instance {
         let fulcio = Fulcio::new();
         let log = TransparencyLog::new();
-        let registry = Registry::start().await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("trusted_root.json"),
@@ -840,7 +847,7 @@ mod referrer_bundles {
         .unwrap();
         let body = format!(
             "{}\n[[authority]]\nname = \"acme-ci\"\nkeyless = {{ issuer = \"{GITHUB_ISSUER}\", subject = \"{IDENTITY}\" }}\ntrusted_root = \"{}/trusted_root.json\"\nrequire_sct = false\n\n[[policy]]\nname = \"acme\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"acme-ci\"] }}\n",
-            upstream_toml("local", &registry.url(), ""),
+            upstream_toml("local", url, ""),
             dir.path().display()
         );
         let proxy = Proxy::start(&body, None).await;
@@ -953,5 +960,84 @@ mod referrer_bundles {
             answer(&i, &img, &[signature(bundle)]).await,
             (403, Some("unsigned".into()))
         );
+    }
+
+    /// The registry's referrers of `img` (from its fallback tag), served
+    /// instead through a referrers API in front of it, in `pages`: junk
+    /// artifacts first, the signature bundle on the last page.
+    async fn paged(pages: usize, looping: bool) -> (Instance, Scripted, Image) {
+        let registry = Registry::start().await;
+        let front = Scripted::start().await;
+        front.in_front_of(&registry.url());
+        let i = instance_at(registry, &front.url()).await;
+        let img = Image::oci(510 + pages as u64, &[100]);
+        let signer = i.fulcio.issue(IDENTITY, GITHUB_ISSUER);
+        let bundle = signer.dsse_bundle(
+            &statement(&img.digest, COSIGN_SIGN_PREDICATE, serde_json::json!({})),
+            &i.log,
+        );
+        i.pusher.image("acme/app", "v1", &img).await;
+        push_referrers(&i.pusher, "acme/app", &img, &[signature(bundle)]).await;
+        let fallback: serde_json::Value = i
+            .pusher
+            .client
+            .get(format!(
+                "{}/v2/acme/app/manifests/{}",
+                i.pusher.base,
+                img.digest.replace(':', "-")
+            ))
+            .header("accept", crate::support::image::OCI_INDEX)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let bundle_descriptor = fallback["manifests"][0].clone();
+        let junk = |n: usize| {
+            serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": crate::support::image::sha256(format!("junk {n}").as_bytes()), "size": 10,
+                "artifactType": "application/example"})
+        };
+        let mut listed: Vec<Vec<serde_json::Value>> =
+            (0..pages - 1).map(|n| vec![junk(n)]).collect();
+        listed.push(vec![bundle_descriptor]);
+        front.referrer_pages(&img.digest, listed, looping);
+        (i, front, img)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_signature_bundle_on_a_later_referrers_page_is_found_and_the_image_allowed() {
+        let (i, _front, img) = paged(3, false).await;
+        assert_eq!(
+            i.proxy
+                .answer(&format!("/v2/local/acme/app/manifests/{}", img.digest))
+                .await,
+            (200, None)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn referrers_pages_past_the_bound_deny_limit_exceeded() {
+        let (i, _front, img) = paged(9, false).await;
+        assert_eq!(
+            i.proxy
+                .answer(&format!("/v2/local/acme/app/manifests/{}", img.digest))
+                .await,
+            (403, Some("limit_exceeded".into()))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn referrers_pages_that_link_back_are_refused_without_looping() {
+        let (i, front, img) = paged(2, true).await;
+        let before = front.requests.load(std::sync::atomic::Ordering::SeqCst);
+        let (status, _) = i
+            .proxy
+            .answer(&format!("/v2/local/acme/app/manifests/{}", img.digest))
+            .await;
+        let asked = front.requests.load(std::sync::atomic::Ordering::SeqCst) - before;
+        assert_eq!(status, 502, "a looping upstream is a bad upstream");
+        assert!(asked < 20, "{asked} upstream requests");
     }
 }

@@ -39,6 +39,12 @@ struct Special {
     only_in: HashMap<String, String>,
     /// Digest → a body that never ends, with this Content-Length if any.
     endless: HashMap<String, Option<u64>>,
+    /// Subject digest → pages of its referrers API (descriptor lists).
+    referrers: HashMap<String, Vec<Vec<serde_json::Value>>>,
+    /// Whether the last referrers page links back to the first.
+    referrers_loop: bool,
+    /// A real registry that answers whatever is not scripted here.
+    backend: Option<String>,
 }
 
 pub struct Scripted {
@@ -116,6 +122,22 @@ impl Scripted {
         special.only_in.insert(digest.to_string(), repo.to_string());
     }
 
+    /// Serves a referrers API for `subject` in `pages`, each linking to the
+    /// next with `Link: <…?page=N>; rel="next"`; with `looping`, the last
+    /// links back to the first.
+    #[allow(dead_code)]
+    pub fn referrer_pages(&self, subject: &str, pages: Vec<Vec<serde_json::Value>>, looping: bool) {
+        let mut special = self.special.lock().unwrap();
+        special.referrers.insert(subject.to_string(), pages);
+        special.referrers_loop = looping;
+    }
+
+    /// Forwards every request that is not scripted to the registry at `url`.
+    #[allow(dead_code)]
+    pub fn in_front_of(&self, url: &str) {
+        self.special.lock().unwrap().backend = Some(url.to_string());
+    }
+
     /// A GET of blob `digest` streams bytes that never end (up to 1 GiB),
     /// chunked, or with a `Content-Length` that they overrun.
     #[allow(dead_code)]
@@ -175,6 +197,51 @@ async fn serve(
         .next()
         .unwrap_or_default()
         .to_string();
+    let (pages, looping, backend) = {
+        let special = special.lock().unwrap();
+        let subject = path
+            .split("/referrers/")
+            .nth(1)
+            .map(|rest| rest.split('?').next().unwrap_or_default().to_string());
+        (
+            subject.and_then(|d| special.referrers.get(&d).cloned()),
+            special.referrers_loop,
+            special.backend.clone(),
+        )
+    };
+    if let Some(pages) = pages {
+        let base = path.split('?').next().unwrap_or_default();
+        let page: usize = path
+            .split_once("?page=")
+            .and_then(|(_, n)| n.parse().ok())
+            .unwrap_or(0);
+        let manifests = pages.get(page).cloned().unwrap_or_default();
+        let body = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests,
+        }))
+        .unwrap();
+        let next = match (page + 1 < pages.len(), looping) {
+            (true, _) => Some(page + 1),
+            (false, true) => Some(0),
+            (false, false) => None,
+        };
+        let link = next
+            .map(|n| format!("Link: <{base}?page={n}>; rel=\"next\"\r\n"))
+            .unwrap_or_default();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\n{link}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.write_all(&body).await;
+        return;
+    }
+    if let Some(backend) = backend {
+        if !content.lock().unwrap().contains_key(&digest) {
+            forward(&mut stream, &text, &method, &path, &backend).await;
+            return;
+        }
+    }
     // No referrers API: clients fall back to the tag schema.
     if path.contains("/referrers/") {
         let _ = stream
@@ -298,5 +365,51 @@ async fn serve(
                 .write_all(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n")
                 .await;
         }
+    }
+}
+
+/// Answers with what the registry at `backend` answers (GET or HEAD; the
+/// headers a registry client reads, and the body).
+async fn forward(stream: &mut TcpStream, request: &str, method: &str, path: &str, backend: &str) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut forwarded = client.request(method.parse().unwrap(), format!("{backend}{path}"));
+    for line in request.lines().skip(1) {
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("accept") || name.eq_ignore_ascii_case("authorization") {
+                forwarded = forwarded.header(name.trim(), value.trim());
+            }
+        }
+    }
+    let Ok(response) = forwarded.send().await else {
+        return;
+    };
+    let status = response.status();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    for name in ["content-type", "docker-content-digest", "www-authenticate"] {
+        if let Some(v) = response.headers().get(name).and_then(|v| v.to_str().ok()) {
+            head.push_str(&format!("{name}: {v}\r\n"));
+        }
+    }
+    let length = response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response.bytes().await.unwrap_or_default();
+    let length = if method == "HEAD" {
+        length.unwrap_or_else(|| "0".into())
+    } else {
+        body.len().to_string()
+    };
+    head.push_str(&format!(
+        "Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    ));
+    let _ = stream.write_all(head.as_bytes()).await;
+    if method != "HEAD" {
+        let _ = stream.write_all(&body).await;
     }
 }
