@@ -45,6 +45,7 @@ pub struct Metrics {
     pub audit_dropped: IntCounter,
     /// Pulls left in the upstream's rate-limit window (Docker Hub reports it).
     pub upstream_ratelimit_remaining: GaugeVec,
+    pub upstream_in_flight: GaugeVec,
 }
 
 fn gauge(
@@ -232,6 +233,12 @@ impl Metrics {
                 r,
                 "portcullis_upstream_ratelimit_remaining",
                 "Pulls left in the upstream's rate-limit window, when it reports one",
+                &["upstream"],
+            )?,
+            upstream_in_flight: gauge(
+                r,
+                "portcullis_upstream_in_flight",
+                "Requests to the upstream in flight (bounded by its max_requests)",
                 &["upstream"],
             )?,
             registry,

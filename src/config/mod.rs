@@ -276,6 +276,9 @@ pub struct UpstreamConfig {
     /// Docker Hub's rule: single-component names get `library/`.
     pub library_prefix: bool,
     pub connect_timeout: Duration,
+    /// Requests to this upstream in flight at once (its connections too);
+    /// more wait up to `connect_timeout` for a slot, then fail 503.
+    pub max_requests: usize,
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
 }
@@ -660,6 +663,13 @@ impl<'a> Validator<'a> {
                 .collect(),
             library_prefix,
             connect_timeout,
+            max_requests: match raw.max_requests {
+                Some(0) => {
+                    self.problem(key("max_requests"), "must be at least 1");
+                    1
+                }
+                n => n.unwrap_or(64),
+            },
             response_timeout,
             idle_timeout,
         })

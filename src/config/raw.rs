@@ -244,6 +244,8 @@ pub struct RawUpstream {
     pub response_timeout: Option<String>,
     #[serde(default)]
     pub idle_timeout: Option<String>,
+    #[serde(default)]
+    pub max_requests: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

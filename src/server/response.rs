@@ -134,6 +134,17 @@ fn upstream_error(e: &UpstreamError, missing: Missing) -> Response<Body> {
             }
             return r;
         }
+        UpstreamError::Saturated => {
+            let mut r = oci_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                "too many requests to the upstream are in flight; retry shortly",
+                None,
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
         UpstreamError::Unauthorized
         | UpstreamError::RealmRefused
         | UpstreamError::Credentials(_) => (

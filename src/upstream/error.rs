@@ -31,6 +31,8 @@ pub enum UpstreamError {
     BadResponse(String),
     #[error("upstream credentials unavailable: {0}")]
     Credentials(String),
+    #[error("too many requests to the upstream are in flight")]
+    Saturated,
 }
 
 impl UpstreamError {
@@ -63,6 +65,7 @@ impl UpstreamError {
             UpstreamError::DigestMismatch { .. } => "digest_mismatch",
             UpstreamError::BadResponse(_) => "bad_response",
             UpstreamError::Credentials(_) => "credentials",
+            UpstreamError::Saturated => "saturated",
         }
     }
 
@@ -75,6 +78,7 @@ impl UpstreamError {
                 | UpstreamError::Timeout
                 | UpstreamError::Unavailable(_)
                 | UpstreamError::RateLimited { .. }
+                | UpstreamError::Saturated
         )
     }
 }

@@ -42,7 +42,42 @@ pub struct Upstream {
     basic_only: AtomicBool,
     response_timeout: Duration,
     pub library_prefix: bool,
+    /// One per request in flight (`max_requests`); a request waits at most
+    /// `slot_wait` for one.
+    slots: Arc<tokio::sync::Semaphore>,
+    slot_wait: Duration,
     metrics: Arc<Metrics>,
+}
+
+/// An upstream response that still holds its request's slot: the slot is
+/// freed when the response (and so its body) is dropped.
+pub struct Sent {
+    response: reqwest::Response,
+    _slot: Slot,
+}
+
+impl std::ops::Deref for Sent {
+    type Target = reqwest::Response;
+    fn deref(&self) -> &reqwest::Response {
+        &self.response
+    }
+}
+
+impl std::ops::DerefMut for Sent {
+    fn deref_mut(&mut self) -> &mut reqwest::Response {
+        &mut self.response
+    }
+}
+
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    in_flight: prometheus::Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.in_flight.dec();
+    }
 }
 
 #[derive(Clone)]
@@ -132,6 +167,8 @@ impl Upstream {
             basic_only: AtomicBool::new(false),
             response_timeout: config.response_timeout,
             library_prefix: config.library_prefix,
+            slots: Arc::new(tokio::sync::Semaphore::new(config.max_requests)),
+            slot_wait: config.connect_timeout,
             metrics,
         })
     }
@@ -161,7 +198,8 @@ impl Upstream {
         query: Option<&str>,
         headers: HeaderMap,
         kind: &'static str,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<Sent, UpstreamError> {
+        let slot = self.slot().await?;
         let mut url = self
             .base
             .join(&format!("v2/{repo}/{path}"))
@@ -199,9 +237,34 @@ impl Upstream {
                 );
                 continue;
             }
-            return self.check_status(response).await.map_err(|e| self.fail(e));
+            return match self.check_status(response).await {
+                Ok(response) => Ok(Sent {
+                    response,
+                    _slot: slot,
+                }),
+                Err(e) => Err(self.fail(e)),
+            };
         }
         Err(self.fail(UpstreamError::Unauthorized))
+    }
+
+    /// A request slot, waiting at most `slot_wait` for one.
+    async fn slot(&self) -> Result<Slot, UpstreamError> {
+        let wait = Arc::clone(&self.slots).acquire_owned();
+        match tokio::time::timeout(self.slot_wait, wait).await {
+            Ok(Ok(permit)) => {
+                let in_flight = self
+                    .metrics
+                    .upstream_in_flight
+                    .with_label_values(&[self.name.as_str()]);
+                in_flight.inc();
+                Ok(Slot {
+                    _permit: permit,
+                    in_flight,
+                })
+            }
+            _ => Err(self.fail(UpstreamError::Saturated)),
+        }
     }
 
     async fn timed<F>(&self, fut: F) -> Result<reqwest::Response, UpstreamError>
@@ -327,8 +390,8 @@ impl Upstream {
         }
         self.count("token");
         let response = self.timed(request.send()).await?;
-        let response = self.check_status(response).await?;
-        let body = read_limited(response, MAX_AUX_BYTES).await?;
+        let mut response = self.check_status(response).await?;
+        let body = read_limited(&mut response, MAX_AUX_BYTES).await?;
         let parsed: TokenResponse = serde_json::from_slice(&body)
             .map_err(|_| UpstreamError::BadResponse("token response is not JSON".into()))?;
         let value = parsed
@@ -372,7 +435,7 @@ impl Upstream {
         reference: &Reference,
         accept: &str,
     ) -> Result<FetchedManifest, UpstreamError> {
-        let response = self
+        let mut response = self
             .send(
                 Method::GET,
                 repo,
@@ -384,7 +447,7 @@ impl Upstream {
             .await?;
         let digest_header = header_digest(response.headers());
         let content_type = content_type(response.headers());
-        let bytes = read_limited(response, MAX_MANIFEST_BYTES)
+        let bytes = read_limited(&mut response, MAX_MANIFEST_BYTES)
             .await
             .map_err(|e| self.fail(e))?;
         Ok(FetchedManifest {
@@ -399,7 +462,7 @@ impl Upstream {
         &self,
         repo: &RepositoryName,
         digest: &Digest,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<Sent, UpstreamError> {
         self.send(
             Method::GET,
             repo,
@@ -420,7 +483,7 @@ impl Upstream {
         limit: usize,
     ) -> Result<Bytes, UpstreamError> {
         let path = format!("blobs/{digest}");
-        let response = self
+        let mut response = self
             .send(
                 Method::GET,
                 repo,
@@ -430,7 +493,7 @@ impl Upstream {
                 "signature",
             )
             .await?;
-        let bytes = read_limited(response, limit)
+        let bytes = read_limited(&mut response, limit)
             .await
             .map_err(|e| self.fail(e))?;
         if !digest.matches(&bytes) {
@@ -474,12 +537,12 @@ impl Upstream {
         accept: &str,
         kind: &'static str,
     ) -> Result<Fetched, UpstreamError> {
-        let response = self
+        let mut response = self
             .send(Method::GET, repo, path, query, accept_headers(accept), kind)
             .await?;
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = read_limited(response, MAX_AUX_BYTES)
+        let bytes = read_limited(&mut response, MAX_AUX_BYTES)
             .await
             .map_err(|e| self.fail(e))?;
         Ok(Fetched {
@@ -614,7 +677,7 @@ pub fn content_type(headers: &HeaderMap) -> Option<MediaType> {
 
 /// Reads a whole body, refusing more than `limit` bytes (declared or actual).
 pub async fn read_limited(
-    mut response: reqwest::Response,
+    response: &mut reqwest::Response,
     limit: usize,
 ) -> Result<Bytes, UpstreamError> {
     if response.content_length().is_some_and(|n| n > limit as u64) {

@@ -116,3 +116,117 @@ async fn a_signed_index_with_more_entries_than_the_bound_is_denied_limit_exceede
         "1025 entries"
     );
 }
+
+fn scripted_upstream(url: &str, extra: &str) -> String {
+    format!(
+        "[[upstream]]\nname = \"s\"\nurl = \"{url}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"10s\"\nidle_timeout = \"10s\"\n{extra}\n{ALLOW_ALL}"
+    )
+}
+
+/// HTTP/2 streams opened and reset (the rapid-reset pattern) leave no work
+/// behind: the upstream requests they started are cancelled with them.
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_reset_by_the_client_leave_no_upstream_requests_running() {
+    let upstream = crate::support::scripted::Scripted::start().await;
+    let proxy = Proxy::start(&scripted_upstream(&upstream.url(), ""), None).await;
+    let digests: Vec<String> = (0..40)
+        .map(|n| image::sha256(format!("manifest {n}").as_bytes()))
+        .collect();
+    for d in &digests {
+        upstream.put(d, OCI_INDEX, b"{}");
+        upstream.delay(d, std::time::Duration::from_secs(8));
+    }
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resets = digests.iter().map(|d| {
+        let request = h2
+            .get(format!("{}/v2/s/app/manifests/{d}", proxy.url()))
+            .header("accept", OCI_INDEX)
+            .send();
+        tokio::time::timeout(std::time::Duration::from_millis(300), request)
+    });
+    for r in futures_util::future::join_all(resets).await {
+        assert!(r.is_err(), "every request was abandoned before its answer");
+    }
+    let open = || upstream.open.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        upstream.most_open.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the requests reached the upstream"
+    );
+    let mut waited = 0;
+    while open() > 0 && waited < 40 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    assert_eq!(
+        open(),
+        0,
+        "upstream requests still open after their clients left"
+    );
+    assert_eq!(
+        proxy
+            .metric("portcullis_upstream_in_flight", &["upstream=\"s\""])
+            .await,
+        0.0
+    );
+}
+
+/// At most `max_requests` requests to one upstream are in flight; the rest
+/// wait up to `connect_timeout` for a slot, then get 503 with Retry-After.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_past_an_upstreams_max_requests_get_503_with_retry_after() {
+    let upstream = crate::support::scripted::Scripted::start().await;
+    let proxy = Proxy::start(
+        &scripted_upstream(&upstream.url(), "max_requests = 3"),
+        None,
+    )
+    .await;
+    let blobs: Vec<Vec<u8>> = (0..8).map(|n| image::random_bytes(960 + n, 1000)).collect();
+    for b in &blobs {
+        let d = image::sha256(b);
+        upstream.put(&d, "application/octet-stream", b);
+        upstream.delay(&d, std::time::Duration::from_secs(3));
+    }
+    let before = proxy
+        .metric("portcullis_upstream_errors_total", &["kind=\"saturated\""])
+        .await;
+    let pulls = blobs.iter().map(|b| {
+        proxy
+            .client
+            .get(format!(
+                "{}/v2/s/app/blobs/{}",
+                proxy.url(),
+                image::sha256(b)
+            ))
+            .send()
+    });
+    let answers = futures_util::future::join_all(pulls).await;
+    let mut served = 0;
+    let mut refused = 0;
+    for a in answers {
+        let a = a.unwrap();
+        match a.status().as_u16() {
+            200 => served += 1,
+            503 => {
+                assert_eq!(
+                    a.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+                    Some("1")
+                );
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((served, refused), (3, 5));
+    assert!(
+        upstream.most_open.load(std::sync::atomic::Ordering::SeqCst) <= 3,
+        "more than max_requests upstream connections at once"
+    );
+    let after = proxy
+        .metric("portcullis_upstream_errors_total", &["kind=\"saturated\""])
+        .await;
+    assert_eq!(after - before, 5.0);
+}

@@ -55,6 +55,9 @@ pub struct Scripted {
     pub requests: Arc<AtomicUsize>,
     /// Body bytes written for endless blobs (what the client took).
     pub sent: Arc<std::sync::atomic::AtomicU64>,
+    /// Connections open now, and the most open at once.
+    pub open: Arc<AtomicUsize>,
+    pub most_open: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -67,6 +70,9 @@ impl Scripted {
         let requests = Arc::new(AtomicUsize::new(0));
         let special: Arc<Mutex<Special>> = Arc::default();
         let sent: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+        let open: Arc<AtomicUsize> = Arc::default();
+        let most_open: Arc<AtomicUsize> = Arc::default();
+        let (o, m) = (Arc::clone(&open), Arc::clone(&most_open));
         let (f, c, n, d, w) = (
             Arc::clone(&fault),
             Arc::clone(&content),
@@ -86,7 +92,13 @@ impl Scripted {
                     Arc::clone(&d),
                     Arc::clone(&w),
                 );
-                tokio::spawn(async move { serve(stream, f, c, n, d, w).await });
+                let (o, m) = (Arc::clone(&o), Arc::clone(&m));
+                tokio::spawn(async move {
+                    let now = o.fetch_add(1, Ordering::SeqCst) + 1;
+                    m.fetch_max(now, Ordering::SeqCst);
+                    serve(stream, f, c, n, d, w).await;
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
         Scripted {
@@ -96,6 +108,8 @@ impl Scripted {
             special,
             requests,
             sent,
+            open,
+            most_open,
             task,
         }
     }
@@ -272,7 +286,12 @@ async fn serve(
         return;
     }
     if let Some(d) = delay {
-        tokio::time::sleep(d).await;
+        // A client that hangs up meanwhile ends the connection.
+        let mut probe = [0u8; 1];
+        tokio::select! {
+            () = tokio::time::sleep(d) => {}
+            _ = stream.read(&mut probe) => return,
+        }
     }
     if let (Some(length), "GET") = (endless, method.as_str()) {
         let framing = match length {
