@@ -133,6 +133,7 @@ impl App {
         metrics.trust_epoch.set(1);
         let puller = Arc::new(Puller::new(
             &config.cache,
+            &config.limits,
             store,
             gate,
             Arc::clone(&clock),

@@ -46,6 +46,10 @@ pub struct Metrics {
     /// Pulls left in the upstream's rate-limit window (Docker Hub reports it).
     pub upstream_ratelimit_remaining: GaugeVec,
     pub upstream_in_flight: GaugeVec,
+    pub decisions_in_flight: IntGauge,
+    pub decision_bytes_held: IntGauge,
+    /// Decisions refused because a bound was exhausted, by bound.
+    pub decisions_refused: IntCounterVec,
 }
 
 fn gauge(
@@ -240,6 +244,26 @@ impl Metrics {
                 "portcullis_upstream_in_flight",
                 "Requests to the upstream in flight (bounded by its max_requests)",
                 &["upstream"],
+            )?,
+            decisions_in_flight: register(
+                r,
+                IntGauge::new(
+                    "portcullis_decisions_in_flight",
+                    "Manifest decisions running (bounded by limits.decisions)",
+                )?,
+            )?,
+            decision_bytes_held: register(
+                r,
+                IntGauge::new(
+                    "portcullis_decision_bytes_held",
+                    "Bytes held by decisions in flight (bounded by limits.decision_bytes)",
+                )?,
+            )?,
+            decisions_refused: counter(
+                r,
+                "portcullis_decisions_refused_total",
+                "Decisions refused 503 because a bound was exhausted, by bound",
+                &["bound"],
             )?,
             registry,
         })

@@ -68,6 +68,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub admin: Option<AdminConfig>,
     pub cache: CacheConfig,
+    pub limits: LimitsConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub authorities: Vec<AuthorityConfig>,
     pub policies: PolicySet,
@@ -249,6 +250,15 @@ pub struct AdminConfig {
     /// A file holding the bearer token `/admin/*` endpoints require; without
     /// one they are disabled.
     pub token_file: Option<PathBuf>,
+}
+
+/// Process-wide bounds on decisions in flight.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Manifest decisions running at once.
+    pub decisions: usize,
+    /// Bytes decisions in flight may hold in all.
+    pub decision_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -478,6 +488,7 @@ impl<'a> Validator<'a> {
             queue: raw.audit.as_ref().and_then(|a| a.queue).unwrap_or(10_000),
         };
         let cache = self.cache(&raw.cache);
+        let limits = self.limits(&raw.limits);
         let authorities: Vec<AuthorityConfig> = raw
             .authorities
             .iter()
@@ -503,6 +514,7 @@ impl<'a> Validator<'a> {
                 server,
                 admin,
                 cache,
+                limits,
                 upstreams,
                 authorities,
                 policies,
@@ -511,6 +523,36 @@ impl<'a> Validator<'a> {
             })
         } else {
             Err(self.problems)
+        }
+    }
+
+    fn limits(&mut self, raw: &raw::RawLimits) -> LimitsConfig {
+        let decisions = match raw.decisions {
+            Some(0) => {
+                self.problem("limits.decisions", "must be at least 1");
+                1
+            }
+            n => n.unwrap_or(64),
+        };
+        let least =
+            crate::pull::DECISION_BASE_BYTES + crate::verify::evidence::MAX_ATTESTATION_TOTAL;
+        let decision_bytes = self.size(
+            "limits.decision_bytes",
+            raw.decision_bytes.as_deref(),
+            512 << 20,
+        );
+        if decision_bytes < least {
+            self.problem(
+                "limits.decision_bytes",
+                format!(
+                    "must be at least {}MiB, what one decision may hold",
+                    least >> 20
+                ),
+            );
+        }
+        LimitsConfig {
+            decisions,
+            decision_bytes,
         }
     }
 

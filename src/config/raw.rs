@@ -11,6 +11,8 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub cache: RawCache,
     #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
     pub audit: Option<RawAudit>,
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<RawUpstream>,
@@ -201,6 +203,15 @@ pub struct RawAudit {
     pub sink: Option<String>,
     #[serde(default)]
     pub queue: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default)]
+    pub decisions: Option<usize>,
+    #[serde(default)]
+    pub decision_bytes: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

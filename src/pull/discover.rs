@@ -7,6 +7,7 @@
 
 use futures_util::{StreamExt, TryStreamExt};
 
+use super::budget::Held;
 use super::{PullError, Puller, Target};
 use crate::oci::media::{OCI_INDEX, OCI_MANIFEST};
 use crate::oci::{Descriptor, Digest, Manifest, ManifestKind, Reference, Tag};
@@ -31,7 +32,7 @@ impl Puller {
         target: &Target,
         digest: &Digest,
         needs: Needs,
-    ) -> Result<Evidence, PullError> {
+    ) -> Result<(Evidence, Vec<Held>), PullError> {
         let (legacy, bundles, attestations) = tokio::join!(
             self.legacy_signatures(target, digest),
             self.bundles(target, digest, needs.attestations),
@@ -39,13 +40,15 @@ impl Puller {
                 if needs.attestations {
                     self.legacy_attestations(target, digest).await
                 } else {
-                    Ok((Vec::new(), None))
+                    Ok((Vec::new(), None, Vec::new()))
                 }
             }
         );
-        let (legacy, legacy_limit) = legacy?;
-        let (bundles, bundle_limit) = bundles?;
-        let (mut attestations, attestation_limit) = attestations?;
+        let (legacy, legacy_limit, mut held) = legacy?;
+        let (bundles, bundle_limit, bundles_held) = bundles?;
+        let (mut attestations, attestation_limit, attestations_held) = attestations?;
+        held.extend(bundles_held);
+        held.extend(attestations_held);
         let mut signatures = legacy;
         signatures.extend(bundles.iter().cloned().map(Signature::Bundle));
         if needs.attestations {
@@ -58,11 +61,12 @@ impl Puller {
         if attestations.len() > MAX_ATTESTATIONS {
             limit_exceeded = Some(format!("more than {MAX_ATTESTATIONS} attestations"));
         }
-        Ok(Evidence {
+        let evidence = Evidence {
             signatures,
             attestations,
             limit_exceeded,
-        })
+        };
+        Ok((evidence, held))
     }
 
     /// The DSSE envelopes of cosign's `sha256-<hex>.att` manifest.
@@ -70,7 +74,7 @@ impl Puller {
         &self,
         target: &Target,
         digest: &Digest,
-    ) -> Result<(Vec<Attestation>, Option<String>), PullError> {
+    ) -> Result<(Vec<Attestation>, Option<String>, Vec<Held>), PullError> {
         let tag: Tag = format!("{}.att", digest.referrers_tag())
             .parse()
             .map_err(|_| PullError::Internal("attestation tag is not a tag".into()))?;
@@ -80,7 +84,7 @@ impl Puller {
             .await
         {
             Ok(f) => f,
-            Err(UpstreamError::NotFound) => return Ok((Vec::new(), None)),
+            Err(UpstreamError::NotFound) => return Ok((Vec::new(), None, Vec::new())),
             Err(e) => return Err(e.into()),
         };
         let layers = match Manifest::parse(&fetched.bytes, fetched.content_type.as_ref()) {
@@ -88,40 +92,39 @@ impl Puller {
                 kind: ManifestKind::Image { layers, .. },
                 ..
             }) => layers,
-            _ => return Ok((Vec::new(), None)),
+            _ => return Ok((Vec::new(), None, Vec::new())),
         };
         let layers: Vec<Descriptor> = layers
             .into_iter()
             .filter(|l| l.media_type == DSSE_ENVELOPE)
             .collect();
         if let Some(limit) = attestation_bounds(&layers) {
-            return Ok((Vec::new(), Some(limit)));
+            return Ok((Vec::new(), Some(limit), Vec::new()));
         }
+        let held = self.hold_for(&layers).await?;
         let found = futures_util::stream::iter(layers)
             .map(|layer| async move {
-                let envelope = target
-                    .upstream
-                    .fetch_blob_bounded(&target.repo, &layer.digest, MAX_ATTESTATION_BYTES as usize)
-                    .await?;
+                let envelope = self.read_exact(target, &layer).await?;
                 let note = |k: &str| layer.annotations.as_ref().and_then(|a| a.get(k).cloned());
-                Ok::<_, PullError>(Attestation::Legacy(LegacyAttestation {
+                let found = Attestation::Legacy(LegacyAttestation {
                     envelope,
                     certificate: note("dev.sigstore.cosign/certificate"),
                     chain: note("dev.sigstore.cosign/chain"),
                     rekor_bundle: note("dev.sigstore.cosign/bundle"),
-                }))
+                });
+                Ok::<_, PullError>(found)
             })
             .buffer_unordered(PARALLEL)
             .try_collect::<Vec<_>>()
             .await?;
-        Ok((found, None))
+        Ok((found, None, vec![held]))
     }
 
     async fn legacy_signatures(
         &self,
         target: &Target,
         digest: &Digest,
-    ) -> Result<(Vec<Signature>, Option<String>), PullError> {
+    ) -> Result<(Vec<Signature>, Option<String>, Vec<Held>), PullError> {
         let tag: Tag = format!("{}.sig", digest.referrers_tag())
             .parse()
             .map_err(|_| PullError::Internal("signature tag is not a tag".into()))?;
@@ -131,7 +134,7 @@ impl Puller {
             .await
         {
             Ok(f) => f,
-            Err(UpstreamError::NotFound) => return Ok((Vec::new(), None)),
+            Err(UpstreamError::NotFound) => return Ok((Vec::new(), None, Vec::new())),
             Err(e) => return Err(e.into()),
         };
         let layers = match Manifest::parse(&fetched.bytes, fetched.content_type.as_ref()) {
@@ -139,23 +142,21 @@ impl Puller {
                 kind: ManifestKind::Image { layers, .. },
                 ..
             }) => layers,
-            _ => return Ok((Vec::new(), None)),
+            _ => return Ok((Vec::new(), None, Vec::new())),
         };
         let layers: Vec<Descriptor> = layers
             .into_iter()
             .filter(|l| l.media_type == SIMPLE_SIGNING)
             .collect();
         if let Some(limit) = bounds(&layers) {
-            return Ok((Vec::new(), Some(limit)));
+            return Ok((Vec::new(), Some(limit), Vec::new()));
         }
+        let held = self.hold_for(&layers).await?;
         let signatures = futures_util::stream::iter(layers)
             .map(|layer| async move {
-                let payload = target
-                    .upstream
-                    .fetch_blob_bounded(&target.repo, &layer.digest, MAX_SIGNATURE_BYTES as usize)
-                    .await?;
+                let payload = self.read_exact(target, &layer).await?;
                 let note = |k: &str| layer.annotations.as_ref().and_then(|a| a.get(k).cloned());
-                Ok::<_, PullError>(note("dev.cosignproject.cosign/signature").map(|signature| {
+                let found = note("dev.cosignproject.cosign/signature").map(|signature| {
                     Signature::Legacy(LegacySignature {
                         payload,
                         signature,
@@ -163,12 +164,13 @@ impl Puller {
                         chain: note("dev.sigstore.cosign/chain"),
                         rekor_bundle: note("dev.sigstore.cosign/bundle"),
                     })
-                }))
+                });
+                Ok::<_, PullError>(found)
             })
             .buffer_unordered(PARALLEL)
             .try_collect::<Vec<_>>()
             .await?;
-        Ok((signatures.into_iter().flatten().collect(), None))
+        Ok((signatures.into_iter().flatten().collect(), None, vec![held]))
     }
 
     /// Sigstore bundles among the referrers: those that may be signatures,
@@ -178,13 +180,14 @@ impl Puller {
         target: &Target,
         digest: &Digest,
         with_attestations: bool,
-    ) -> Result<(Vec<bytes::Bytes>, Option<String>), PullError> {
+    ) -> Result<(Vec<bytes::Bytes>, Option<String>, Vec<Held>), PullError> {
         let referrers = self.referrers(target, digest, None).await?;
         if !referrers.complete {
             let pages = super::index::MAX_REFERRER_PAGES;
             return Ok((
                 Vec::new(),
                 Some(format!("more than {pages} pages of referrers")),
+                Vec::new(),
             ));
         }
         let index: serde_json::Value = serde_json::from_slice(&referrers.body).unwrap_or_default();
@@ -215,33 +218,55 @@ impl Puller {
             return Ok((
                 Vec::new(),
                 Some(format!("more than {most} Sigstore bundle referrers")),
+                Vec::new(),
             ));
         }
         let per_referrer = futures_util::stream::iter(candidates)
-            .map(|d| async move { self.referrer_layers(target, &d.digest).await })
-            .buffer_unordered(PARALLEL)
-            .try_collect::<Vec<_>>()
-            .await?;
-        let layers: Vec<Descriptor> = per_referrer.into_iter().flatten().collect();
-        let (limit, max_bytes) = if with_attestations {
-            (attestation_bounds(&layers), MAX_ATTESTATION_BYTES)
-        } else {
-            (bounds(&layers), MAX_SIGNATURE_BYTES)
-        };
-        if let Some(limit) = limit {
-            return Ok((Vec::new(), Some(limit)));
-        }
-        let bundles = futures_util::stream::iter(layers)
-            .map(|layer| async move {
-                target
-                    .upstream
-                    .fetch_blob_bounded(&target.repo, &layer.digest, max_bytes as usize)
-                    .await
+            .map(|d| async move {
+                // Held while the referrer manifest is read and parsed.
+                let _held = self.budget.bytes(d.size).await?;
+                self.referrer_layers(target, &d.digest).await
             })
             .buffer_unordered(PARALLEL)
             .try_collect::<Vec<_>>()
             .await?;
-        Ok((bundles, None))
+        let layers: Vec<Descriptor> = per_referrer.into_iter().flatten().collect();
+        let limit = if with_attestations {
+            attestation_bounds(&layers)
+        } else {
+            bounds(&layers)
+        };
+        if let Some(limit) = limit {
+            return Ok((Vec::new(), Some(limit), Vec::new()));
+        }
+        let held = self.hold_for(&layers).await?;
+        let bundles = futures_util::stream::iter(layers)
+            .map(|layer| async move { self.read_exact(target, &layer).await })
+            .buffer_unordered(PARALLEL)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok((bundles, None, vec![held]))
+    }
+
+    /// Holds the bytes the documents `layers` name declare, all at once
+    /// (a decision never waits for more while holding part of a set), for
+    /// as long as the documents are kept.
+    async fn hold_for(&self, layers: &[Descriptor]) -> Result<Held, PullError> {
+        self.budget.bytes(layers.iter().map(|l| l.size).sum()).await
+    }
+
+    /// Reads a document `layer` names, at most its declared size (within
+    /// the per-document bounds already) and digest-checked.
+    async fn read_exact(
+        &self,
+        target: &Target,
+        layer: &Descriptor,
+    ) -> Result<bytes::Bytes, PullError> {
+        let size = usize::try_from(layer.size).unwrap_or(usize::MAX);
+        Ok(target
+            .upstream
+            .fetch_blob_bounded(&target.repo, &layer.digest, size)
+            .await?)
     }
 
     /// The bundle layers one referrer manifest names.
@@ -358,6 +383,10 @@ impl Puller {
             Ok(w) => w,
             Err(why) => return Ok(Err(why)),
         };
+        let _held = self
+            .budget
+            .bytes(wanted.iter().map(|d| d.size).sum())
+            .await?;
         let blobs = futures_util::stream::iter(wanted)
             .map(|d| async move {
                 if let Some(b) = self.store.read_small_blob(&d.digest, d.size).await {

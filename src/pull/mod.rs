@@ -3,6 +3,7 @@
 //! Concurrent identical requests share one upstream fetch.
 
 mod blob;
+mod budget;
 mod discover;
 mod flight;
 mod grants;
@@ -13,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::cache::ContentStore;
 use crate::clock::{Clock, age};
-use crate::config::{CacheConfig, UpstreamName};
+use crate::config::{CacheConfig, LimitsConfig, UpstreamName};
 use crate::metrics::Metrics;
 use crate::oci::media::DEFAULT_MANIFEST_ACCEPT;
 use crate::oci::{Digest, Manifest, ManifestContent, Reference, RepositoryName, Tag};
@@ -24,6 +25,7 @@ use crate::verify::{Denial, Gate, Reached, Reason, VerifiedManifest};
 use grants::Grants;
 
 pub use blob::{BlobBody, BlobHead, ByteRange};
+pub use budget::DECISION_BASE_BYTES;
 pub use flight::Flights;
 pub use index::{Referrers, TagsPage, TagsQuery};
 
@@ -94,6 +96,9 @@ pub enum PullError {
     RangeNotSatisfiable { size: u64 },
     #[error("the proxy failed: {0}")]
     Internal(String),
+    /// A bound on decisions in flight was exhausted; retry shortly.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl PullError {
@@ -171,12 +176,14 @@ pub struct Puller {
     max_stale: Duration,
     /// What a fill may take when nothing declares the blob's size.
     max_blob_bytes: u64,
+    budget: budget::Budget,
     metrics: Arc<Metrics>,
 }
 
 impl Puller {
     pub fn new(
         config: &CacheConfig,
+        limits: &LimitsConfig,
         store: Arc<ContentStore>,
         gate: Gate,
         clock: Arc<dyn Clock>,
@@ -212,6 +219,11 @@ impl Puller {
             tag_ttl: config.tag_ttl,
             max_stale: config.max_stale,
             max_blob_bytes: config.max_blob_bytes,
+            budget: budget::Budget::new(
+                limits.decisions,
+                limits.decision_bytes,
+                Arc::clone(&metrics),
+            ),
             metrics,
         }
     }
@@ -340,6 +352,7 @@ impl Puller {
         if let Some(v) = self.verdicts.get(&key) {
             return Ok(v);
         }
+        let _deciding = self.budget.decision().await?;
         let content = self.content(target, digest).await?;
         let (upstream, repo) = (&target.upstream.name, &target.repo);
         let manifest =
@@ -399,26 +412,28 @@ impl Puller {
     async fn judge(
         &self,
         target: &Target,
-        gate: &Gate,
+        gate: &Arc<Gate>,
         content: Arc<ManifestContent>,
         reached: Reached,
     ) -> Result<Verdict, PullError> {
         let (upstream, repo) = (&target.upstream.name, &target.repo);
         let needs = gate.needs(upstream, repo, reached);
-        let evidence = if needs.signatures {
+        let (evidence, _held) = if needs.signatures {
             self.discover(target, content.digest(), needs).await?
         } else {
-            Evidence::default()
+            (Evidence::default(), Vec::new())
         };
         let started = std::time::Instant::now();
-        let verdict = gate.decide(
-            upstream,
-            repo,
-            content,
-            &evidence,
-            reached,
-            self.clock.now(),
-        );
+        // Verification and condition evaluation are CPU work: they run on
+        // the blocking pool (bounded by `limits.decisions`), never on the
+        // threads that serve cached requests.
+        let (upstream, repo) = (upstream.clone(), repo.clone());
+        let (gate, now) = (Arc::clone(gate), self.clock.now());
+        let verdict = tokio::task::spawn_blocking(move || {
+            gate.decide(&upstream, &repo, content, &evidence, reached, now)
+        })
+        .await
+        .map_err(|e| PullError::Internal(format!("decision failed: {e}")))?;
         self.metrics
             .verification_seconds
             .observe(started.elapsed().as_secs_f64());

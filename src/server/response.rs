@@ -90,6 +90,17 @@ pub fn pull_error(e: &PullError, missing: Missing) -> Response<Body> {
             }
             r
         }
+        PullError::Busy(why) => {
+            let mut r = oci_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                why,
+                None,
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
         PullError::Internal(_) => {
             tracing::error!(error = %e, "request failed inside the proxy");
             oci_error(

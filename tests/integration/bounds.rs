@@ -230,3 +230,82 @@ async fn requests_past_an_upstreams_max_requests_get_503_with_retry_after() {
         .await;
     assert_eq!(after - before, 5.0);
 }
+
+/// Eight cheap images whose `.sig` manifests all name the same 40 MiB of
+/// signature blobs, decided at once: with `limits.decision_bytes` at
+/// 96 MiB (8 × 4 MiB base, 64 MiB for documents), their payloads are read
+/// one decision at a time instead of all together; nothing stays held
+/// afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn decisions_reading_large_signature_sets_share_a_bounded_memory_budget() {
+    let registry = Registry::start().await;
+    let front = crate::support::scripted::Scripted::start().await;
+    front.in_front_of(&registry.url());
+    let acme = VendorKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    acme.write_public(dir.path(), "acme.pub");
+    let body = format!(
+        "[limits]\ndecisions = 8\ndecision_bytes = \"96MiB\"\n\n{}\n[[authority]]\nname = \"acme\"\nkeys = [\"acme.pub\"]\n\n[[policy]]\nname = \"acme\"\nmatch = [\"local/acme/**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n",
+        upstream_toml("local", &front.url(), ""),
+    );
+    let proxy = Proxy::start_in(dir, &body, None, "", "").await;
+    let pusher = Pusher::new(&registry.url());
+    let config = image::Blob::new("application/vnd.oci.image.config.v1+json", b"{}".to_vec());
+    pusher.blob("acme/app", &config).await;
+    let mut layers = Vec::new();
+    for n in 0..40 {
+        let blob = image::Blob::new(
+            "application/vnd.dev.cosign.simplesigning.v1+json",
+            image::random_bytes(970 + n, 1 << 20),
+        );
+        pusher.blob("acme/app", &blob).await;
+        let mut d = blob.descriptor();
+        d["annotations"] = serde_json::json!({"dev.cosignproject.cosign/signature": "AAAA"});
+        layers.push(d);
+    }
+    let mut images = Vec::new();
+    for n in 0..8 {
+        let img = image::Image::oci(980 + n, &[100]);
+        pusher.image("acme/app", &format!("v{n}"), &img).await;
+        let sig = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": image::OCI_MANIFEST,
+            "config": config.descriptor(), "layers": layers,
+        }))
+        .unwrap();
+        pusher
+            .manifest(
+                "acme/app",
+                &cosign::sig_tag(&img.digest),
+                image::OCI_MANIFEST,
+                &sig,
+            )
+            .await;
+        images.push(img);
+    }
+    front
+        .most_open
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    let paths = images
+        .iter()
+        .map(|img| format!("/v2/local/acme/app/manifests/{}", img.digest))
+        .collect::<Vec<_>>();
+    let pulls = paths.iter().map(|p| proxy.answer(p));
+    for (status, reason) in futures_util::future::join_all(pulls).await {
+        assert!(
+            status == 503 || (status, reason.as_deref()) == (403, Some("invalid_signature")),
+            "{status} {reason:?}"
+        );
+    }
+    let most = front.most_open.load(std::sync::atomic::Ordering::SeqCst);
+    // One decision's reads (8 at a time) and a few manifest reads; eight
+    // decisions reading at once would keep some 64 requests open.
+    assert!(most <= 24, "{most} upstream requests open at once");
+    assert_eq!(
+        proxy.metric("portcullis_decision_bytes_held", &[]).await,
+        0.0
+    );
+    assert_eq!(
+        proxy.metric("portcullis_decisions_in_flight", &[]).await,
+        0.0
+    );
+}
