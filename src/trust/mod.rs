@@ -259,7 +259,7 @@ impl TrustSnapshot {
                             m
                         }
                         Err(e) => {
-                            unavailable.get_or_insert(e);
+                            unavailable.get_or_insert(e.to_string());
                             source::empty(src.kind)
                         }
                     },
@@ -402,8 +402,7 @@ pub(crate) fn load_key(path: &Path) -> Result<(String, DerPublicKey), String> {
 fn key_from_pem(text: &str, label: &str) -> Result<(String, DerPublicKey), String> {
     let key =
         crate::verify::sigstore::public_key_from_pem(text).map_err(|e| format!("{label}: {e}"))?;
-    sigstore_verify::crypto::VerificationKey::from_spki(&key)
-        .map_err(|e| format!("{label}: unsupported key: {e}"))?;
+    crate::verify::sigstore::usable_key(&key).map_err(|e| format!("{label}: {e}"))?;
     Ok((hex::encode(Sha256::digest(key.as_bytes())), key))
 }
 
@@ -415,8 +414,16 @@ fn certs_from_pem(text: &str, label: &str) -> Result<Vec<CertificateDer<'static>
         return Err(format!("{label}: no certificates"));
     }
     for c in &certs {
-        webpki::anchor_from_trusted_cert(c)
-            .map_err(|e| format!("{label}: not a usable CA certificate: {e:?}"))?;
+        usable_ca(c).map_err(|e| format!("{label}: {e}"))?;
     }
     Ok(certs)
+}
+
+/// A CA certificate verification can use: a trust anchor whose key is one
+/// certificates it issued can be checked with.
+pub(crate) fn usable_ca(c: &CertificateDer<'_>) -> Result<(), String> {
+    webpki::anchor_from_trusted_cert(c)
+        .map_err(|e| format!("not a usable CA certificate: {e:?}"))?;
+    crate::verify::sigstore::usable_certificate_key(c.as_ref())
+        .map_err(|e| format!("not a usable CA certificate: {e}"))
 }

@@ -474,10 +474,45 @@ fn verify_governance(key: &std::path::Path, body: &[u8], sig: &[u8]) -> Result<(
         .map_err(|_| FetchError::Refused(Refusal::BadSignature))
 }
 
+/// Why a document holds no material that can be adopted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not a document of its kind: empty, not PEM, not UTF-8.
+    #[error("{0}")]
+    Malformed(String),
+    /// A key or certificate verification would never accept (RSA below
+    /// 2048 bits, an unsupported curve or algorithm): adopting it would
+    /// replace working material with material that verifies nothing.
+    #[error("{0}")]
+    Unusable(String),
+}
+
+impl From<String> for ParseError {
+    fn from(e: String) -> ParseError {
+        ParseError::Malformed(e)
+    }
+}
+
+impl From<&str> for ParseError {
+    fn from(e: &str) -> ParseError {
+        ParseError::Malformed(e.into())
+    }
+}
+
+impl From<ParseError> for FetchError {
+    fn from(e: ParseError) -> FetchError {
+        match e {
+            ParseError::Malformed(e) => FetchError::Failed(e),
+            ParseError::Unusable(e) => FetchError::Refused(Refusal::Unusable(e)),
+        }
+    }
+}
+
 /// The material a document holds (after its header, if any); an empty or
-/// unparsable document is an error (a source never silently trusts
+/// unparsable document, or one holding a key or certificate verification
+/// would never accept, is an error (a source never silently trusts
 /// nothing, or everything).
-pub fn parse(kind: SourceKind, body: &[u8]) -> Result<Material, String> {
+pub fn parse(kind: SourceKind, body: &[u8]) -> Result<Material, ParseError> {
     let body = super::signed::pem_part(body);
     match kind {
         SourceKind::Keys => {
@@ -488,8 +523,7 @@ pub fn parse(kind: SourceKind, body: &[u8]) -> Result<Material, String> {
                     continue;
                 }
                 let key = crate::verify::sigstore::public_key_from_pem(block.trim())?;
-                sigstore_verify::crypto::VerificationKey::from_spki(&key)
-                    .map_err(|e| format!("unsupported key: {e}"))?;
+                crate::verify::sigstore::usable_key(&key).map_err(ParseError::Unusable)?;
                 keys.push((hex::encode(Sha256::digest(key.as_bytes())), key));
             }
             if keys.is_empty() {
@@ -500,13 +534,12 @@ pub fn parse(kind: SourceKind, body: &[u8]) -> Result<Material, String> {
         SourceKind::CaRoots => {
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(body)
                 .collect::<Result<_, _>>()
-                .map_err(|e| format!("not PEM certificates: {e}"))?;
+                .map_err(|e| ParseError::Malformed(format!("not PEM certificates: {e}")))?;
             if certs.is_empty() {
                 return Err("document holds no certificate".into());
             }
             for c in &certs {
-                webpki::anchor_from_trusted_cert(c)
-                    .map_err(|e| format!("not a usable CA certificate: {e:?}"))?;
+                super::usable_ca(c).map_err(ParseError::Unusable)?;
             }
             Ok(Material::CaRoots(crate::verify::x509::VendorPki::new(
                 certs,
@@ -523,3 +556,7 @@ pub fn empty(kind: SourceKind) -> Material {
         SourceKind::CaRoots => Material::CaRoots(crate::verify::x509::VendorPki::default()),
     }
 }
+
+#[cfg(test)]
+#[path = "source_tests.rs"]
+mod tests;
