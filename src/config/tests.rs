@@ -379,3 +379,47 @@ fn require_code_signing_eku_defaults_off_and_applies_only_to_vendor_pki() {
     let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, ["authority[0].require_code_signing_eku"], "{p:?}");
 }
+
+#[test]
+fn a_parse_error_gives_the_key_path_and_position_never_the_files_text() {
+    for (text, path, at) in [
+        ("ghp_SECRETTOKEN1234567890\n", "(syntax)", "line 1, column 26"),
+        ("user:$2y$05$SECRETHASH\n", "(syntax)", "line 1, column 23"),
+        ("API_KEY=SECRETVALUE\n", "(syntax)", "line 1, column 9"),
+        ("-----BEGIN PRIVATE KEY-----\nMIISECRET\n", "(syntax)", "line 1, column 12"),
+        ("x = \"SECRET\nVALUE\"", "(syntax)", "line 2, column 7"),
+        ("[server]\nlisten = [\"SECRET\"]\n", "server.listen", "line 2, column 10"),
+        ("[server]\nlisten = \"a\"\nmax_connections = \"SECRET\"\n", "server.max_connections", "line 3, column 19"),
+    ] {
+        let p = problems(text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].path, path, "{p:?}");
+        let shown = p[0].to_string();
+        assert!(shown.contains(at), "{shown}");
+        assert!(!shown.contains("SECRET") && !shown.contains("MII"), "{shown}");
+        assert!(!shown.contains('\n'), "{shown}");
+    }
+}
+
+#[test]
+fn a_parse_error_still_says_what_the_schema_expected() {
+    let p = problems("[server]\nlisten = 5\n");
+    assert_eq!(p[0].path, "server.listen");
+    assert_eq!(
+        p[0].message,
+        "invalid type: integer `…`, expected a string (line 2, column 10)"
+    );
+    let p = problems("[server]\nlisten = \"a\"\nbogus = 1\n");
+    assert_eq!(p[0].path, "server.bogus");
+    assert!(p[0].message.contains("expected one of `listen`"), "{p:?}");
+}
+
+#[test]
+fn quoted_values_are_dropped_only_from_what_was_found() {
+    assert_eq!(
+        without_quoted_values(r#"invalid type: string "a \" b", expected `x` or "y""#),
+        r#"invalid type: string "…", expected `x` or "y""#
+    );
+    assert_eq!(without_quoted_values("unknown variant `s`"), "unknown variant `…`");
+    assert_eq!(without_quoted_values("missing field `name`"), "missing field `name`");
+}

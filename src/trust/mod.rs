@@ -290,7 +290,8 @@ impl TrustSnapshot {
             let sigstore = match (&material, &a.trusted_root) {
                 (Material::CaRoots(pki), Some(source)) if sigstore.is_some() => {
                     match root_json(source, fetched).and_then(|json| {
-                        SigstoreRoot::for_vendor_pki(&json, pki).map_err(|e| e.to_string())
+                        SigstoreRoot::for_vendor_pki(&json, pki)
+                            .map_err(|e| crate::config::without_quoted_values(&e.to_string()))
                     }) {
                         Ok(r) => Some(Arc::new(r)),
                         Err(e) => {
@@ -390,7 +391,10 @@ fn load_root(
     fetched: &HashMap<String, Fetched>,
 ) -> Result<(SigstoreRoot, String), String> {
     let json = root_json(source, fetched)?;
-    let root = SigstoreRoot::from_json(&json).map_err(|e| e.to_string())?;
+    // A JSON error may quote a string from the file (which may not be what
+    // it should: a link to a secret); keep what the schema expected only.
+    let root = SigstoreRoot::from_json(&json)
+        .map_err(|e| crate::config::without_quoted_values(&e.to_string()))?;
     Ok((root, hex::encode(Sha256::digest(json.as_bytes()))))
 }
 
@@ -406,10 +410,14 @@ fn key_from_pem(text: &str, label: &str) -> Result<(String, DerPublicKey), Strin
     Ok((hex::encode(Sha256::digest(key.as_bytes())), key))
 }
 
+/// Why a text is not PEM certificates, never quoting it (the PEM parser's
+/// errors quote the offending line).
+pub(crate) const NOT_PEM_CERTIFICATES: &str = "not PEM certificates (`CERTIFICATE` blocks)";
+
 fn certs_from_pem(text: &str, label: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(text.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{label}: not PEM certificates: {e}"))?;
+        .map_err(|_| format!("{label}: {NOT_PEM_CERTIFICATES}"))?;
     if certs.is_empty() {
         return Err(format!("{label}: no certificates"));
     }

@@ -534,7 +534,7 @@ pub fn parse(kind: SourceKind, body: &[u8]) -> Result<Material, ParseError> {
         SourceKind::CaRoots => {
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(body)
                 .collect::<Result<_, _>>()
-                .map_err(|e| ParseError::Malformed(format!("not PEM certificates: {e}")))?;
+                .map_err(|_| ParseError::Malformed(super::NOT_PEM_CERTIFICATES.into()))?;
             if certs.is_empty() {
                 return Err("document holds no certificate".into());
             }

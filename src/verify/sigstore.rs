@@ -332,8 +332,11 @@ fn failure(e: SigError) -> Failure {
 }
 
 /// Parses a PEM `PUBLIC KEY` (SPKI): ECDSA P-256/P-384, Ed25519 or RSA.
+/// The error never quotes the text (the PEM library's would quote its label
+/// or bytes of it): a key path may name a private key or another secret.
 pub fn public_key_from_pem(pem: &str) -> Result<DerPublicKey, String> {
-    DerPublicKey::from_pem(pem).map_err(|e| format!("not a PEM public key: {e}"))
+    DerPublicKey::from_pem(pem)
+        .map_err(|_| "not a PEM public key (one `PUBLIC KEY` block of SPKI)".to_string())
 }
 
 /// Whether verification could ever accept a signature by `key`, by the

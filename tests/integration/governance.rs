@@ -963,3 +963,47 @@ async fn a_source_serving_a_key_verification_never_accepts_is_refused_and_the_go
     });
     assert!(refused.is_some(), "{:?}", s.proxy.audit_events());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_replaced_by_a_link_to_a_secret_is_refused_without_quoting_the_secret() {
+    const SECRET: &str = "ghp_S3cr3tT0k3nThatMustNotLeak0123456789";
+    let key = VendorKey::generate();
+    let s = setup(
+        "keys = [\"{dir}/acme.pub\"]",
+        SIGNED_POLICY,
+        &[("acme.pub", key.public_pem())],
+    )
+    .await;
+    let (_, tag) = s.image(760, Some(&key)).await;
+    let path = s.proxy.config_path();
+    let secret = path.with_file_name("secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&secret, &path).unwrap();
+
+    let (status, body) = s.proxy.admin_reload(ADMIN_TOKEN).await;
+    assert_eq!(status, 400);
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("(syntax)") && error.contains("line 1, column"), "{body}");
+    assert!(!body.to_string().contains("S3cr3t"), "the reload response quotes the secret: {body}");
+    let refused = audit_events_eventually(&s.proxy, |e| {
+        e["event"] == "config_reload" && e["result"] == "error"
+    })
+    .await;
+    assert!(!refused.to_string().contains("S3cr3t"), "the audit log quotes the secret: {refused}");
+    assert_eq!(s.answer(&tag).await, (200, None), "the running config stays");
+}
+
+/// The first audit event matching `want`, waiting a little for the writer.
+async fn audit_events_eventually(
+    proxy: &Proxy,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    for _ in 0..100 {
+        if let Some(e) = proxy.audit_events().into_iter().find(|e| want(e)) {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no such audit event: {:?}", proxy.audit_events());
+}

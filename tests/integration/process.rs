@@ -183,3 +183,62 @@ async fn sigterm_drains_an_in_flight_download_then_exits_cleanly() {
         "listener closed after shutdown"
     );
 }
+
+/// The first line of a file that must never reach a log or a response.
+const SECRET_LINE: &str = "ghp_S3cr3tT0k3nThatMustNotLeak0123456789";
+
+#[test]
+fn check_config_of_a_config_linked_to_a_secret_reports_the_position_not_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, format!("{SECRET_LINE}\nsecond line\n")).unwrap();
+    let path = dir.path().join("portcullis.toml");
+    std::os::unix::fs::symlink(&secret, &path).unwrap();
+    let out = check_config(&path);
+    assert!(!out.status.success());
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(stderr.contains("(syntax)"), "{stderr}");
+    assert!(stderr.contains("line 1, column"), "{stderr}");
+    for shown in [&stdout, &stderr] {
+        assert!(!shown.contains("S3cr3t"), "the secret leaked: {shown}");
+    }
+}
+
+#[test]
+fn check_config_of_trust_files_linked_to_secrets_never_quotes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let key = secret("key-secret", &format!("-----BEGIN PRIVATE KEY-----\n{SECRET_LINE}\n-----END PRIVATE KEY-----\n"));
+    let ca = secret("ca-secret", &format!("-----BEGIN CERTIFICATE-----\n{SECRET_LINE}\n-----END CERTIFICATE-----\n"));
+    let root = secret("root-secret", &format!("{{\"mediaType\": \"{SECRET_LINE}\", \"tlogs\": \"{SECRET_LINE}\"}}"));
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:5000\"\n[cache]\ndir = \"c\"\n[[upstream]]\nname = \"u\"\nurl = \"https://x\"\n\
+             [[authority]]\nname = \"k\"\nkeys = [\"{}\"]\n\
+             [[authority]]\nname = \"v\"\nca_roots = [\"{}\"]\n\
+             [[authority]]\nname = \"r\"\nkeyless = {{ issuer = \"https://i\", subject = \"s\" }}\ntrusted_root = \"{}\"\n\
+             [[policy]]\nname = \"p\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"k\", \"v\", \"r\"] }}\n",
+            key.display(),
+            ca.display(),
+            root.display()
+        ),
+    )
+    .unwrap();
+    let out = check_config(&path);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in ["authority[0].keys[0]", "authority[1].ca_roots[0]", "authority[2].trusted_root"] {
+        assert!(stderr.contains(key), "{key} missing from:\n{stderr}");
+    }
+    assert!(!stderr.contains("S3cr3t"), "a secret leaked:\n{stderr}");
+    assert!(!stderr.contains("PRIVATE"), "a secret's label leaked:\n{stderr}");
+}
