@@ -536,14 +536,14 @@ impl<'a> Validator<'a> {
             queue: raw.audit.as_ref().and_then(|a| a.queue).unwrap_or(10_000),
         };
         let cache = self.cache(&raw.cache);
-        let authorities: Vec<AuthorityConfig> = raw
+        let authorities: Vec<(usize, AuthorityConfig)> = raw
             .authorities
             .iter()
             .enumerate()
-            .filter_map(|(i, a)| self.authority(i, a, &cache.dir))
+            .filter_map(|(i, a)| self.authority(i, a, &cache.dir).map(|a| (i, a)))
             .collect();
         let mut names = HashSet::new();
-        for (i, a) in authorities.iter().enumerate() {
+        for (i, a) in &authorities {
             if !names.insert(a.name.clone()) {
                 self.problem(
                     format!("authority[{i}].name"),
@@ -551,6 +551,8 @@ impl<'a> Validator<'a> {
                 );
             }
         }
+        self.shared_tuf_repositories(&authorities);
+        let authorities: Vec<AuthorityConfig> = authorities.into_iter().map(|(_, a)| a).collect();
         let conditions = self.conditions(&raw.conditions);
         let exceptions = self.exceptions(&raw.exceptions);
         let policies = self
@@ -718,6 +720,42 @@ impl<'a> Validator<'a> {
             response_timeout,
             idle_timeout,
         })
+    }
+
+    /// Authorities naming one TUF repository share its one refresh, its
+    /// verified state and its cache, so they must agree on everything that
+    /// decides what that refresh trusts and how it runs: the initial `root`,
+    /// the `ca_file` and the `refresh` interval (and spell the URL the same
+    /// way). Each may have its own `max_stale`. A disagreement is reported
+    /// at the later authority's key, naming the earlier one's.
+    fn shared_tuf_repositories(&mut self, authorities: &[(usize, AuthorityConfig)]) {
+        let mut first: HashMap<String, (usize, &TufSource)> = HashMap::new();
+        for (i, a) in authorities {
+            let Some(TrustedRootSource::Tuf(t)) = &a.trusted_root else {
+                continue;
+            };
+            let repository = t.url.as_str().trim_end_matches('/').to_string();
+            let Some((j, f)) = first.get(&repository).copied() else {
+                first.insert(repository, (*i, t));
+                continue;
+            };
+            for (field, same) in [
+                ("tuf", f.url == t.url),
+                ("root", f.root == t.root),
+                ("ca_file", f.ca_file == t.ca_file),
+                ("refresh", f.refresh == t.refresh),
+            ] {
+                if !same {
+                    self.problem(
+                        format!("authority[{i}].trusted_root.{field}"),
+                        format!(
+                            "differs from authority[{j}].trusted_root.{field}, which names the same TUF repository: \
+                             authorities sharing a repository share its refresh, so `tuf`, `root`, `ca_file` and `refresh` must be the same"
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     fn authority(

@@ -423,3 +423,63 @@ fn quoted_values_are_dropped_only_from_what_was_found() {
     assert_eq!(without_quoted_values("unknown variant `s`"), "unknown variant `…`");
     assert_eq!(without_quoted_values("missing field `name`"), "missing field `name`");
 }
+
+fn tuf_authority(name: &str, tuf: &str) -> String {
+    format!(
+        "[[authority]]\nname = \"{name}\"\nkeyless = {{ issuer = \"https://i\", subject = \"s\" }}\ntrusted_root = {{ {tuf} }}\n"
+    )
+}
+
+#[test]
+fn authorities_naming_one_tuf_repository_with_different_settings_are_refused_at_both_keys() {
+    let p = problems(&minimal(&format!(
+        "{}{}{}",
+        tuf_authority(
+            "a",
+            "tuf = \"https://tuf.example\", root = \"a-root.json\", refresh = \"1h\""
+        ),
+        tuf_authority("unrelated", "tuf = \"https://other.example\", root = \"x.json\""),
+        tuf_authority(
+            "b",
+            "tuf = \"https://tuf.example/\", root = \"b-root.json\", ca_file = \"ca.pem\", refresh = \"2h\", max_stale = \"1d\""
+        ),
+    )));
+    let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "authority[2].trusted_root.root",
+            "authority[2].trusted_root.ca_file",
+            "authority[2].trusted_root.refresh"
+        ],
+        "{p:?}"
+    );
+    for (p, field) in p.iter().zip(["root", "ca_file", "refresh"]) {
+        assert!(
+            p.message
+                .contains(&format!("differs from authority[0].trusted_root.{field}")),
+            "{p:?}"
+        );
+    }
+}
+
+#[test]
+fn authorities_sharing_a_tuf_repository_may_differ_in_max_stale_only() {
+    let text = minimal(&format!(
+        "{}{}",
+        tuf_authority("a", "tuf = \"https://tuf.example\", root = \"r.json\""),
+        tuf_authority(
+            "b",
+            "tuf = \"https://tuf.example\", root = \"r.json\", max_stale = \"1d\""
+        ),
+    ));
+    assert!(Config::from_toml(&text, Path::new("/etc/p")).is_ok());
+    let spelled = minimal(&format!(
+        "{}{}",
+        tuf_authority("a", "tuf = \"https://tuf.example/repo\""),
+        tuf_authority("b", "tuf = \"https://tuf.example/repo/\""),
+    ));
+    let p = problems(&spelled);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].path, "authority[1].trusted_root.tuf");
+}

@@ -242,3 +242,38 @@ fn check_config_of_trust_files_linked_to_secrets_never_quotes_them() {
     assert!(!stderr.contains("S3cr3t"), "a secret leaked:\n{stderr}");
     assert!(!stderr.contains("PRIVATE"), "a secret's label leaked:\n{stderr}");
 }
+
+#[test]
+fn check_config_refuses_two_authorities_naming_one_tuf_repository_with_different_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = |name: &str| {
+        let id = "ab".repeat(32);
+        let role = serde_json::json!({"keyids": [id], "threshold": 1});
+        let json = serde_json::json!({"signed": {"_type": "root", "version": 1,
+            "keys": {id.clone(): {"keytype": "ed25519", "scheme": "ed25519", "keyval": {"public": name}}},
+            "roles": {"root": role, "timestamp": role, "snapshot": role, "targets": role}}, "signatures": []});
+        std::fs::write(dir.path().join(name), json.to_string()).unwrap();
+    };
+    root("vendor-root.json");
+    root("other-root.json");
+    let path = dir.path().join("tuf.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:5000\"\n[cache]\ndir = \"c\"\n[[upstream]]\nname = \"u\"\nurl = \"https://x\"\n\
+         [[authority]]\nname = \"a\"\nkeyless = { issuer = \"https://i\", subject = \"s\" }\n\
+         trusted_root = { tuf = \"https://tuf.example\", root = \"vendor-root.json\" }\n\
+         [[authority]]\nname = \"b\"\nkeyless = { issuer = \"https://i\", subject = \"t\" }\n\
+         trusted_root = { tuf = \"https://tuf.example\", root = \"other-root.json\", refresh = \"1m\" }\n\
+         [[policy]]\nname = \"p\"\nmatch = [\"**\"]\nsignatures = { authorities = [\"a\", \"b\"] }\n",
+    )
+    .unwrap();
+    let out = check_config(&path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    for (key, other) in [
+        ("authority[1].trusted_root.root", "authority[0].trusted_root.root"),
+        ("authority[1].trusted_root.refresh", "authority[0].trusted_root.refresh"),
+    ] {
+        assert!(err.contains(&format!("{key}: differs from {other}")), "{key} missing from:\n{err}");
+    }
+}
