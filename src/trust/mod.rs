@@ -18,6 +18,7 @@ use crate::verify::x509::{LeafEku, VendorPki};
 
 pub mod signed;
 pub mod source;
+pub mod tuf;
 
 pub use source::{Fetched, Freshness, Sources};
 
@@ -177,8 +178,7 @@ impl TrustSnapshot {
             if let Some(TrustedRootSource::Tuf(tuf)) = &a.trusted_root {
                 if let Some(p) = &tuf.root {
                     if let Err(e) = read(p).and_then(|t| {
-                        serde_json::from_str::<serde_json::Value>(&t)
-                            .map_err(|e| format!("{}: not JSON: {e}", p.display()))
+                        tuf::check_root(t.as_bytes()).map_err(|e| format!("{}: {e}", p.display()))
                     }) {
                         problem("trusted_root.root".into(), e);
                     }

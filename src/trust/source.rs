@@ -263,9 +263,10 @@ impl Sources {
         }
     }
 
-    /// Runs the TUF client workflow for `tuf` (root rotation, timestamp,
-    /// snapshot, targets, each checked for signatures, versions and expiry
-    /// from the initial root) and takes its `trusted_root.json`. When the
+    /// Runs the TUF client workflow for `tuf` ([`super::tuf::fetch`]: root
+    /// rotation, timestamp, snapshot, targets, each checked for signatures,
+    /// versions and expiry from the initial root, every root checked for
+    /// thresholds that can be met) and takes its `trusted_root.json`. When the
     /// repository cannot be reached and nothing is held yet (a start during an
     /// outage), the offline cache is verified the same way and used, dated by
     /// when it was last verified.
@@ -277,9 +278,9 @@ impl Sources {
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
             .cloned();
-        let (body, fetched_at) = match fetch_tuf(tuf, false).await {
+        let (body, fetched_at) = match super::tuf::fetch(tuf, false, now).await {
             Ok(body) => (body, now),
-            Err(online) if previous.is_none() => match fetch_tuf(tuf, true).await {
+            Err(online) if previous.is_none() => match super::tuf::fetch(tuf, true, now).await {
                 Ok(body) => {
                     let verified = std::fs::metadata(tuf.cache_dir.join("timestamp.json"))
                         .and_then(|m| m.modified())
@@ -402,34 +403,13 @@ async fn fetch(
     Ok(Some((body, etag, last_modified)))
 }
 
-/// `trusted_root.json` from `tuf`, verified through TUF, as JSON that
-/// builds a usable root.
-async fn fetch_tuf(tuf: &TufSource, offline: bool) -> Result<Bytes, String> {
-    use sigstore_verify::trust_root::{SigstoreInstance, TrustedRoot, TufBootstrap, TufConfig};
-    let initial = match &tuf.root {
-        Some(p) => std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
-        None => SigstoreInstance::PublicGood.tuf_root().to_vec(),
-    };
-    let mut config = TufConfig::custom(tuf.url.as_str(), TufBootstrap::trusted(initial))
-        .with_cache_dir(tuf.cache_dir.clone())
-        .with_http_client(http_client(tuf.ca_file.as_deref())?);
-    if offline {
-        config = config.offline();
-    }
-    let root = TrustedRoot::from_tuf(config)
-        .await
-        .map_err(|e| format!("{}: {e}", tuf.url))?;
-    let json = serde_json::to_string(&root).map_err(|e| e.to_string())?;
-    crate::verify::sigstore::SigstoreRoot::from_json(&json)
-        .map_err(|e| format!("{}: trusted_root.json: {e}", tuf.url))?;
-    Ok(Bytes::from(json))
-}
-
 fn client(src: &SourceConfig) -> Result<reqwest::Client, String> {
     http_client(src.ca_file.as_deref())
 }
 
-fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+pub(super) fn http_client(
+    ca_file: Option<&std::path::Path>,
+) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
