@@ -383,20 +383,39 @@ fn require_code_signing_eku_defaults_off_and_applies_only_to_vendor_pki() {
 #[test]
 fn a_parse_error_gives_the_key_path_and_position_never_the_files_text() {
     for (text, path, at) in [
-        ("ghp_SECRETTOKEN1234567890\n", "(syntax)", "line 1, column 26"),
+        (
+            "ghp_SECRETTOKEN1234567890\n",
+            "(syntax)",
+            "line 1, column 26",
+        ),
         ("user:$2y$05$SECRETHASH\n", "(syntax)", "line 1, column 23"),
         ("API_KEY=SECRETVALUE\n", "(syntax)", "line 1, column 9"),
-        ("-----BEGIN PRIVATE KEY-----\nMIISECRET\n", "(syntax)", "line 1, column 12"),
+        (
+            "-----BEGIN PRIVATE KEY-----\nMIISECRET\n",
+            "(syntax)",
+            "line 1, column 12",
+        ),
         ("x = \"SECRET\nVALUE\"", "(syntax)", "line 2, column 7"),
-        ("[server]\nlisten = [\"SECRET\"]\n", "server.listen", "line 2, column 10"),
-        ("[server]\nlisten = \"a\"\nmax_connections = \"SECRET\"\n", "server.max_connections", "line 3, column 19"),
+        (
+            "[server]\nlisten = [\"SECRET\"]\n",
+            "server.listen",
+            "line 2, column 10",
+        ),
+        (
+            "[server]\nlisten = \"a\"\nmax_connections = \"SECRET\"\n",
+            "server.max_connections",
+            "line 3, column 19",
+        ),
     ] {
         let p = problems(text);
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].path, path, "{p:?}");
         let shown = p[0].to_string();
         assert!(shown.contains(at), "{shown}");
-        assert!(!shown.contains("SECRET") && !shown.contains("MII"), "{shown}");
+        assert!(
+            !shown.contains("SECRET") && !shown.contains("MII"),
+            "{shown}"
+        );
         assert!(!shown.contains('\n'), "{shown}");
     }
 }
@@ -420,8 +439,14 @@ fn quoted_values_are_dropped_only_from_what_was_found() {
         without_quoted_values(r#"invalid type: string "a \" b", expected `x` or "y""#),
         r#"invalid type: string "…", expected `x` or "y""#
     );
-    assert_eq!(without_quoted_values("unknown variant `s`"), "unknown variant `…`");
-    assert_eq!(without_quoted_values("missing field `name`"), "missing field `name`");
+    assert_eq!(
+        without_quoted_values("unknown variant `s`"),
+        "unknown variant `…`"
+    );
+    assert_eq!(
+        without_quoted_values("missing field `name`"),
+        "missing field `name`"
+    );
 }
 
 fn tuf_authority(name: &str, tuf: &str) -> String {
@@ -438,7 +463,10 @@ fn authorities_naming_one_tuf_repository_with_different_settings_are_refused_at_
             "a",
             "tuf = \"https://tuf.example\", root = \"a-root.json\", refresh = \"1h\""
         ),
-        tuf_authority("unrelated", "tuf = \"https://other.example\", root = \"x.json\""),
+        tuf_authority(
+            "unrelated",
+            "tuf = \"https://other.example\", root = \"x.json\""
+        ),
         tuf_authority(
             "b",
             "tuf = \"https://tuf.example/\", root = \"b-root.json\", ca_file = \"ca.pem\", refresh = \"2h\", max_stale = \"1d\""

@@ -407,9 +407,7 @@ fn client(src: &SourceConfig) -> Result<reqwest::Client, String> {
     http_client(src.ca_file.as_deref())
 }
 
-pub(super) fn http_client(
-    ca_file: Option<&std::path::Path>,
-) -> Result<reqwest::Client, String> {
+pub(super) fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))

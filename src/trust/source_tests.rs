@@ -69,16 +69,19 @@ fn a_ca_bundle_with_a_certificate_verification_never_accepts_is_refused_whole() 
         Err(e) => panic!("refused as malformed, not unusable: {e}"),
         Ok(_) => panic!("adopted a P-521 CA"),
     }
-    assert!(parse(SourceKind::CaRoots, ca(&rcgen::PKCS_ECDSA_P384_SHA384).as_bytes()).is_ok());
+    assert!(
+        parse(
+            SourceKind::CaRoots,
+            ca(&rcgen::PKCS_ECDSA_P384_SHA384).as_bytes()
+        )
+        .is_ok()
+    );
 }
 
 #[test]
 fn an_unusable_document_is_a_refusal_and_a_malformed_one_a_failure() {
     let refused = FetchError::from(parse(SourceKind::Keys, RSA_1024.as_bytes()).err().unwrap());
-    assert!(matches!(
-        refused,
-        FetchError::Refused(Refusal::Unusable(_))
-    ));
+    assert!(matches!(refused, FetchError::Refused(Refusal::Unusable(_))));
     let failed = FetchError::from(parse(SourceKind::Keys, b"not pem").err().unwrap());
     assert!(matches!(failed, FetchError::Failed(_)));
 }

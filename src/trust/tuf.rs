@@ -17,7 +17,9 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use sigstore_tuf::transport::FetchFuture;
-use sigstore_tuf::{FileStore, HttpRepository, MetadataStore, Repository, StoreRepository, Updater};
+use sigstore_tuf::{
+    FileStore, HttpRepository, MetadataStore, Repository, StoreRepository, Updater,
+};
 
 use crate::config::TufSource;
 
@@ -92,9 +94,8 @@ impl<R: Repository> Repository for CheckedRoots<R> {
         Box::pin(async move {
             let bytes = self.0.fetch_metadata(name, max_length).await?;
             if let Some(b) = bytes.as_deref().filter(|_| is_root(name)) {
-                check_root(b).map_err(|e| {
-                    sigstore_tuf::Error::Malformed(format!("{name} refused: {e}"))
-                })?;
+                check_root(b)
+                    .map_err(|e| sigstore_tuf::Error::Malformed(format!("{name} refused: {e}")))?;
             }
             Ok(bytes)
         })

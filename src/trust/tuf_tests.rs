@@ -31,15 +31,26 @@ fn roles(timestamp: serde_json::Value) -> serde_json::Value {
 
 #[test]
 fn a_root_whose_roles_can_be_satisfied_is_accepted() {
-    assert_eq!(check_root(&root(roles(serde_json::json!({"keyids": ["k1", "k2"], "threshold": 2})))), Ok(()));
+    assert_eq!(
+        check_root(&root(roles(
+            serde_json::json!({"keyids": ["k1", "k2"], "threshold": 2})
+        ))),
+        Ok(())
+    );
     let embedded = sigstore_verify::trust_root::SigstoreInstance::PublicGood.tuf_root();
     assert_eq!(check_root(embedded), Ok(()));
 }
 
 #[test]
 fn a_root_declaring_threshold_zero_for_a_role_is_refused() {
-    let e = check_root(&root(roles(serde_json::json!({"keyids": ["k1"], "threshold": 0})))).unwrap_err();
-    assert!(e.contains("role timestamp declares signature threshold 0"), "{e}");
+    let e = check_root(&root(roles(
+        serde_json::json!({"keyids": ["k1"], "threshold": 0}),
+    )))
+    .unwrap_err();
+    assert!(
+        e.contains("role timestamp declares signature threshold 0"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -53,7 +64,10 @@ fn a_root_whose_threshold_exceeds_the_keys_it_lists_is_refused() {
         serde_json::json!({"keyids": ["k1", "unsupported"], "threshold": 2}),
     ] {
         let e = check_root(&root(roles(listed.clone()))).unwrap_err();
-        assert!(e.contains("role timestamp") && e.contains("can never be met"), "{listed}: {e}");
+        assert!(
+            e.contains("role timestamp") && e.contains("can never be met"),
+            "{listed}: {e}"
+        );
     }
 }
 
@@ -61,7 +75,11 @@ fn a_root_whose_threshold_exceeds_the_keys_it_lists_is_refused() {
 fn a_root_missing_a_role_or_its_threshold_is_refused() {
     let mut r = roles(serde_json::json!({"keyids": ["k1"], "threshold": 1}));
     r.as_object_mut().unwrap().remove("snapshot");
-    assert!(check_root(&root(r)).unwrap_err().contains("no role snapshot"));
+    assert!(
+        check_root(&root(r))
+            .unwrap_err()
+            .contains("no role snapshot")
+    );
     let e = check_root(&root(roles(serde_json::json!({"keyids": ["k1"]})))).unwrap_err();
     assert!(e.contains("no integer threshold"), "{e}");
     assert!(check_root(b"{").unwrap_err().contains("not JSON"));

@@ -348,8 +348,7 @@ pub fn public_key_from_pem(pem: &str) -> Result<DerPublicKey, String> {
 pub fn usable_key(key: &DerPublicKey) -> Result<(), String> {
     use sigstore_verify::crypto::{VerificationKey, validate_raw_public_key};
     let vk = VerificationKey::from_spki(key).map_err(|e| format!("unsupported key: {e}"))?;
-    validate_raw_public_key(vk.scheme(), vk.as_bytes())
-        .map_err(|e| format!("unusable key: {e}"))
+    validate_raw_public_key(vk.scheme(), vk.as_bytes()).map_err(|e| format!("unusable key: {e}"))
 }
 
 /// As [`usable_key`], for the key of a CA (or TSA) certificate (DER): the

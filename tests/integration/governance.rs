@@ -951,16 +951,21 @@ async fn a_source_serving_a_key_verification_never_accepts_is_refused_and_the_go
     let trust: serde_json::Value =
         serde_json::from_str(&s.proxy.admin_get("/admin/trust", ADMIN_TOKEN).await).unwrap();
     let acme = &trust["authorities"][0];
-    assert_eq!(acme["fingerprints"], serde_json::json!([fingerprint(&vendor)]));
+    assert_eq!(
+        acme["fingerprints"],
+        serde_json::json!([fingerprint(&vendor)])
+    );
     let error = acme["last_error"]["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("RSA key size 1024 bits") && error.contains("refused"),
         "{trust}"
     );
     assert_eq!(acme["available"], true, "{trust}");
-    let refused = s.proxy.audit_events().into_iter().find(|e| {
-        e["event"] == "trust_document_refused" && e["reason"] == "unusable_material"
-    });
+    let refused = s
+        .proxy
+        .audit_events()
+        .into_iter()
+        .find(|e| e["event"] == "trust_document_refused" && e["reason"] == "unusable_material");
     assert!(refused.is_some(), "{:?}", s.proxy.audit_events());
 }
 
@@ -984,14 +989,27 @@ async fn a_config_replaced_by_a_link_to_a_secret_is_refused_without_quoting_the_
     let (status, body) = s.proxy.admin_reload(ADMIN_TOKEN).await;
     assert_eq!(status, 400);
     let error = body["error"].as_str().unwrap_or_default();
-    assert!(error.contains("(syntax)") && error.contains("line 1, column"), "{body}");
-    assert!(!body.to_string().contains("S3cr3t"), "the reload response quotes the secret: {body}");
+    assert!(
+        error.contains("(syntax)") && error.contains("line 1, column"),
+        "{body}"
+    );
+    assert!(
+        !body.to_string().contains("S3cr3t"),
+        "the reload response quotes the secret: {body}"
+    );
     let refused = audit_events_eventually(&s.proxy, |e| {
         e["event"] == "config_reload" && e["result"] == "error"
     })
     .await;
-    assert!(!refused.to_string().contains("S3cr3t"), "the audit log quotes the secret: {refused}");
-    assert_eq!(s.answer(&tag).await, (200, None), "the running config stays");
+    assert!(
+        !refused.to_string().contains("S3cr3t"),
+        "the audit log quotes the secret: {refused}"
+    );
+    assert_eq!(
+        s.answer(&tag).await,
+        (200, None),
+        "the running config stays"
+    );
 }
 
 /// The first audit event matching `want`, waiting a little for the writer.

@@ -215,9 +215,18 @@ fn check_config_of_trust_files_linked_to_secrets_never_quotes_them() {
         std::fs::write(&path, text).unwrap();
         path
     };
-    let key = secret("key-secret", &format!("-----BEGIN PRIVATE KEY-----\n{SECRET_LINE}\n-----END PRIVATE KEY-----\n"));
-    let ca = secret("ca-secret", &format!("-----BEGIN CERTIFICATE-----\n{SECRET_LINE}\n-----END CERTIFICATE-----\n"));
-    let root = secret("root-secret", &format!("{{\"mediaType\": \"{SECRET_LINE}\", \"tlogs\": \"{SECRET_LINE}\"}}"));
+    let key = secret(
+        "key-secret",
+        &format!("-----BEGIN PRIVATE KEY-----\n{SECRET_LINE}\n-----END PRIVATE KEY-----\n"),
+    );
+    let ca = secret(
+        "ca-secret",
+        &format!("-----BEGIN CERTIFICATE-----\n{SECRET_LINE}\n-----END CERTIFICATE-----\n"),
+    );
+    let root = secret(
+        "root-secret",
+        &format!("{{\"mediaType\": \"{SECRET_LINE}\", \"tlogs\": \"{SECRET_LINE}\"}}"),
+    );
     let path = dir.path().join("portcullis.toml");
     std::fs::write(
         &path,
@@ -236,11 +245,18 @@ fn check_config_of_trust_files_linked_to_secrets_never_quotes_them() {
     let out = check_config(&path);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for key in ["authority[0].keys[0]", "authority[1].ca_roots[0]", "authority[2].trusted_root"] {
+    for key in [
+        "authority[0].keys[0]",
+        "authority[1].ca_roots[0]",
+        "authority[2].trusted_root",
+    ] {
         assert!(stderr.contains(key), "{key} missing from:\n{stderr}");
     }
     assert!(!stderr.contains("S3cr3t"), "a secret leaked:\n{stderr}");
-    assert!(!stderr.contains("PRIVATE"), "a secret's label leaked:\n{stderr}");
+    assert!(
+        !stderr.contains("PRIVATE"),
+        "a secret's label leaked:\n{stderr}"
+    );
 }
 
 #[test]
@@ -271,9 +287,18 @@ fn check_config_refuses_two_authorities_naming_one_tuf_repository_with_different
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     for (key, other) in [
-        ("authority[1].trusted_root.root", "authority[0].trusted_root.root"),
-        ("authority[1].trusted_root.refresh", "authority[0].trusted_root.refresh"),
+        (
+            "authority[1].trusted_root.root",
+            "authority[0].trusted_root.root",
+        ),
+        (
+            "authority[1].trusted_root.refresh",
+            "authority[0].trusted_root.refresh",
+        ),
     ] {
-        assert!(err.contains(&format!("{key}: differs from {other}")), "{key} missing from:\n{err}");
+        assert!(
+            err.contains(&format!("{key}: differs from {other}")),
+            "{key} missing from:\n{err}"
+        );
     }
 }

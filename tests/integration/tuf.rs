@@ -254,7 +254,11 @@ async fn a_root_declaring_threshold_zero_is_refused_so_a_corrected_root_and_meta
         assert!(tokio::time::Instant::now() < deadline, "no refresh failed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(s.answer(&by_old).await, (200, None), "the verified root stays");
+    assert_eq!(
+        s.answer(&by_old).await,
+        (200, None),
+        "the verified root stays"
+    );
     let trust = s.proxy.admin_get("/admin/trust", ADMIN_TOKEN).await;
     assert!(
         trust.contains("2.root.json refused") && trust.contains("threshold 0"),
@@ -275,5 +279,9 @@ async fn a_root_declaring_threshold_zero_is_refused_so_a_corrected_root_and_meta
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(s.answer(&by_old).await.0, 403, "the old root's verdict is retired");
+    assert_eq!(
+        s.answer(&by_old).await.0,
+        403,
+        "the old root's verdict is retired"
+    );
 }
