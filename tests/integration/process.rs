@@ -302,3 +302,61 @@ fn check_config_refuses_two_authorities_naming_one_tuf_repository_with_different
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_replaced_by_a_link_to_a_secret_is_refused_and_the_log_never_quotes_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let path = dir.path().join("p.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[cache]\ndir = \"cache\"\n{}{ALLOW_ALL}",
+            upstream_toml("local", "http://127.0.0.1:9", "")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client
+        .get(format!("http://127.0.0.1:{admin}/readyz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, format!("{SECRET_LINE}\n")).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&secret, &path).unwrap();
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("config reload refused"), "{log}");
+    assert!(log.contains("line 1, column"), "{log}");
+    assert!(!log.contains("S3cr3t"), "the log quotes the secret:\n{log}");
+}
