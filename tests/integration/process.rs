@@ -316,7 +316,7 @@ async fn a_config_replaced_by_a_link_to_a_secret_is_refused_and_the_log_never_qu
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&path)
         .stdout(Stdio::null())
