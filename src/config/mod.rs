@@ -351,19 +351,83 @@ impl Config {
 
     /// Parses and validates TOML text; `base` anchors relative paths.
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
-        let de = toml::Deserializer::parse(text).map_err(|e| {
-            vec![Problem {
-                path: "(syntax)".into(),
-                message: e.to_string().trim().replace('\n', " "),
-            }]
-        })?;
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| vec![parse_problem("(syntax)".into(), text, &e)])?;
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let message = e.into_inner().message().to_string();
-            vec![Problem { path, message }]
+            vec![parse_problem(path, text, e.inner())]
         })?;
         Validator::new(base).config(raw)
     }
+}
+
+/// A parse error as its key path, position and what was wrong, never the
+/// text it concerns: the file may not be what it should (a config replaced
+/// by a link to a secret), and the problem goes to the log, the audit log
+/// and the `/admin/reload` response. TOML's own rendering quotes the
+/// offending line; serde's messages quote values.
+fn parse_problem(path: String, text: &str, e: &toml::de::Error) -> Problem {
+    let message = without_quoted_values(e.message().trim());
+    let message = match e.span() {
+        Some(span) => {
+            let (line, column) = position(text, span.start);
+            format!("{message} (line {line}, column {column})")
+        }
+        None => message,
+    };
+    Problem {
+        path,
+        message: message.replace('\n', " "),
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+/// `message` with what it quotes from the file replaced by `…`. Parse
+/// messages read "<what was found>, expected <what the schema wants>": the
+/// found part may quote a value (serde's ``invalid type: string "…"``,
+/// ``unknown variant `…` ``), the expected part names only the schema's
+/// keys and tokens, and is kept.
+pub(crate) fn without_quoted_values(message: &str) -> String {
+    if message.starts_with("missing field") || message.starts_with("unknown field") {
+        // It names a key, as the key path does: the schema's or the file's.
+        return message.to_string();
+    }
+    let (found, expected) = match message.find("expected") {
+        Some(i) => message.split_at(i),
+        None => (message, ""),
+    };
+    let mut out = String::with_capacity(message.len());
+    let mut quote = None;
+    let mut escaped = false;
+    for c in found.chars() {
+        match quote {
+            None if c == '"' || c == '`' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            None => out.push(c),
+            Some(_) if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => {
+                quote = None;
+                out.push('…');
+                out.push(q);
+            }
+            Some(_) => {}
+        }
+    }
+    if quote.is_some() {
+        out.push('…');
+    }
+    out.push_str(expected);
+    out
 }
 
 /// Collects problems while building the validated config.
@@ -489,14 +553,14 @@ impl<'a> Validator<'a> {
         };
         let cache = self.cache(&raw.cache);
         let limits = self.limits(&raw.limits);
-        let authorities: Vec<AuthorityConfig> = raw
+        let authorities: Vec<(usize, AuthorityConfig)> = raw
             .authorities
             .iter()
             .enumerate()
-            .filter_map(|(i, a)| self.authority(i, a, &cache.dir))
+            .filter_map(|(i, a)| self.authority(i, a, &cache.dir).map(|a| (i, a)))
             .collect();
         let mut names = HashSet::new();
-        for (i, a) in authorities.iter().enumerate() {
+        for (i, a) in &authorities {
             if !names.insert(a.name.clone()) {
                 self.problem(
                     format!("authority[{i}].name"),
@@ -504,6 +568,8 @@ impl<'a> Validator<'a> {
                 );
             }
         }
+        self.shared_tuf_repositories(&authorities);
+        let authorities: Vec<AuthorityConfig> = authorities.into_iter().map(|(_, a)| a).collect();
         let conditions = self.conditions(&raw.conditions);
         let exceptions = self.exceptions(&raw.exceptions);
         let policies = self
@@ -715,6 +781,42 @@ impl<'a> Validator<'a> {
             response_timeout,
             idle_timeout,
         })
+    }
+
+    /// Authorities naming one TUF repository share its one refresh, its
+    /// verified state and its cache, so they must agree on everything that
+    /// decides what that refresh trusts and how it runs: the initial `root`,
+    /// the `ca_file` and the `refresh` interval (and spell the URL the same
+    /// way). Each may have its own `max_stale`. A disagreement is reported
+    /// at the later authority's key, naming the earlier one's.
+    fn shared_tuf_repositories(&mut self, authorities: &[(usize, AuthorityConfig)]) {
+        let mut first: HashMap<String, (usize, &TufSource)> = HashMap::new();
+        for (i, a) in authorities {
+            let Some(TrustedRootSource::Tuf(t)) = &a.trusted_root else {
+                continue;
+            };
+            let repository = t.url.as_str().trim_end_matches('/').to_string();
+            let Some((j, f)) = first.get(&repository).copied() else {
+                first.insert(repository, (*i, t));
+                continue;
+            };
+            for (field, same) in [
+                ("tuf", f.url == t.url),
+                ("root", f.root == t.root),
+                ("ca_file", f.ca_file == t.ca_file),
+                ("refresh", f.refresh == t.refresh),
+            ] {
+                if !same {
+                    self.problem(
+                        format!("authority[{i}].trusted_root.{field}"),
+                        format!(
+                            "differs from authority[{j}].trusted_root.{field}, which names the same TUF repository: \
+                             authorities sharing a repository share its refresh, so `tuf`, `root`, `ca_file` and `refresh` must be the same"
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     fn authority(

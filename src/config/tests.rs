@@ -379,3 +379,135 @@ fn require_code_signing_eku_defaults_off_and_applies_only_to_vendor_pki() {
     let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, ["authority[0].require_code_signing_eku"], "{p:?}");
 }
+
+#[test]
+fn a_parse_error_gives_the_key_path_and_position_never_the_files_text() {
+    for (text, path, at) in [
+        (
+            "ghp_SECRETTOKEN1234567890\n",
+            "(syntax)",
+            "line 1, column 26",
+        ),
+        ("user:$2y$05$SECRETHASH\n", "(syntax)", "line 1, column 23"),
+        ("API_KEY=SECRETVALUE\n", "(syntax)", "line 1, column 9"),
+        (
+            "-----BEGIN PRIVATE KEY-----\nMIISECRET\n",
+            "(syntax)",
+            "line 1, column 12",
+        ),
+        ("x = \"SECRET\nVALUE\"", "(syntax)", "line 2, column 7"),
+        (
+            "[server]\nlisten = [\"SECRET\"]\n",
+            "server.listen",
+            "line 2, column 10",
+        ),
+        (
+            "[server]\nlisten = \"a\"\nmax_connections = \"SECRET\"\n",
+            "server.max_connections",
+            "line 3, column 19",
+        ),
+    ] {
+        let p = problems(text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].path, path, "{p:?}");
+        let shown = p[0].to_string();
+        assert!(shown.contains(at), "{shown}");
+        assert!(
+            !shown.contains("SECRET") && !shown.contains("MII"),
+            "{shown}"
+        );
+        assert!(!shown.contains('\n'), "{shown}");
+    }
+}
+
+#[test]
+fn a_parse_error_still_says_what_the_schema_expected() {
+    let p = problems("[server]\nlisten = 5\n");
+    assert_eq!(p[0].path, "server.listen");
+    assert_eq!(
+        p[0].message,
+        "invalid type: integer `…`, expected a string (line 2, column 10)"
+    );
+    let p = problems("[server]\nlisten = \"a\"\nbogus = 1\n");
+    assert_eq!(p[0].path, "server.bogus");
+    assert!(p[0].message.contains("expected one of `listen`"), "{p:?}");
+}
+
+#[test]
+fn quoted_values_are_dropped_only_from_what_was_found() {
+    assert_eq!(
+        without_quoted_values(r#"invalid type: string "a \" b", expected `x` or "y""#),
+        r#"invalid type: string "…", expected `x` or "y""#
+    );
+    assert_eq!(
+        without_quoted_values("unknown variant `s`"),
+        "unknown variant `…`"
+    );
+    assert_eq!(
+        without_quoted_values("missing field `name`"),
+        "missing field `name`"
+    );
+}
+
+fn tuf_authority(name: &str, tuf: &str) -> String {
+    format!(
+        "[[authority]]\nname = \"{name}\"\nkeyless = {{ issuer = \"https://i\", subject = \"s\" }}\ntrusted_root = {{ {tuf} }}\n"
+    )
+}
+
+#[test]
+fn authorities_naming_one_tuf_repository_with_different_settings_are_refused_at_both_keys() {
+    let p = problems(&minimal(&format!(
+        "{}{}{}",
+        tuf_authority(
+            "a",
+            "tuf = \"https://tuf.example\", root = \"a-root.json\", refresh = \"1h\""
+        ),
+        tuf_authority(
+            "unrelated",
+            "tuf = \"https://other.example\", root = \"x.json\""
+        ),
+        tuf_authority(
+            "b",
+            "tuf = \"https://tuf.example/\", root = \"b-root.json\", ca_file = \"ca.pem\", refresh = \"2h\", max_stale = \"1d\""
+        ),
+    )));
+    let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "authority[2].trusted_root.root",
+            "authority[2].trusted_root.ca_file",
+            "authority[2].trusted_root.refresh"
+        ],
+        "{p:?}"
+    );
+    for (p, field) in p.iter().zip(["root", "ca_file", "refresh"]) {
+        assert!(
+            p.message
+                .contains(&format!("differs from authority[0].trusted_root.{field}")),
+            "{p:?}"
+        );
+    }
+}
+
+#[test]
+fn authorities_sharing_a_tuf_repository_may_differ_in_max_stale_only() {
+    let text = minimal(&format!(
+        "{}{}",
+        tuf_authority("a", "tuf = \"https://tuf.example\", root = \"r.json\""),
+        tuf_authority(
+            "b",
+            "tuf = \"https://tuf.example\", root = \"r.json\", max_stale = \"1d\""
+        ),
+    ));
+    assert!(Config::from_toml(&text, Path::new("/etc/p")).is_ok());
+    let spelled = minimal(&format!(
+        "{}{}",
+        tuf_authority("a", "tuf = \"https://tuf.example/repo\""),
+        tuf_authority("b", "tuf = \"https://tuf.example/repo/\""),
+    ));
+    let p = problems(&spelled);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].path, "authority[1].trusted_root.tuf");
+}

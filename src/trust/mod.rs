@@ -18,6 +18,7 @@ use crate::verify::x509::{LeafEku, VendorPki};
 
 pub mod signed;
 pub mod source;
+pub mod tuf;
 
 pub use source::{Fetched, Freshness, Sources};
 
@@ -177,8 +178,7 @@ impl TrustSnapshot {
             if let Some(TrustedRootSource::Tuf(tuf)) = &a.trusted_root {
                 if let Some(p) = &tuf.root {
                     if let Err(e) = read(p).and_then(|t| {
-                        serde_json::from_str::<serde_json::Value>(&t)
-                            .map_err(|e| format!("{}: not JSON: {e}", p.display()))
+                        tuf::check_root(t.as_bytes()).map_err(|e| format!("{}: {e}", p.display()))
                     }) {
                         problem("trusted_root.root".into(), e);
                     }
@@ -259,7 +259,7 @@ impl TrustSnapshot {
                             m
                         }
                         Err(e) => {
-                            unavailable.get_or_insert(e);
+                            unavailable.get_or_insert(e.to_string());
                             source::empty(src.kind)
                         }
                     },
@@ -290,7 +290,8 @@ impl TrustSnapshot {
             let sigstore = match (&material, &a.trusted_root) {
                 (Material::CaRoots(pki), Some(source)) if sigstore.is_some() => {
                     match root_json(source, fetched).and_then(|json| {
-                        SigstoreRoot::for_vendor_pki(&json, pki).map_err(|e| e.to_string())
+                        SigstoreRoot::for_vendor_pki(&json, pki)
+                            .map_err(|e| crate::config::without_quoted_values(&e.to_string()))
                     }) {
                         Ok(r) => Some(Arc::new(r)),
                         Err(e) => {
@@ -390,7 +391,10 @@ fn load_root(
     fetched: &HashMap<String, Fetched>,
 ) -> Result<(SigstoreRoot, String), String> {
     let json = root_json(source, fetched)?;
-    let root = SigstoreRoot::from_json(&json).map_err(|e| e.to_string())?;
+    // A JSON error may quote a string from the file (which may not be what
+    // it should: a link to a secret); keep what the schema expected only.
+    let root = SigstoreRoot::from_json(&json)
+        .map_err(|e| crate::config::without_quoted_values(&e.to_string()))?;
     Ok((root, hex::encode(Sha256::digest(json.as_bytes()))))
 }
 
@@ -402,21 +406,32 @@ pub(crate) fn load_key(path: &Path) -> Result<(String, DerPublicKey), String> {
 fn key_from_pem(text: &str, label: &str) -> Result<(String, DerPublicKey), String> {
     let key =
         crate::verify::sigstore::public_key_from_pem(text).map_err(|e| format!("{label}: {e}"))?;
-    sigstore_verify::crypto::VerificationKey::from_spki(&key)
-        .map_err(|e| format!("{label}: unsupported key: {e}"))?;
+    crate::verify::sigstore::usable_key(&key).map_err(|e| format!("{label}: {e}"))?;
     Ok((hex::encode(Sha256::digest(key.as_bytes())), key))
 }
+
+/// Why a text is not PEM certificates, never quoting it (the PEM parser's
+/// errors quote the offending line).
+pub(crate) const NOT_PEM_CERTIFICATES: &str = "not PEM certificates (`CERTIFICATE` blocks)";
 
 fn certs_from_pem(text: &str, label: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(text.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{label}: not PEM certificates: {e}"))?;
+        .map_err(|_| format!("{label}: {NOT_PEM_CERTIFICATES}"))?;
     if certs.is_empty() {
         return Err(format!("{label}: no certificates"));
     }
     for c in &certs {
-        webpki::anchor_from_trusted_cert(c)
-            .map_err(|e| format!("{label}: not a usable CA certificate: {e:?}"))?;
+        usable_ca(c).map_err(|e| format!("{label}: {e}"))?;
     }
     Ok(certs)
+}
+
+/// A CA certificate verification can use: a trust anchor whose key is one
+/// certificates it issued can be checked with.
+pub(crate) fn usable_ca(c: &CertificateDer<'_>) -> Result<(), String> {
+    webpki::anchor_from_trusted_cert(c)
+        .map_err(|e| format!("not a usable CA certificate: {e:?}"))?;
+    crate::verify::sigstore::usable_certificate_key(c.as_ref())
+        .map_err(|e| format!("not a usable CA certificate: {e}"))
 }

@@ -51,6 +51,8 @@ pub enum Refusal {
         "document version {version} was already accepted with other content: a changed document needs a higher version"
     )]
     VersionReused { version: u64 },
+    #[error("the document holds trust material verification never accepts ({0}): document refused")]
+    Unusable(String),
 }
 
 impl Refusal {
@@ -63,6 +65,7 @@ impl Refusal {
             Refusal::Expired { .. } => "expired",
             Refusal::OlderVersion { .. } => "older_version",
             Refusal::VersionReused { .. } => "version_reused",
+            Refusal::Unusable(_) => "unusable_material",
         }
     }
 }

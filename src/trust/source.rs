@@ -263,9 +263,10 @@ impl Sources {
         }
     }
 
-    /// Runs the TUF client workflow for `tuf` (root rotation, timestamp,
-    /// snapshot, targets, each checked for signatures, versions and expiry
-    /// from the initial root) and takes its `trusted_root.json`. When the
+    /// Runs the TUF client workflow for `tuf` ([`super::tuf::fetch`]: root
+    /// rotation, timestamp, snapshot, targets, each checked for signatures,
+    /// versions and expiry from the initial root, every root checked for
+    /// thresholds that can be met) and takes its `trusted_root.json`. When the
     /// repository cannot be reached and nothing is held yet (a start during an
     /// outage), the offline cache is verified the same way and used, dated by
     /// when it was last verified.
@@ -277,9 +278,9 @@ impl Sources {
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
             .cloned();
-        let (body, fetched_at) = match fetch_tuf(tuf, false).await {
+        let (body, fetched_at) = match super::tuf::fetch(tuf, false, now).await {
             Ok(body) => (body, now),
-            Err(online) if previous.is_none() => match fetch_tuf(tuf, true).await {
+            Err(online) if previous.is_none() => match super::tuf::fetch(tuf, true, now).await {
                 Ok(body) => {
                     let verified = std::fs::metadata(tuf.cache_dir.join("timestamp.json"))
                         .and_then(|m| m.modified())
@@ -402,34 +403,11 @@ async fn fetch(
     Ok(Some((body, etag, last_modified)))
 }
 
-/// `trusted_root.json` from `tuf`, verified through TUF, as JSON that
-/// builds a usable root.
-async fn fetch_tuf(tuf: &TufSource, offline: bool) -> Result<Bytes, String> {
-    use sigstore_verify::trust_root::{SigstoreInstance, TrustedRoot, TufBootstrap, TufConfig};
-    let initial = match &tuf.root {
-        Some(p) => std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
-        None => SigstoreInstance::PublicGood.tuf_root().to_vec(),
-    };
-    let mut config = TufConfig::custom(tuf.url.as_str(), TufBootstrap::trusted(initial))
-        .with_cache_dir(tuf.cache_dir.clone())
-        .with_http_client(http_client(tuf.ca_file.as_deref())?);
-    if offline {
-        config = config.offline();
-    }
-    let root = TrustedRoot::from_tuf(config)
-        .await
-        .map_err(|e| format!("{}: {e}", tuf.url))?;
-    let json = serde_json::to_string(&root).map_err(|e| e.to_string())?;
-    crate::verify::sigstore::SigstoreRoot::from_json(&json)
-        .map_err(|e| format!("{}: trusted_root.json: {e}", tuf.url))?;
-    Ok(Bytes::from(json))
-}
-
 fn client(src: &SourceConfig) -> Result<reqwest::Client, String> {
     http_client(src.ca_file.as_deref())
 }
 
-fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+pub(super) fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
@@ -474,10 +452,45 @@ fn verify_governance(key: &std::path::Path, body: &[u8], sig: &[u8]) -> Result<(
         .map_err(|_| FetchError::Refused(Refusal::BadSignature))
 }
 
+/// Why a document holds no material that can be adopted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not a document of its kind: empty, not PEM, not UTF-8.
+    #[error("{0}")]
+    Malformed(String),
+    /// A key or certificate verification would never accept (RSA below
+    /// 2048 bits, an unsupported curve or algorithm): adopting it would
+    /// replace working material with material that verifies nothing.
+    #[error("{0}")]
+    Unusable(String),
+}
+
+impl From<String> for ParseError {
+    fn from(e: String) -> ParseError {
+        ParseError::Malformed(e)
+    }
+}
+
+impl From<&str> for ParseError {
+    fn from(e: &str) -> ParseError {
+        ParseError::Malformed(e.into())
+    }
+}
+
+impl From<ParseError> for FetchError {
+    fn from(e: ParseError) -> FetchError {
+        match e {
+            ParseError::Malformed(e) => FetchError::Failed(e),
+            ParseError::Unusable(e) => FetchError::Refused(Refusal::Unusable(e)),
+        }
+    }
+}
+
 /// The material a document holds (after its header, if any); an empty or
-/// unparsable document is an error (a source never silently trusts
+/// unparsable document, or one holding a key or certificate verification
+/// would never accept, is an error (a source never silently trusts
 /// nothing, or everything).
-pub fn parse(kind: SourceKind, body: &[u8]) -> Result<Material, String> {
+pub fn parse(kind: SourceKind, body: &[u8]) -> Result<Material, ParseError> {
     let body = super::signed::pem_part(body);
     match kind {
         SourceKind::Keys => {
@@ -488,8 +501,7 @@ pub fn parse(kind: SourceKind, body: &[u8]) -> Result<Material, String> {
                     continue;
                 }
                 let key = crate::verify::sigstore::public_key_from_pem(block.trim())?;
-                sigstore_verify::crypto::VerificationKey::from_spki(&key)
-                    .map_err(|e| format!("unsupported key: {e}"))?;
+                crate::verify::sigstore::usable_key(&key).map_err(ParseError::Unusable)?;
                 keys.push((hex::encode(Sha256::digest(key.as_bytes())), key));
             }
             if keys.is_empty() {
@@ -500,13 +512,12 @@ pub fn parse(kind: SourceKind, body: &[u8]) -> Result<Material, String> {
         SourceKind::CaRoots => {
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(body)
                 .collect::<Result<_, _>>()
-                .map_err(|e| format!("not PEM certificates: {e}"))?;
+                .map_err(|_| ParseError::Malformed(super::NOT_PEM_CERTIFICATES.into()))?;
             if certs.is_empty() {
                 return Err("document holds no certificate".into());
             }
             for c in &certs {
-                webpki::anchor_from_trusted_cert(c)
-                    .map_err(|e| format!("not a usable CA certificate: {e:?}"))?;
+                super::usable_ca(c).map_err(ParseError::Unusable)?;
             }
             Ok(Material::CaRoots(crate::verify::x509::VendorPki::new(
                 certs,
@@ -523,3 +534,7 @@ pub fn empty(kind: SourceKind) -> Material {
         SourceKind::CaRoots => Material::CaRoots(crate::verify::x509::VendorPki::default()),
     }
 }
+
+#[cfg(test)]
+#[path = "source_tests.rs"]
+mod tests;

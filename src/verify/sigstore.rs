@@ -38,6 +38,7 @@ impl SigstoreRoot {
     pub fn from_json(json: &str) -> Result<SigstoreRoot, RootError> {
         let root = sigstore_verify::trust_root::TrustedRoot::from_json(json)
             .map_err(|e| RootError(format!("trusted root is not valid: {e}")))?;
+        usable_root(&root).map_err(|e| RootError(format!("trusted root is not usable: {e}")))?;
         let verifier = Verifier::new(&root)
             .map_err(|e| RootError(format!("trusted root is not usable: {e}")))?;
         Ok(SigstoreRoot {
@@ -331,8 +332,68 @@ fn failure(e: SigError) -> Failure {
 }
 
 /// Parses a PEM `PUBLIC KEY` (SPKI): ECDSA P-256/P-384, Ed25519 or RSA.
+/// The error never quotes the text (the PEM library's would quote its label
+/// or bytes of it): a key path may name a private key or another secret.
 pub fn public_key_from_pem(pem: &str) -> Result<DerPublicKey, String> {
-    DerPublicKey::from_pem(pem).map_err(|e| format!("not a PEM public key: {e}"))
+    DerPublicKey::from_pem(pem)
+        .map_err(|_| "not a PEM public key (one `PUBLIC KEY` block of SPKI)".to_string())
+}
+
+/// Whether verification could ever accept a signature by `key`, by the
+/// rules `sigstore-verify` applies when it verifies (not only when it
+/// parses): ECDSA P-256 or P-384 with an uncompressed point, RSA of
+/// 2048–8192 bits, Ed25519 or ML-DSA. Trust material is checked with it
+/// where it enters (config files, URL sources, trusted roots), so a key that
+/// would verify nothing is refused instead of replacing one that works.
+pub fn usable_key(key: &DerPublicKey) -> Result<(), String> {
+    use sigstore_verify::crypto::{VerificationKey, validate_raw_public_key};
+    let vk = VerificationKey::from_spki(key).map_err(|e| format!("unsupported key: {e}"))?;
+    validate_raw_public_key(vk.scheme(), vk.as_bytes()).map_err(|e| format!("unusable key: {e}"))
+}
+
+/// As [`usable_key`], for the key of a CA (or TSA) certificate (DER): the
+/// key certificates it issues are checked with.
+pub fn usable_certificate_key(der: &[u8]) -> Result<(), String> {
+    use x509_cert::der::{Decode as _, Encode as _};
+    let spki = x509_cert::Certificate::from_der(der)
+        .and_then(|c| c.tbs_certificate.subject_public_key_info.to_der())
+        .map_err(|e| format!("certificate is malformed: {e}"))?;
+    usable_key(&DerPublicKey::new(spki)).map_err(|e| format!("certificate key: {e}"))
+}
+
+/// Every key and certificate in a trusted root is one verification can use:
+/// its transparency and CT logs' keys (a CT log's RSA key may be bare
+/// PKCS#1) and its CA and TSA certificates.
+fn usable_root(root: &sigstore_verify::trust_root::TrustedRoot) -> Result<(), String> {
+    use sigstore_verify::crypto::{SigningScheme, VerificationKey, validate_raw_public_key};
+    for (i, log) in root.tlogs.iter().enumerate() {
+        usable_key(&log.public_key.raw_bytes).map_err(|e| format!("tlogs[{i}]: {e}"))?;
+    }
+    for (i, log) in root.ctlogs.iter().enumerate() {
+        let key = &log.public_key.raw_bytes;
+        usable_key(key)
+            .or_else(|e| {
+                let pkcs1 = VerificationKey::from_der(key, SigningScheme::RsaPkcs1Sha256)
+                    .map_err(|_| e.clone())?;
+                validate_raw_public_key(pkcs1.scheme(), pkcs1.as_bytes())
+                    .map_err(|e| format!("unusable key: {e}"))
+            })
+            .map_err(|e| format!("ctlogs[{i}]: {e}"))?;
+    }
+    let cas = root.certificate_authorities.iter().map(|ca| &ca.cert_chain);
+    let tsas = root.timestamp_authorities.iter().map(|tsa| &tsa.cert_chain);
+    for (what, chains) in [
+        ("certificateAuthorities", cas.collect::<Vec<_>>()),
+        ("timestampAuthorities", tsas.collect()),
+    ] {
+        for (i, chain) in chains.into_iter().enumerate() {
+            for c in &chain.certificates {
+                usable_certificate_key(c.raw_bytes.as_bytes())
+                    .map_err(|e| format!("{what}[{i}]: {e}"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a bundle's signature is about, read without verifying anything.
@@ -407,6 +468,20 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.reason, Reason::UntrustedSigner);
+    }
+
+    #[test]
+    fn a_trusted_root_whose_log_key_verification_never_accepts_is_refused() {
+        // RSA-1024 (SPKI, DER): it parses, but verification needs 2048–8192 bits.
+        const RSA_1024: &str = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDFqQ2LY++OJf0Mem3JdFaGBajewCwsfvARQd5TkikfkHZqgSNcCH7UhPSe5WSwxT10tWVqno6naqCcDxXe754ymNep6qtDzfNN7+Lg3fu6NOI6Mm1qA8syO0W+rxJey+wtcWas8lkXcP4QsU0owdxme71lAmcVu86fk4aia6NuAwIDAQAB";
+        let json = sigstore_verify::trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT;
+        assert!(SigstoreRoot::from_json(json).is_ok());
+        let mut root: serde_json::Value = serde_json::from_str(json).unwrap();
+        root["tlogs"][0]["publicKey"]["rawBytes"] = RSA_1024.into();
+        root["tlogs"][0]["publicKey"]["keyDetails"] = "PKIX_RSA_PKCS1V15_2048_SHA256".into();
+        let e = SigstoreRoot::from_json(&root.to_string()).err().unwrap();
+        assert!(e.to_string().contains("tlogs[0]"), "{e}");
+        assert!(e.to_string().contains("1024"), "{e}");
     }
 
     #[test]

@@ -912,3 +912,116 @@ async fn an_unchanged_source_stays_fresh_past_max_stale_and_goes_stale_max_stale
         "{trust}"
     );
 }
+
+/// An RSA public key of 1024 bits: it parses, but verification refuses
+/// RSA keys outside 2048–8192 bits, so it would verify nothing.
+const RSA_1024_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDFqQ2LY++OJf0Mem3JdFaGBaje
+wCwsfvARQd5TkikfkHZqgSNcCH7UhPSe5WSwxT10tWVqno6naqCcDxXe754ymNep
+6qtDzfNN7+Lg3fu6NOI6Mm1qA8syO0W+rxJey+wtcWas8lkXcP4QsU0owdxme71l
+AmcVu86fk4aia6NuAwIDAQAB
+-----END PUBLIC KEY-----
+";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_serving_a_key_verification_never_accepts_is_refused_and_the_good_key_kept() {
+    let vendor = VendorKey::generate();
+    let server = TrustServer::start(&vendor.public_pem(), None).await;
+    let s = setup(
+        &source(&server, ", max_stale = \"1h\""),
+        SIGNED_POLICY,
+        &[("ca.pem", server.ca_pem.clone())],
+    )
+    .await;
+    let (_, tag) = s.image(800, Some(&vendor)).await;
+    assert_eq!(s.answer(&tag).await, (200, None));
+    let epoch = s.proxy.metric("portcullis_trust_epoch", &[]).await;
+
+    // The source now serves a key verification will never accept.
+    server.serve(RSA_1024_PUBLIC, None);
+    more_refreshes(&s.proxy, "error", 2.0, Duration::from_secs(10)).await;
+    let (_, fresh) = s.image(801, Some(&vendor)).await;
+    assert_eq!(s.answer(&fresh).await, (200, None), "the good key is kept");
+    assert_eq!(s.answer(&tag).await, (200, None));
+    assert_eq!(
+        s.proxy.metric("portcullis_trust_epoch", &[]).await,
+        epoch,
+        "nothing was adopted"
+    );
+    let trust: serde_json::Value =
+        serde_json::from_str(&s.proxy.admin_get("/admin/trust", ADMIN_TOKEN).await).unwrap();
+    let acme = &trust["authorities"][0];
+    assert_eq!(
+        acme["fingerprints"],
+        serde_json::json!([fingerprint(&vendor)])
+    );
+    let error = acme["last_error"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("RSA key size 1024 bits") && error.contains("refused"),
+        "{trust}"
+    );
+    assert_eq!(acme["available"], true, "{trust}");
+    let refused = s
+        .proxy
+        .audit_events()
+        .into_iter()
+        .find(|e| e["event"] == "trust_document_refused" && e["reason"] == "unusable_material");
+    assert!(refused.is_some(), "{:?}", s.proxy.audit_events());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_replaced_by_a_link_to_a_secret_is_refused_without_quoting_the_secret() {
+    const SECRET: &str = "ghp_S3cr3tT0k3nThatMustNotLeak0123456789";
+    let key = VendorKey::generate();
+    let s = setup(
+        "keys = [\"{dir}/acme.pub\"]",
+        SIGNED_POLICY,
+        &[("acme.pub", key.public_pem())],
+    )
+    .await;
+    let (_, tag) = s.image(760, Some(&key)).await;
+    let path = s.proxy.config_path();
+    let secret = path.with_file_name("secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&secret, &path).unwrap();
+
+    let (status, body) = s.proxy.admin_reload(ADMIN_TOKEN).await;
+    assert_eq!(status, 400);
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("(syntax)") && error.contains("line 1, column"),
+        "{body}"
+    );
+    assert!(
+        !body.to_string().contains("S3cr3t"),
+        "the reload response quotes the secret: {body}"
+    );
+    let refused = audit_events_eventually(&s.proxy, |e| {
+        e["event"] == "config_reload" && e["result"] == "error"
+    })
+    .await;
+    assert!(
+        !refused.to_string().contains("S3cr3t"),
+        "the audit log quotes the secret: {refused}"
+    );
+    assert_eq!(
+        s.answer(&tag).await,
+        (200, None),
+        "the running config stays"
+    );
+}
+
+/// The first audit event matching `want`, waiting a little for the writer.
+async fn audit_events_eventually(
+    proxy: &Proxy,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    for _ in 0..100 {
+        if let Some(e) = proxy.audit_events().into_iter().find(|e| want(e)) {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no such audit event: {:?}", proxy.audit_events());
+}

@@ -183,3 +183,180 @@ async fn sigterm_drains_an_in_flight_download_then_exits_cleanly() {
         "listener closed after shutdown"
     );
 }
+
+/// The first line of a file that must never reach a log or a response.
+const SECRET_LINE: &str = "ghp_S3cr3tT0k3nThatMustNotLeak0123456789";
+
+#[test]
+fn check_config_of_a_config_linked_to_a_secret_reports_the_position_not_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, format!("{SECRET_LINE}\nsecond line\n")).unwrap();
+    let path = dir.path().join("portcullis.toml");
+    std::os::unix::fs::symlink(&secret, &path).unwrap();
+    let out = check_config(&path);
+    assert!(!out.status.success());
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(stderr.contains("(syntax)"), "{stderr}");
+    assert!(stderr.contains("line 1, column"), "{stderr}");
+    for shown in [&stdout, &stderr] {
+        assert!(!shown.contains("S3cr3t"), "the secret leaked: {shown}");
+    }
+}
+
+#[test]
+fn check_config_of_trust_files_linked_to_secrets_never_quotes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let key = secret(
+        "key-secret",
+        &format!("-----BEGIN PRIVATE KEY-----\n{SECRET_LINE}\n-----END PRIVATE KEY-----\n"),
+    );
+    let ca = secret(
+        "ca-secret",
+        &format!("-----BEGIN CERTIFICATE-----\n{SECRET_LINE}\n-----END CERTIFICATE-----\n"),
+    );
+    let root = secret(
+        "root-secret",
+        &format!("{{\"mediaType\": \"{SECRET_LINE}\", \"tlogs\": \"{SECRET_LINE}\"}}"),
+    );
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:5000\"\n[cache]\ndir = \"c\"\n[[upstream]]\nname = \"u\"\nurl = \"https://x\"\n\
+             [[authority]]\nname = \"k\"\nkeys = [\"{}\"]\n\
+             [[authority]]\nname = \"v\"\nca_roots = [\"{}\"]\n\
+             [[authority]]\nname = \"r\"\nkeyless = {{ issuer = \"https://i\", subject = \"s\" }}\ntrusted_root = \"{}\"\n\
+             [[policy]]\nname = \"p\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"k\", \"v\", \"r\"] }}\n",
+            key.display(),
+            ca.display(),
+            root.display()
+        ),
+    )
+    .unwrap();
+    let out = check_config(&path);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "authority[0].keys[0]",
+        "authority[1].ca_roots[0]",
+        "authority[2].trusted_root",
+    ] {
+        assert!(stderr.contains(key), "{key} missing from:\n{stderr}");
+    }
+    assert!(!stderr.contains("S3cr3t"), "a secret leaked:\n{stderr}");
+    assert!(
+        !stderr.contains("PRIVATE"),
+        "a secret's label leaked:\n{stderr}"
+    );
+}
+
+#[test]
+fn check_config_refuses_two_authorities_naming_one_tuf_repository_with_different_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = |name: &str| {
+        let id = "ab".repeat(32);
+        let role = serde_json::json!({"keyids": [id], "threshold": 1});
+        let json = serde_json::json!({"signed": {"_type": "root", "version": 1,
+            "keys": {id.clone(): {"keytype": "ed25519", "scheme": "ed25519", "keyval": {"public": name}}},
+            "roles": {"root": role, "timestamp": role, "snapshot": role, "targets": role}}, "signatures": []});
+        std::fs::write(dir.path().join(name), json.to_string()).unwrap();
+    };
+    root("vendor-root.json");
+    root("other-root.json");
+    let path = dir.path().join("tuf.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:5000\"\n[cache]\ndir = \"c\"\n[[upstream]]\nname = \"u\"\nurl = \"https://x\"\n\
+         [[authority]]\nname = \"a\"\nkeyless = { issuer = \"https://i\", subject = \"s\" }\n\
+         trusted_root = { tuf = \"https://tuf.example\", root = \"vendor-root.json\" }\n\
+         [[authority]]\nname = \"b\"\nkeyless = { issuer = \"https://i\", subject = \"t\" }\n\
+         trusted_root = { tuf = \"https://tuf.example\", root = \"other-root.json\", refresh = \"1m\" }\n\
+         [[policy]]\nname = \"p\"\nmatch = [\"**\"]\nsignatures = { authorities = [\"a\", \"b\"] }\n",
+    )
+    .unwrap();
+    let out = check_config(&path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    for (key, other) in [
+        (
+            "authority[1].trusted_root.root",
+            "authority[0].trusted_root.root",
+        ),
+        (
+            "authority[1].trusted_root.refresh",
+            "authority[0].trusted_root.refresh",
+        ),
+    ] {
+        assert!(
+            err.contains(&format!("{key}: differs from {other}")),
+            "{key} missing from:\n{err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_replaced_by_a_link_to_a_secret_is_refused_and_the_log_never_quotes_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let path = dir.path().join("p.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[cache]\ndir = \"cache\"\n{}{ALLOW_ALL}",
+            upstream_toml("local", "http://127.0.0.1:9", "")
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client
+        .get(format!("http://127.0.0.1:{admin}/readyz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, format!("{SECRET_LINE}\n")).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&secret, &path).unwrap();
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("config reload refused"), "{log}");
+    assert!(log.contains("line 1, column"), "{log}");
+    assert!(!log.contains("S3cr3t"), "the log quotes the secret:\n{log}");
+}

@@ -236,3 +236,52 @@ async fn start_during_a_tuf_outage_uses_the_cache_only_after_verifying_it_again(
         (403, Some("trust_unavailable".into()))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_root_declaring_threshold_zero_is_refused_so_a_corrected_root_and_metadata_are_adopted() {
+    let (old, new) = (Instance::new(), Instance::new());
+    let s = setup(&old).await;
+    let by_old = s.image(930, &old).await;
+    let by_new = s.image(931, &new).await;
+    assert_eq!(s.answer(&by_old).await, (200, None));
+    let errors = s.refreshes("error").await;
+
+    // Version 2 of root.json is signed by the root key, as rotation
+    // requires, but binds the other roles with threshold 0.
+    s.repo.publish_root(&s.server, 2, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while s.refreshes("error").await < errors + 2.0 {
+        assert!(tokio::time::Instant::now() < deadline, "no refresh failed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        s.answer(&by_old).await,
+        (200, None),
+        "the verified root stays"
+    );
+    let trust = s.proxy.admin_get("/admin/trust", ADMIN_TOKEN).await;
+    assert!(
+        trust.contains("2.root.json refused") && trust.contains("threshold 0"),
+        "{trust}"
+    );
+
+    // The repository corrects version 2 and publishes a new trusted root:
+    // the chain never advanced to the broken root, so both are adopted.
+    let mut s = s;
+    s.repo.publish_root(&s.server, 2, 1);
+    s.repo.publish(&s.server, &new.root());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while s.answer(&by_new).await.0 != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refreshes stay wedged after valid metadata was published: {}",
+            s.proxy.admin_get("/admin/trust", ADMIN_TOKEN).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        s.answer(&by_old).await.0,
+        403,
+        "the old root's verdict is retired"
+    );
+}

@@ -63,6 +63,25 @@ impl TufRepo {
         )
     }
 
+    /// Publishes version `version` of `root.json` (at `/<version>.root.json`),
+    /// validly signed by the root key, binding the timestamp, snapshot and
+    /// targets roles to the same key with signature threshold `threshold`.
+    pub fn publish_root(&self, server: &TrustServer, version: u64, threshold: u64) {
+        let id = Self::key_id(&self.key);
+        let root = json!({"keyids": [id], "threshold": 1});
+        let role = json!({"keyids": [id], "threshold": threshold});
+        let signed = Self::sign_with(
+            &self.key,
+            json!({
+                "_type": "root", "spec_version": "1.0.31", "version": version, "expires": EXPIRES,
+                "consistent_snapshot": false,
+                "keys": {id.clone(): Self::key_json(&self.key)},
+                "roles": {"root": root, "targets": role, "snapshot": role, "timestamp": role},
+            }),
+        );
+        server.put(&format!("/{version}.root.json"), Some(signed));
+    }
+
     /// Publishes `trusted_root` as a new version of the repository on `server`.
     pub fn publish(&mut self, server: &TrustServer, trusted_root: &str) {
         self.version += 1;
