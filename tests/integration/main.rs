@@ -9,6 +9,7 @@ mod support;
 
 mod attestations;
 mod auth;
+mod availability;
 mod clients;
 mod deploy;
 mod faults;
