@@ -116,6 +116,9 @@ fn reload<'a, T: Default>(
 
 impl ClientAuth {
     pub fn new(config: &ClientAuthConfig, refused: IntCounterVec) -> ClientAuth {
+        for reason in ["saturated", "backoff"] {
+            refused.with_label_values(&[reason]);
+        }
         ClientAuth {
             checks: Arc::new(Semaphore::new(config.password_checks)),
             failure_limit: config.failure_limit,

@@ -83,6 +83,12 @@ pub async fn serve<H, F>(
     let open = metrics
         .connections_open
         .with_label_values(&[limits.listener]);
+    // Every series this listener can produce exists from the start, at zero.
+    for reason in ["no_request", "idle"] {
+        metrics
+            .connections_closed
+            .with_label_values(&[limits.listener, reason]);
+    }
     // Each connection task holds a clone; the drain waits until all are gone.
     let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
