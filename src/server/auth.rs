@@ -404,14 +404,15 @@ mod tests {
                 .as_deref(),
             Ok("carol")
         );
+        // None of them waited for the running check, which is still going.
         assert!(
-            started.elapsed() < Duration::from_millis(50),
+            started.elapsed() < Duration::from_secs(1),
             "{:?}",
             started.elapsed()
         );
         assert!(
             auth.checks.available_permits() == 0,
-            "the check was still running"
+            "the check had finished: the test proves nothing"
         );
         assert_eq!(running.await.unwrap(), Err(Refusal::Unauthorized));
         assert_eq!(refused.with_label_values(&["saturated"]).get(), 1);

@@ -451,6 +451,9 @@ fn rss_mib() -> u64 {
 /// a 4 MiB blob with a 1-byte stream window and never reading. Measures this
 /// process's RSS (the proxy runs in it), so run it alone:
 /// `cargo test --test integration availability::flood -- --ignored --nocapture`.
+/// `FLOOD_SERVER_KEYS` replaces its `[server]` keys (empty: the defaults, so
+/// it also runs on code without `send_timeout`); `FLOOD_WAIT` is the seconds
+/// waited after the peak before RSS is read again.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "measures process RSS: run alone"]
 async fn flood_of_stalled_http2_streams_is_released_after_the_send_timeout() {
