@@ -153,9 +153,17 @@ async fn after_the_failure_limit_an_address_is_refused_without_bcrypt_and_others
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tokens"), "ci-runner:s3cr3t-token\n").unwrap();
     let hash = bcrypt::hash("hunter2", 4).unwrap();
-    std::fs::write(dir.path().join("htpasswd"), format!("alice:{hash}\n")).unwrap();
+    let dave = bcrypt::hash("remembered", 4).unwrap();
+    std::fs::write(
+        dir.path().join("htpasswd"),
+        format!("alice:{hash}\ndave:{dave}\n"),
+    )
+    .unwrap();
     let refused = refused();
     let auth = ClientAuth::new(&config(dir.path(), 4, 3), refused.clone());
+    let remembered = basic("dave", "remembered");
+    let dave = || auth.identify(Some(&remembered), PEER);
+    assert_eq!(dave().await.as_deref(), Ok("dave"));
     for _ in 0..3 {
         assert_eq!(
             auth.identify(Some(&basic("alice", "wrong")), PEER).await,
@@ -171,6 +179,8 @@ async fn after_the_failure_limit_an_address_is_refused_without_bcrypt_and_others
     };
     assert!(retry_after > Duration::from_secs(55) && retry_after <= Duration::from_secs(60));
     assert_eq!(refused.with_label_values(&["backoff"]).get(), 1);
+    // A password verified before still passes from it.
+    assert_eq!(dave().await.as_deref(), Ok("dave"));
     // Tokens from it still pass; another address is unaffected; so is a
     // neighbour in another IPv6 /64 but not one in the same /64.
     assert!(
