@@ -141,11 +141,9 @@ impl App {
         ));
         Ok(Arc::new(App {
             audit,
-            client_auth: config
-                .server
-                .auth
-                .as_ref()
-                .map(crate::server::auth::ClientAuth::new),
+            client_auth: config.server.auth.as_ref().map(|a| {
+                crate::server::auth::ClientAuth::new(a, metrics.password_checks_refused.clone())
+            }),
             clock,
             config: std::sync::Mutex::new(config.clone()),
             sources: Arc::clone(&sources),

@@ -87,11 +87,20 @@ pub async fn run_with_clock(
         listener,
         tls,
         move |req| server::handle(Arc::clone(&registry_app), req),
-        config.server.header_read_timeout,
-        config.server.max_connections,
+        server::Limits {
+            listener: "registry",
+            header_read_timeout: config.server.header_read_timeout,
+            idle_timeout: config.server.idle_timeout,
+            send_timeout: config.server.send_timeout,
+            max_connections: config.server.max_connections,
+            max_streams: config.server.max_streams_per_connection,
+            keepalive_interval: config.server.keepalive_interval,
+        },
+        Arc::clone(&app.metrics),
         shutdown.clone(),
     );
     let admin_app = Arc::clone(&app);
+    let admin_metrics = Arc::clone(&app.metrics);
     let admin_shutdown = shutdown.clone();
     let admin = async move {
         if let Some(listener) = admin {
@@ -100,8 +109,8 @@ pub async fn run_with_clock(
                 listener,
                 None,
                 handler,
-                std::time::Duration::from_secs(10),
-                256,
+                server::Limits::admin(),
+                admin_metrics,
                 admin_shutdown,
             )
             .await;

@@ -4,7 +4,7 @@
 
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -50,6 +50,19 @@ pub struct Metrics {
     pub decision_bytes_held: IntGauge,
     /// Decisions refused because a bound was exhausted, by bound.
     pub decisions_refused: IntCounterVec,
+    /// Client connections open, by listener (registry, admin).
+    pub connections_open: IntGaugeVec,
+    /// Client connections closed by the server, by listener and reason
+    /// (`no_request`: nothing asked within `header_read_timeout`; `idle`:
+    /// nothing in flight for `idle_timeout`).
+    pub connections_closed: IntCounterVec,
+    /// Responses dropped because the client took no data for
+    /// `send_timeout`, by listener.
+    pub send_timeouts: IntCounterVec,
+    /// Password checks refused without running bcrypt, by reason
+    /// (`saturated`: `password_checks` already running; `backoff`: too many
+    /// failures from the client's address).
+    pub password_checks_refused: IntCounterVec,
 }
 
 fn gauge(
@@ -265,6 +278,34 @@ impl Metrics {
                 "Decisions refused 503 because a bound was exhausted, by bound",
                 &["bound"],
             )?,
+            connections_open: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "portcullis_connections_open",
+                        "Client connections open, by listener",
+                    ),
+                    &["listener"],
+                )?,
+            )?,
+            connections_closed: counter(
+                r,
+                "portcullis_connections_closed_total",
+                "Client connections the server closed, by listener and reason (no_request, idle)",
+                &["listener", "reason"],
+            )?,
+            send_timeouts: counter(
+                r,
+                "portcullis_send_timeouts_total",
+                "Responses dropped because the client took no data for send_timeout, by listener",
+                &["listener"],
+            )?,
+            password_checks_refused: counter(
+                r,
+                "portcullis_password_checks_refused_total",
+                "Password checks refused without running bcrypt, by reason (saturated, backoff)",
+                &["reason"],
+            )?,
             registry,
         })
     }
@@ -292,6 +333,14 @@ mod tests {
             .observe(0.001);
         m.verification_seconds.observe(0.001);
         m.cache_evictions.inc();
+        m.connections_open.with_label_values(&["registry"]).set(1);
+        m.connections_closed
+            .with_label_values(&["registry", "idle"])
+            .inc();
+        m.send_timeouts.with_label_values(&["registry"]).inc();
+        m.password_checks_refused
+            .with_label_values(&["backoff"])
+            .inc();
         let text = String::from_utf8(m.render()).unwrap();
         for name in [
             "portcullis_requests_total",
@@ -300,6 +349,10 @@ mod tests {
             "portcullis_request_duration_seconds",
             "portcullis_verification_duration_seconds",
             "portcullis_cache_evictions_total",
+            "portcullis_connections_open",
+            "portcullis_connections_closed_total",
+            "portcullis_send_timeouts_total",
+            "portcullis_password_checks_refused_total",
         ] {
             assert!(text.contains(name), "{name} missing");
         }

@@ -219,6 +219,17 @@ pub struct ServerConfig {
     pub default_upstream: Option<UpstreamName>,
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// A connection with no request in flight for this long is closed
+    /// (HTTP/2: GOAWAY first).
+    pub idle_timeout: Duration,
+    /// A response whose client takes no data for this long is dropped
+    /// (HTTP/2: the stream is reset; HTTP/1: the connection is closed).
+    pub send_timeout: Duration,
+    /// HTTP/2 streams a client may have open at once on one connection.
+    pub max_streams_per_connection: u32,
+    /// HTTP/2 PING interval; a peer that does not answer within it is
+    /// closed.
+    pub keepalive_interval: Duration,
     /// TLS on the registry listener (PEM files, reloaded when they change).
     pub tls: Option<TlsConfig>,
     /// Who may pull, when set.
@@ -242,6 +253,14 @@ pub struct ClientAuthConfig {
     pub tokens_file: Option<PathBuf>,
     /// Apache htpasswd with bcrypt hashes.
     pub htpasswd_file: Option<PathBuf>,
+    /// bcrypt checks running at once (on the blocking pool); past it, a
+    /// password that is not remembered is answered 503 at once.
+    pub password_checks: usize,
+    /// Failed passwords from one client address (IPv6: its /64) within
+    /// `failure_backoff` before its password attempts are refused for
+    /// `failure_backoff` without checking; 0: never.
+    pub failure_limit: u32,
+    pub failure_backoff: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -462,6 +481,17 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// A duration that must not be zero (a zero timeout would close
+    /// everything at once).
+    fn positive_duration(&mut self, path: &str, v: Option<&str>, default: Duration) -> Duration {
+        let d = self.duration(path, v, default);
+        if d.is_zero() {
+            self.problem(path, "must be longer than zero");
+            return default;
+        }
+        d
+    }
+
     fn size(&mut self, path: &str, v: Option<&str>, default: u64) -> u64 {
         match v {
             None => default,
@@ -642,6 +672,29 @@ impl<'a> Validator<'a> {
                 Duration::from_secs(10),
             ),
             max_connections: raw.max_connections.unwrap_or(10_000),
+            idle_timeout: self.positive_duration(
+                "server.idle_timeout",
+                raw.idle_timeout.as_deref(),
+                Duration::from_secs(60),
+            ),
+            send_timeout: self.positive_duration(
+                "server.send_timeout",
+                raw.send_timeout.as_deref(),
+                Duration::from_secs(30),
+            ),
+            max_streams_per_connection: match raw.max_streams_per_connection {
+                None => 100,
+                Some(0) => {
+                    self.problem("server.max_streams_per_connection", "must be at least 1");
+                    100
+                }
+                Some(n) => n,
+            },
+            keepalive_interval: self.positive_duration(
+                "server.keepalive_interval",
+                raw.keepalive_interval.as_deref(),
+                Duration::from_secs(20),
+            ),
             tls: match (&raw.tls_cert, &raw.tls_key) {
                 (Some(c), Some(k)) => Some(TlsConfig {
                     cert: self.path(c),
@@ -664,9 +717,24 @@ impl<'a> Validator<'a> {
                     self.problem("server.auth", "give tokens_file, htpasswd_file or both");
                     return None;
                 }
+                let password_checks = match a.password_checks {
+                    None => 4,
+                    Some(0) => {
+                        self.problem("server.auth.password_checks", "must be at least 1");
+                        4
+                    }
+                    Some(n) => n,
+                };
                 Some(ClientAuthConfig {
                     tokens_file: a.tokens_file.as_deref().map(|p| self.path(p)),
                     htpasswd_file: a.htpasswd_file.as_deref().map(|p| self.path(p)),
+                    password_checks,
+                    failure_limit: a.failure_limit.unwrap_or(10),
+                    failure_backoff: self.positive_duration(
+                        "server.auth.failure_backoff",
+                        a.failure_backoff.as_deref(),
+                        Duration::from_secs(60),
+                    ),
                 })
             }),
         }

@@ -170,6 +170,14 @@ pub struct RawServer {
     #[serde(default)]
     pub max_connections: Option<usize>,
     #[serde(default)]
+    pub idle_timeout: Option<String>,
+    #[serde(default)]
+    pub send_timeout: Option<String>,
+    #[serde(default)]
+    pub max_streams_per_connection: Option<u32>,
+    #[serde(default)]
+    pub keepalive_interval: Option<String>,
+    #[serde(default)]
     pub tls_cert: Option<String>,
     #[serde(default)]
     pub tls_key: Option<String>,
@@ -186,6 +194,12 @@ pub struct RawClientAuth {
     pub tokens_file: Option<String>,
     #[serde(default)]
     pub htpasswd_file: Option<String>,
+    #[serde(default)]
+    pub password_checks: Option<usize>,
+    #[serde(default)]
+    pub failure_limit: Option<u32>,
+    #[serde(default)]
+    pub failure_backoff: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

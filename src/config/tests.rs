@@ -511,3 +511,39 @@ fn authorities_sharing_a_tuf_repository_may_differ_in_max_stale_only() {
     assert_eq!(p.len(), 1, "{p:?}");
     assert_eq!(p[0].path, "authority[1].trusted_root.tuf");
 }
+
+#[test]
+fn connection_and_password_bounds_have_defaults_and_zero_is_refused() {
+    let auth = "[server.auth]\nhtpasswd_file = \"htpasswd\"\n";
+    let text = minimal("").replace(
+        "default_upstream = \"hub\"\n",
+        &format!("default_upstream = \"hub\"\n{auth}"),
+    );
+    let c = Config::from_toml(&text, Path::new("/etc/p")).unwrap();
+    assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.send_timeout, Duration::from_secs(30));
+    assert_eq!(c.server.max_streams_per_connection, 100);
+    assert_eq!(c.server.keepalive_interval, Duration::from_secs(20));
+    let a = c.server.auth.unwrap();
+    assert_eq!(a.password_checks, 4);
+    assert_eq!(a.failure_limit, 10);
+    assert_eq!(a.failure_backoff, Duration::from_secs(60));
+
+    let text = minimal("").replace(
+        "default_upstream = \"hub\"\n",
+        "default_upstream = \"hub\"\nidle_timeout = \"0s\"\nsend_timeout = \"0s\"\nmax_streams_per_connection = 0\nkeepalive_interval = \"0s\"\nauth = { htpasswd_file = \"h\", password_checks = 0, failure_backoff = \"0s\" }\n",
+    );
+    let mut paths: Vec<String> = problems(&text).into_iter().map(|p| p.path).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "server.auth.failure_backoff",
+            "server.auth.password_checks",
+            "server.idle_timeout",
+            "server.keepalive_interval",
+            "server.max_streams_per_connection",
+            "server.send_timeout",
+        ]
+    );
+}

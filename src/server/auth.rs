@@ -3,16 +3,64 @@
 //! with bcrypt hashes. Files are re-read when they change; a verified
 //! password is remembered (by its SHA-256) for five minutes so bcrypt's
 //! deliberate slowness is paid once per client, not per blob.
+//!
+//! bcrypt runs on the blocking pool, at most `password_checks` at once; past
+//! that a password that is not remembered is refused at once (503, retry)
+//! rather than queued. A client address (IPv6: its /64) with
+//! `failure_limit` failed passwords within `failure_backoff` has its
+//! password attempts refused (429) for `failure_backoff` without bcrypt.
+//! Tokens and remembered passwords are never held up by either.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
+use prometheus::IntCounterVec;
 use sha2::{Digest as _, Sha256};
+use tokio::sync::Semaphore;
 
 use crate::config::ClientAuthConfig;
+
+/// Why a request's credentials were not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Missing or wrong credentials.
+    Unauthorized,
+    /// `password_checks` bcrypt checks are already running.
+    Saturated,
+    /// Too many failed passwords from this client's address lately.
+    BackedOff { retry_after: Duration },
+}
+
+/// Client addresses remembered for back-off.
+const FAILURE_ENTRIES: u64 = 100_000;
+
+/// One client address's recent failed passwords.
+#[derive(Debug)]
+struct Failures {
+    window_start: Instant,
+    count: u32,
+    blocked_until: Option<Instant>,
+}
+
+/// The unit failures are counted by: an IPv4 address, or an IPv6 /64 (one
+/// host commonly holds a whole /64).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::from(octets)
+            }
+        },
+    }
+}
 
 #[derive(Default)]
 struct Loaded<T> {
@@ -28,6 +76,13 @@ pub struct ClientAuth {
     /// user → bcrypt hash
     users: Mutex<Loaded<HashMap<String, String>>>,
     verified: moka::sync::Cache<(String, [u8; 32]), ()>,
+    /// Permits for bcrypt checks running at once.
+    checks: Arc<Semaphore>,
+    failure_limit: u32,
+    failure_backoff: Duration,
+    failures: moka::sync::Cache<IpAddr, Arc<Mutex<Failures>>>,
+    /// `portcullis_password_checks_refused_total`.
+    refused: IntCounterVec,
 }
 
 /// Constant-time equality for secrets.
@@ -60,8 +115,19 @@ fn reload<'a, T: Default>(
 }
 
 impl ClientAuth {
-    pub fn new(config: &ClientAuthConfig) -> ClientAuth {
+    pub fn new(config: &ClientAuthConfig, refused: IntCounterVec) -> ClientAuth {
+        for reason in ["saturated", "backoff"] {
+            refused.with_label_values(&[reason]);
+        }
         ClientAuth {
+            checks: Arc::new(Semaphore::new(config.password_checks)),
+            failure_limit: config.failure_limit,
+            failure_backoff: config.failure_backoff,
+            failures: moka::sync::Cache::builder()
+                .max_capacity(FAILURE_ENTRIES)
+                .time_to_idle(config.failure_backoff.saturating_mul(2))
+                .build(),
+            refused,
             tokens_file: config.tokens_file.clone(),
             htpasswd_file: config.htpasswd_file.clone(),
             tokens: Mutex::default(),
@@ -73,22 +139,68 @@ impl ClientAuth {
         }
     }
 
-    /// The identity an `Authorization` header proves, if any.
-    pub fn identify(&self, authorization: Option<&str>) -> Option<String> {
-        let value = authorization?;
+    /// The identity an `Authorization` header proves, for a client at
+    /// `peer`.
+    pub async fn identify(
+        &self,
+        authorization: Option<&str>,
+        peer: Option<IpAddr>,
+    ) -> Result<String, Refusal> {
+        let value = authorization.ok_or(Refusal::Unauthorized)?;
         if let Some(token) = value.strip_prefix("Bearer ") {
-            return self.by_token(token.trim());
+            return self.by_token(token.trim()).ok_or(Refusal::Unauthorized);
         }
-        let basic = value.strip_prefix("Basic ")?;
+        let basic = value.strip_prefix("Basic ").ok_or(Refusal::Unauthorized)?;
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(basic.trim())
-            .ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
-        let (user, password) = decoded.split_once(':')?;
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok())
+            .ok_or(Refusal::Unauthorized)?;
+        let (user, password) = decoded.split_once(':').ok_or(Refusal::Unauthorized)?;
         if let Some(id) = self.by_token(password).filter(|id| id == user) {
-            return Some(id);
+            return Ok(id);
         }
-        self.by_password(user, password)
+        let outcome = self.by_password(user, password, peer).await;
+        if outcome == Err(Refusal::Unauthorized) {
+            self.failed(peer);
+        }
+        outcome
+    }
+
+    /// How long `peer`'s password attempts are still refused.
+    fn backed_off(&self, peer: Option<IpAddr>) -> Option<Duration> {
+        let entry = self.failures.get(&client_key(peer?))?;
+        let until = entry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .blocked_until?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    fn failed(&self, peer: Option<IpAddr>) {
+        let Some(peer) = peer else { return };
+        if self.failure_limit == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let entry = self.failures.get_with(client_key(peer), || {
+            Arc::new(Mutex::new(Failures {
+                window_start: now,
+                count: 0,
+                blocked_until: None,
+            }))
+        });
+        let mut f = entry.lock().unwrap_or_else(|e| e.into_inner());
+        if now.duration_since(f.window_start) > self.failure_backoff {
+            f.window_start = now;
+            f.count = 0;
+        }
+        f.count += 1;
+        if f.count >= self.failure_limit {
+            f.blocked_until = Some(now + self.failure_backoff);
+            f.window_start = now;
+            f.count = 0;
+        }
     }
 
     fn by_token(&self, token: &str) -> Option<String> {
@@ -106,8 +218,13 @@ impl ClientAuth {
             .map(|(_, id)| id.clone())
     }
 
-    fn by_password(&self, user: &str, password: &str) -> Option<String> {
-        let path = self.htpasswd_file.as_ref()?;
+    async fn by_password(
+        &self,
+        user: &str,
+        password: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<String, Refusal> {
+        let path = self.htpasswd_file.as_ref().ok_or(Refusal::Unauthorized)?;
         let hash = {
             let g = reload(path, &self.users, |text| {
                 text.lines()
@@ -115,7 +232,7 @@ impl ClientAuth {
                     .map(|(u, h)| (u.to_string(), h.to_string()))
                     .collect()
             });
-            g.entries.get(user)?.clone()
+            g.entries.get(user).ok_or(Refusal::Unauthorized)?.clone()
         };
         let mut key = Sha256::new();
         key.update(hash.as_bytes());
@@ -123,77 +240,34 @@ impl ClientAuth {
         key.update(password.as_bytes());
         let key = (user.to_string(), key.finalize().into());
         if self.verified.contains_key(&key) {
-            return Some(user.to_string());
+            return Ok(user.to_string());
         }
-        // Only bcrypt ($2a$, $2b$, $2y$) hashes are accepted.
-        if bcrypt::verify(password, &hash).unwrap_or(false) {
+        if let Some(retry_after) = self.backed_off(peer) {
+            self.refused.with_label_values(&["backoff"]).inc();
+            return Err(Refusal::BackedOff { retry_after });
+        }
+        let Ok(permit) = Arc::clone(&self.checks).try_acquire_owned() else {
+            self.refused.with_label_values(&["saturated"]).inc();
+            return Err(Refusal::Saturated);
+        };
+        // The permit goes with the check, so a client that hangs up does not
+        // free it while bcrypt still runs.
+        let password = password.to_string();
+        let checked = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            // Only bcrypt ($2a$, $2b$, $2y$) hashes are accepted.
+            bcrypt::verify(password, &hash).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        if checked {
             self.verified.insert(key, ());
-            return Some(user.to_string());
+            return Ok(user.to_string());
         }
-        None
+        Err(Refusal::Unauthorized)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn basic(user: &str, password: &str) -> String {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-        )
-    }
-
-    #[test]
-    fn tokens_and_bcrypt_users_identify_and_nothing_else_does() {
-        let dir = tempfile::tempdir().unwrap();
-        let tokens = dir.path().join("tokens");
-        let htpasswd = dir.path().join("htpasswd");
-        std::fs::write(&tokens, "ci-runner:s3cr3t-token\n").unwrap();
-        let hash = bcrypt::hash("hunter2", 4).unwrap();
-        std::fs::write(&htpasswd, format!("alice:{hash}\nbob:plaintext\n")).unwrap();
-        let auth = ClientAuth::new(&ClientAuthConfig {
-            tokens_file: Some(tokens.clone()),
-            htpasswd_file: Some(htpasswd),
-        });
-        assert_eq!(
-            auth.identify(Some("Bearer s3cr3t-token")).as_deref(),
-            Some("ci-runner")
-        );
-        assert_eq!(
-            auth.identify(Some(&basic("ci-runner", "s3cr3t-token")))
-                .as_deref(),
-            Some("ci-runner")
-        );
-        assert_eq!(
-            auth.identify(Some(&basic("alice", "hunter2"))).as_deref(),
-            Some("alice")
-        );
-        assert_eq!(
-            auth.identify(Some(&basic("alice", "hunter2"))).as_deref(),
-            Some("alice")
-        );
-        for bad in [
-            None,
-            Some("Bearer wrong".to_string()),
-            Some(basic("alice", "wrong")),
-            Some(basic("bob", "plaintext")),
-            Some(basic("mallory", "s3cr3t-token")),
-            Some("Basic !!!".to_string()),
-        ] {
-            assert_eq!(auth.identify(bad.as_deref()), None, "{bad:?}");
-        }
-        // Rotation: the old token stops working once the file changes.
-        std::thread::sleep(Duration::from_millis(20));
-        std::fs::write(&tokens, "ci-runner:rotated-token-value\n").unwrap();
-        let later = SystemTime::now() + Duration::from_secs(5);
-        let f = std::fs::File::options().write(true).open(&tokens).unwrap();
-        f.set_modified(later).unwrap();
-        assert_eq!(auth.identify(Some("Bearer s3cr3t-token")), None);
-        assert_eq!(
-            auth.identify(Some("Bearer rotated-token-value")).as_deref(),
-            Some("ci-runner")
-        );
-    }
-}
+#[path = "auth_tests.rs"]
+mod tests;

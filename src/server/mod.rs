@@ -1,8 +1,11 @@
 //! The HTTP side: the registry listener and the admin listener, each a hyper
-//! server with a header read timeout, a connection cap and graceful shutdown.
+//! server with a connection cap, per-connection bounds ([`conn`]: header,
+//! idle and send timeouts, HTTP/2 stream and buffer limits) and graceful
+//! shutdown.
 
 mod admin;
 pub mod auth;
+mod conn;
 mod handlers;
 pub mod response;
 pub mod routes;
@@ -15,18 +18,21 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::metrics::Metrics;
 use crate::oci::ErrorCode;
 use crate::pull::Target;
+use auth::Refusal;
 use response::{Body, oci_error};
 use routes::{Query, Route, RouteError, RoutingError};
+
+pub use conn::Limits;
 
 /// How long in-flight requests may take to finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -39,28 +45,53 @@ pub struct ConnInfo {
     pub certificate: Option<String>,
 }
 
-/// Serves `handler` on `listener` (over TLS with `tls`) until `shutdown`
-/// fires, then drains.
+/// Serves `handler` on `listener` (over TLS with `tls`) within `limits`
+/// until `shutdown` fires, then drains.
 pub async fn serve<H, F>(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     handler: H,
-    header_read_timeout: Duration,
-    max_connections: usize,
+    limits: Limits,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let executor = conn::StreamExecutor {
+        send_timeout: limits.send_timeout,
+        timeouts: metrics.send_timeouts.with_label_values(&[limits.listener]),
+    };
+    let mut builder = auto::Builder::new(executor);
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(max_connections));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams)
+        .max_send_buf_size(conn::SEND_BUFFER)
+        .initial_stream_window_size(conn::RECEIVE_WINDOW)
+        .initial_connection_window_size(conn::RECEIVE_WINDOW)
+        .max_pending_accept_reset_streams(conn::PENDING_RESETS)
+        .max_local_error_reset_streams(conn::ERROR_RESETS)
+        .keep_alive_interval(limits.keepalive_interval)
+        .keep_alive_timeout(limits.keepalive_interval);
+    let limits = Arc::new(limits);
+    let open = metrics
+        .connections_open
+        .with_label_values(&[limits.listener]);
+    // Every series this listener can produce exists from the start, at zero.
+    for reason in ["no_request", "idle"] {
+        metrics
+            .connections_closed
+            .with_label_values(&[limits.listener, reason]);
+    }
+    // Each connection task holds a clone; the drain waits until all are gone.
+    let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let permit = tokio::select! {
             p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -81,28 +112,21 @@ pub async fn serve<H, F>(
         let h = handler.clone();
         let builder = builder.clone();
         let tls = tls.clone();
-        let graceful_watch = graceful.watcher();
+        let limits = Arc::clone(&limits);
+        let metrics = Arc::clone(&metrics);
+        let shutdown = shutdown.clone();
+        let alive = alive.clone();
+        let open = open.clone();
         tokio::spawn(async move {
-            let serve = |io, certificate: Option<String>| {
-                let info = ConnInfo { peer, certificate };
-                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                    let h = h.clone();
-                    req.extensions_mut().insert(info.clone());
-                    async move { Ok::<_, Infallible>(h(req).await) }
-                });
-                let conn = builder
-                    .serve_connection(TokioIo::new(io), service)
-                    .into_owned();
-                graceful_watch.watch(conn)
-            };
-            match tls {
-                None => {
-                    let _ = serve(Box::new(stream) as Box<dyn Io>, None).await;
-                }
+            open.inc();
+            let (io, certificate) = match tls {
+                None => (Box::new(stream) as Box<dyn Io>, None),
                 Some(acceptor) => {
                     let handshake =
-                        tokio::time::timeout(header_read_timeout, acceptor.accept(stream)).await;
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                            .await;
                     let Ok(Ok(stream)) = handshake else {
+                        open.dec();
                         return;
                     };
                     let certificate = stream
@@ -114,17 +138,61 @@ pub async fn serve<H, F>(
                             use sha2::Digest as _;
                             hex::encode(sha2::Sha256::digest(c.as_ref()))
                         });
-                    let _ = serve(Box::new(stream) as Box<dyn Io>, certificate).await;
+                    (Box::new(stream) as Box<dyn Io>, certificate)
+                }
+            };
+            let info = ConnInfo { peer, certificate };
+            let activity = conn::Activity::new();
+            let requests = Arc::clone(&activity);
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                let h = h.clone();
+                req.extensions_mut().insert(info.clone());
+                let in_flight = requests.begin();
+                let requests = Arc::clone(&requests);
+                async move {
+                    let progress = conn::current_progress(&requests);
+                    let response = h(req).await;
+                    Ok::<_, Infallible>(
+                        response.map(|body| conn::Tracked::new(body, progress, in_flight)),
+                    )
+                }
+            });
+            let connection = builder.serve_connection(TokioIo::new(io), service);
+            tokio::pin!(connection);
+            let mut watchdog = conn::Watchdog::default();
+            let mut check = conn::Watchdog::first_check(&limits);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    _ = connection.as_mut() => break,
+                    () = shutdown.cancelled(), if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    () = tokio::time::sleep_until(check) => {
+                        let now = tokio::time::Instant::now();
+                        match watchdog.look(now, &activity, &limits, &metrics) {
+                            conn::Action::Wait(next) => check = next,
+                            conn::Action::Close(next) => {
+                                if !closing {
+                                    connection.as_mut().graceful_shutdown();
+                                    closing = true;
+                                }
+                                check = next;
+                            }
+                            conn::Action::Drop => break,
+                        }
+                    }
                 }
             }
+            open.dec();
             drop(permit);
+            drop(alive);
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    drop(alive);
+    if tokio::time::timeout(DRAIN, all_done.recv()).await.is_err() {
         tracing::warn!("connections still open after the drain period; closing them");
     }
 }
@@ -136,7 +204,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> I
 /// The registry API entry point.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
-    let (endpoint, response) = match identify(&app, &req) {
+    let (endpoint, response) = match identify(&app, &req).await {
         Ok(client) => dispatch(&app, &req, &client).await,
         Err(r) => ("unauthorized", *r),
     };
@@ -160,8 +228,10 @@ pub struct Client {
 }
 
 /// Checks the client's credentials when client authentication is on; a
-/// missing or wrong credential is 401 with a Basic challenge.
-fn identify(app: &App, req: &Request<Incoming>) -> Result<Client, Box<Response<Body>>> {
+/// missing or wrong credential is 401 with a Basic challenge, a password
+/// that cannot be checked now 503 or (too many failures from the client's
+/// address) 429, both with `Retry-After`.
+async fn identify(app: &App, req: &Request<Incoming>) -> Result<Client, Box<Response<Body>>> {
     let conn = req.extensions().get::<ConnInfo>();
     let certificate = conn
         .and_then(|c| c.certificate.as_ref())
@@ -177,12 +247,12 @@ fn identify(app: &App, req: &Request<Incoming>) -> Result<Client, Box<Response<B
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match auth.identify(header) {
-        Some(identity) => Ok(Client {
+    match auth.identify(header, address.map(|a| a.ip())).await {
+        Ok(identity) => Ok(Client {
             address,
             identity: Some(identity),
         }),
-        None => {
+        Err(Refusal::Unauthorized) => {
             let mut r = oci_error(
                 StatusCode::UNAUTHORIZED,
                 ErrorCode::Unauthorized,
@@ -193,6 +263,29 @@ fn identify(app: &App, req: &Request<Incoming>) -> Result<Client, Box<Response<B
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"portcullis\""),
             );
+            Err(Box::new(r))
+        }
+        Err(Refusal::Saturated) => {
+            let mut r = oci_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                "too many password checks in progress; retry",
+                None,
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Err(Box::new(r))
+        }
+        Err(Refusal::BackedOff { retry_after }) => {
+            let mut r = oci_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::Toomanyrequests,
+                "too many failed passwords from this address; retry later",
+                None,
+            );
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
             Err(Box::new(r))
         }
     }

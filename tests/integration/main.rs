@@ -9,6 +9,7 @@ mod support;
 
 mod attestations;
 mod auth;
+mod availability;
 mod bounds;
 mod clients;
 mod deploy;
