@@ -47,6 +47,8 @@ pub struct Metrics {
     pub upstream_ratelimit_remaining: GaugeVec,
     pub upstream_in_flight: GaugeVec,
     pub decisions_in_flight: IntGauge,
+    /// Bytes of blob chunks read for clients and not yet written.
+    pub read_bytes_held: IntGauge,
     pub decision_bytes_held: IntGauge,
     /// Decisions refused because a bound was exhausted, by bound.
     pub decisions_refused: IntCounterVec,
@@ -265,6 +267,13 @@ impl Metrics {
                     "Manifest decisions running (bounded by limits.decisions)",
                 )?,
             )?,
+            read_bytes_held: register(
+                r,
+                IntGauge::new(
+                    "portcullis_read_bytes_held",
+                    "Bytes of blob chunks read for clients and not yet written (at most 128 MiB)",
+                )?,
+            )?,
             decision_bytes_held: register(
                 r,
                 IntGauge::new(
@@ -312,6 +321,9 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> Vec<u8> {
+        let held = crate::cache::reader::held_bytes();
+        self.read_bytes_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out

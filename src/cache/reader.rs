@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::watch;
 
 /// How far a fill has got.
@@ -34,8 +34,37 @@ pub const READ_BUDGET: usize = 64 << 20;
 pub const MIN_CHUNK: usize = 64 << 10;
 pub const MAX_CHUNK: usize = 1 << 20;
 
+/// What chunks read for clients may hold in all, across the process, until
+/// the connection has written them (or dropped them: a stalled stream's
+/// chunks are freed when its send timeout resets it). A reader waits for
+/// room before it reads more, so stalled clients cannot pin more than this.
+/// Twice [`READ_BUDGET`]: a stream holds about two chunks (one queued to
+/// send, one being read).
+pub const READ_LIMIT: usize = 2 * READ_BUDGET;
+
 /// Readers open now, across the process.
 static OPEN_READERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Room left under [`READ_LIMIT`].
+static READ_ROOM: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(READ_LIMIT);
+
+/// Bytes of chunks held now (read and not yet written or dropped).
+pub fn held_bytes() -> usize {
+    READ_LIMIT.saturating_sub(READ_ROOM.available_permits())
+}
+
+/// A chunk's bytes and the room they take under [`READ_LIMIT`]; the room is
+/// given back when the last handle on the chunk is dropped.
+struct Held {
+    bytes: Vec<u8>,
+    _room: tokio::sync::SemaphorePermit<'static>,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
 
 /// The chunk size for one read while `open` readers share the budget.
 pub fn chunk_size(open: usize) -> usize {
@@ -127,16 +156,21 @@ impl RangeReader {
         };
         let chunk = chunk_size(OPEN_READERS.load(Ordering::Relaxed));
         let want = usize::try_from(available).unwrap_or(chunk).min(chunk);
+        let room = READ_ROOM
+            .acquire_many(u32::try_from(want).unwrap_or(u32::MAX))
+            .await
+            .map_err(std::io::Error::other)?;
         let file = Arc::clone(&self.file);
         let offset = self.offset;
-        let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
-            let mut buf = BytesMut::zeroed(want);
+        let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let mut buf = vec![0; want];
             let n = file.read_at(&mut buf, offset)?;
             buf.truncate(n);
-            Ok(buf.freeze())
+            Ok(buf)
         })
         .await
         .map_err(std::io::Error::other)??;
+        let chunk = Bytes::from_owner(Held { bytes, _room: room });
         if chunk.is_empty() {
             return Err(ReadError::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -185,6 +219,18 @@ mod tests {
             let c = chunk_size(n);
             assert!(c * n <= READ_BUDGET || c == MIN_CHUNK, "{n} readers");
         }
+    }
+
+    #[tokio::test]
+    async fn a_chunk_holds_its_room_under_the_read_limit_until_dropped() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&vec![7u8; MAX_CHUNK]).unwrap();
+        let mut reader = RangeReader::new(Arc::new(f), 0, Some(MAX_CHUNK as u64), None);
+        let chunk = reader.next_chunk().await.unwrap().unwrap();
+        assert!(!chunk.is_empty());
+        // Other tests read too, so only a lower bound is certain.
+        assert!(held_bytes() >= chunk.len(), "the chunk's bytes are counted");
+        assert!(held_bytes() <= READ_LIMIT);
     }
 
     #[tokio::test]
