@@ -435,3 +435,41 @@ pub(crate) fn usable_ca(c: &CertificateDer<'_>) -> Result<(), String> {
     crate::verify::sigstore::usable_certificate_key(c.as_ref())
         .map_err(|e| format!("not a usable CA certificate: {e}"))
 }
+
+#[cfg(test)]
+mod freshness_tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn an_authority_is_fresh_until_its_earliest_source_deadline_or_signed_expiry() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let fetched = |at: SystemTime| source::Fetched::for_tests(at);
+        let mut a = Authority::new("acme", Material::Keys(Vec::new()));
+        assert_eq!(a.fresh_until(), None, "material in the config never goes stale");
+        a.freshness = vec![
+            Freshness::new("a".into(), &fetched(t), Duration::from_secs(100)),
+            Freshness::new("b".into(), &fetched(t), Duration::from_secs(50)),
+        ];
+        assert_eq!(a.fresh_until(), Some(t + Duration::from_secs(50)));
+        a.stale_after = Some(t + Duration::from_secs(10));
+        assert_eq!(a.fresh_until(), Some(t + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn the_earliest_expiry_of_a_vendor_pki_is_its_soonest_ca_not_after() {
+        let ca = |year: i32| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.not_after = rcgen::date_time_ymd(year, 1, 1);
+            params.self_signed(&key).unwrap().der().clone()
+        };
+        let pki = VendorPki::new(vec![ca(2040), ca(2035)], LeafEku::default());
+        let a = Authority::new("acme", Material::CaRoots(pki));
+        assert_eq!(
+            a.earliest_expiry(),
+            Some(humantime::parse_rfc3339("2035-01-01T00:00:00Z").unwrap())
+        );
+    }
+}

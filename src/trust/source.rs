@@ -55,6 +55,18 @@ pub struct Fetched {
 }
 
 impl Fetched {
+    /// A document last verified at `at`, for tests elsewhere in the crate.
+    #[cfg(test)]
+    pub fn for_tests(at: SystemTime) -> Fetched {
+        Fetched {
+            body: Bytes::new(),
+            verified: Verified::new(at),
+            header: None,
+            etag: None,
+            last_modified: None,
+        }
+    }
+
     /// How long this document can be relied on with `max_stale`: until
     /// `max_stale` after it was last verified, and never past its signed
     /// expiry.

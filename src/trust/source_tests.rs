@@ -85,3 +85,17 @@ fn an_unusable_document_is_a_refusal_and_a_malformed_one_a_failure() {
     let failed = FetchError::from(parse(SourceKind::Keys, b"not pem").err().unwrap());
     assert!(matches!(failed, FetchError::Failed(_)));
 }
+
+#[test]
+fn a_source_is_fresh_until_max_stale_after_it_was_last_verified_and_stale_after_that() {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let f = Freshness {
+        what: "its source https://vendor.example/keys".into(),
+        verified: Verified::new(t),
+        max_stale: Duration::from_secs(60),
+    };
+    assert_eq!(f.deadline(), t + Duration::from_secs(60));
+    assert!(f.check(t + Duration::from_secs(60)).is_ok(), "fresh at the deadline");
+    let e = f.check(t + Duration::from_secs(61)).unwrap_err();
+    assert!(e.contains("last verified at"), "{e}");
+}
