@@ -253,6 +253,10 @@ impl App {
                 format!("{:?}", current.cache) != format!("{:?}", new.cache),
             ),
             (
+                "limits",
+                format!("{:?}", current.limits) != format!("{:?}", new.limits),
+            ),
+            (
                 "upstream",
                 format!("{:?}", current.upstreams) != format!("{:?}", new.upstreams),
             ),

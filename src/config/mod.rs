@@ -418,15 +418,17 @@ pub(crate) fn without_quoted_values(message: &str) -> String {
         // It names a key, as the key path does: the schema's or the file's.
         return message.to_string();
     }
-    let (found, expected) = match message.find("expected") {
-        Some(i) => message.split_at(i),
-        None => (message, ""),
-    };
+    // What serde found is quoted from the file; what it expected (from the
+    // first "expected" outside a quote on) is the schema's and is kept.
     let mut out = String::with_capacity(message.len());
     let mut quote = None;
     let mut escaped = false;
-    for c in found.chars() {
+    for (i, c) in message.char_indices() {
         match quote {
+            None if message[i..].starts_with("expected") => {
+                out.push_str(&message[i..]);
+                return out;
+            }
             None if c == '"' || c == '`' => {
                 quote = Some(c);
                 out.push(c);
@@ -445,7 +447,6 @@ pub(crate) fn without_quoted_values(message: &str) -> String {
     if quote.is_some() {
         out.push('…');
     }
-    out.push_str(expected);
     out
 }
 
@@ -630,8 +631,7 @@ impl<'a> Validator<'a> {
             }
             n => n.unwrap_or(64),
         };
-        let least =
-            crate::pull::DECISION_BASE_BYTES + crate::verify::evidence::MAX_ATTESTATION_TOTAL;
+        let least = crate::pull::DECISION_MOST_BYTES;
         let decision_bytes = self.size(
             "limits.decision_bytes",
             raw.decision_bytes.as_deref(),
@@ -645,6 +645,9 @@ impl<'a> Validator<'a> {
                     least >> 20
                 ),
             );
+        }
+        if decision_bytes > u64::from(u32::MAX) * 16 {
+            self.problem("limits.decision_bytes", "must be at most 64GiB");
         }
         LimitsConfig {
             decisions,

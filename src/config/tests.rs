@@ -547,3 +547,13 @@ fn connection_and_password_bounds_have_defaults_and_zero_is_refused() {
         ]
     );
 }
+
+#[test]
+fn a_quoted_value_containing_the_word_expected_is_still_hidden() {
+    let out = without_quoted_values(
+        "invalid type: string \"hunter2 expected SECRET-TAIL\", expected a boolean",
+    );
+    assert!(!out.contains("SECRET"), "{out}");
+    assert!(!out.contains("hunter2"), "{out}");
+    assert!(out.ends_with("expected a boolean"), "{out}");
+}

@@ -180,7 +180,7 @@ impl Puller {
             return Ok(BlobHead { size: Some(size) });
         }
         let size = target.upstream.head_blob(&target.repo, digest).await?;
-        self.know(target.key(digest), None);
+        self.know(target.key(digest));
         Ok(BlobHead { size })
     }
 
@@ -241,7 +241,7 @@ impl Puller {
             match result {
                 Ok(size) => {
                     this.store.committed();
-                    this.know(t.key(&d), None);
+                    this.know(t.key(&d));
                     tx.send_replace(Progress::Done { size });
                 }
                 Err(e) => {
@@ -296,16 +296,17 @@ impl Puller {
     ) -> Result<u64, PullError> {
         let mut response = target.upstream.fetch_blob(&target.repo, digest).await?;
         let length = response.content_length();
-        if let (Some(declared), Some(length)) = (declared, length) {
-            if declared != length {
-                let e = UpstreamError::BadResponse(format!(
-                    "blob has Content-Length {length}, its manifest declares {declared} bytes"
-                ));
-                return Err(target.upstream.record_fault(e).into());
-            }
+        // Every bound is an upper bound; the digest decides the rest.
+        let most = declared
+            .unwrap_or(self.max_blob_bytes)
+            .min(self.max_blob_bytes);
+        if let Some(length) = length.filter(|&l| l > most) {
+            let e = UpstreamError::BadResponse(format!(
+                "blob has Content-Length {length}, more than the {most} bytes it may have"
+            ));
+            return Err(target.upstream.record_fault(e).into());
         }
-        let size = declared.or(length);
-        let most = size.unwrap_or(self.max_blob_bytes);
+        let size = length;
         tx.send_replace(Progress::Started { size, written: 0 });
         let (batches, mut queue) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITE_QUEUE);
         let progress = Arc::clone(tx);

@@ -101,7 +101,7 @@ impl Puller {
         if let Some(limit) = attestation_bounds(&layers) {
             return Ok((Vec::new(), Some(limit), Vec::new()));
         }
-        let held = self.hold_for(&layers).await?;
+        let held = self.hold_for(target, &layers).await?;
         let found = futures_util::stream::iter(layers)
             .map(|layer| async move {
                 let envelope = self.read_exact(target, &layer).await?;
@@ -151,7 +151,7 @@ impl Puller {
         if let Some(limit) = bounds(&layers) {
             return Ok((Vec::new(), Some(limit), Vec::new()));
         }
-        let held = self.hold_for(&layers).await?;
+        let held = self.hold_for(target, &layers).await?;
         let signatures = futures_util::stream::iter(layers)
             .map(|layer| async move {
                 let payload = self.read_exact(target, &layer).await?;
@@ -214,6 +214,20 @@ impl Puller {
         } else {
             MAX_SIGNATURES
         };
+        if let Some(d) = candidates
+            .iter()
+            .find(|d| d.size > crate::upstream::MAX_MANIFEST_BYTES as u64)
+        {
+            let most = crate::upstream::MAX_MANIFEST_BYTES;
+            return Ok((
+                Vec::new(),
+                Some(format!(
+                    "a referrer manifest of {} bytes (at most {most})",
+                    d.size
+                )),
+                Vec::new(),
+            ));
+        }
         if candidates.len() > most {
             return Ok((
                 Vec::new(),
@@ -224,7 +238,7 @@ impl Puller {
         let per_referrer = futures_util::stream::iter(candidates)
             .map(|d| async move {
                 // Held while the referrer manifest is read and parsed.
-                let _held = self.budget.bytes(d.size).await?;
+                let _held = self.budget(target).bytes(d.size).await?;
                 self.referrer_layers(target, &d.digest).await
             })
             .buffer_unordered(PARALLEL)
@@ -239,7 +253,7 @@ impl Puller {
         if let Some(limit) = limit {
             return Ok((Vec::new(), Some(limit), Vec::new()));
         }
-        let held = self.hold_for(&layers).await?;
+        let held = self.hold_for(target, &layers).await?;
         let bundles = futures_util::stream::iter(layers)
             .map(|layer| async move { self.read_exact(target, &layer).await })
             .buffer_unordered(PARALLEL)
@@ -251,8 +265,9 @@ impl Puller {
     /// Holds the bytes the documents `layers` name declare, all at once
     /// (a decision never waits for more while holding part of a set), for
     /// as long as the documents are kept.
-    async fn hold_for(&self, layers: &[Descriptor]) -> Result<Held, PullError> {
-        self.budget.bytes(layers.iter().map(|l| l.size).sum()).await
+    async fn hold_for(&self, target: &Target, layers: &[Descriptor]) -> Result<Held, PullError> {
+        let total = layers.iter().fold(0u64, |t, l| t.saturating_add(l.size));
+        self.budget(target).bytes(total).await
     }
 
     /// Reads a document `layer` names, at most its declared size (within
@@ -383,10 +398,8 @@ impl Puller {
             Ok(w) => w,
             Err(why) => return Ok(Err(why)),
         };
-        let _held = self
-            .budget
-            .bytes(wanted.iter().map(|d| d.size).sum())
-            .await?;
+        let total = wanted.iter().fold(0u64, |t, d| t.saturating_add(d.size));
+        let _held = self.budget(target).bytes(total).await?;
         let blobs = futures_util::stream::iter(wanted)
             .map(|d| async move {
                 if let Some(b) = self.store.read_small_blob(&d.digest, d.size).await {

@@ -9,7 +9,8 @@ mod flight;
 mod grants;
 mod index;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::cache::ContentStore;
@@ -25,7 +26,7 @@ use crate::verify::{Denial, Gate, Reached, Reason, VerifiedManifest};
 use grants::Grants;
 
 pub use blob::{BlobBody, BlobHead, ByteRange};
-pub use budget::DECISION_BASE_BYTES;
+pub use budget::DECISION_MOST_BYTES;
 pub use flight::Flights;
 pub use index::{Referrers, TagsPage, TagsQuery};
 
@@ -158,9 +159,11 @@ pub struct Puller {
     store: Arc<ContentStore>,
     hot: moka::sync::Cache<Digest, Arc<ManifestContent>>,
     tags: moka::sync::Cache<TagKey, TagEntry>,
-    /// (upstream, repo, digest) the upstream is known to hold, with the
-    /// largest size an allowed manifest of the repository declares for it.
-    known: moka::sync::Cache<RepoDigest, Option<u64>>,
+    /// (upstream, repo, digest) the upstream is known to hold.
+    known: moka::sync::Cache<RepoDigest, ()>,
+    /// The largest size allowed image manifests of the repository declare
+    /// for a blob: what a fill of it may take at most.
+    declared: moka::sync::Cache<RepoDigest, u64>,
     /// Blobs named by allowed manifests of the same repository.
     blob_grants: Grants,
     /// Manifests named by allowed indexes of the same repository.
@@ -176,7 +179,9 @@ pub struct Puller {
     max_stale: Duration,
     /// What a fill may take when nothing declares the blob's size.
     max_blob_bytes: u64,
-    budget: budget::Budget,
+    /// Decision bounds, one set per upstream (created on first use).
+    budgets: Mutex<HashMap<UpstreamName, Arc<budget::Budget>>>,
+    limits: LimitsConfig,
     metrics: Arc<Metrics>,
 }
 
@@ -201,6 +206,7 @@ impl Puller {
                 .time_to_live(config.max_stale)
                 .build(),
             known: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
+            declared: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
             blob_grants: Grants::new(GRANTS, config.verdict_ttl.max(config.max_stale)),
             child_grants: Grants::new(GRANTS, config.verdict_ttl.max(config.max_stale)),
             verdicts: moka::sync::Cache::builder()
@@ -219,11 +225,8 @@ impl Puller {
             tag_ttl: config.tag_ttl,
             max_stale: config.max_stale,
             max_blob_bytes: config.max_blob_bytes,
-            budget: budget::Budget::new(
-                limits.decisions,
-                limits.decision_bytes,
-                Arc::clone(&metrics),
-            ),
+            budgets: Mutex::new(HashMap::new()),
+            limits: limits.clone(),
             metrics,
         }
     }
@@ -249,6 +252,21 @@ impl Puller {
         self.blob_grants.clear();
         self.child_grants.clear();
         generation
+    }
+
+    /// The decision bounds of `target`'s upstream.
+    fn budget(&self, target: &Target) -> Arc<budget::Budget> {
+        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        let budget = budgets
+            .entry(target.upstream.name.clone())
+            .or_insert_with(|| {
+                Arc::new(budget::Budget::new(
+                    self.limits.decisions,
+                    self.limits.decision_bytes,
+                    Arc::clone(&self.metrics),
+                ))
+            });
+        Arc::clone(budget)
     }
 
     fn hit(&self, cache: &str, hit: bool) {
@@ -315,7 +333,13 @@ impl Puller {
                 let flight =
                     move || async move { this.decide(&t, &d, gate, generation, reached).await };
                 let decided = self.verdict_flights.run(key, flight, cancelled()).await;
-                if let (Err(_), Reference::Tag(tag)) = (&decided, reference) {
+                // An overload says nothing about the mapping: keep it, so a
+                // retry does not fetch the tag again (a pull on Docker Hub).
+                let overload = matches!(
+                    decided,
+                    Err(PullError::Busy(_) | PullError::Upstream(UpstreamError::Saturated))
+                );
+                if let (Err(_), Reference::Tag(tag), false) = (&decided, reference, overload) {
                     self.forget_unverified_tag(target, tag, &digest);
                 }
                 decided?
@@ -352,7 +376,8 @@ impl Puller {
         if let Some(v) = self.verdicts.get(&key) {
             return Ok(v);
         }
-        let _deciding = self.budget.decision().await?;
+        let budget = self.budget(target);
+        let deciding = budget.decision().await?;
         let content = self.content(target, digest).await?;
         let (upstream, repo) = (&target.upstream.name, &target.repo);
         let manifest =
@@ -385,7 +410,9 @@ impl Puller {
                 true,
             ),
             disguised => {
-                let mut verdict = self.judge(target, &gate, content, reached).await?;
+                let mut verdict = self
+                    .judge(target, &gate, content, reached, deciding)
+                    .await?;
                 // A manifest labelled as a signature artifact that is not one
                 // was judged as what it is; the denial says why.
                 if let (Some(Err(why)), Err(denial)) = (disguised, &mut verdict) {
@@ -415,21 +442,24 @@ impl Puller {
         gate: &Arc<Gate>,
         content: Arc<ManifestContent>,
         reached: Reached,
+        deciding: budget::Held,
     ) -> Result<Verdict, PullError> {
         let (upstream, repo) = (&target.upstream.name, &target.repo);
         let needs = gate.needs(upstream, repo, reached);
-        let (evidence, _held) = if needs.signatures {
+        let (evidence, held) = if needs.signatures {
             self.discover(target, content.digest(), needs).await?
         } else {
             (Evidence::default(), Vec::new())
         };
         let started = std::time::Instant::now();
         // Verification and condition evaluation are CPU work: they run on
-        // the blocking pool (bounded by `limits.decisions`), never on the
-        // threads that serve cached requests.
+        // the blocking pool, never on the threads that serve cached
+        // requests. The decision's place and bytes go with the work, so
+        // they stay held until it ends even if nobody waits for it.
         let (upstream, repo) = (upstream.clone(), repo.clone());
         let (gate, now) = (Arc::clone(gate), self.clock.now());
         let verdict = tokio::task::spawn_blocking(move || {
+            let _held = (deciding, held);
             gate.decide(&upstream, &repo, content, &evidence, reached, now)
         })
         .await
@@ -525,7 +555,7 @@ impl Puller {
         }
         let content = Arc::new(content);
         self.hot.insert(digest.clone(), Arc::clone(&content));
-        self.know(target.key(&digest), None);
+        self.know(target.key(&digest));
         Ok(content)
     }
 
@@ -553,7 +583,7 @@ impl Puller {
         } else {
             target.upstream.head_blob(&target.repo, digest).await?;
         }
-        self.know(key, None);
+        self.know(key);
         Ok(())
     }
 
@@ -607,22 +637,34 @@ impl Puller {
             .unwrap_or(0)
     }
 
-    /// Records that the upstream holds `key`, and the size a manifest
-    /// declared for it (the largest, when several manifests name it).
-    fn know(&self, key: RepoDigest, declared: Option<u64>) {
-        let kept = self.known.get(&key).flatten();
-        self.known.insert(key, declared.max(kept));
+    /// Records that the upstream holds `key`.
+    fn know(&self, key: RepoDigest) {
+        self.known.insert(key, ());
+    }
+
+    /// Records that an allowed image manifest declares `size` for a blob.
+    /// The largest wins, atomically: a size is only ever an upper bound on
+    /// a fill, so a manifest declaring more cannot break a pull.
+    fn declare(&self, key: RepoDigest, size: u64) {
+        self.declared
+            .entry(key)
+            .and_compute_with(|kept| match kept {
+                Some(k) if *k.value() >= size => moka::ops::compute::Op::Nop,
+                _ => moka::ops::compute::Op::Put(size),
+            });
     }
 
     /// The size allowed manifests of the repository declare for `digest`.
     fn declared_size(&self, target: &Target, digest: &Digest) -> Option<u64> {
-        self.known.get(&target.key(digest)).flatten()
+        self.declared.get(&target.key(digest))
     }
 
     /// Records what an allowed manifest (`grantor`, decided under
     /// `generation`) references: an image's blobs, and an index's children,
     /// are granted for this repository while its verdict lives. A signature
     /// artifact index grants no children: they are judged on their own.
+    /// Only a manifest the gate vouches for (a grantor) marks what it names
+    /// as held by the repository; elsewhere the upstream is asked.
     fn remember_references(
         &self,
         target: &Target,
@@ -634,8 +676,9 @@ impl Puller {
         match &manifest.kind {
             crate::oci::ManifestKind::Image { .. } => {
                 for d in manifest.references() {
-                    self.know(target.key(&d.digest), Some(d.size));
+                    self.declare(target.key(&d.digest), d.size);
                     if let Some(g) = &grantor {
+                        self.know(target.key(&d.digest));
                         self.blob_grants
                             .record(target.key(&d.digest), generation, g.clone());
                     }
@@ -643,8 +686,8 @@ impl Puller {
             }
             crate::oci::ManifestKind::Index { manifests } => {
                 for d in manifests {
-                    self.know(target.key(&d.digest), Some(d.size));
                     if let (Some(g), false) = (&grantor, artifact) {
+                        self.know(target.key(&d.digest));
                         self.child_grants
                             .record(target.key(&d.digest), generation, g.clone());
                     }
@@ -835,7 +878,7 @@ impl Puller {
             }
         };
         let verified = previous.is_some_and(|p| p.verified && p.digest == digest);
-        self.know(target.key(&digest), None);
+        self.know(target.key(&digest));
         self.tags.insert(
             key,
             TagEntry {

@@ -446,7 +446,11 @@ mod freshness_tests {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let fetched = |at: SystemTime| source::Fetched::for_tests(at);
         let mut a = Authority::new("acme", Material::Keys(Vec::new()));
-        assert_eq!(a.fresh_until(), None, "material in the config never goes stale");
+        assert_eq!(
+            a.fresh_until(),
+            None,
+            "material in the config never goes stale"
+        );
         a.freshness = vec![
             Freshness::new("a".into(), &fetched(t), Duration::from_secs(100)),
             Freshness::new("b".into(), &fetched(t), Duration::from_secs(50)),

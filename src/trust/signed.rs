@@ -267,7 +267,11 @@ mod tests {
     #[tokio::test]
     async fn version_marks_that_cannot_be_read_are_an_error_not_a_fresh_start() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(Marks::open(Some(dir.path().join("absent.json"))).await.is_ok());
+        assert!(
+            Marks::open(Some(dir.path().join("absent.json")))
+                .await
+                .is_ok()
+        );
         // A directory where the file should be: reading fails, and starting
         // over would forget every version seen (a rollback door).
         let unreadable = dir.path().join("versions.json");

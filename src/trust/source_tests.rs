@@ -95,7 +95,10 @@ fn a_source_is_fresh_until_max_stale_after_it_was_last_verified_and_stale_after_
         max_stale: Duration::from_secs(60),
     };
     assert_eq!(f.deadline(), t + Duration::from_secs(60));
-    assert!(f.check(t + Duration::from_secs(60)).is_ok(), "fresh at the deadline");
+    assert!(
+        f.check(t + Duration::from_secs(60)).is_ok(),
+        "fresh at the deadline"
+    );
     let e = f.check(t + Duration::from_secs(61)).unwrap_err();
     assert!(e.contains("last verified at"), "{e}");
 }

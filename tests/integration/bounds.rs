@@ -232,10 +232,9 @@ async fn requests_past_an_upstreams_max_requests_get_503_with_retry_after() {
 }
 
 /// Eight cheap images whose `.sig` manifests all name the same 40 MiB of
-/// signature blobs, decided at once: with `limits.decision_bytes` at
-/// 96 MiB (8 × 4 MiB base, 64 MiB for documents), their payloads are read
-/// one decision at a time instead of all together; nothing stays held
-/// afterwards.
+/// signature blobs, decided at once: with `limits.decision_bytes` at its
+/// minimum (224 MiB), at most five sets are read at a time instead of all
+/// eight together; nothing stays held afterwards.
 #[tokio::test(flavor = "multi_thread")]
 async fn decisions_reading_large_signature_sets_share_a_bounded_memory_budget() {
     let registry = Registry::start().await;
@@ -245,7 +244,7 @@ async fn decisions_reading_large_signature_sets_share_a_bounded_memory_budget() 
     let dir = tempfile::tempdir().unwrap();
     acme.write_public(dir.path(), "acme.pub");
     let body = format!(
-        "[limits]\ndecisions = 8\ndecision_bytes = \"96MiB\"\n\n{}\n[[authority]]\nname = \"acme\"\nkeys = [\"acme.pub\"]\n\n[[policy]]\nname = \"acme\"\nmatch = [\"local/acme/**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n",
+        "[limits]\ndecisions = 8\ndecision_bytes = \"224MiB\"\n\n{}\n[[authority]]\nname = \"acme\"\nkeys = [\"acme.pub\"]\n\n[[policy]]\nname = \"acme\"\nmatch = [\"local/acme/**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n",
         upstream_toml("local", &front.url(), ""),
     );
     let proxy = Proxy::start_in(dir, &body, None, "", "").await;
@@ -297,9 +296,9 @@ async fn decisions_reading_large_signature_sets_share_a_bounded_memory_budget() 
         );
     }
     let most = front.most_open.load(std::sync::atomic::Ordering::SeqCst);
-    // One decision's reads (8 at a time) and a few manifest reads; eight
-    // decisions reading at once would keep some 64 requests open.
-    assert!(most <= 24, "{most} upstream requests open at once");
+    // Five decisions' reads (8 at a time each) and a few manifest reads;
+    // eight decisions reading at once would keep some 64 requests open.
+    assert!(most <= 48, "{most} upstream requests open at once");
     assert_eq!(
         proxy.metric("portcullis_decision_bytes_held", &[]).await,
         0.0
@@ -308,4 +307,133 @@ async fn decisions_reading_large_signature_sets_share_a_bounded_memory_budget() 
         proxy.metric("portcullis_decisions_in_flight", &[]).await,
         0.0
     );
+}
+
+/// A pusher without the key pushes an unsigned artifact index naming a
+/// signed image's layer with a wrong size: the signed layer still flows
+/// (sizes only bound a fill from above, and index children declare none).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsigned_index_declaring_a_wrong_size_for_a_signed_layer_does_not_break_its_pull() {
+    let s = setup().await;
+    let img = image::Image::oci(961, &[1000]);
+    s.pusher.image("acme/app", "img", &img).await;
+    s.sign(&img.digest).await;
+    let layer = &img.layers[0];
+    let hostile = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": layer.digest, "size": layer.bytes.len() + 1,
+            "artifactType": "application/vnd.example.sbom"}]
+    }))
+    .unwrap();
+    s.pusher
+        .manifest("acme/app", "evil", OCI_INDEX, &hostile)
+        .await;
+    let evil = image::sha256(&hostile);
+    let _ = s.answer(&evil).await;
+    assert_eq!(s.answer(&img.digest).await.0, 200, "signed image");
+    let r = s
+        .proxy
+        .get(&format!("/v2/local/acme/app/blobs/{}", layer.digest))
+        .await;
+    assert_eq!(r.status().as_u16(), 200, "the signed image's layer");
+    assert!(r.bytes().await.unwrap() == layer.bytes, "its bytes");
+}
+
+/// Decision bounds are per upstream: a slow upstream holding all of its
+/// places leaves another upstream's cold pulls unaffected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_upstream_holding_all_its_decision_places_does_not_stall_another_upstream() {
+    let registry = Registry::start().await;
+    let pusher = Pusher::new(&registry.url());
+    let img = image::Image::oci(964, &[100]);
+    pusher.image("team/app", "v1", &img).await;
+    let slow = crate::support::scripted::Scripted::start().await;
+    let digests: Vec<String> = (0..4)
+        .map(|n| image::sha256(format!("slow manifest {n}").as_bytes()))
+        .collect();
+    for d in &digests {
+        slow.put(d, OCI_INDEX, b"{}");
+        slow.delay(d, std::time::Duration::from_secs(20));
+    }
+    let body = format!(
+        "[[upstream]]\nname = \"s\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"30s\"\nidle_timeout = \"30s\"\n{}{ALLOW_ALL}\n[limits]\ndecisions = 4\n",
+        slow.url(),
+        upstream_toml("local", &registry.url(), ""),
+    );
+    let proxy = Proxy::start(&body, None).await;
+    let url = proxy.url();
+    for d in digests {
+        let c = proxy.client.clone();
+        let u = format!("{url}/v2/s/app/manifests/{d}");
+        tokio::spawn(async move {
+            let _ = c.get(u).header("accept", OCI_INDEX).send().await;
+        });
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let (status, _) = proxy
+        .answer(&format!("/v2/local/team/app/manifests/{}", img.digest))
+        .await;
+    assert_eq!(status, 200, "a healthy upstream's pull");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "it waited {:?}",
+        started.elapsed()
+    );
+}
+
+/// A referrer descriptor claiming 1 TiB is refused before any budget is
+/// asked for it, so no other decision waits behind it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_referrer_claiming_a_huge_size_is_denied_and_stalls_no_other_decision() {
+    let registry = Registry::start().await;
+    let pusher = Pusher::new(&registry.url());
+    let healthy = image::Image::oci(965, &[100]);
+    pusher.image("team/app", "v1", &healthy).await;
+    let hostile = crate::support::scripted::Scripted::start().await;
+    let img = image::Image::oci(966, &[100]);
+    hostile.put(&img.digest, &img.media_type, &img.manifest);
+    let fake = image::sha256(b"a referrer that is never read");
+    hostile.referrer_pages(
+        &img.digest,
+        vec![vec![
+            serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": fake, "size": 1u64 << 40,
+            "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json"}),
+        ]],
+        false,
+    );
+    let acme = VendorKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    acme.write_public(dir.path(), "acme.pub");
+    let body = format!(
+        "[[upstream]]\nname = \"s\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"5s\"\nidle_timeout = \"5s\"\n{}\n[[authority]]\nname = \"acme\"\nkeys = [\"acme.pub\"]\n\n[[policy]]\nname = \"acme\"\nmatch = [\"s/**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n\n[[policy]]\nname = \"open\"\nmatch = [\"local/**\"]\nallow_unverified = true\n",
+        hostile.url(),
+        upstream_toml("local", &registry.url(), ""),
+    );
+    let proxy = Proxy::start_in(dir, &body, None, "", "").await;
+    let c = proxy.client.clone();
+    let u = format!("{}/v2/s/app/manifests/{}", proxy.url(), img.digest);
+    let bad = tokio::spawn(async move {
+        let r = c
+            .get(u)
+            .header("accept", &img.media_type)
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let (status, _) = proxy
+        .answer(&format!("/v2/local/team/app/manifests/{}", healthy.digest))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "healthy decision took {took:?}"
+    );
+    assert_eq!(bad.await.unwrap(), 403, "the hostile image is denied");
 }

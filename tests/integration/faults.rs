@@ -374,3 +374,23 @@ async fn a_layer_stalled_by_one_upstream_still_flows_at_once_through_another() {
     );
     stalled.abort();
 }
+
+/// A `Content-Length` larger than `cache.max_blob_bytes` is refused before
+/// the body: the cap bounds every fill.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_content_length_past_max_blob_bytes_is_refused_before_the_body() {
+    let upstream = Scripted::start().await;
+    let body = format!(
+        "[[upstream]]\nname = \"s\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"5s\"\nidle_timeout = \"5s\"\n{ALLOW_ALL}",
+        upstream.url()
+    );
+    let proxy = Proxy::start_with(&body, None, "max_blob_bytes = \"2MiB\"").await;
+    let digest = sha256(b"never the real content either");
+    upstream.endless(&digest, Some(256 << 20));
+    let r = proxy.get(&format!("/v2/s/app/blobs/{digest}")).await;
+    assert_eq!(r.status(), 502);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(tmp_is_empty(&proxy).await);
+    let sent = upstream.sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sent < 16 << 20, "the upstream got {sent} bytes in");
+}
