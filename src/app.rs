@@ -440,17 +440,20 @@ impl App {
     /// asked only when this replica's trust is degraded.
     pub async fn readiness(&self) -> crate::readiness::Readiness {
         use crate::readiness::Readiness;
-        let degraded = self.trust_health().degraded();
-        let readiness = if !self.ready.load(Ordering::Relaxed) {
+        let shutting_down = || !self.ready.load(Ordering::Relaxed);
+        let readiness = match self.trust_health().degraded() {
+            _ if shutting_down() => Readiness::ShuttingDown,
+            None => Readiness::Fresh,
+            Some(reason) => Readiness::Degraded {
+                reason,
+                fresh_peer: self.peers.fresh_peer().await,
+            },
+        };
+        // Read after the peers answered: shutdown may have begun meanwhile.
+        let readiness = if shutting_down() {
             Readiness::ShuttingDown
         } else {
-            match degraded {
-                None => Readiness::Fresh,
-                Some(reason) => Readiness::Degraded {
-                    reason,
-                    fresh_peer: self.peers.fresh_peer().await,
-                },
-            }
+            readiness
         };
         self.metrics.ready.set(i64::from(readiness.is_ready()));
         readiness
