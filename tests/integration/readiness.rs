@@ -227,6 +227,39 @@ async fn a_stale_replica_without_peers_stays_ready_and_says_its_trust_is_degrade
     assert_eq!(gauges(&alone).await, [1.0, 1.0, 0.0, 1.0]);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_never_answers_costs_readyz_about_a_second_and_its_silence_is_reused() {
+    let key = VendorKey::generate();
+    let server = TrustServer::start(&key.public_pem(), None).await;
+    // Accepts connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let clock = now();
+    let stale = replica(
+        &server,
+        &clock,
+        free_port(),
+        &[silent.local_addr().unwrap().to_string()],
+    )
+    .await;
+    go_stale(&server, &[(&stale, &clock)]).await;
+    // The background tick may have started the round; either way /readyz
+    // waits for at most one peer timeout.
+    let started = std::time::Instant::now();
+    let (status, body) = admin(&stale, "/readyz").await;
+    let first = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("ready (trust degraded: "), "{body}");
+    assert!(first < Duration::from_millis(2500), "took {first:?}");
+    let started = std::time::Instant::now();
+    let (status, _) = admin(&stale, "/readyz").await;
+    let again = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(
+        again < Duration::from_millis(500),
+        "the answer is reused for 5 s, not asked again: took {again:?}"
+    );
+}
+
 fn with_peers(peers: &str) -> Result<portcullis::Config, Vec<portcullis::config::Problem>> {
     portcullis::Config::from_toml(
         &format!(
