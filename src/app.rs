@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::audit::Audit;
 use crate::cache::ContentStore;
@@ -36,6 +36,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// False once shutdown has begun, so `/readyz` turns away new traffic.
     pub ready: AtomicBool,
+    /// The other replicas, asked when this one's trust is degraded.
+    pub peers: crate::readiness::Peers,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,8 @@ pub enum BuildError {
     Audit(std::io::Error),
     #[error(transparent)]
     TrustVersions(#[from] crate::trust::signed::MarksError),
+    #[error(transparent)]
+    Peers(#[from] crate::readiness::PeersError),
 }
 
 const DOCKER_HUB_NAMES: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
@@ -139,7 +143,14 @@ impl App {
             Arc::clone(&clock),
             Arc::clone(&metrics),
         ));
-        Ok(Arc::new(App {
+        let peers = crate::readiness::Peers::new(
+            config
+                .admin
+                .as_ref()
+                .map(|a| a.peers.clone())
+                .unwrap_or_default(),
+        )?;
+        let app = Arc::new(App {
             audit,
             client_auth: config.server.auth.as_ref().map(|a| {
                 crate::server::auth::ClientAuth::new(a, metrics.password_checks_refused.clone())
@@ -160,7 +171,10 @@ impl App {
             puller,
             metrics,
             ready: AtomicBool::new(true),
-        }))
+            peers,
+        });
+        app.trust_health();
+        Ok(app)
     }
 
     /// The upstream configured under `name` (or an alias of it), if any.
@@ -309,6 +323,15 @@ impl App {
             }
         }
         export_expiry(&self.metrics, &trust);
+        for gone in old
+            .authorities()
+            .filter(|a| trust.authority(&a.name).is_none())
+        {
+            let _ = self
+                .metrics
+                .trust_available
+                .remove_label_values(&[gone.name.as_str()]);
+        }
         let epoch = self
             .puller
             .install_gate(Gate::new(config.policies.clone(), Arc::new(trust)));
@@ -316,6 +339,7 @@ impl App {
             .trust_epoch
             .set(i64::try_from(epoch).unwrap_or(i64::MAX));
         export_exceptions(&self.metrics, config);
+        self.trust_health();
         for change in changes {
             tracing::info!(%change, epoch, "trust changed");
             let mut event = change;
@@ -394,6 +418,68 @@ impl App {
         }
         if let Err(e) = self.reload(&format!("trust_refresh:{authority}")).await {
             tracing::error!(authority, error = %e, "could not put refreshed trust in force");
+        }
+    }
+}
+
+impl App {
+    /// Whether each authority can be relied on now, exported as
+    /// `portcullis_trust_available` and `portcullis_trust_degraded`.
+    pub fn trust_health(&self) -> crate::readiness::TrustHealth {
+        let (gate, _) = self.puller.gate();
+        let health = crate::readiness::TrustHealth::of(gate.trust(), self.clock.now());
+        for a in health.authorities() {
+            self.metrics
+                .trust_available
+                .with_label_values(&[a.name.as_str()])
+                .set(i64::from(a.unavailable.is_none()));
+        }
+        self.metrics
+            .trust_degraded
+            .set(i64::from(!health.is_fresh()));
+        health
+    }
+
+    /// What `/readyz` answers (exported as `portcullis_ready`): peers are
+    /// asked only when this replica's trust is degraded.
+    pub async fn readiness(&self) -> crate::readiness::Readiness {
+        use crate::readiness::Readiness;
+        let shutting_down = || !self.ready.load(Ordering::Relaxed);
+        let readiness = match self.trust_health().degraded() {
+            _ if shutting_down() => Readiness::ShuttingDown,
+            None => Readiness::Fresh,
+            Some(reason) => Readiness::Degraded {
+                reason,
+                fresh_peer: self.peers.fresh_peer().await,
+            },
+        };
+        // Read after the peers answered: shutdown may have begun meanwhile.
+        let readiness = if shutting_down() {
+            Readiness::ShuttingDown
+        } else {
+            readiness
+        };
+        self.metrics.ready.set(i64::from(readiness.is_ready()));
+        readiness
+    }
+}
+
+/// How often readiness (and its gauges) is brought up to date when no
+/// probe asks.
+const READINESS_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps `portcullis_ready` and the trust gauges current between probes
+/// until `shutdown`, asking peers (at most every
+/// [`crate::readiness::PEER_CACHE`]) only while trust is degraded.
+pub async fn watch_readiness(app: Arc<App>, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(READINESS_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                app.readiness().await;
+            }
         }
     }
 }

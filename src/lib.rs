@@ -5,6 +5,7 @@
 //!
 //! - [`server`]: hyper listeners, path parsing and routing, OCI responses, admin endpoints
 //! - [`app`]: builds the running proxy from a [`config::Config`]
+//! - [`readiness`]: what `/readyz` means: this replica's trust, and whether a peer's is fresh
 //! - [`pull`]: orchestration: tag resolution, verdicts, single flight, blob fills
 //! - [`upstream`]: one client per registry: pooling, TLS, token auth, limits
 //! - [`verify`]: the decision point; only it builds a [`verify::VerifiedManifest`]
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod oci;
 pub mod policy;
 pub mod pull;
+pub mod readiness;
 pub mod server;
 pub mod trust;
 pub mod upstream;
@@ -117,15 +119,17 @@ pub async fn run_with_clock(
         }
     };
     let maintain = app::maintain(Arc::clone(&app), shutdown.clone());
+    let readiness = app::watch_readiness(Arc::clone(&app), shutdown.clone());
     let flag_app = Arc::clone(&app);
     let mark_unready = async move {
         shutdown.cancelled().await;
         flag_app.ready.store(false, Ordering::Relaxed);
+        flag_app.metrics.ready.set(0);
     };
     let maintain = async move {
         maintain.await;
     };
-    tokio::join!(registry, admin, mark_unready, maintain);
+    tokio::join!(registry, admin, mark_unready, maintain, readiness);
     tracing::info!("portcullis stopped");
     Ok(())
 }

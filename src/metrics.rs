@@ -65,6 +65,14 @@ pub struct Metrics {
     /// (`saturated`: `password_checks` already running; `backoff`: too many
     /// failures from the client's address).
     pub password_checks_refused: IntCounterVec,
+    /// 1 when `/readyz` answers 200, 0 when it does not (shutting down, or
+    /// trust degraded while a peer's is fresh).
+    pub ready: IntGauge,
+    /// 1 when some authority of this replica cannot be relied on now.
+    pub trust_degraded: IntGauge,
+    /// Per authority: 1 when it can be relied on now, 0 when decisions
+    /// needing it deny `trust_unavailable`.
+    pub trust_available: IntGaugeVec,
 }
 
 fn gauge(
@@ -315,6 +323,30 @@ impl Metrics {
                 "Password checks refused without running bcrypt, by reason (saturated, backoff)",
                 &["reason"],
             )?,
+            ready: register(
+                r,
+                IntGauge::new(
+                    "portcullis_ready",
+                    "1 when /readyz answers 200; 0 when shutting down, or trust degraded while a peer's is fresh",
+                )?,
+            )?,
+            trust_degraded: register(
+                r,
+                IntGauge::new(
+                    "portcullis_trust_degraded",
+                    "1 when some authority cannot be relied on now (its pulls deny trust_unavailable)",
+                )?,
+            )?,
+            trust_available: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "portcullis_trust_available",
+                        "1 when the authority's trust can be relied on now, 0 when decisions needing it deny trust_unavailable",
+                    ),
+                    &["authority"],
+                )?,
+            )?,
             registry,
         })
     }
@@ -353,6 +385,7 @@ mod tests {
         m.password_checks_refused
             .with_label_values(&["backoff"])
             .inc();
+        m.trust_available.with_label_values(&["acme"]).set(1);
         let text = String::from_utf8(m.render()).unwrap();
         for name in [
             "portcullis_requests_total",
@@ -365,6 +398,9 @@ mod tests {
             "portcullis_connections_closed_total",
             "portcullis_send_timeouts_total",
             "portcullis_password_checks_refused_total",
+            "portcullis_ready",
+            "portcullis_trust_degraded",
+            "portcullis_trust_available",
         ] {
             assert!(text.contains(name), "{name} missing");
         }

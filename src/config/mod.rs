@@ -269,6 +269,76 @@ pub struct AdminConfig {
     /// A file holding the bearer token `/admin/*` endpoints require; without
     /// one they are disabled.
     pub token_file: Option<PathBuf>,
+    /// The other replicas' admin listeners, asked whether their trust is
+    /// fresh when this replica's is not (see [`crate::readiness`]).
+    pub peers: Vec<PeerAddress>,
+}
+
+/// Admin listeners of other replicas may be listed, at most this many (a
+/// name may resolve to more; only this many addresses are asked).
+pub const MAX_PEERS: usize = 16;
+
+/// A peer replica's admin listener: an IP address or a DNS name (which may
+/// resolve to several replicas, as a headless Service does) and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddress {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for PeerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::str::FromStr for PeerAddress {
+    type Err = String;
+
+    /// `host:port`, the host an IPv4 address, a bracketed IPv6 address or a
+    /// DNS name (letters, digits and hyphens in dot-separated labels).
+    fn from_str(s: &str) -> Result<PeerAddress, String> {
+        let bad = || {
+            format!("`{s}` is not an address like \"portcullis-peers:9090\" or \"10.0.0.5:9090\"")
+        };
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return match addr.port() {
+                0 => Err(bad()),
+                port => Ok(PeerAddress {
+                    host: addr.ip().to_string(),
+                    port,
+                }),
+            };
+        }
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+            return Err(bad());
+        }
+        // All-numeric labels would be an IPv4 address, and that parsed above.
+        if host
+            .split('.')
+            .all(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(bad());
+        }
+        Ok(PeerAddress {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
 }
 
 /// Process-wide bounds on decisions in flight.
@@ -500,6 +570,29 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// `admin.peers`: at most [`MAX_PEERS`] addresses, each once.
+    fn peers(&mut self, raw: &[String]) -> Vec<PeerAddress> {
+        if raw.len() > MAX_PEERS {
+            self.problem(
+                "admin.peers",
+                format!("lists {} peers; at most {MAX_PEERS} are asked", raw.len()),
+            );
+        }
+        let mut peers: Vec<PeerAddress> = Vec::new();
+        for (i, s) in raw.iter().enumerate() {
+            let path = format!("admin.peers[{i}]");
+            let Some(peer) = self.check(&path, s.parse()) else {
+                continue;
+            };
+            if peers.contains(&peer) {
+                self.problem(path, format!("`{peer}` is listed twice"));
+                continue;
+            }
+            peers.push(peer);
+        }
+        peers
+    }
+
     fn addr(&mut self, path: &str, s: &str) -> SocketAddr {
         let parsed = s
             .parse()
@@ -574,6 +667,7 @@ impl<'a> Validator<'a> {
         let admin = raw.admin.as_ref().map(|a| AdminConfig {
             listen: self.addr("admin.listen", &a.listen),
             token_file: a.token_file.as_deref().map(|p| self.path(p)),
+            peers: self.peers(&a.peers),
         });
         let audit = AuditConfig {
             sink: match raw.audit.as_ref().and_then(|a| a.sink.as_deref()) {

@@ -208,6 +208,8 @@ pub struct RawAdmin {
     pub listen: String,
     #[serde(default)]
     pub token_file: Option<String>,
+    #[serde(default)]
+    pub peers: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

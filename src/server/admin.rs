@@ -1,6 +1,7 @@
-//! The admin listener: `/healthz`, `/readyz` and `/metrics`, and the
-//! token-protected governance endpoints: `GET /admin/trust`,
-//! `GET /admin/policies` (policies and exceptions), `POST /admin/reload`.
+//! The admin listener: `/healthz`, `/readyz`, `/readyz/trust` (what peers
+//! ask, see [`crate::readiness`]) and `/metrics`, and the token-protected
+//! governance endpoints: `GET /admin/trust`, `GET /admin/policies`
+//! (policies and exceptions), `POST /admin/reload`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,25 +18,61 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     }
     let (status, content_type, body) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-        "/readyz" if app.ready.load(Ordering::Relaxed) => {
-            (StatusCode::OK, "text/plain", b"ready\n".to_vec())
+        "/readyz" => {
+            let readiness = app.readiness().await;
+            let status = if readiness.is_ready() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, "text/plain", readiness.body().into_bytes())
         }
-        "/readyz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            b"shutting down\n".to_vec(),
-        ),
-        "/metrics" => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            app.metrics.render(),
-        ),
+        "/readyz/trust" => return trust_readiness(&app),
+        "/metrics" => {
+            app.trust_health();
+            (
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                app.metrics.render(),
+            )
+        }
         _ => (StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
     };
+    text(status, content_type, body)
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// `/readyz/trust`, which peers ask: 200 `fresh` when every authority can
+/// be relied on, else 503 with why (or `shutting down`: a replica leaving
+/// is nobody's fresh peer). It carries this process's instance id, so a
+/// replica that asks itself knows it.
+fn trust_readiness(app: &App) -> Response<Body> {
+    let (status, body) = if !app.ready.load(Ordering::Relaxed) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_string(),
+        )
+    } else {
+        match app.trust_health().degraded() {
+            None => (StatusCode::OK, format!("{}\n", crate::readiness::FRESH)),
+            Some(reason) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("degraded: {reason}\n"),
+            ),
+        }
+    };
+    let mut r = text(status, "text/plain", body.into_bytes());
+    if let Ok(id) = HeaderValue::from_str(app.peers.instance()) {
+        r.headers_mut()
+            .insert(crate::readiness::INSTANCE_HEADER, id);
+    }
     r
 }
 

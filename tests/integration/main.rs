@@ -19,6 +19,7 @@ mod integrity;
 mod operability;
 mod process;
 mod proxy;
+mod readiness;
 mod resilience;
 mod signatures;
 mod tls;

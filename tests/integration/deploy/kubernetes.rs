@@ -36,6 +36,17 @@ fn one(kind: &str) -> Value {
     found.remove(0)
 }
 
+/// The manifest of this kind with this name.
+fn named(kind: &str, name: &str) -> Value {
+    let mut found: Vec<Value> = manifests()
+        .into_iter()
+        .filter(|(_, d)| d["kind"] == kind && d["metadata"]["name"] == name)
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(found.len(), 1, "exactly one {kind} {name}");
+    found.remove(0)
+}
+
 fn container() -> Value {
     let deployment = one("Deployment");
     let containers = deployment["spec"]["template"]["spec"]["containers"]
@@ -239,7 +250,7 @@ fn probes_use_the_admin_health_endpoints_on_a_port_the_container_and_service_exp
             "{path} served by src/server/admin.rs"
         );
     }
-    let service = one("Service");
+    let service = named("Service", "portcullis");
     let target_ports: Vec<u64> = service["spec"]["ports"]
         .as_array()
         .unwrap()
@@ -353,7 +364,7 @@ fn service_pdb_hpa_and_service_monitor_select_the_deployments_pods() {
         &deployment["spec"]["selector"]["matchLabels"],
         pod_labels
     ));
-    let service = one("Service");
+    let service = named("Service", "portcullis");
     assert!(selects(&service["spec"]["selector"], pod_labels), "Service");
     let pdb = one("PodDisruptionBudget");
     assert!(
@@ -517,4 +528,41 @@ fn configmap_config_passes_check_config_with_its_keys_mounted_beside_it() {
     let summary = check_config(config).unwrap_or_else(|e| panic!("{e}"));
     assert!(summary.contains("authority acme"), "{summary}");
     assert!(summary.contains("policy everything-else"), "{summary}");
+}
+
+#[test]
+fn a_headless_service_lists_every_replica_on_the_admin_port_and_the_config_names_it_in_peers() {
+    let deployment = one("Deployment");
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let peers = named("Service", "portcullis-peers");
+    assert_eq!(peers["spec"]["clusterIP"], "None", "headless");
+    assert!(
+        selects(&peers["spec"]["selector"], pod_labels),
+        "it selects the Deployment's pods"
+    );
+    assert_ne!(
+        peers["spec"]["publishNotReadyAddresses"], true,
+        "only ready pods: a replica defers only to a peer in the load balancer"
+    );
+    let monitor = one("ServiceMonitor");
+    assert!(
+        !selects(
+            &monitor["spec"]["selector"]["matchLabels"],
+            &peers["metadata"]["labels"]
+        ),
+        "the ServiceMonitor does not scrape every pod twice"
+    );
+    let config = embedded_config();
+    let admin = listen(&config, "admin").port();
+    let port = &peers["spec"]["ports"].as_array().unwrap()[0];
+    assert_eq!(container_port(&port["targetPort"]), u64::from(admin));
+    // DNS names the pods' own addresses: the port asked is the pod's.
+    assert_eq!(port["port"].as_u64(), Some(u64::from(admin)));
+    let listed: Vec<&str> = config["admin"]["peers"]
+        .as_array()
+        .expect("admin.peers in the ConfigMap's config")
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [format!("portcullis-peers:{admin}")]);
 }

@@ -273,6 +273,8 @@ fn every_alert_has_a_firing_and_a_quiet_unit_test() {
         "PortcullisTrustRefreshFailing",
         "PortcullisTrustNearExpiry",
         "PortcullisExceptionNearExpiry",
+        "PortcullisTrustDegraded",
+        "PortcullisNoFreshReplica",
     ] {
         assert!(alerts.iter().any(|a| a == required), "{required} missing");
     }

@@ -95,6 +95,7 @@ impl Proxy {
             cache_extra,
             server_extra,
             None,
+            None,
         )
         .await
     }
@@ -107,7 +108,30 @@ impl Proxy {
         upstreams_and_policies: &str,
         clock: std::sync::Arc<portcullis::clock::ManualClock>,
     ) -> Proxy {
-        Proxy::start_timed(dir, upstreams_and_policies, None, "", "", Some(clock)).await
+        Proxy::start_timed(dir, upstreams_and_policies, None, "", "", Some(clock), None).await
+    }
+
+    /// As [`Proxy::start_with_clock`], its admin listener on `admin_port`
+    /// with `admin_extra` keys in `[admin]` (`peers = [...]`), so replicas
+    /// can name each other before they start.
+    #[allow(dead_code)]
+    pub async fn start_with_admin(
+        dir: tempfile::TempDir,
+        upstreams_and_policies: &str,
+        clock: std::sync::Arc<portcullis::clock::ManualClock>,
+        admin_port: u16,
+        admin_extra: &str,
+    ) -> Proxy {
+        Proxy::start_timed(
+            dir,
+            upstreams_and_policies,
+            None,
+            "",
+            "",
+            Some(clock),
+            Some((admin_port, admin_extra)),
+        )
+        .await
     }
 
     async fn start_timed(
@@ -117,14 +141,15 @@ impl Proxy {
         cache_extra: &str,
         server_extra: &str,
         clock: Option<std::sync::Arc<portcullis::clock::ManualClock>>,
+        admin: Option<(u16, &str)>,
     ) -> Proxy {
         let port = free_port();
-        let admin_port = free_port();
+        let (admin_port, admin_extra) = admin.unwrap_or_else(|| (free_port(), ""));
         let default = default_upstream
             .map(|d| format!("default_upstream = \"{d}\"\n"))
             .unwrap_or_default();
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n{default}{server_extra}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = \"admin.token\"\n\n[cache]\ndir = \"cache\"\n{cache_extra}\n\n[audit]\nsink = \"audit.jsonl\"\n\n{upstreams_and_policies}"
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{default}{server_extra}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = \"admin.token\"\n{admin_extra}\n\n[cache]\ndir = \"cache\"\n{cache_extra}\n\n[audit]\nsink = \"audit.jsonl\"\n\n{upstreams_and_policies}"
         );
         std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).unwrap();
         let path = dir.path().join("portcullis.toml");
