@@ -7,7 +7,7 @@
 //! when no peer does, it stays ready, because every replica going unready
 //! at once would leave no endpoint at all, and says so in its body, in
 //! `portcullis_trust_degraded` and in the alerts.
-//! docs/decisions/0010-readiness-follows-trust-while-a-peer-is-fresh.md.
+//! docs/decisions/0011-readiness-follows-trust-while-a-peer-is-fresh.md.
 //!
 //! Peer checks are bounded: at most [`MAX_PEERS`] addresses, asked at once,
 //! [`PEER_TIMEOUT`] each (and as long to resolve a name), the answer reused
