@@ -45,6 +45,10 @@ pub struct Upstream {
     /// One per request in flight (`max_requests`); a request waits at most
     /// `slot_wait` for one.
     slots: Arc<tokio::sync::Semaphore>,
+    /// Blob fills hold a slot for a whole transfer, so they may take only
+    /// three quarters of the slots: manifests, tags and signatures always
+    /// find one.
+    fill_slots: Arc<tokio::sync::Semaphore>,
     slot_wait: Duration,
     metrics: Arc<Metrics>,
 }
@@ -71,6 +75,8 @@ impl std::ops::DerefMut for Sent {
 
 struct Slot {
     _permit: tokio::sync::OwnedSemaphorePermit,
+    /// A blob fill's share of the fill slots.
+    _fill: Option<tokio::sync::OwnedSemaphorePermit>,
     in_flight: prometheus::Gauge,
 }
 
@@ -168,6 +174,9 @@ impl Upstream {
             response_timeout: config.response_timeout,
             library_prefix: config.library_prefix,
             slots: Arc::new(tokio::sync::Semaphore::new(config.max_requests)),
+            fill_slots: Arc::new(tokio::sync::Semaphore::new(
+                (config.max_requests * 3 / 4).max(1),
+            )),
             slot_wait: config.connect_timeout,
             metrics,
         })
@@ -199,7 +208,7 @@ impl Upstream {
         headers: HeaderMap,
         kind: &'static str,
     ) -> Result<Sent, UpstreamError> {
-        let slot = self.slot().await?;
+        let slot = self.slot(kind == "blob").await?;
         let mut url = self
             .base
             .join(&format!("v2/{repo}/{path}"))
@@ -248,11 +257,19 @@ impl Upstream {
         Err(self.fail(UpstreamError::Unauthorized))
     }
 
-    /// A request slot, waiting at most `slot_wait` for one.
-    async fn slot(&self) -> Result<Slot, UpstreamError> {
-        let wait = Arc::clone(&self.slots).acquire_owned();
+    /// A request slot (for a blob fill, also a fill slot), waiting at most
+    /// `slot_wait` for them.
+    async fn slot(&self, fill: bool) -> Result<Slot, UpstreamError> {
+        let wait = async {
+            let fill = match fill {
+                true => Some(Arc::clone(&self.fill_slots).acquire_owned().await?),
+                false => None,
+            };
+            let permit = Arc::clone(&self.slots).acquire_owned().await?;
+            Ok::<_, tokio::sync::AcquireError>((permit, fill))
+        };
         match tokio::time::timeout(self.slot_wait, wait).await {
-            Ok(Ok(permit)) => {
+            Ok(Ok((permit, fill))) => {
                 let in_flight = self
                     .metrics
                     .upstream_in_flight
@@ -260,6 +277,7 @@ impl Upstream {
                 in_flight.inc();
                 Ok(Slot {
                     _permit: permit,
+                    _fill: fill,
                     in_flight,
                 })
             }

@@ -437,3 +437,54 @@ async fn a_referrer_claiming_a_huge_size_is_denied_and_stalls_no_other_decision(
     );
     assert_eq!(bad.await.unwrap(), 403, "the hostile image is denied");
 }
+
+/// Blob fills hold their upstream slot for a whole transfer, so they may
+/// take only three quarters of `max_requests`: with every fill slot taken
+/// by slow layers, a manifest of the same upstream is still served.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_blob_fills_cannot_take_the_slots_manifests_need() {
+    let upstream = crate::support::scripted::Scripted::start().await;
+    let proxy = Proxy::start(
+        &scripted_upstream(&upstream.url(), "max_requests = 4"),
+        None,
+    )
+    .await;
+    let blobs: Vec<String> = (0..4)
+        .map(|n| {
+            let b = image::random_bytes(990 + n, 1000);
+            let d = image::sha256(&b);
+            upstream.put(&d, "application/octet-stream", &b);
+            upstream.delay(&d, std::time::Duration::from_secs(6));
+            d
+        })
+        .collect();
+    let manifest = image::Image::oci(995, &[10]);
+    upstream.put(&manifest.digest, &manifest.media_type, &manifest.manifest);
+    let fills: Vec<_> = blobs
+        .iter()
+        .map(|d| {
+            let (c, u) = (
+                proxy.client.clone(),
+                format!("{}/v2/s/app/blobs/{d}", proxy.url()),
+            );
+            tokio::spawn(async move { c.get(u).send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let (status, _) = proxy
+        .answer(&format!("/v2/s/app/manifests/{}", manifest.digest))
+        .await;
+    assert_eq!(status, 200, "the manifest found a slot");
+    assert!(started.elapsed() < std::time::Duration::from_millis(900));
+    let mut statuses = Vec::new();
+    for f in fills {
+        statuses.push(f.await.unwrap().unwrap());
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 503],
+        "three fills at once, the fourth refused"
+    );
+}
