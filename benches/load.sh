@@ -5,6 +5,8 @@
 # the same load generator (wrk). One command:
 #
 #   bash benches/load.sh            # DURATION=5 BIG_MIB=512 to change the runs
+#   ONLY=flood bash benches/load.sh # only the flood rows (cached requests
+#                                   # beside a flood of cold decisions)
 #
 # Needs: cargo, docker-registry, wrk, curl, openssl, python3 (installed with
 # apt-get when missing and run as root). Everything it starts is stopped on exit.
@@ -14,6 +16,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DURATION=${DURATION:-5}
 BIG_MIB=${BIG_MIB:-512}
 DELAY_MS=${DELAY_MS:-20}
+ONLY=${ONLY:-}                     # "flood": only the flood rows
+CACHED_CONN=${CACHED_CONN:-4}      # wrk connections for the cached request beside the flood
+FLOOD_IMAGES=${FLOOD_IMAGES:-200}  # distinct images the flood asks for in turn
+FLOOD_SIGS=${FLOOD_SIGS:-10}       # wrong signatures on each, all verified per decision
+FLOOD_CONN=${FLOOD_CONN:-32}       # flood connections
+FLOOD_KEYS=${FLOOD_KEYS:-50}       # keys of the flood images' authority, each signature tried with each
+[[ $ONLY == flood ]] && BIG_MIB=1  # the big layer is not read by the flood rows
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -43,7 +52,7 @@ sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 echo "building portcullis (release)…" >&2
 (cd "$ROOT" && cargo build --release --locked --quiet --bin portcullis)
-PORTCULLIS="$ROOT/target/release/portcullis"
+PORTCULLIS="${CARGO_TARGET_DIR:-$ROOT/target}/release/portcullis"
 
 registry() { # name port [proxy-url]
   local dir="$WORK/$1"; mkdir -p "$dir/storage"
@@ -57,6 +66,30 @@ registry() { # name port [proxy-url]
   PIDS+=($!)
   wait_http "http://127.0.0.1:$2/v2/"
 }
+
+# wrk: requests/s, p50, p99
+ACCEPT='Accept: application/vnd.oci.image.manifest.v1+json'
+wrk_parse() { # wrk output on stdin -> "rps p50_ms p99_ms"
+  python3 -c '
+import re, sys
+t = sys.stdin.read()
+def ms(pct):
+    m = re.search(str(pct) + r"%\s+([\d.]+)(us|ms|s|m)\b", t)
+    return float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[m.group(2)]
+try:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+    print(f"{rps:.0f} {ms(50):.3f} {ms(99):.3f}")
+except (AttributeError, KeyError):
+    sys.stderr.write("unreadable wrk output:\n" + t)
+    print("0 0 0")'
+}
+wrk_run() { # url connections -> "rps p50_ms p99_ms"
+  local threads=$(( $2 < 2 ? 1 : 2 ))
+  wrk -t"$threads" -c"$2" -d"${DURATION}s" --latency -H "$ACCEPT" "$1" 2>/dev/null | wrk_parse
+}
+ROWS=()
+row() { ROWS+=("$1"); echo "$1" >&2; }
+ratio() { python3 -c "a,b=float('$1'),float('$2'); print(f'{a/b:.1f}x' if b else 'n/a')"; }
 
 # --- upstream with a signed image --------------------------------------------
 UP=$(free_port); registry upstream "$UP"
@@ -127,7 +160,7 @@ PIDS+=($!)
 wait_http "http://127.0.0.1:$SLOW/v2/"
 
 # --- the two proxies ---------------------------------------------------------
-start_portcullis() { # name upstream-port -> sets P_PORT P_ADMIN P_PID
+start_portcullis() { # name upstream-port [[cache] lines] [more config] -> sets P_PORT P_ADMIN P_PID
   local dir="$WORK/$1"; mkdir -p "$dir"
   P_PORT=$(free_port); P_ADMIN=$(free_port)
   cp "$F/vendor.pub" "$dir/vendor.pub"
@@ -142,6 +175,7 @@ sink = "audit.jsonl"
 dir = "cache"
 tag_ttl = "1h"
 verdict_ttl = "1h"
+${3:-}
 [[upstream]]
 name = "up"
 url = "http://127.0.0.1:$2"
@@ -153,15 +187,148 @@ keys = ["vendor.pub"]
 name = "bench"
 match = ["up/bench/**"]
 signatures = { authorities = ["vendor"] }
+${4:-}
 EOF
   PORTCULLIS_LOG=warn "$PORTCULLIS" serve --config "$dir/portcullis.toml" >"$dir/log" 2>&1 &
   P_PID=$!; PIDS+=($P_PID)
   wait_http "http://127.0.0.1:$P_ADMIN/healthz"
 }
+# --- cached requests beside a flood of cold decisions ------------------------
+# FLOOD_IMAGES distinct images in flood/images, each with a cosign .sig
+# manifest of FLOOD_SIGS layers: a payload naming the image (so each one
+# reaches the signature check) and a well-formed ECDSA P-256 signature that
+# no key made (random r and s), so every decision verifies all of them and
+# denies. deny_ttl = 1s and the images asked for in turn keep decisions cold.
+# Their authority holds FLOOD_KEYS keys and each signature is tried with
+# each, so verification (FLOOD_SIGS x FLOOD_KEYS ECDSA checks a decision),
+# not the upstream serving the signature blobs, is what the flood costs.
+flood_fixtures() { # -> $WORK/flood.paths
+  cat >"$WORK/flood.py" <<'PY'
+import base64, concurrent.futures, hashlib, http.client, json, secrets, socket, sys, threading
+port, images, sigs, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+repo = "flood/images"
+local = threading.local()
+def call(method, path, body=b"", headers={}):
+    if not hasattr(local, "conn"):
+        local.conn = http.client.HTTPConnection("127.0.0.1", port)
+        local.conn.connect()
+        local.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    local.conn.request(method, path, body=body, headers=headers)
+    r = local.conn.getresponse(); r.read()
+    if r.status >= 300:
+        sys.exit(f"{method} {path}: {r.status}")
+    return r
+def blob(data):
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    loc = call("POST", f"/v2/{repo}/blobs/uploads/").getheader("Location")
+    loc = loc.split("127.0.0.1:%d" % port)[-1]
+    call("PUT", loc + ("&" if "?" in loc else "?") + "digest=" + d, data,
+         {"Content-Type": "application/octet-stream"})
+    return {"digest": d, "size": len(data)}
+def manifest(ref, m):
+    data = json.dumps(m).encode()
+    call("PUT", f"/v2/{repo}/manifests/{ref}", data,
+         {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # P-256 order
+def der_int(v):
+    b = v.to_bytes(32, "big").lstrip(b"\0")
+    if b[0] & 0x80: b = b"\0" + b
+    return b"\x02" + bytes([len(b)]) + b
+def wrong_signature():
+    body = der_int(1 + secrets.randbelow(N - 1)) + der_int(1 + secrets.randbelow(N - 1))
+    return base64.b64encode(b"\x30" + bytes([len(body)]) + body).decode()
+config = dict(blob(b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'),
+              mediaType="application/vnd.oci.image.config.v1+json")
+layer = dict(blob(secrets.token_bytes(1024)), mediaType="application/vnd.oci.image.layer.v1.tar")
+def push(i):
+    image = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "config": config, "layers": [layer], "annotations": {"bench.flood": str(i)}}
+    digest = manifest(f"f{i}", image)
+    payload = blob(json.dumps({"critical": {"identity": {"docker-reference": repo},
+                   "image": {"docker-manifest-digest": digest},
+                   "type": "cosign container image signature"}, "optional": None}).encode())
+    layers = [dict(payload, mediaType="application/vnd.dev.cosign.simplesigning.v1+json",
+                   annotations={"dev.cosignproject.cosign/signature": wrong_signature()})
+              for _ in range(sigs)]
+    manifest(digest.replace(":", "-") + ".sig",
+             {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+              "config": config, "layers": layers})
+    return f"/v2/up/{repo}/manifests/{digest}"
+with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    paths = list(pool.map(push, range(images)))
+open(out, "w").write("\n".join(paths) + "\n")
+PY
+  python3 "$WORK/flood.py" "$UP" "$FLOOD_IMAGES" "$FLOOD_SIGS" "$WORK/flood.paths"
+  mkdir -p "$WORK/flood"
+  local k keys=()
+  for k in $(seq 1 "$FLOOD_KEYS"); do
+    openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl ec -pubout -out "$WORK/flood/k$k.pub" 2>/dev/null
+    keys+=("\"k$k.pub\"")
+  done
+  FLOOD_CONFIG=$(printf '[[authority]]\nname = "many"\nkeys = [%s]\n[[policy]]\nname = "flood"\nmatch = ["up/flood/**"]\nsignatures = { authorities = ["many"] }' \
+    "$(IFS=,; echo "${keys[*]}")")
+  # Each wrk thread walks the list from its own starting point.
+  cat >"$WORK/flood.lua" <<'LUA'
+local paths = {}
+for line in io.lines(os.getenv("FLOOD_PATHS")) do paths[#paths + 1] = line end
+local started = 0
+function setup(thread) thread:set("start", started); started = started + 1 end
+function init() i = start * math.floor(#paths / 2) end
+function request()
+  i = i % #paths + 1
+  return wrk.format(nil, paths[i])
+end
+LUA
+}
+counter() { # admin-port metric [label filter] -> sum over its series
+  curl -fsS "http://127.0.0.1:$1/metrics" |
+    awk -v m="$2" -v l="${3:-}" '($1 == m || index($1, m "{") == 1) && (l == "" || index($1, l)) {s += $2} END {printf "%d", s}'
+}
+flood_rows() {
+  echo "pushing $FLOOD_IMAGES flood images with $FLOOD_SIGS signatures each, $FLOOD_KEYS keys…" >&2
+  flood_fixtures
+  start_portcullis flood "$UP" 'deny_ttl = "1s"' "$FLOOD_CONFIG"
+  local url="http://127.0.0.1:$P_PORT/v2/up/bench/app/manifests/$DIGEST" flood_pid=$P_PID
+  curl -fsS -H "$ACCEPT" -o /dev/null "$url"
+  local first; first=$(head -1 "$WORK/flood.paths")
+  local denied; denied=$(curl -sS -H "$ACCEPT" -w ' %{http_code}' "http://127.0.0.1:$P_PORT$first")
+  [[ $denied == *' 403' ]] || { echo "a flood image was not denied: $denied" >&2; exit 1; }
+  echo "a flood image: $denied" >&2
+  local irps ip50 ip99 frps fp50 fp99 drps dp50 dp99
+  read -r irps ip50 ip99 < <(wrk_run "$url" "$CACHED_CONN")
+  FLOOD_PATHS="$WORK/flood.paths" wrk -t2 -c"$FLOOD_CONN" -d"$((DURATION + 2))s" --timeout 30s --latency \
+    -H "$ACCEPT" -s "$WORK/flood.lua" "http://127.0.0.1:$P_PORT" >"$WORK/flood.out" 2>&1 &
+  local w=$!
+  sleep 1 # the flood is under way before the cached requests start
+  local d0 v0 r0 t0 d1 v1 r1 t1
+  d0=$(counter "$P_ADMIN" portcullis_pull_decisions_total 'decision="deny"')
+  v0=$(counter "$P_ADMIN" portcullis_verification_duration_seconds_count)
+  r0=$(counter "$P_ADMIN" portcullis_decisions_refused_total); t0=$(date +%s.%N)
+  read -r frps fp50 fp99 < <(wrk_run "$url" "$CACHED_CONN")
+  d1=$(counter "$P_ADMIN" portcullis_pull_decisions_total 'decision="deny"')
+  v1=$(counter "$P_ADMIN" portcullis_verification_duration_seconds_count)
+  r1=$(counter "$P_ADMIN" portcullis_decisions_refused_total); t1=$(date +%s.%N)
+  wait "$w" || true
+  read -r drps dp50 dp99 < <(wrk_parse <"$WORK/flood.out")
+  kill "$flood_pid" 2>/dev/null || true
+  local cold; cold=$(python3 -c "print(f'{($v1 - $v0) / ($t1 - $t0):.0f}')")
+  FLOOD_ROWS+=("| cached manifest by digest, $CACHED_CONN conn, nothing else running (reference) | $irps req/s, p50 $ip50 ms, p99 $ip99 ms | | |")
+  FLOOD_ROWS+=("| the same, beside a flood of cold decisions ($FLOOD_CONN conn over $FLOOD_IMAGES images × $FLOOD_SIGS wrong signatures × $FLOOD_KEYS keys, deny_ttl 1s: $cold cold decisions/s verified, $((v1 - v0)) of $((d1 - d0)) denials, $((r1 - r0)) refused 503; flood $drps req/s, p50 $dp50 ms, p99 $dp99 ms) | $frps req/s, p50 $fp50 ms, p99 $fp99 ms ($(ratio "$fp99" "$ip99") the reference p99) | | |")
+  printf '%s\n' "${FLOOD_ROWS[@]}" >&2
+}
+FLOOD_ROWS=()
+print_table() {
+  echo
+  echo "| measurement | Portcullis | distribution proxy | Portcullis / distribution |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${ROWS[@]}" "${FLOOD_ROWS[@]}"
+}
+if [[ $ONLY == flood ]]; then flood_rows; print_table; exit 0; fi
+
 start_portcullis portcullis "$UP"; PC=$P_PORT; PC_ADMIN=$P_ADMIN; PC_PID=$P_PID
 DP=$(free_port); registry distribution "$DP" "http://127.0.0.1:$UP"; DP_PID=${PIDS[-1]}
 
-ACCEPT='Accept: application/vnd.oci.image.manifest.v1+json'
 P_URL="http://127.0.0.1:$PC/v2/up/bench/app"
 D_URL="http://127.0.0.1:$DP/v2/bench/app"
 IDLE_P=$(rss_mib "$PC_PID"); IDLE_D=$(rss_mib "$DP_PID")
@@ -172,24 +339,6 @@ for u in "$P_URL" "$D_URL"; do
 done
 
 # --- wrk: requests/s, p50, p99 -----------------------------------------------
-wrk_run() { # url connections -> "rps p50_ms p99_ms"
-  local threads=$(( $2 < 2 ? 1 : 2 ))
-  wrk -t"$threads" -c"$2" -d"${DURATION}s" --latency -H "$ACCEPT" "$1" 2>/dev/null | python3 -c '
-import re, sys
-t = sys.stdin.read()
-def ms(pct):
-    m = re.search(str(pct) + r"%\s+([\d.]+)(us|ms|s|m)\b", t)
-    return float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[m.group(2)]
-try:
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-    print(f"{rps:.0f} {ms(50):.3f} {ms(99):.3f}")
-except (AttributeError, KeyError):
-    sys.stderr.write("unreadable wrk output:\n" + t)
-    print("0 0 0")'
-}
-ROWS=()
-row() { ROWS+=("$1"); echo "$1" >&2; }
-ratio() { python3 -c "a,b=float('$1'),float('$2'); print(f'{a/b:.1f}x' if b else 'n/a')"; }
 for what in digest tag; do
   ref=$DIGEST; [[ $what == tag ]] && ref=v1
   for c in 1 16 64; do
@@ -239,7 +388,5 @@ T_D=$(timed "http://127.0.0.1:$DP2/v2/bench/app/manifests/v1")
 TRIPS=$(curl -fsS "http://127.0.0.1:$P_ADMIN/metrics" | awk '/^portcullis_upstream_requests_total/ {s+=$2} END {print s}')
 row "| cold signed manifest by tag, upstream +${DELAY_MS} ms/response (direct GET: $T_DIRECT ms, 1 round trip) | $T_P ms, $TRIPS upstream requests (verified) | $T_D ms (unverified) | |"
 
-echo
-echo "| measurement | Portcullis | distribution proxy | Portcullis / distribution |"
-echo "|---|---|---|---|"
-printf '%s\n' "${ROWS[@]}"
+flood_rows
+print_table
