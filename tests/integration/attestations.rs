@@ -43,6 +43,12 @@ name = "acme"
 keys = ["{d}/acme.pub"]
 
 [[authority]]
+name = "acme-logged"
+keys = ["{d}/acme.pub"]
+trusted_root = "{d}/trusted_root.json"
+require_tlog = true
+
+[[authority]]
 name = "acme-ci"
 keyless = {{ issuer = "{GITHUB_ISSUER}", subject = "{CI_IDENTITY}" }}
 trusted_root = "{d}/trusted_root.json"
@@ -70,6 +76,14 @@ match = ["local/acme/scanned-ci"]
 signatures = {{ authorities = ["acme"] }}
 attestations = [
   {{ name = "vulnerabilities", predicate_type = "{VULN}", authorities = ["acme-ci"], condition = "no-critical-vulnerabilities", max_age = "7d" }},
+]
+
+[[policy]]
+name = "logged"
+match = ["local/acme/logged"]
+signatures = {{ authorities = ["acme"] }}
+attestations = [
+  {{ name = "provenance", predicate_type = "{SLSA}", authorities = ["acme-logged"], condition = "github-hosted-builder" }},
 ]
 
 [[policy]]
@@ -189,6 +203,22 @@ async fn signed_slsa_provenance_in_an_att_tag_lets_the_image_through() {
     let att = i.vendor.attest(&provenance(&img.digest, RUNNER));
     i.push("acme/app", &img, &[att]).await;
     assert_eq!(i.answer("acme/app", &img).await, (200, None));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_signed_att_without_a_log_entry_is_denied_when_its_authority_requires_one() {
+    let i = instance().await;
+    let img = Image::oci(640, &[300]);
+    let att = i.vendor.attest(&provenance(&img.digest, RUNNER));
+    i.push("acme/logged", &img, std::slice::from_ref(&att))
+        .await;
+    let (status, reason) = i.answer("acme/logged", &img).await;
+    assert_eq!(status, 403, "{reason:?}");
+    // The same attestation satisfies an authority that does not require a log.
+    let other = Image::oci(641, &[300]);
+    let att = i.vendor.attest(&provenance(&other.digest, RUNNER));
+    i.push("acme/app", &other, &[att]).await;
+    assert_eq!(i.answer("acme/app", &other).await, (200, None));
 }
 
 #[tokio::test(flavor = "multi_thread")]
