@@ -713,3 +713,68 @@ mod keyed {
         );
     }
 }
+
+/// Legacy `.att` attestations signed under a vendor PKI (certificate in the
+/// layer's annotation): the chain is checked when no log is required, and
+/// an attestation without a log entry is refused when one is.
+mod legacy_attestations {
+    use super::*;
+
+    const SLSA: &str = "https://slsa.dev/provenance/v1";
+
+    async fn answer(vendor_extra: &str, seed: u64) -> (u16, Option<String>) {
+        let ca = VendorCa::new("acme");
+        let signer = ca.issue_current();
+        let key = VendorKey::generate();
+        let (fulcio, log) = (Fulcio::new(), TransparencyLog::new());
+        let registry = Registry::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("root.pem"), &ca.root_pem).unwrap();
+        key.write_public(dir.path(), "signer.pub");
+        std::fs::write(
+            dir.path().join("trusted_root.json"),
+            trusted_root(&fulcio, &log),
+        )
+        .unwrap();
+        let d = dir.path().display();
+        let body = format!(
+            "{}\n[[authority]]\nname = \"signer\"\nkeys = [\"{d}/signer.pub\"]\n\n[[authority]]\nname = \"vendor\"\nca_roots = [\"{d}/root.pem\"]\n{}\n\n[[policy]]\nname = \"p\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"signer\"] }}\nattestations = [ {{ name = \"provenance\", predicate_type = \"{SLSA}\", authorities = [\"vendor\"] }} ]\n",
+            upstream_toml("local", &registry.url(), ""),
+            vendor_extra.replace("{dir}", &d.to_string()),
+        );
+        let proxy = Proxy::start(&body, None).await;
+        let pusher = Pusher::new(&registry.url());
+        let img = Image::oci(seed, &[100]);
+        pusher.image("v/app", "v1", &img).await;
+        cosign::push_signatures(
+            &pusher,
+            "v/app",
+            &img.digest,
+            &[key.sign(&img.digest, "v/app")],
+        )
+        .await;
+        let mut att = signer.key.attest(&statement(
+            &img.digest,
+            SLSA,
+            serde_json::json!({"buildDefinition": {}}),
+        ));
+        att.certificate = Some(signer.cert_pem.clone());
+        cosign::push_attestations(&pusher, "v/app", &img.digest, &[att]).await;
+        proxy.answer("/v2/local/v/app/manifests/v1").await
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_vendor_signed_att_is_allowed_by_its_chain_when_no_log_is_required() {
+        assert_eq!(answer("", 1301).await, allowed());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_vendor_signed_att_without_a_log_entry_is_refused_when_a_log_is_required() {
+        let (status, reason) = answer(
+            "trusted_root = \"{dir}/trusted_root.json\"\nrequire_tlog = true",
+            1302,
+        )
+        .await;
+        assert_eq!(status, 403, "{reason:?}");
+    }
+}

@@ -190,6 +190,8 @@ pub async fn push_referrers(
 pub struct AttestationLayer {
     pub envelope: String,
     pub predicate_type: String,
+    /// The signer's certificate (PEM), for a certificate-signed attestation.
+    pub certificate: Option<String>,
 }
 
 impl VendorKey {
@@ -219,6 +221,7 @@ impl VendorKey {
             })
             .to_string(),
             predicate_type: predicate_type.into(),
+            certificate: None,
         }
     }
 
@@ -248,6 +251,9 @@ pub async fn push_attestations(
         pusher.blob(repo, &blob).await;
         let mut d = blob.descriptor();
         d["annotations"] = serde_json::json!({"predicateType": l.predicate_type});
+        if let Some(c) = &l.certificate {
+            d["annotations"]["dev.sigstore.cosign/certificate"] = serde_json::json!(c);
+        }
         descriptors.push(d);
     }
     let manifest = serde_json::to_vec(&serde_json::json!({
