@@ -184,23 +184,20 @@ async fn requests_past_an_upstreams_max_requests_get_503_with_retry_after() {
         None,
     )
     .await;
-    let blobs: Vec<Vec<u8>> = (0..8).map(|n| image::random_bytes(960 + n, 1000)).collect();
-    for b in &blobs {
-        let d = image::sha256(b);
-        upstream.put(&d, "application/octet-stream", b);
-        upstream.delay(&d, std::time::Duration::from_secs(3));
+    // Manifests: blob fills may take only three quarters of the slots.
+    let images: Vec<image::Image> = (0..8).map(|n| image::Image::oci(960 + n, &[10])).collect();
+    for img in &images {
+        upstream.put(&img.digest, &img.media_type, &img.manifest);
+        upstream.delay(&img.digest, std::time::Duration::from_secs(3));
     }
     let before = proxy
         .metric("portcullis_upstream_errors_total", &["kind=\"saturated\""])
         .await;
-    let pulls = blobs.iter().map(|b| {
+    let pulls = images.iter().map(|img| {
         proxy
             .client
-            .get(format!(
-                "{}/v2/s/app/blobs/{}",
-                proxy.url(),
-                image::sha256(b)
-            ))
+            .get(format!("{}/v2/s/app/manifests/{}", proxy.url(), img.digest))
+            .header("accept", &img.media_type)
             .send()
     });
     let answers = futures_util::future::join_all(pulls).await;
