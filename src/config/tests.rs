@@ -557,3 +557,23 @@ fn a_quoted_value_containing_the_word_expected_is_still_hidden() {
     assert!(!out.contains("hunter2"), "{out}");
     assert!(out.ends_with("expected a boolean"), "{out}");
 }
+
+#[test]
+fn decision_limits_have_defaults_and_the_byte_budget_must_hold_one_whole_decision() {
+    let c = Config::from_toml(&minimal(""), Path::new("/etc/p")).unwrap();
+    assert_eq!(c.limits.decisions, 64);
+    assert_eq!(c.limits.decision_bytes, 512 << 20);
+    let with = |limits: &str| format!("{}\n[limits]\n{limits}\n", minimal(""));
+    // Three document sets of 64 MiB and eight 4 MiB referrer manifests.
+    assert_eq!(crate::pull::DECISION_MOST_BYTES, 224 << 20);
+    let at_least = Config::from_toml(&with("decision_bytes = \"224MiB\""), Path::new("/etc/p"));
+    assert_eq!(at_least.unwrap().limits.decision_bytes, 224 << 20);
+    let p = problems(&with("decision_bytes = \"223MiB\"\ndecisions = 0"));
+    let mut paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(paths, ["limits.decision_bytes", "limits.decisions"]);
+    assert_eq!(
+        problems(&with("decision_bytes = \"65GiB\""))[0].path,
+        "limits.decision_bytes"
+    );
+}
