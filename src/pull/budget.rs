@@ -117,6 +117,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn places_and_bytes_are_counted_in_their_own_gauges_while_held() {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let b = Budget::new(4, 100, Arc::clone(&metrics));
+        let place = b.decision().await.unwrap();
+        let bytes = b.bytes(30).await.unwrap();
+        assert_eq!(metrics.decisions_in_flight.get(), 1);
+        assert_eq!(metrics.decision_bytes_held.get(), 30);
+        drop((place, bytes));
+        assert_eq!(metrics.decisions_in_flight.get(), 0);
+        assert_eq!(metrics.decision_bytes_held.get(), 0);
+    }
+
+    #[tokio::test]
     async fn a_share_larger_than_the_budget_is_refused_at_once_and_holds_nobody_up() {
         let b = budget(4, 100);
         let started = std::time::Instant::now();
