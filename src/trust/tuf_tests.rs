@@ -90,3 +90,40 @@ fn only_root_files_are_checked() {
     assert!(is_root("2.root.json") && is_root("root.json") && is_root("root_history/3.root.json"));
     assert!(!is_root("timestamp.json") && !is_root("targets/trusted_root.json"));
 }
+
+/// An in-memory cache, as the TUF client sees one.
+#[derive(Default)]
+struct Memory(std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>);
+
+impl MetadataStore for Memory {
+    fn load(&self, name: &str) -> sigstore_tuf::Result<Option<Vec<u8>>> {
+        Ok(self.0.lock().unwrap().get(name).cloned())
+    }
+
+    fn store(&self, name: &str, bytes: &[u8]) -> sigstore_tuf::Result<()> {
+        self.0.lock().unwrap().insert(name.into(), bytes.to_vec());
+        Ok(())
+    }
+}
+
+#[test]
+fn a_cached_root_that_cannot_be_satisfied_is_a_miss_and_good_files_are_kept() {
+    let store = CheckedStore(Memory::default());
+    let good = root(roles(serde_json::json!({"keyids": ["k1"], "threshold": 1})));
+    let wedged = root(roles(serde_json::json!({"keyids": ["k1"], "threshold": 0})));
+    store.store("root.json", &good).unwrap();
+    store.store("2.root.json", &wedged).unwrap();
+    store.store("timestamp.json", b"not checked").unwrap();
+    assert_eq!(store.load("root.json").unwrap(), Some(good), "a good root");
+    assert_eq!(
+        store.load("2.root.json").unwrap(),
+        None,
+        "a root that wedges"
+    );
+    assert_eq!(
+        store.load("timestamp.json").unwrap(),
+        Some(b"not checked".to_vec()),
+        "other files as stored"
+    );
+    assert_eq!(store.load("3.root.json").unwrap(), None, "absent");
+}
