@@ -10,12 +10,17 @@ use crate::support::*;
 use crate::support::{Image, Pusher, Registry};
 
 async fn setup() -> (Scripted, Proxy) {
+    setup_with("").await
+}
+
+/// As [`setup`], with extra `[cache]` keys.
+async fn setup_with(cache_extra: &str) -> (Scripted, Proxy) {
     let upstream = Scripted::start().await;
     let body = format!(
         "[[upstream]]\nname = \"s\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"1s\"\nidle_timeout = \"1s\"\n{ALLOW_ALL}",
         upstream.url()
     );
-    let proxy = Proxy::start(&body, None).await;
+    let proxy = Proxy::start_with(&body, None, cache_extra).await;
     (upstream, proxy)
 }
 
@@ -269,12 +274,7 @@ async fn an_endless_blob_body_is_cut_at_the_size_its_manifest_declares_and_nothi
 /// `cache.max_blob_bytes`.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_endless_chunked_blob_nothing_declares_stops_at_max_blob_bytes() {
-    let upstream = Scripted::start().await;
-    let body = format!(
-        "[[upstream]]\nname = \"s\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"1s\"\nidle_timeout = \"1s\"\n{ALLOW_ALL}",
-        upstream.url()
-    );
-    let proxy = Proxy::start_with(&body, None, "max_blob_bytes = \"2MiB\"").await;
+    let (upstream, proxy) = setup_with("max_blob_bytes = \"2MiB\"").await;
     let digest = sha256(b"never the real content");
     upstream.endless(&digest, None);
     if let Ok(r) = proxy.try_get(&format!("/v2/s/app/blobs/{digest}")).await {
@@ -379,12 +379,7 @@ async fn a_layer_stalled_by_one_upstream_still_flows_at_once_through_another() {
 /// the body: the cap bounds every fill.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_content_length_past_max_blob_bytes_is_refused_before_the_body() {
-    let upstream = Scripted::start().await;
-    let body = format!(
-        "[[upstream]]\nname = \"s\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"5s\"\nidle_timeout = \"5s\"\n{ALLOW_ALL}",
-        upstream.url()
-    );
-    let proxy = Proxy::start_with(&body, None, "max_blob_bytes = \"2MiB\"").await;
+    let (upstream, proxy) = setup_with("max_blob_bytes = \"2MiB\"").await;
     let digest = sha256(b"never the real content either");
     upstream.endless(&digest, Some(256 << 20));
     let r = proxy.get(&format!("/v2/s/app/blobs/{digest}")).await;
