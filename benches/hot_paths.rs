@@ -19,13 +19,14 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::FutureExt;
+use portcullis::material::{Identity, SigstoreRoot, SubjectMatch, public_key_from_pem};
 use portcullis::oci::{Digest, Manifest, Reference};
 use portcullis::policy::{Glob, Mode, Policy, PolicySet, Rule};
-use portcullis::server::routes::{Query, Route, route};
+use portcullis::server::routes::{Query, Route};
 use portcullis::trust::{Authority, Material};
+use portcullis::upstream::route;
 use portcullis::verify::check::{COSIGN_SIGN_PREDICATE, check};
 use portcullis::verify::evidence::{LegacySignature, Signature};
-use portcullis::verify::sigstore::{Identity, SigstoreRoot, SubjectMatch, public_key_from_pem};
 use sha2::{Digest as _, Sha256};
 
 fn parsing(c: &mut Criterion) {

@@ -12,14 +12,12 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pull::Puller;
 use crate::trust::{Sources, TrustSnapshot};
-use crate::upstream::{self, Upstream};
+use crate::upstream::{self, RoutingError, Upstreams};
 use crate::verify::Gate;
 
 /// Everything a request handler needs.
 pub struct App {
     pub audit: Arc<Audit>,
-    /// Client authentication on the registry listener, when configured.
-    pub client_auth: Option<crate::server::auth::ClientAuth>,
     pub clock: Arc<dyn Clock>,
     /// The config in force (its policy and trust parts are what reloads change).
     config: std::sync::Mutex<Config>,
@@ -29,9 +27,8 @@ pub struct App {
     rebuilding: tokio::sync::Mutex<()>,
     /// Whether each URL source was usable at its last refresh.
     available: std::sync::Mutex<HashMap<String, bool>>,
-    /// Upstreams by name and by alias (their URL host, Docker Hub's names).
-    upstreams: HashMap<String, Arc<Upstream>>,
-    default_upstream: Option<Arc<Upstream>>,
+    /// The upstreams, by name and alias, and how a repository is routed.
+    pub upstreams: Upstreams,
     pub puller: Arc<Puller>,
     pub metrics: Arc<Metrics>,
     /// False once shutdown has begun, so `/readyz` turns away new traffic.
@@ -58,8 +55,6 @@ pub enum BuildError {
     Peers(#[from] crate::readiness::PeersError),
 }
 
-const DOCKER_HUB_NAMES: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
-
 impl App {
     pub async fn build(config: &Config) -> Result<Arc<App>, BuildError> {
         App::build_with_clock(config, Arc::new(SystemClock)).await
@@ -70,31 +65,11 @@ impl App {
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<App>, BuildError> {
         let metrics = Arc::new(Metrics::new()?);
-        let mut upstreams = HashMap::new();
-        let mut aliases = Vec::new();
-        for u in &config.upstreams {
-            let client = Arc::new(Upstream::new(u, Arc::clone(&metrics))?);
-            if let Some(host) = u.url.host_str() {
-                aliases.push((host.to_string(), Arc::clone(&client)));
-                if let Some(port) = u.url.port() {
-                    aliases.push((format!("{host}:{port}"), Arc::clone(&client)));
-                }
-            }
-            if DOCKER_HUB_NAMES.contains(&u.name.as_str()) {
-                for alias in DOCKER_HUB_NAMES {
-                    aliases.push((alias.to_string(), Arc::clone(&client)));
-                }
-            }
-            upstreams.insert(u.name.to_string(), client);
-        }
-        for (alias, client) in aliases {
-            upstreams.entry(alias).or_insert(client);
-        }
-        let default_upstream = config
-            .server
-            .default_upstream
-            .as_ref()
-            .and_then(|n| upstreams.get(n.as_str()).cloned());
+        let upstreams = Upstreams::build(
+            &config.upstreams,
+            config.server.default_upstream.as_ref(),
+            &metrics,
+        )?;
         let store = ContentStore::open(
             &config.cache.dir,
             config.cache.max_bytes,
@@ -152,9 +127,6 @@ impl App {
         )?;
         let app = Arc::new(App {
             audit,
-            client_auth: config.server.auth.as_ref().map(|a| {
-                crate::server::auth::ClientAuth::new(a, metrics.password_checks_refused.clone())
-            }),
             clock,
             config: std::sync::Mutex::new(config.clone()),
             sources: Arc::clone(&sources),
@@ -167,7 +139,6 @@ impl App {
                     .collect(),
             ),
             upstreams,
-            default_upstream,
             puller,
             metrics,
             ready: AtomicBool::new(true),
@@ -177,28 +148,10 @@ impl App {
         Ok(app)
     }
 
-    /// The upstream configured under `name` (or an alias of it), if any.
-    pub fn upstream(&self, name: &str) -> Option<Arc<Upstream>> {
-        self.upstreams.get(&name.to_ascii_lowercase()).cloned()
-    }
-
-    pub fn default_upstream(&self) -> Option<&Arc<Upstream>> {
-        self.default_upstream.as_ref()
-    }
-
     /// Where an image name (`registry/repo`) is pulled from, routed as a
     /// path-prefixed request would be.
-    pub fn target_for(
-        &self,
-        name: &str,
-    ) -> Result<crate::pull::Target, crate::server::routes::RoutingError> {
-        let routed = crate::server::routes::route(
-            name,
-            None,
-            |n| self.upstream(n),
-            self.default_upstream(),
-            |u| u.library_prefix,
-        )?;
+    pub fn target_for(&self, name: &str) -> Result<crate::pull::Target, RoutingError> {
+        let routed = self.upstreams.route(name, None)?;
         Ok(crate::pull::Target {
             upstream: routed.upstream,
             repo: routed.repo,
@@ -423,6 +376,18 @@ impl App {
 }
 
 impl App {
+    /// The metrics in the text exposition format, with the gauges sampled
+    /// at scrape time (trust health, bytes of blob reads held) brought up to
+    /// date first.
+    pub fn metrics_text(&self) -> Vec<u8> {
+        self.trust_health();
+        let held = crate::cache::reader::held_bytes();
+        self.metrics
+            .read_bytes_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
+        self.metrics.render()
+    }
+
     /// Whether each authority can be relied on now, exported as
     /// `portcullis_trust_available` and `portcullis_trust_degraded`.
     pub fn trust_health(&self) -> crate::readiness::TrustHealth {

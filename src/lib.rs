@@ -1,20 +1,23 @@
 //! Portcullis: a pull-through caching OCI registry proxy that serves an
 //! image only when policy allows it.
 //!
-//! Module map (dependencies point down the list):
+//! Module map: each module imports only modules on lines below its own,
+//! and modules on one line import none of each other (the
+//! `module_graph` test checks it):
 //!
-//! - [`server`]: hyper listeners, path parsing and routing, OCI responses, admin endpoints
-//! - [`app`]: builds the running proxy from a [`config::Config`]
+//! - [`server`]: hyper listeners, path parsing, client authentication, OCI responses, admin endpoints
+//! - [`app`]: builds the running proxy from a [`config::Config`], reloads it, refreshes trust
 //! - [`readiness`]: what `/readyz` means: this replica's trust, and whether a peer's is fresh
-//! - [`pull`]: orchestration: tag resolution, verdicts, single flight, blob fills
-//! - [`upstream`]: one client per registry: pooling, TLS, token auth, limits
+//! - [`pull`]: orchestration: tag resolution, verdicts, single flight, blob fills, decision bounds
+//! - [`upstream`]: one client per registry (pooling, TLS, token auth, limits) and routing to them
 //! - [`verify`]: the decision point; only it builds a [`verify::VerifiedManifest`]
-//! - [`policy`]: which policy matches a repository
-//! - [`trust`]: authorities' keys, CA roots and identities in an immutable snapshot
-//! - [`cache`]: the disk content store and streaming reads of it
+//! - [`trust`]: authorities' keys, CA roots and identities in an immutable snapshot, and their sources
 //! - [`config`]: the TOML file and its validation
-//! - [`oci`]: protocol vocabulary with no I/O: digests, names, manifests, errors
-//! - [`metrics`], [`clock`], [`audit`], [`log`]: Prometheus metrics, injected time, the JSON audit log, text log fields
+//! - [`policy`]: which policy matches a repository
+//! - [`material`]: trust material's vocabulary: keys, identities, vendor CAs, Sigstore roots
+//! - [`audit`], [`cache`]: the JSON audit log; the disk content store and streaming reads of it
+//! - [`metrics`]: Prometheus metrics
+//! - [`oci`], [`clock`], [`log`]: protocol vocabulary with no I/O; injected time; text log fields
 
 pub mod app;
 pub mod audit;
@@ -22,6 +25,7 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod log;
+pub mod material;
 pub mod metrics;
 pub mod oci;
 pub mod policy;
@@ -31,6 +35,9 @@ pub mod server;
 pub mod trust;
 pub mod upstream;
 pub mod verify;
+
+#[cfg(test)]
+mod module_graph;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -80,7 +87,10 @@ pub async fn run_with_clock(
         None => None,
     };
     tracing::info!(listen = %config.server.listen, admin = ?config.admin.as_ref().map(|a| a.listen), upstreams = config.upstreams.len(), "portcullis serving");
-    let registry_app = Arc::clone(&app);
+    let registry_app = Arc::new(server::Registry::new(
+        Arc::clone(&app),
+        config.server.auth.as_ref(),
+    ));
     let tls = match &config.server.tls {
         Some(t) => Some(server::tls::acceptor(t).map_err(RunError::Tls)?),
         None => None,

@@ -255,9 +255,8 @@ fn verify_image(image: &str, config_path: &std::path::Path) -> ExitCode {
 }
 
 fn verify_bundle(args: &VerifyBundleArgs) -> Result<Option<String>, String> {
-    use portcullis::verify::sigstore::{
-        self as sig, Expected, Identity, Signed, SigstoreRoot, SubjectMatch,
-    };
+    use portcullis::material::{Identity, SigstoreRoot, SubjectMatch, public_key_from_pem};
+    use portcullis::verify::sigstore::{self as sig, Expected, Signed};
     let read = |p: &std::path::Path| {
         std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
     };
@@ -291,7 +290,7 @@ fn verify_bundle(args: &VerifyBundleArgs) -> Result<Option<String>, String> {
         &args.certificate_oidc_issuer,
     ) {
         (Some(path), _, _) => {
-            key = sig::public_key_from_pem(&read(path)?)?;
+            key = public_key_from_pem(&read(path)?)?;
             Expected::Key(&key)
         }
         (None, Some(subject), Some(issuer)) => {

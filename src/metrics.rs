@@ -353,9 +353,6 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> Vec<u8> {
-        let held = crate::cache::reader::held_bytes();
-        self.read_bytes_held
-            .set(i64::try_from(held).unwrap_or(i64::MAX));
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out

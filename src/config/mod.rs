@@ -8,60 +8,21 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 pub use raw::RawConfig;
 pub use units::{parse_duration, parse_size};
 
+use crate::material::SubjectMatch;
+use crate::oci::UpstreamName;
 use crate::policy::{
     AttestationRequirement, Condition, Exception, Glob, Mode, Policy, PolicySet, Require, Rule,
 };
-use crate::verify::sigstore::SubjectMatch;
 
-/// The name of a configured upstream: the key used by `?ns=` and path prefixes.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UpstreamName(Box<str>);
-
-impl UpstreamName {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for UpstreamName {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok = !s.is_empty()
-            && s.len() <= 128
-            && s.as_bytes()[0].is_ascii_alphanumeric()
-            && s.bytes().all(|b| {
-                b.is_ascii_lowercase()
-                    || b.is_ascii_digit()
-                    || matches!(b, b'.' | b'-' | b':' | b'_')
-            });
-        if ok {
-            Ok(UpstreamName(s.into()))
-        } else {
-            Err(format!(
-                "`{s}` is not an upstream name (lowercase letters, digits, '.', '-', '_', ':')"
-            ))
-        }
-    }
-}
-
-impl fmt::Display for UpstreamName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for UpstreamName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
+/// The least `limits.decision_bytes` may be: what one decision may hold at
+/// once (three document sets of 64 MiB and eight 4 MiB referrer manifests;
+/// `pull` checks this against its document limits when it compiles).
+pub const DECISION_MOST_BYTES: u64 = 3 * (64 << 20) + 8 * (4 << 20);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -725,7 +686,7 @@ impl<'a> Validator<'a> {
             }
             n => n.unwrap_or(64),
         };
-        let least = crate::pull::DECISION_MOST_BYTES;
+        let least = DECISION_MOST_BYTES;
         let decision_bytes = self.size(
             "limits.decision_bytes",
             raw.decision_bytes.as_deref(),
@@ -1018,7 +979,7 @@ impl<'a> Validator<'a> {
             }
         }
         for (j, s) in raw.revoked_serials.iter().enumerate() {
-            if crate::verify::x509::normalize_serial(s).is_none() {
+            if crate::material::normalize_serial(s).is_none() {
                 self.problem(
                     format!("authority[{i}].revoked_serials[{j}]"),
                     "must be a certificate serial number in hex (colons allowed), as `openssl x509 -serial` prints it",
@@ -1140,7 +1101,7 @@ impl<'a> Validator<'a> {
             revoked_serials: raw
                 .revoked_serials
                 .iter()
-                .filter_map(|s| crate::verify::x509::normalize_serial(s))
+                .filter_map(|s| crate::material::normalize_serial(s))
                 .collect(),
         })
     }

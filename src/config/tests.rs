@@ -565,7 +565,7 @@ fn decision_limits_have_defaults_and_the_byte_budget_must_hold_one_whole_decisio
     assert_eq!(c.limits.decision_bytes, 512 << 20);
     let with = |limits: &str| format!("{}\n[limits]\n{limits}\n", minimal(""));
     // Three document sets of 64 MiB and eight 4 MiB referrer manifests.
-    assert_eq!(crate::pull::DECISION_MOST_BYTES, 224 << 20);
+    assert_eq!(super::DECISION_MOST_BYTES, 224 << 20);
     let at_least = Config::from_toml(&with("decision_bytes = \"224MiB\""), Path::new("/etc/p"));
     assert_eq!(at_least.unwrap().limits.decision_bytes, 224 << 20);
     let p = problems(&with("decision_bytes = \"223MiB\"\ndecisions = 0"));

@@ -9,4 +9,4 @@ pub mod name;
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::{ErrorCode, error_body};
 pub use media::{Descriptor, Manifest, ManifestContent, ManifestKind, MediaType};
-pub use name::{Reference, RepositoryName, Tag};
+pub use name::{Reference, RepositoryName, Tag, UpstreamName};

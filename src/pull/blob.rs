@@ -13,8 +13,8 @@ use tokio::sync::watch;
 
 use super::{PullError, Puller, Target};
 use crate::cache::{CommitError, Kind, Progress, RangeReader, Writer};
-use crate::config::UpstreamName;
 use crate::oci::Digest;
+use crate::oci::UpstreamName;
 use crate::upstream::UpstreamError;
 
 /// Bytes gathered from the upstream before one write to disk.

@@ -13,12 +13,18 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::PullError;
+use crate::config::DECISION_MOST_BYTES;
 use crate::metrics::Metrics;
 
-/// The most one decision may hold at once: three document sets (legacy
-/// signatures, Sigstore bundles, legacy attestations) of at most 64 MiB
-/// each, and eight referrer manifests of at most 4 MiB being read.
-pub const DECISION_MOST_BYTES: u64 = 3 * (64 << 20) + 8 * (4 << 20);
+// The least byte budget config accepts holds what one decision may hold at
+// once: three document sets (legacy signatures, Sigstore bundles, legacy
+// attestations) of at most MAX_ATTESTATION_TOTAL each, and eight referrer
+// manifests of at most MAX_MANIFEST_BYTES being read.
+const _: () = assert!(
+    DECISION_MOST_BYTES
+        == 3 * crate::verify::evidence::MAX_ATTESTATION_TOTAL
+            + 8 * crate::upstream::MAX_MANIFEST_BYTES as u64
+);
 
 /// How long a decision waits for its share before failing 503.
 const WAIT: Duration = Duration::from_secs(10);

@@ -15,8 +15,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::cache::ContentStore;
 use crate::clock::{Clock, age};
-use crate::config::{CacheConfig, LimitsConfig, UpstreamName};
+use crate::config::{CacheConfig, LimitsConfig};
 use crate::metrics::Metrics;
+use crate::oci::UpstreamName;
 use crate::oci::media::DEFAULT_MANIFEST_ACCEPT;
 use crate::oci::{Digest, Manifest, ManifestContent, Reference, RepositoryName, Tag};
 use crate::upstream::{Upstream, UpstreamError};
@@ -26,7 +27,6 @@ use crate::verify::{Denial, Gate, Reached, Reason, VerifiedManifest};
 use grants::Grants;
 
 pub use blob::{BlobBody, BlobHead, ByteRange};
-pub use budget::DECISION_MOST_BYTES;
 pub use flight::Flights;
 pub use index::{Referrers, TagsPage, TagsQuery};
 

@@ -28,14 +28,11 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             (status, "text/plain", readiness.body().into_bytes())
         }
         "/readyz/trust" => return trust_readiness(&app),
-        "/metrics" => {
-            app.trust_health();
-            (
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                app.metrics.render(),
-            )
-        }
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            app.metrics_text(),
+        ),
         _ => (StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
     };
     text(status, content_type, body)

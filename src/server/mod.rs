@@ -28,9 +28,10 @@ use crate::app::App;
 use crate::metrics::Metrics;
 use crate::oci::ErrorCode;
 use crate::pull::Target;
+use crate::upstream::RoutingError;
 use auth::Refusal;
 use response::{Body, oci_error};
-use routes::{Query, Route, RouteError, RoutingError};
+use routes::{Query, Route, RouteError};
 
 pub use conn::Limits;
 
@@ -201,11 +202,27 @@ pub async fn serve<H, F>(
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
 
+/// What the registry listener serves with: the app, and client
+/// authentication when it is configured.
+pub struct Registry {
+    app: Arc<App>,
+    auth: Option<auth::ClientAuth>,
+}
+
+impl Registry {
+    pub fn new(app: Arc<App>, auth: Option<&crate::config::ClientAuthConfig>) -> Registry {
+        let auth =
+            auth.map(|a| auth::ClientAuth::new(a, app.metrics.password_checks_refused.clone()));
+        Registry { app, auth }
+    }
+}
+
 /// The registry API entry point.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(registry: Arc<Registry>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
-    let (endpoint, response) = match identify(&app, &req).await {
-        Ok(client) => dispatch(&app, &req, &client).await,
+    let app = &registry.app;
+    let (endpoint, response) = match identify(registry.auth.as_ref(), &req).await {
+        Ok(client) => dispatch(app, &req, &client).await,
         Err(r) => ("unauthorized", *r),
     };
     app.metrics
@@ -231,13 +248,16 @@ pub struct Client {
 /// missing or wrong credential is 401 with a Basic challenge, a password
 /// that cannot be checked now 503 or (too many failures from the client's
 /// address) 429, both with `Retry-After`.
-async fn identify(app: &App, req: &Request<Incoming>) -> Result<Client, Box<Response<Body>>> {
+async fn identify(
+    auth: Option<&auth::ClientAuth>,
+    req: &Request<Incoming>,
+) -> Result<Client, Box<Response<Body>>> {
     let conn = req.extensions().get::<ConnInfo>();
     let certificate = conn
         .and_then(|c| c.certificate.as_ref())
         .map(|fp| format!("cert:{}", &fp[..16.min(fp.len())]));
     let address = conn.map(|c| c.peer);
-    let Some(auth) = &app.client_auth else {
+    let Some(auth) = auth else {
         return Ok(Client {
             address,
             identity: certificate,
@@ -321,14 +341,7 @@ async fn dispatch(
         | Route::Tags { name }
         | Route::Referrers { name, .. } => name.as_str(),
     };
-    let routed = routes::route(
-        name,
-        query.ns.as_deref(),
-        |n| app.upstream(n),
-        app.default_upstream(),
-        |u| u.library_prefix,
-    );
-    let routed = match routed {
+    let routed = match app.upstreams.route(name, query.ns.as_deref()) {
         Ok(r) => r,
         Err(e) => return (endpoint, routing_error(&e)),
     };

@@ -1,9 +1,10 @@
 //! Request paths and queries, parsed into typed routes before anything else
-//! happens. Upstream selection is a lookup among configured names only.
+//! happens. Which upstream a repository goes to is
+//! [`crate::upstream::Upstreams::route`]'s job.
 
 use percent_encoding::percent_decode_str;
 
-use crate::oci::{Digest, Reference, RepositoryName};
+use crate::oci::{Digest, Reference};
 
 /// What a `/v2/…` path asks for, with the repository still unrouted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,73 +106,6 @@ impl Query {
         }
         q
     }
-}
-
-/// Where a repository name goes: which upstream, and the name there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Routed<U> {
-    pub upstream: U,
-    pub repo: RepositoryName,
-    /// The `ns` value that selected the upstream, echoed as `OCI-Namespace`.
-    pub namespace: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RoutingError {
-    #[error("unknown registry namespace")]
-    UnknownNamespace,
-    #[error("no upstream for this repository")]
-    NoUpstream,
-    #[error("invalid repository name")]
-    InvalidName,
-}
-
-/// Chooses the upstream for `name`: by `ns`, else by a leading path segment
-/// naming an upstream, else the default upstream. `lookup` maps a name or
-/// alias to a configured upstream and never invents one.
-pub fn route<U: Clone>(
-    name: &str,
-    ns: Option<&str>,
-    lookup: impl Fn(&str) -> Option<U>,
-    default: Option<&U>,
-    library_prefix: impl Fn(&U) -> bool,
-) -> Result<Routed<U>, RoutingError> {
-    let (first, remainder) = match name.split_once('/') {
-        Some((f, r)) => (f, Some(r)),
-        None => (name, None),
-    };
-    let (upstream, repo_path, namespace) = match ns {
-        Some(ns) => {
-            let u = lookup(ns).ok_or(RoutingError::UnknownNamespace)?;
-            let strip =
-                remainder.is_some() && lookup(first).is_some() && first.eq_ignore_ascii_case(ns);
-            let path = if strip {
-                remainder.unwrap_or(name)
-            } else {
-                name
-            };
-            (u, path, Some(ns.to_string()))
-        }
-        None => match (lookup(first), remainder) {
-            (Some(u), Some(rest)) => (u, rest, None),
-            _ => (
-                default.cloned().ok_or(RoutingError::NoUpstream)?,
-                name,
-                None,
-            ),
-        },
-    };
-    let mut repo: RepositoryName = repo_path.parse().map_err(|_| RoutingError::InvalidName)?;
-    if library_prefix(&upstream) && !repo_path.contains('/') {
-        repo = repo
-            .prefixed("library")
-            .map_err(|_| RoutingError::InvalidName)?;
-    }
-    Ok(Routed {
-        upstream,
-        repo,
-        namespace,
-    })
 }
 
 #[cfg(test)]

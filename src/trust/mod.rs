@@ -13,8 +13,7 @@ use sha2::{Digest as _, Sha256};
 use sigstore_verify::types::DerPublicKey;
 
 use crate::config::{AuthorityConfig, AuthorityKind, Problem, TrustedRootSource};
-use crate::verify::sigstore::{Identity, SigstoreRoot};
-use crate::verify::x509::{LeafEku, VendorPki};
+use crate::material::{Identity, LeafEku, SigstoreRoot, VendorPki};
 
 pub mod signed;
 pub mod source;
@@ -359,7 +358,7 @@ fn revoke(material: Material, revoked: &[String], serials: &[String]) -> Materia
         ),
         Material::CaRoots(pki) => Material::CaRoots(pki.retain(|c| {
             !revoked.contains(&hex::encode(Sha256::digest(c.as_ref())))
-                && crate::verify::x509::serial_of(c.as_ref()).is_none_or(|s| !serials.contains(&s))
+                && crate::material::serial_of(c.as_ref()).is_none_or(|s| !serials.contains(&s))
         })),
         keyless => keyless,
     }
@@ -404,9 +403,8 @@ pub(crate) fn load_key(path: &Path) -> Result<(String, DerPublicKey), String> {
 
 /// A public key and its fingerprint; `label` names the PEM in errors.
 fn key_from_pem(text: &str, label: &str) -> Result<(String, DerPublicKey), String> {
-    let key =
-        crate::verify::sigstore::public_key_from_pem(text).map_err(|e| format!("{label}: {e}"))?;
-    crate::verify::sigstore::usable_key(&key).map_err(|e| format!("{label}: {e}"))?;
+    let key = crate::material::public_key_from_pem(text).map_err(|e| format!("{label}: {e}"))?;
+    crate::material::usable_key(&key).map_err(|e| format!("{label}: {e}"))?;
     Ok((hex::encode(Sha256::digest(key.as_bytes())), key))
 }
 
@@ -432,7 +430,7 @@ fn certs_from_pem(text: &str, label: &str) -> Result<Vec<CertificateDer<'static>
 pub(crate) fn usable_ca(c: &CertificateDer<'_>) -> Result<(), String> {
     webpki::anchor_from_trusted_cert(c)
         .map_err(|e| format!("not a usable CA certificate: {e:?}"))?;
-    crate::verify::sigstore::usable_certificate_key(c.as_ref())
+    crate::material::usable_certificate_key(c.as_ref())
         .map_err(|e| format!("not a usable CA certificate: {e}"))
 }
 

@@ -512,8 +512,8 @@ pub fn parse(kind: SourceKind, body: &[u8]) -> Result<Material, ParseError> {
                 if !block.contains("-----BEGIN PUBLIC KEY-----") {
                     continue;
                 }
-                let key = crate::verify::sigstore::public_key_from_pem(block.trim())?;
-                crate::verify::sigstore::usable_key(&key).map_err(ParseError::Unusable)?;
+                let key = crate::material::public_key_from_pem(block.trim())?;
+                crate::material::usable_key(&key).map_err(ParseError::Unusable)?;
                 keys.push((hex::encode(Sha256::digest(key.as_bytes())), key));
             }
             if keys.is_empty() {
@@ -531,9 +531,9 @@ pub fn parse(kind: SourceKind, body: &[u8]) -> Result<Material, ParseError> {
             for c in &certs {
                 super::usable_ca(c).map_err(ParseError::Unusable)?;
             }
-            Ok(Material::CaRoots(crate::verify::x509::VendorPki::new(
+            Ok(Material::CaRoots(crate::material::VendorPki::new(
                 certs,
-                crate::verify::x509::LeafEku::default(),
+                crate::material::LeafEku::default(),
             )))
         }
     }
@@ -543,7 +543,7 @@ pub fn parse(kind: SourceKind, body: &[u8]) -> Result<Material, ParseError> {
 pub fn empty(kind: SourceKind) -> Material {
     match kind {
         SourceKind::Keys => Material::Keys(Vec::new()),
-        SourceKind::CaRoots => Material::CaRoots(crate::verify::x509::VendorPki::default()),
+        SourceKind::CaRoots => Material::CaRoots(crate::material::VendorPki::default()),
     }
 }
 

@@ -159,7 +159,7 @@ pub async fn fetch(tuf: &TufSource, offline: bool, now: SystemTime) -> Result<By
         .map_err(|_| format!("{}: trusted_root.json is not UTF-8", tuf.url))?;
     let root = TrustedRoot::from_json(&json).map_err(|e| format!("{}: {e}", tuf.url))?;
     let json = serde_json::to_string(&root).map_err(|e| e.to_string())?;
-    crate::verify::sigstore::SigstoreRoot::from_json(&json)
+    crate::material::SigstoreRoot::from_json(&json)
         .map_err(|e| format!("{}: trusted_root.json: {e}", tuf.url))?;
     Ok(Bytes::from(json))
 }

@@ -9,6 +9,7 @@
 mod challenge;
 mod credentials;
 mod error;
+mod routing;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,9 +22,11 @@ use serde::Deserialize;
 pub use challenge::Challenge;
 pub use credentials::{Credentials, CredentialsFile, Secret};
 pub use error::UpstreamError;
+pub use routing::{Routed, RoutingError, Upstreams, route};
 
-use crate::config::{UpstreamConfig, UpstreamName};
+use crate::config::UpstreamConfig;
 use crate::metrics::Metrics;
+use crate::oci::UpstreamName;
 use crate::oci::{Digest, MediaType, Reference, RepositoryName};
 
 /// Largest manifest accepted from an upstream (the spec's 4 MiB).

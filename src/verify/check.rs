@@ -7,8 +7,9 @@ use sigstore_verify::types::{Bundle, DerPublicKey, SignatureBytes, SignatureCont
 use super::Reason;
 use super::evidence::{LegacySignature, Signature};
 use super::legacy::{self, Material as LegacyMaterial};
-use super::sigstore::{self, Expected, Failure, Signed, SigstoreRoot};
+use super::sigstore::{self, Expected, Failure, Signed};
 use super::x509;
+use crate::material::SigstoreRoot;
 use crate::oci::Digest;
 use crate::trust::{Authority, Material};
 

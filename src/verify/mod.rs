@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use std::time::SystemTime;
 
-use crate::config::UpstreamName;
+use crate::oci::UpstreamName;
 use crate::oci::{ManifestContent, RepositoryName};
 use crate::policy::{AttestationRequirement, Mode, PolicySet, Require, Rule};
 use crate::trust::TrustSnapshot;

@@ -18,6 +18,7 @@ use sigstore_verify::types::{DerCertificate, SignatureBytes};
 
 use super::Reason;
 use super::sigstore::Failure;
+use crate::material::{LeafEku, VendorPki, serial_of};
 
 /// id-kp-codeSigning, 1.3.6.1.5.5.7.3.3, DER content bytes.
 const CODE_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
@@ -25,43 +26,6 @@ const CODE_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
 /// id-ce-extKeyUsage, 2.5.29.37.
 const EXT_KEY_USAGE: x509_cert::der::asn1::ObjectIdentifier =
     x509_cert::der::asn1::ObjectIdentifier::new_unwrap("2.5.29.37");
-
-/// Whether a leaf certificate must carry the EKU extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LeafEku {
-    /// RFC 5280: an absent extension is unrestricted; a present one must
-    /// list code signing.
-    #[default]
-    CodeSigningIfPresent,
-    /// The leaf must carry the extension and it must list code signing.
-    CodeSigningRequired,
-}
-
-/// A vendor's certificate authorities (its unrevoked roots, DER) and how
-/// the certificates they issue are checked.
-#[derive(Debug, Clone, Default)]
-pub struct VendorPki {
-    roots: Vec<CertificateDer<'static>>,
-    pub leaf_eku: LeafEku,
-}
-
-impl VendorPki {
-    pub fn new(roots: Vec<CertificateDer<'static>>, leaf_eku: LeafEku) -> VendorPki {
-        VendorPki { roots, leaf_eku }
-    }
-
-    pub fn roots(&self) -> &[CertificateDer<'static>] {
-        &self.roots
-    }
-
-    /// The same PKI without the roots `keep` refuses.
-    pub fn retain(self, keep: impl Fn(&CertificateDer<'static>) -> bool) -> VendorPki {
-        VendorPki {
-            roots: self.roots.into_iter().filter(|c| keep(c)).collect(),
-            leaf_eku: self.leaf_eku,
-        }
-    }
-}
 
 /// Verifies that `leaf` chains through `intermediates` to one of the
 /// vendor's roots at `at`, with the EKU rules above.
@@ -71,14 +35,14 @@ pub fn verify_chain(
     pki: &VendorPki,
     at: SystemTime,
 ) -> Result<(), Failure> {
-    if pki.roots.is_empty() {
+    if pki.roots().is_empty() {
         return Err(Failure::new(
             Reason::UntrustedSigner,
             "the authority has no unrevoked CA certificate: it verifies nothing",
         ));
     }
     let anchors = pki
-        .roots
+        .roots()
         .iter()
         .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
         .collect::<Vec<_>>();
@@ -138,28 +102,6 @@ fn has_eku_extension(der: &[u8]) -> bool {
             .flatten()
             .any(|e| e.extn_id == EXT_KEY_USAGE)
     })
-}
-
-/// Normalises a certificate serial number for comparison: lowercase hex of
-/// the integer's magnitude, without separators or leading zeros.
-pub fn normalize_serial(text: &str) -> Option<String> {
-    let hex: String = text
-        .chars()
-        .filter(|c| *c != ':')
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    if hex.is_empty() || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let trimmed = hex.trim_start_matches('0');
-    Some(if trimmed.is_empty() { "0" } else { trimmed }.to_string())
-}
-
-/// The normalised serial number of a DER certificate.
-pub fn serial_of(der: &[u8]) -> Option<String> {
-    use x509_cert::der::Decode;
-    let cert = x509_cert::Certificate::from_der(der).ok()?;
-    normalize_serial(&hex::encode(cert.tbs_certificate.serial_number.as_bytes()))
 }
 
 /// Refuses a signature whose leaf or chain certificate carries a serial
