@@ -174,7 +174,7 @@ impl TufSource {
 /// The public-good Sigstore TUF repository.
 pub const PUBLIC_GOOD_TUF: &str = "https://tuf-repo-cdn.sigstore.dev";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub default_upstream: Option<UpstreamName>,
@@ -197,7 +197,7 @@ pub struct ServerConfig {
     pub auth: Option<ClientAuthConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -207,7 +207,7 @@ pub struct TlsConfig {
 
 /// Credentials a client must present (either kind). Files are re-read
 /// when they change.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClientAuthConfig {
     /// Lines `identity:token`; the token is sent as `Bearer <token>` or as
     /// Basic auth with the identity as the user name.
@@ -224,7 +224,7 @@ pub struct ClientAuthConfig {
     pub failure_backoff: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
     /// A file holding the bearer token `/admin/*` endpoints require; without
@@ -303,7 +303,7 @@ impl std::str::FromStr for PeerAddress {
 }
 
 /// Process-wide bounds on decisions in flight.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LimitsConfig {
     /// Manifest decisions running at once.
     pub decisions: usize,
@@ -311,7 +311,7 @@ pub struct LimitsConfig {
     pub decision_bytes: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
     pub dir: PathBuf,
     pub max_bytes: u64,
@@ -325,7 +325,7 @@ pub struct CacheConfig {
     pub deny_ttl: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     pub name: UpstreamName,
     pub url: reqwest::Url,

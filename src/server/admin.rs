@@ -73,7 +73,7 @@ fn trust_readiness(app: &App) -> Response<Body> {
     r
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
     body.push(b'\n');
     let mut r = Response::new(full(body));
@@ -89,13 +89,14 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 /// request, so rotating the file rotates the token). Without a token file
 /// the endpoints are off.
 fn authorized(app: &App, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
-    let Some(file) = app.config().admin.and_then(|a| a.token_file) else {
+    let config = app.config();
+    let Some(file) = config.admin.as_ref().and_then(|a| a.token_file.as_ref()) else {
         return Err(Box::new(json(
             StatusCode::FORBIDDEN,
             &serde_json::json!({"error": "admin endpoints are disabled: set admin.token_file"}),
         )));
     };
-    let expected = std::fs::read_to_string(&file).unwrap_or_default();
+    let expected = std::fs::read_to_string(file).unwrap_or_default();
     let expected = expected.trim();
     let given = req
         .headers()
@@ -139,7 +140,7 @@ async fn governance(app: &Arc<App>, req: &Request<Incoming>) -> Response<Body> {
             ),
             Err(e) => json(
                 StatusCode::BAD_REQUEST,
-                &serde_json::json!({"result": "error", "error": e}),
+                &serde_json::json!({"result": "error", "error": e.to_string()}),
             ),
         },
         _ => json(

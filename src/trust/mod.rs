@@ -15,6 +15,7 @@ use sigstore_verify::types::DerPublicKey;
 use crate::config::{AuthorityConfig, AuthorityKind, Problem, TrustedRootSource};
 use crate::material::{Identity, LeafEku, SigstoreRoot, VendorPki};
 
+pub mod refresh;
 pub mod signed;
 pub mod source;
 pub mod tuf;

@@ -1,0 +1,93 @@
+//! The maintenance loop: keeps policy and trust current while serving.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use super::App;
+use crate::config::{self, Config};
+use crate::trust::refresh::{self, Schedule};
+
+/// How often watched files are checked for changes and sources for being due.
+const WATCH_TICK: Duration = Duration::from_secs(1);
+
+/// Keeps policy and trust current until `shutdown`: reloads on SIGHUP and
+/// when the config file or a file it names changes, and refreshes each URL
+/// source and TUF repository when [`Schedule`] says it is due.
+pub async fn maintain(app: Arc<App>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut stamps = file_stamps(&app.config());
+    let mut schedule = Schedule::default();
+    let (finished, mut reports) = tokio::sync::mpsc::unbounded_channel::<(String, Duration)>();
+    let mut tick = tokio::time::interval(WATCH_TICK);
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<Option<()>>();
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            Some((key, wait)) = reports.recv() => schedule.finished(key, wait, Instant::now()),
+            _ = hup => {
+                let _ = app.reload("sighup").await;
+                stamps = file_stamps(&app.config());
+            }
+            _ = tick.tick() => {
+                app.recheck_freshness().await;
+                if file_stamps(&app.config()) != stamps {
+                    let _ = app.reload("file_change").await;
+                    stamps = file_stamps(&app.config());
+                }
+                let held = app.sources.snapshot();
+                let all = refresh::refreshables(&app.config().authorities);
+                for r in schedule.take_due(all, |k| held.contains_key(k), Instant::now()) {
+                    let (app, finished) = (Arc::clone(&app), finished.clone());
+                    tokio::spawn(async move {
+                        let outcome = app.refresh(&r).await;
+                        let _ = finished.send((r.key(), refresh::next_wait(&r, &outcome)));
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Modification times (and sizes) of the config file and every file it names.
+fn file_stamps(config: &Config) -> Vec<Option<(SystemTime, u64)>> {
+    let mut files: Vec<&Path> = config.source_file.iter().map(|p| p.as_path()).collect();
+    for a in &config.authorities {
+        match &a.kind {
+            config::AuthorityKind::Keys(p) | config::AuthorityKind::CaRoots(p) => {
+                files.extend(p.iter().filter_map(config::Pem::file));
+            }
+            config::AuthorityKind::Source(s) => {
+                files.extend(s.signed_by.iter().map(|p| p.as_path()));
+                files.extend(s.ca_file.iter().map(|p| p.as_path()));
+            }
+            config::AuthorityKind::Keyless { .. } => {}
+        }
+        match &a.trusted_root {
+            Some(config::TrustedRootSource::File(p)) => files.push(p),
+            Some(config::TrustedRootSource::Tuf(t)) => {
+                files.extend(t.root.iter().chain(&t.ca_file).map(|p| p.as_path()));
+            }
+            _ => {}
+        }
+    }
+    files
+        .into_iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .map(|m| (m.modified().unwrap_or(UNIX_EPOCH), m.len()))
+        })
+        .collect()
+}

@@ -1,0 +1,214 @@
+//! Reloading: the config file and trust material read again and put in
+//! force whole, or refused whole with the running config kept.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::{App, export_exceptions, export_expiry};
+use crate::config::{Config, ConfigError, Problem};
+use crate::trust::TrustSnapshot;
+use crate::trust::refresh::{self, Refreshable};
+use crate::trust::source::Refresh;
+use crate::verify::Gate;
+
+/// Why a reload was refused (the running config stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("trust material: {}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Trust(Vec<Problem>),
+}
+
+/// The sections that changed but take effect only after a restart.
+fn restart_needed(current: &Config, new: &Config) -> Vec<&'static str> {
+    [
+        ("server", current.server != new.server),
+        ("admin", current.admin != new.admin),
+        ("cache", current.cache != new.cache),
+        ("limits", current.limits != new.limits),
+        ("upstream", current.upstreams != new.upstreams),
+        ("audit", current.audit != new.audit),
+    ]
+    .into_iter()
+    .filter_map(|(section, changed)| changed.then_some(section))
+    .collect()
+}
+
+impl App {
+    /// Re-reads the config file (policies, exceptions, conditions,
+    /// authorities and their files) and puts it in force with the URL
+    /// sources' current material. An invalid config is refused, logged,
+    /// counted and audited; the running one stays. Sections that need a
+    /// restart (listeners, cache, upstreams, audit) are reported, not applied.
+    pub async fn reload(&self, trigger: &str) -> Result<u64, ReloadError> {
+        let _one = self.rebuilding.lock().await;
+        let current = self.config();
+        let (new, trust) = match self.load_new(&current) {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::error!(trigger, error = %e, "config reload refused; the running config stays");
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["error"])
+                    .inc();
+                self.audit.record(
+                    "config_reload",
+                    serde_json::json!({"trigger": trigger, "result": "error", "error": e.to_string()}),
+                );
+                return Err(e);
+            }
+        };
+        let restart_needed = restart_needed(&current, &new);
+        if !restart_needed.is_empty() {
+            tracing::warn!(sections = ?restart_needed, "config sections changed that take effect only after a restart");
+        }
+        let epoch = self.install(&new, trust, trigger);
+        self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+        self.audit.record(
+            "config_reload",
+            serde_json::json!({"trigger": trigger, "result": "ok", "epoch": epoch, "restart_needed": restart_needed}),
+        );
+        let mut merged = Config::clone(&current);
+        merged.authorities = new.authorities;
+        merged.policies = new.policies;
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(merged);
+        Ok(epoch)
+    }
+
+    /// The config file as it is now, with trust loaded from it and the URL
+    /// sources' current material.
+    fn load_new(&self, current: &Config) -> Result<(Config, TrustSnapshot), ReloadError> {
+        let new = match &current.source_file {
+            Some(path) => Config::load(path)?,
+            None => current.clone(),
+        };
+        let trust = TrustSnapshot::load_with(&new.authorities, 0, &self.sources.snapshot())
+            .map_err(ReloadError::Trust)?;
+        Ok((new, trust))
+    }
+
+    /// Puts `trust` and `config`'s policies in force; audits what trust changed.
+    fn install(&self, config: &Config, trust: TrustSnapshot, trigger: &str) -> u64 {
+        let (old_gate, _) = self.puller.gate();
+        let old = old_gate.trust();
+        let mut changes = Vec::new();
+        let names: BTreeSet<&str> = old
+            .authorities()
+            .map(|a| a.name.as_str())
+            .chain(trust.authorities().map(|a| a.name.as_str()))
+            .collect();
+        for name in names {
+            let before: BTreeSet<String> = old
+                .authority(name)
+                .map(|a| a.fingerprints().into_iter().collect())
+                .unwrap_or_default();
+            let after: BTreeSet<String> = trust
+                .authority(name)
+                .map(|a| a.fingerprints().into_iter().collect())
+                .unwrap_or_default();
+            let added: Vec<&String> = after.difference(&before).collect();
+            let removed: Vec<&String> = before.difference(&after).collect();
+            if !added.is_empty() || !removed.is_empty() {
+                changes.push(
+                    serde_json::json!({"authority": name, "added": added, "removed": removed}),
+                );
+            }
+        }
+        export_expiry(&self.metrics, &trust);
+        for gone in old
+            .authorities()
+            .filter(|a| trust.authority(&a.name).is_none())
+        {
+            let _ = self
+                .metrics
+                .trust_available
+                .remove_label_values(&[gone.name.as_str()]);
+        }
+        let epoch = self
+            .puller
+            .install_gate(Gate::new(config.policies.clone(), Arc::new(trust)));
+        self.metrics
+            .trust_epoch
+            .set(i64::try_from(epoch).unwrap_or(i64::MAX));
+        export_exceptions(&self.metrics, config);
+        self.trust_health();
+        for change in changes {
+            tracing::info!(%change, epoch, "trust changed");
+            let mut event = change;
+            event["epoch"] = serde_json::json!(epoch);
+            event["source"] = serde_json::json!(trigger);
+            self.audit.record("trust_change", event);
+        }
+        epoch
+    }
+
+    /// Refreshes one URL source or TUF repository; a change (or a source
+    /// going stale, or fresh again) puts new trust in force. A verified
+    /// refresh that brings nothing new renews the freshness the snapshot in
+    /// force reads, so cached verdicts stay.
+    pub async fn refresh(&self, what: &Refreshable) -> Refresh {
+        let outcome = refresh::refresh(
+            &self.sources,
+            &self.metrics,
+            &self.audit,
+            what,
+            self.clock.now(),
+        )
+        .await;
+        let authority = what.key();
+        let flipped = self.note_availability(what, true);
+        if outcome == Refresh::Changed || flipped {
+            self.put_trust_in_force(&authority).await;
+        }
+        outcome
+    }
+
+    /// Puts trust in force again for every source whose material went stale
+    /// since its last refresh (its `max_stale` or its signed expiry passed),
+    /// so that cached verdicts relying on it retire within a watch tick, not
+    /// at the next refresh.
+    pub async fn recheck_freshness(&self) {
+        for what in refresh::refreshables(&self.config().authorities) {
+            if self.note_availability(&what, false) {
+                self.put_trust_in_force(&what.key()).await;
+            }
+        }
+    }
+
+    /// Records whether `what`'s material can be relied on now; true if that
+    /// changed. A source not yet recorded is recorded only if `record_new`.
+    fn note_availability(&self, what: &Refreshable, record_new: bool) -> bool {
+        let key = what.key();
+        let now = self.clock.now();
+        let available = self
+            .sources
+            .snapshot()
+            .get(&key)
+            .is_some_and(|f| f.fresh_until(what.max_stale()) >= now);
+        let mut known = self.available.lock().unwrap_or_else(|e| e.into_inner());
+        if !record_new && !known.contains_key(&key) {
+            return false;
+        }
+        known.insert(key, available) != Some(available)
+    }
+
+    async fn put_trust_in_force(&self, authority: &str) {
+        let available = self
+            .available
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(authority)
+            .copied()
+            .unwrap_or(false);
+        if !available {
+            tracing::error!(
+                authority,
+                "trust source stale (past max_stale or its signed expiry): decisions needing it deny trust_unavailable"
+            );
+        }
+        if let Err(e) = self.reload(&format!("trust_refresh:{authority}")).await {
+            tracing::error!(authority, error = %e, "could not put refreshed trust in force");
+        }
+    }
+}
