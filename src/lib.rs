@@ -3,6 +3,7 @@
 //!
 //! Module map (dependencies point down the list):
 //!
+//! - [`command`]: each CLI subcommand as a function returning a typed report (`main.rs` prints it)
 //! - [`server`]: hyper listeners, path parsing and routing, OCI responses, admin endpoints
 //! - [`app`]: builds the running proxy from a [`config::Config`]
 //! - [`readiness`]: what `/readyz` means: this replica's trust, and whether a peer's is fresh
@@ -20,6 +21,7 @@ pub mod app;
 pub mod audit;
 pub mod cache;
 pub mod clock;
+pub mod command;
 pub mod config;
 pub mod log;
 pub mod metrics;
