@@ -5,6 +5,7 @@
 //! and modules on one line import none of each other (the
 //! `module_graph` test checks it):
 //!
+//! - [`command`]: each CLI subcommand as a function returning a typed report (`main.rs` prints it)
 //! - [`server`]: hyper listeners, path parsing, client authentication, OCI responses, admin endpoints
 //! - [`app`]: builds the running proxy from a [`config::Config`], reloads it, refreshes trust
 //! - [`readiness`]: what `/readyz` means: this replica's trust, and whether a peer's is fresh
@@ -23,6 +24,7 @@ pub mod app;
 pub mod audit;
 pub mod cache;
 pub mod clock;
+pub mod command;
 pub mod config;
 pub mod log;
 pub mod material;

@@ -1,12 +1,12 @@
-//! The `portcullis` command: parses arguments, loads config, starts logging,
-//! and runs until a signal. No logic lives here.
+//! The `portcullis` command: parses arguments, starts logging, calls the
+//! subcommand in [`portcullis::command`], prints its report and exits with
+//! its code. No logic lives here.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use portcullis::Config;
-use tokio_util::sync::CancellationToken;
+use portcullis::command::{self, BundleRequest, Failure, Report};
 
 #[derive(Parser)]
 #[command(
@@ -94,224 +94,48 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_format);
     match cli.command {
-        Command::CheckConfig { file } => check_config(&file),
-        Command::Serve { config } => serve(&config),
-        Command::Verify { image, config } => verify_image(&image, &config),
+        Command::CheckConfig { file } => finish(command::check_config(&file)),
+        Command::Serve { config } => match command::serve(&config, stop_on_signal()) {
+            Ok(()) => command::Exit::Success.into(),
+            Err(e @ command::ServeError::Run(_)) => {
+                tracing::error!(error = %e, "portcullis failed");
+                e.exit().into()
+            }
+            Err(e) => fail(e),
+        },
+        Command::Verify { image, config } => finish(command::verify_image(&image, &config)),
         Command::Trust {
             command: TrustCommand::Status { config },
-        } => trust_status(&config),
-        Command::VerifyBundle(args) => match verify_bundle(&args) {
-            Ok(identity) => {
-                println!(
-                    "verified{}",
-                    identity
-                        .map(|i| format!(": signed by {i}"))
-                        .unwrap_or_default()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("rejected: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        } => finish(command::trust_status(&config)),
+        Command::VerifyBundle(a) => finish(command::verify_bundle(&BundleRequest {
+            bundle: a.bundle,
+            certificate_identity: a.certificate_identity,
+            certificate_oidc_issuer: a.certificate_oidc_issuer,
+            key: a.key,
+            trusted_root: a.trusted_root,
+            file_or_digest: a.file_or_digest,
+        })),
     }
 }
 
-fn trust_status(config_path: &std::path::Path) -> ExitCode {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
+/// Prints a report on stdout (and its diagnostic on stderr), or the
+/// failure on stderr, and returns the exit code either says.
+fn finish<R: Report, E: Failure>(result: Result<R, E>) -> ExitCode {
+    match result {
+        Ok(report) => {
+            print!("{report}");
+            if let Some(line) = report.diagnostic() {
+                eprintln!("{line}");
+            }
+            report.exit().into()
         }
-    };
-    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    else {
-        eprintln!("cannot start the runtime");
-        return ExitCode::from(2);
-    };
-    runtime.block_on(async {
-        match portcullis::App::build(&config).await {
-            Ok(app) => {
-                let status = serde_json::json!({
-                    "trust": app.trust_status(),
-                    "policies": app.policy_status(),
-                });
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&status).unwrap_or_default()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
-        }
-    })
-}
-
-fn verify_image(image: &str, config_path: &std::path::Path) -> ExitCode {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    else {
-        eprintln!("cannot start the runtime");
-        return ExitCode::from(2);
-    };
-    runtime.block_on(async {
-        let (name, reference) = match portcullis::oci::name::split_image(image) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("{image}: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        let app = match portcullis::App::build(&config).await {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-        };
-        let target = match app.target_for(name) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("{name}: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        let print_findings = |findings: &[portcullis::verify::Finding]| {
-            for f in findings {
-                match &f.outcome {
-                    Ok(()) => println!("  authority {}: met", f.authority),
-                    Err(e) => println!(
-                        "  authority {}: not met ({}: {})",
-                        f.authority, e.reason, e.message
-                    ),
-                }
-            }
-        };
-        let print_attestations = |findings: &[portcullis::verify::AttestationFinding]| {
-            for f in findings {
-                let condition = f
-                    .condition
-                    .as_ref()
-                    .map(|c| format!(", condition {c}"))
-                    .unwrap_or_default();
-                match &f.outcome {
-                    Ok(by) => println!(
-                        "  attestation {} ({}{condition}): met by {}",
-                        f.requirement,
-                        f.predicate_type,
-                        by.join(", ")
-                    ),
-                    Err(e) => println!(
-                        "  attestation {} ({}{condition}): not met ({}: {})",
-                        f.requirement, f.predicate_type, e.reason, e.message
-                    ),
-                }
-            }
-        };
-        println!(
-            "image: {}/{}:{reference}",
-            target.upstream.name, target.repo
-        );
-        match app.puller.manifest(&target, &reference).await {
-            Ok(v) => {
-                println!("digest: {}", v.content().digest());
-                println!("policy: {}", v.policy());
-                match v.audit_denial() {
-                    Some(r) => println!("verdict: allow (audit mode; enforce would deny: {r})"),
-                    None => println!("verdict: allow"),
-                }
-                print_findings(v.findings());
-                print_attestations(v.attestations());
-                ExitCode::SUCCESS
-            }
-            Err(portcullis::pull::PullError::Denied(d)) => {
-                println!("policy: {}", d.policy.as_deref().unwrap_or("(none)"));
-                println!("verdict: deny ({}): {}", d.reason, d.message);
-                print_findings(&d.findings);
-                print_attestations(&d.attestations);
-                ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("no decision: {e}");
-                ExitCode::from(2)
-            }
-        }
-    })
-}
-
-fn verify_bundle(args: &VerifyBundleArgs) -> Result<Option<String>, String> {
-    use portcullis::material::{Identity, SigstoreRoot, SubjectMatch, public_key_from_pem};
-    use portcullis::verify::sigstore::{self as sig, Expected, Signed};
-    let read = |p: &std::path::Path| {
-        std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
-    };
-    let root = match &args.trusted_root {
-        Some(p) => SigstoreRoot::from_json(&read(p)?),
-        None => SigstoreRoot::public_good(),
+        Err(e) => fail(e),
     }
-    .map_err(|e| e.to_string())?;
-    let bundle = sig::parse_bundle(&read(&args.bundle)?).map_err(|f| f.message)?;
-    let digest;
-    let bytes;
-    let signed = match args.file_or_digest.strip_prefix("sha256:") {
-        Some(_) => {
-            digest = args
-                .file_or_digest
-                .parse::<portcullis::oci::Digest>()
-                .map_err(|e| e.to_string())?;
-            Signed::Digest(&digest)
-        }
-        None => {
-            bytes = std::fs::read(&args.file_or_digest)
-                .map_err(|e| format!("{}: {e}", args.file_or_digest))?;
-            Signed::Bytes(&bytes)
-        }
-    };
-    let key;
-    let identity;
-    let expected = match (
-        &args.key,
-        &args.certificate_identity,
-        &args.certificate_oidc_issuer,
-    ) {
-        (Some(path), _, _) => {
-            key = public_key_from_pem(&read(path)?)?;
-            Expected::Key(&key)
-        }
-        (None, Some(subject), Some(issuer)) => {
-            identity = Identity {
-                issuer: issuer.clone(),
-                subject: SubjectMatch::Exact(subject.clone()),
-            };
-            Expected::Keyless {
-                identity: &identity,
-                require_sct: true,
-            }
-        }
-        _ => {
-            return Err(
-                "give --key, or --certificate-identity with --certificate-oidc-issuer".into(),
-            );
-        }
-    };
-    let verified = sig::verify_bundle(&root, &bundle, signed, expected)
-        .map_err(|f| format!("{}: {}", f.reason, f.message))?;
-    Ok(verified.identity)
+}
+
+fn fail<E: Failure>(e: E) -> ExitCode {
+    eprintln!("{e}");
+    e.exit().into()
 }
 
 fn init_logging(filter: &str, format: LogFormat) {
@@ -326,105 +150,19 @@ fn init_logging(filter: &str, format: LogFormat) {
     }
 }
 
-fn check_config(file: &std::path::Path) -> ExitCode {
-    let loaded = Config::load(file).map_err(|e| e.to_string()).and_then(|c| {
-        portcullis::trust::TrustSnapshot::load(&c.authorities, 0)
-            .map(|_| c)
-            .map_err(|problems| {
-                let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
-                format!(
-                    "{} has {} problem(s) in its trust material:\n{}",
-                    file.display(),
-                    problems.len(),
-                    lines.join("\n")
-                )
-            })
-    });
-    match loaded {
-        Ok(c) => {
-            println!("{}: ok", file.display());
-            println!(
-                "  listen {} (admin {})",
-                c.server.listen,
-                c.admin
-                    .as_ref()
-                    .map_or("off".into(), |a| a.listen.to_string())
-            );
-            println!(
-                "  cache {} (max {} bytes, tag_ttl {:?}, max_stale {:?})",
-                c.cache.dir.display(),
-                c.cache.max_bytes,
-                c.cache.tag_ttl,
-                c.cache.max_stale
-            );
-            for u in &c.upstreams {
-                println!("  upstream {} -> {}", u.name, u.url);
-            }
-            for a in &c.authorities {
-                println!("  authority {} {:?}", a.name, a.kind);
-            }
-            for p in c.policies.iter() {
-                let globs: Vec<&str> = p.patterns.iter().map(|g| g.as_str()).collect();
-                println!(
-                    "  policy {} [{}] {:?} {}",
-                    p.name,
-                    globs.join(", "),
-                    p.rule,
-                    p.mode.as_str()
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn serve(path: &std::path::Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        match portcullis::run(config, shutdown).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = %e, "portcullis failed");
-                ExitCode::FAILURE
-            }
-        }
-    })
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
+/// Resolves at the first SIGTERM or SIGINT; never, if the handlers cannot
+/// be installed.
+async fn stop_on_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) else {
         tracing::error!("cannot install signal handlers");
-        return;
+        return std::future::pending().await;
     };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: draining"),
         _ = int.recv() => tracing::info!("SIGINT: draining"),
     }
-    shutdown.cancel();
 }

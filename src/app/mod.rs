@@ -21,6 +21,7 @@ use crate::verify::Gate;
 
 pub use maintain::maintain;
 pub use reload::ReloadError;
+pub use status::{PolicyStatus, TrustStatus};
 
 /// Everything a request handler needs.
 pub struct App {
