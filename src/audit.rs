@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -23,8 +23,24 @@ pub enum Sink {
 /// Bytes of queued lines written together at most.
 const AUDIT_BATCH: usize = 256 << 10;
 
-/// One pull decision, as written to the audit log.
-#[derive(Debug, serde::Serialize)]
+/// What the audit log records, one line each, named by its `event` field.
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event<'a> {
+    /// A manifest served or refused.
+    Decision(Decision<'a>),
+    /// A pull refused because the exception that admitted it expired
+    /// (recorded beside its `decision`).
+    ExceptionExpired(Decision<'a>),
+    ConfigReload(ConfigReload<'a>),
+    /// What an authority trusts changed (keys or certificates added or removed).
+    TrustChange(TrustChange<'a>),
+    /// A trust document was refused; the last good material stays.
+    TrustDocumentRefused(DocumentRefused<'a>),
+}
+
+/// One pull decision.
+#[derive(Debug, Clone, Serialize)]
 pub struct Decision<'a> {
     pub upstream: &'a str,
     pub repository: &'a str,
@@ -40,6 +56,49 @@ pub struct Decision<'a> {
     pub identity: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<&'a str>,
+}
+
+/// A reload of the config, and what became of it.
+#[derive(Debug, Serialize)]
+pub struct ConfigReload<'a> {
+    /// What asked for it: `admin`, `sighup`, `file_change`, `trust_refresh:<authority>`.
+    pub trigger: &'a str,
+    #[serde(flatten)]
+    pub result: ReloadResult,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ReloadResult {
+    /// Put in force as trust epoch `epoch`; `restart_needed` names changed
+    /// sections that apply only after a restart.
+    Ok {
+        epoch: u64,
+        restart_needed: Vec<&'static str>,
+    },
+    /// Refused; the running config stays.
+    Error { error: String },
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrustChange<'a> {
+    pub authority: &'a str,
+    /// Fingerprints now trusted that were not.
+    pub added: Vec<&'a str>,
+    /// Fingerprints no longer trusted.
+    pub removed: Vec<&'a str>,
+    pub epoch: u64,
+    /// The reload trigger that brought the change.
+    pub source: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DocumentRefused<'a> {
+    pub authority: &'a str,
+    pub url: &'a str,
+    /// Why, as a stable word (`replayed`, `unusable_material`, ...).
+    pub reason: &'a str,
+    pub error: String,
 }
 
 pub struct Audit {
@@ -88,20 +147,18 @@ impl Audit {
         Ok(Arc::new(Audit { tx, clock, metrics }))
     }
 
-    /// Queues `event` (an object; `time` and `event` are added).
-    /// Records a typed event (no intermediate JSON tree on the request path).
-    pub fn record_typed<T: serde::Serialize>(&self, kind: &str, event: &T) {
+    /// Queues `event` as one line, with the time in front. A full queue
+    /// drops it and counts the drop; serialising builds no JSON tree.
+    pub fn record(&self, event: &Event<'_>) {
         #[derive(serde::Serialize)]
-        struct Line<'a, T> {
+        struct Line<'a> {
             time: String,
-            event: &'a str,
             #[serde(flatten)]
-            body: &'a T,
+            event: &'a Event<'a>,
         }
         let line = Line {
             time: humantime::format_rfc3339_millis(self.clock.now()).to_string(),
-            event: kind,
-            body: event,
+            event,
         };
         match serde_json::to_string(&line) {
             Ok(mut line) => {
@@ -111,21 +168,6 @@ impl Audit {
                 }
             }
             Err(e) => tracing::error!(error = %e, "audit event not serializable"),
-        }
-    }
-
-    pub fn record(&self, kind: &str, mut event: Value) {
-        if let Value::Object(map) = &mut event {
-            map.insert(
-                "time".into(),
-                json!(humantime::format_rfc3339_millis(self.clock.now()).to_string()),
-            );
-            map.insert("event".into(), json!(kind));
-        }
-        let mut line = event.to_string();
-        line.push('\n');
-        if self.tx.try_send(line).is_err() {
-            self.metrics.audit_dropped.inc();
         }
     }
 }

@@ -7,6 +7,29 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// How a pull decision went: the `decision` label of
+/// `portcullis_pull_decisions_total` and of the audit log's decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allow,
+    /// Allowed by an unexpired exception.
+    AllowException,
+    /// Served in audit mode; enforce would have denied.
+    AuditDeny,
+    Deny,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::AllowException => "allow_exception",
+            Outcome::AuditDeny => "audit_deny",
+            Outcome::Deny => "deny",
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Client requests by endpoint and status code.
@@ -349,6 +372,40 @@ impl Metrics {
             )?,
             registry,
         })
+    }
+
+    /// Counts a pull decision; a denial counts in
+    /// `portcullis_denied_pulls_total` too.
+    pub fn decision(&self, upstream: &str, policy: &str, outcome: Outcome, reason: &str) {
+        self.pull_decisions
+            .with_label_values(&[upstream, policy, outcome.as_str(), reason])
+            .inc();
+        if outcome == Outcome::Deny {
+            self.denied_pulls
+                .with_label_values(&[upstream, policy, reason])
+                .inc();
+        }
+    }
+
+    /// Counts a pull an exception let through.
+    pub fn exception_used(&self, exception: &str) {
+        self.exceptions_used.with_label_values(&[exception]).inc();
+    }
+
+    /// Counts a request answered on the registry listener, and its duration.
+    pub fn request(&self, endpoint: &str, status: http::StatusCode, elapsed: std::time::Duration) {
+        self.requests
+            .with_label_values(&[endpoint, status.as_str()])
+            .inc();
+        self.request_seconds
+            .with_label_values(&[endpoint])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a config reload, put in force or refused.
+    pub fn config_reload(&self, in_force: bool) {
+        let result = if in_force { "ok" } else { "error" };
+        self.config_reloads.with_label_values(&[result]).inc();
     }
 
     /// The text exposition format.

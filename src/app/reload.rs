@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::{App, export_exceptions, export_expiry};
+use crate::audit::{ConfigReload, Event, ReloadResult, TrustChange};
 use crate::config::{Config, ConfigError, Problem};
 use crate::trust::TrustSnapshot;
 use crate::trust::refresh::{self, Refreshable};
@@ -18,6 +19,33 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error("trust material: {}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
     Trust(Vec<Problem>),
+}
+
+/// Per authority whose fingerprints differ: what `new` trusts that `old`
+/// did not, and what it no longer trusts.
+fn trust_changes(
+    old: &TrustSnapshot,
+    new: &TrustSnapshot,
+) -> Vec<(String, Vec<String>, Vec<String>)> {
+    let fingerprints = |t: &TrustSnapshot, name: &str| -> BTreeSet<String> {
+        t.authority(name)
+            .map(|a| a.fingerprints().into_iter().collect())
+            .unwrap_or_default()
+    };
+    let names: BTreeSet<&str> = old
+        .authorities()
+        .chain(new.authorities())
+        .map(|a| a.name.as_str())
+        .collect();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let (before, after) = (fingerprints(old, name), fingerprints(new, name));
+            let added: Vec<String> = after.difference(&before).cloned().collect();
+            let removed: Vec<String> = before.difference(&after).cloned().collect();
+            (!added.is_empty() || !removed.is_empty()).then(|| (name.to_string(), added, removed))
+        })
+        .collect()
 }
 
 /// The sections that changed but take effect only after a restart.
@@ -48,14 +76,13 @@ impl App {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::error!(trigger, error = %e, "config reload refused; the running config stays");
-                self.metrics
-                    .config_reloads
-                    .with_label_values(&["error"])
-                    .inc();
-                self.audit.record(
-                    "config_reload",
-                    serde_json::json!({"trigger": trigger, "result": "error", "error": e.to_string()}),
-                );
+                self.metrics.config_reload(false);
+                self.audit.record(&Event::ConfigReload(ConfigReload {
+                    trigger,
+                    result: ReloadResult::Error {
+                        error: e.to_string(),
+                    },
+                }));
                 return Err(e);
             }
         };
@@ -64,11 +91,14 @@ impl App {
             tracing::warn!(sections = ?restart_needed, "config sections changed that take effect only after a restart");
         }
         let epoch = self.install(&new, trust, trigger);
-        self.metrics.config_reloads.with_label_values(&["ok"]).inc();
-        self.audit.record(
-            "config_reload",
-            serde_json::json!({"trigger": trigger, "result": "ok", "epoch": epoch, "restart_needed": restart_needed}),
-        );
+        self.metrics.config_reload(true);
+        self.audit.record(&Event::ConfigReload(ConfigReload {
+            trigger,
+            result: ReloadResult::Ok {
+                epoch,
+                restart_needed,
+            },
+        }));
         let mut merged = Config::clone(&current);
         merged.authorities = new.authorities;
         merged.policies = new.policies;
@@ -92,29 +122,7 @@ impl App {
     fn install(&self, config: &Config, trust: TrustSnapshot, trigger: &str) -> u64 {
         let (old_gate, _) = self.puller.gate();
         let old = old_gate.trust();
-        let mut changes = Vec::new();
-        let names: BTreeSet<&str> = old
-            .authorities()
-            .map(|a| a.name.as_str())
-            .chain(trust.authorities().map(|a| a.name.as_str()))
-            .collect();
-        for name in names {
-            let before: BTreeSet<String> = old
-                .authority(name)
-                .map(|a| a.fingerprints().into_iter().collect())
-                .unwrap_or_default();
-            let after: BTreeSet<String> = trust
-                .authority(name)
-                .map(|a| a.fingerprints().into_iter().collect())
-                .unwrap_or_default();
-            let added: Vec<&String> = after.difference(&before).collect();
-            let removed: Vec<&String> = before.difference(&after).collect();
-            if !added.is_empty() || !removed.is_empty() {
-                changes.push(
-                    serde_json::json!({"authority": name, "added": added, "removed": removed}),
-                );
-            }
-        }
+        let changes = trust_changes(old, &trust);
         export_expiry(&self.metrics, &trust);
         for gone in old
             .authorities()
@@ -133,12 +141,16 @@ impl App {
             .set(i64::try_from(epoch).unwrap_or(i64::MAX));
         export_exceptions(&self.metrics, config);
         self.trust_health();
-        for change in changes {
-            tracing::info!(%change, epoch, "trust changed");
-            let mut event = change;
-            event["epoch"] = serde_json::json!(epoch);
-            event["source"] = serde_json::json!(trigger);
-            self.audit.record("trust_change", event);
+        for (authority, added, removed) in &changes {
+            let change = TrustChange {
+                authority,
+                added: added.iter().map(String::as_str).collect(),
+                removed: removed.iter().map(String::as_str).collect(),
+                epoch,
+                source: trigger,
+            };
+            tracing::info!(authority, ?change.added, ?change.removed, epoch, "trust changed");
+            self.audit.record(&Event::TrustChange(change));
         }
         epoch
     }

@@ -11,10 +11,12 @@ use hyper::body::Frame;
 
 use super::response::{Body, Missing, empty, full, oci_error, pull_error};
 use super::routes::Query;
-use crate::metrics::Metrics;
+use crate::audit::{Audit, Decision, Event};
+use crate::metrics::{Metrics, Outcome};
 use crate::oci::media::OCI_INDEX;
-use crate::oci::{Digest, ErrorCode, Reference};
-use crate::pull::{ByteRange, Puller, TagsQuery, Target};
+use crate::oci::{Digest, ErrorCode, ManifestContent, Reference};
+use crate::pull::{ByteRange, PullError, Puller, TagsQuery, Target};
+use crate::verify::{Reason, VerifiedManifest};
 
 const API_VERSION: HeaderValue = HeaderValue::from_static("registry/2.0");
 
@@ -32,125 +34,149 @@ pub fn base() -> Response<Body> {
 pub async fn manifest(
     puller: &Arc<Puller>,
     metrics: &Metrics,
-    audit: &crate::audit::Audit,
+    audit: &Audit,
     client: &super::Client,
     target: &Target,
     reference: &Reference,
     method: &Method,
 ) -> Response<Body> {
     let upstream = target.upstream.name.as_str();
-    let epoch = puller.gate().1;
-    let event = |decision, policy, reason| crate::audit::Decision {
+    let base = Decision {
         upstream,
         repository: target.repo.as_str(),
         reference: reference.to_string(),
         digest: None,
-        decision,
-        policy,
-        reason,
+        decision: "",
+        policy: "none",
+        reason: "none",
         authorities: Vec::new(),
         exception: None,
-        trust_epoch: epoch,
+        trust_epoch: puller.gate().1,
         client: client.address.map(|a| a.to_string()),
         identity: client.identity.as_deref(),
         message: None,
     };
     match puller.manifest(target, reference).await {
         Ok(v) => {
-            let (decision, reason) = match (v.audit_denial(), v.exception()) {
-                (Some(r), _) => {
-                    tracing::warn!(upstream, repo = %target.repo, %reference, policy = v.policy(), reason = %r, "audit mode: would deny");
-                    ("audit_deny", r.as_str())
-                }
-                (None, Some((name, r))) => {
-                    tracing::warn!(upstream, repo = %target.repo, %reference, policy = v.policy(), reason = %r, exception = name, "allowed by exception");
-                    metrics.exceptions_used.with_label_values(&[name]).inc();
-                    ("allow_exception", r.as_str())
-                }
-                (None, None) => ("allow", "none"),
-            };
-            metrics
-                .pull_decisions
-                .with_label_values(&[upstream, v.policy(), decision, reason])
-                .inc();
-            let met: Vec<String> = v
-                .findings()
-                .iter()
-                .filter(|f| f.outcome.is_ok())
-                .map(|f| f.authority.clone())
-                .collect();
-            audit.record_typed(
-                "decision",
-                &crate::audit::Decision {
-                    digest: Some(v.content().digest().to_string()),
-                    authorities: met,
-                    exception: v.exception().map(|(n, _)| n),
-                    message: v.audit_message(),
-                    ..event(decision, v.policy(), reason)
-                },
-            );
-            let c = v.content();
-            let mut r = Response::new(if method == Method::HEAD {
-                empty()
-            } else {
-                full(c.bytes().clone())
-            });
-            let h = r.headers_mut();
-            put(h, header::CONTENT_TYPE, c.media_type().as_str());
-            put(h, "docker-content-digest", &c.digest().to_string());
-            put(h, header::CONTENT_LENGTH, &c.bytes().len().to_string());
-            put(h, header::ETAG, &format!("\"{}\"", c.digest()));
-            r
+            record_allowed(metrics, audit, &v, base);
+            manifest_response(v.content(), method)
         }
         Err(e) => {
-            let refused = match &e {
-                crate::pull::PullError::Denied(d) => Some((
-                    d.reason,
-                    d.policy.as_deref().unwrap_or("none").to_string(),
-                    d.digest.as_ref(),
-                    d.message.clone(),
-                )),
-                // Content that is not a manifest is hostile or broken at the
-                // source: refused (502), and recorded as a decision too.
-                crate::pull::PullError::ManifestInvalid { error, digest } => {
-                    let (gate, _) = puller.gate();
-                    let policy = gate
-                        .policies()
-                        .find(upstream, target.repo.as_str())
-                        .map_or("none", |p| p.name.as_str())
-                        .to_string();
-                    Some((
-                        crate::verify::Reason::for_manifest(error),
-                        policy,
-                        digest.as_ref(),
-                        error.to_string(),
-                    ))
-                }
-                _ => None,
-            };
-            if let Some((reason, policy, digest, message)) = refused {
-                tracing::info!(upstream, repo = %target.repo, %reference, digest = ?digest.map(|d| d.to_string()), policy, reason = %reason, message = %message, "denied");
-                metrics
-                    .pull_decisions
-                    .with_label_values(&[upstream, &policy, "deny", reason.as_str()])
-                    .inc();
-                metrics
-                    .denied_pulls
-                    .with_label_values(&[upstream, &policy, reason.as_str()])
-                    .inc();
-                let ev = crate::audit::Decision {
-                    digest: digest.map(|d| d.to_string()),
-                    message: Some(&message),
-                    ..event("deny", &policy, reason.as_str())
-                };
-                if reason == crate::verify::Reason::ExceptionExpired {
-                    audit.record_typed("exception_expired", &ev);
-                }
-                audit.record_typed("decision", &ev);
+            if let Some(refused) = Refused::of(&e, puller, target) {
+                record_refused(metrics, audit, &refused, base);
             }
             pull_error(&e, Missing::Manifest)
         }
     }
+}
+
+/// A manifest refused, as it is recorded.
+struct Refused<'e> {
+    reason: Reason,
+    policy: String,
+    digest: Option<&'e Digest>,
+    message: String,
+}
+
+impl<'e> Refused<'e> {
+    /// A denial, or content that is not a manifest (hostile or broken at
+    /// the source: refused 502, and recorded as a decision too). Other
+    /// failures (upstream down, overload) decide nothing.
+    fn of(e: &'e PullError, puller: &Puller, target: &Target) -> Option<Refused<'e>> {
+        match e {
+            PullError::Denied(d) => Some(Refused {
+                reason: d.reason,
+                policy: d.policy.as_deref().unwrap_or("none").to_string(),
+                digest: d.digest.as_ref(),
+                message: d.message.clone(),
+            }),
+            PullError::ManifestInvalid { error, digest } => {
+                let (gate, _) = puller.gate();
+                let policy = gate
+                    .policies()
+                    .find(target.upstream.name.as_str(), target.repo.as_str())
+                    .map_or("none", |p| p.name.as_str())
+                    .to_string();
+                Some(Refused {
+                    reason: Reason::for_manifest(error),
+                    policy,
+                    digest: digest.as_ref(),
+                    message: error.to_string(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Logs, counts and audits a manifest served: allowed, allowed by an
+/// exception, or allowed in audit mode where enforce would deny.
+fn record_allowed(metrics: &Metrics, audit: &Audit, v: &VerifiedManifest, base: Decision<'_>) {
+    let (upstream, repo, reference) = (base.upstream, base.repository, &base.reference);
+    let (outcome, reason) = match (v.audit_denial(), v.exception()) {
+        (Some(r), _) => {
+            tracing::warn!(upstream, repo, %reference, policy = v.policy(), reason = %r, "audit mode: would deny");
+            (Outcome::AuditDeny, r.as_str())
+        }
+        (None, Some((name, r))) => {
+            tracing::warn!(upstream, repo, %reference, policy = v.policy(), reason = %r, exception = name, "allowed by exception");
+            metrics.exception_used(name);
+            (Outcome::AllowException, r.as_str())
+        }
+        (None, None) => (Outcome::Allow, "none"),
+    };
+    metrics.decision(upstream, v.policy(), outcome, reason);
+    let met = v.findings().iter().filter(|f| f.outcome.is_ok());
+    audit.record(&Event::Decision(Decision {
+        digest: Some(v.content().digest().to_string()),
+        decision: outcome.as_str(),
+        policy: v.policy(),
+        reason,
+        authorities: met.map(|f| f.authority.clone()).collect(),
+        exception: v.exception().map(|(n, _)| n),
+        message: v.audit_message(),
+        ..base
+    }));
+}
+
+/// Logs, counts and audits a manifest refused.
+fn record_refused(metrics: &Metrics, audit: &Audit, refused: &Refused<'_>, base: Decision<'_>) {
+    let Refused {
+        reason,
+        policy,
+        digest,
+        message,
+    } = refused;
+    let (upstream, repo, reference) = (base.upstream, base.repository, &base.reference);
+    tracing::info!(upstream, repo, %reference, digest = ?digest.map(|d| d.to_string()), policy, reason = %reason, message = %message, "denied");
+    metrics.decision(upstream, policy, Outcome::Deny, reason.as_str());
+    let event = Decision {
+        digest: digest.map(|d| d.to_string()),
+        decision: Outcome::Deny.as_str(),
+        policy,
+        reason: reason.as_str(),
+        message: Some(message),
+        ..base
+    };
+    if *reason == Reason::ExceptionExpired {
+        audit.record(&Event::ExceptionExpired(event.clone()));
+    }
+    audit.record(&Event::Decision(event));
+}
+
+/// The manifest's exact bytes (none for HEAD) with its type, digest and length.
+fn manifest_response(c: &ManifestContent, method: &Method) -> Response<Body> {
+    let mut r = Response::new(if method == Method::HEAD {
+        empty()
+    } else {
+        full(c.bytes().clone())
+    });
+    let h = r.headers_mut();
+    put(h, header::CONTENT_TYPE, c.media_type().as_str());
+    put(h, "docker-content-digest", &c.digest().to_string());
+    put(h, header::CONTENT_LENGTH, &c.bytes().len().to_string());
+    put(h, header::ETAG, &format!("\"{}\"", c.digest()));
+    r
 }
 
 pub async fn blob(

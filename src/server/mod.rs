@@ -226,13 +226,7 @@ pub async fn handle(registry: Arc<Registry>, req: Request<Incoming>) -> Response
         Err(r) => ("unauthorized", *r),
     };
     app.metrics
-        .requests
-        .with_label_values(&[endpoint, response.status().as_str()])
-        .inc();
-    app.metrics
-        .request_seconds
-        .with_label_values(&[endpoint])
-        .observe(started.elapsed().as_secs_f64());
+        .request(endpoint, response.status(), started.elapsed());
     response
 }
 

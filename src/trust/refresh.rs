@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::Sources;
 use super::source::Refresh;
-use crate::audit::Audit;
+use crate::audit::{Audit, DocumentRefused, Event};
 use crate::config::{self, AuthorityConfig};
 use crate::metrics::Metrics;
 
@@ -97,13 +97,12 @@ pub async fn refresh(
                     Refreshable::Source { config, .. } => config.url.as_str(),
                     Refreshable::Tuf(t) => t.url.as_str(),
                 };
-                audit.record(
-                    "trust_document_refused",
-                    serde_json::json!({
-                        "authority": authority, "url": url,
-                        "reason": r.kind(), "error": r.to_string(),
-                    }),
-                );
+                audit.record(&Event::TrustDocumentRefused(DocumentRefused {
+                    authority,
+                    url,
+                    reason: r.kind(),
+                    error: r.to_string(),
+                }));
             }
         }
         _ => {
