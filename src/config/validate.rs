@@ -1,0 +1,414 @@
+//! Building the validated [`Config`] from the raw TOML: every section is
+//! checked, each problem recorded with its key path, and all of them
+//! reported at once. Authorities are checked in [`super::authorities`],
+//! policies, conditions and exceptions in [`super::policies`].
+
+use super::*;
+
+/// Collects problems while building the validated config.
+pub(super) struct Validator<'a> {
+    pub(super) base: &'a Path,
+    pub(super) problems: Vec<Problem>,
+}
+
+impl<'a> Validator<'a> {
+    pub(super) fn new(base: &'a Path) -> Self {
+        Validator {
+            base,
+            problems: Vec::new(),
+        }
+    }
+
+    pub(super) fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn check<T>(&mut self, path: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|m| self.problem(path, m)).ok()
+    }
+
+    pub(super) fn duration(&mut self, path: &str, v: Option<&str>, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => self.check(path, parse_duration(s)).unwrap_or(default),
+        }
+    }
+
+    /// A duration that must not be zero (a zero timeout would close
+    /// everything at once).
+    pub(super) fn positive_duration(
+        &mut self,
+        path: &str,
+        v: Option<&str>,
+        default: Duration,
+    ) -> Duration {
+        let d = self.duration(path, v, default);
+        if d.is_zero() {
+            self.problem(path, "must be longer than zero");
+            return default;
+        }
+        d
+    }
+
+    pub(super) fn size(&mut self, path: &str, v: Option<&str>, default: u64) -> u64 {
+        match v {
+            None => default,
+            Some(s) => self.check(path, parse_size(s)).unwrap_or(default),
+        }
+    }
+
+    /// `admin.peers`: at most [`MAX_PEERS`] addresses, each once.
+    pub(super) fn peers(&mut self, raw: &[String]) -> Vec<PeerAddress> {
+        if raw.len() > MAX_PEERS {
+            self.problem(
+                "admin.peers",
+                format!("lists {} peers; at most {MAX_PEERS} are asked", raw.len()),
+            );
+        }
+        let mut peers: Vec<PeerAddress> = Vec::new();
+        for (i, s) in raw.iter().enumerate() {
+            let path = format!("admin.peers[{i}]");
+            let Some(peer) = self.check(&path, s.parse()) else {
+                continue;
+            };
+            if peers.contains(&peer) {
+                self.problem(path, format!("`{peer}` is listed twice"));
+                continue;
+            }
+            peers.push(peer);
+        }
+        peers
+    }
+
+    pub(super) fn addr(&mut self, path: &str, s: &str) -> SocketAddr {
+        let parsed = s
+            .parse()
+            .map_err(|_| format!("`{s}` is not an address like \"127.0.0.1:5000\""));
+        self.check(path, parsed)
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// A PEM file path (relative to the config), or PEM text itself.
+    pub(super) fn pem(&self, s: &str) -> Pem {
+        if s.trim_start().starts_with("-----BEGIN") {
+            Pem::Inline(s.to_string())
+        } else {
+            Pem::File(self.path(s))
+        }
+    }
+
+    pub(super) fn path(&self, s: &str) -> PathBuf {
+        self.base.join(s)
+    }
+
+    pub(super) fn config(mut self, raw: RawConfig) -> Result<Config, Vec<Problem>> {
+        let upstreams: Vec<UpstreamConfig> = raw
+            .upstreams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| self.upstream(i, u))
+            .collect();
+        if raw.upstreams.is_empty() {
+            self.problem("upstream", "at least one [[upstream]] is required");
+        }
+        let mut seen = HashSet::new();
+        for (i, u) in upstreams.iter().enumerate() {
+            if !seen.insert(u.name.clone()) {
+                self.problem(
+                    format!("upstream[{i}].name"),
+                    format!("`{}` is used twice", u.name),
+                );
+            }
+        }
+        let server = self.server(&raw.server, &seen);
+        let admin = raw.admin.as_ref().map(|a| AdminConfig {
+            listen: self.addr("admin.listen", &a.listen),
+            token_file: a.token_file.as_deref().map(|p| self.path(p)),
+            peers: self.peers(&a.peers),
+        });
+        let audit = AuditConfig {
+            sink: match raw.audit.as_ref().and_then(|a| a.sink.as_deref()) {
+                None | Some("stdout") => crate::audit::Sink::Stdout,
+                Some(path) => crate::audit::Sink::File(self.path(path)),
+            },
+            queue: raw.audit.as_ref().and_then(|a| a.queue).unwrap_or(10_000),
+        };
+        let cache = self.cache(&raw.cache);
+        let limits = self.limits(&raw.limits);
+        let authorities: Vec<(usize, AuthorityConfig)> = raw
+            .authorities
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| self.authority(i, a, &cache.dir).map(|a| (i, a)))
+            .collect();
+        let mut names = HashSet::new();
+        for (i, a) in &authorities {
+            if !names.insert(a.name.clone()) {
+                self.problem(
+                    format!("authority[{i}].name"),
+                    format!("`{}` is used twice", a.name),
+                );
+            }
+        }
+        self.shared_tuf_repositories(&authorities);
+        let authorities: Vec<AuthorityConfig> = authorities.into_iter().map(|(_, a)| a).collect();
+        let conditions = self.conditions(&raw.conditions);
+        let exceptions = self.exceptions(&raw.exceptions);
+        let policies = self
+            .policies(&raw.policies, &names, &conditions)
+            .with_exceptions(exceptions);
+        if self.problems.is_empty() {
+            Ok(Config {
+                server,
+                admin,
+                cache,
+                limits,
+                upstreams,
+                authorities,
+                policies,
+                audit,
+                source_file: None,
+            })
+        } else {
+            Err(self.problems)
+        }
+    }
+
+    pub(super) fn limits(&mut self, raw: &raw::RawLimits) -> LimitsConfig {
+        let decisions = match raw.decisions {
+            Some(0) => {
+                self.problem("limits.decisions", "must be at least 1");
+                1
+            }
+            n => n.unwrap_or(64),
+        };
+        let least = DECISION_MOST_BYTES;
+        let decision_bytes = self.size(
+            "limits.decision_bytes",
+            raw.decision_bytes.as_deref(),
+            512 << 20,
+        );
+        if decision_bytes < least {
+            self.problem(
+                "limits.decision_bytes",
+                format!(
+                    "must be at least {}MiB, what one decision may hold",
+                    least >> 20
+                ),
+            );
+        }
+        if decision_bytes > u64::from(u32::MAX) * 16 {
+            self.problem("limits.decision_bytes", "must be at most 64GiB");
+        }
+        LimitsConfig {
+            decisions,
+            decision_bytes,
+        }
+    }
+
+    pub(super) fn server(
+        &mut self,
+        raw: &raw::RawServer,
+        names: &HashSet<UpstreamName>,
+    ) -> ServerConfig {
+        let default_upstream = raw.default_upstream.as_deref().and_then(|s| {
+            let name = self.check("server.default_upstream", s.parse::<UpstreamName>())?;
+            if !names.contains(&name) {
+                self.problem(
+                    "server.default_upstream",
+                    format!("`{name}` is not the name of any [[upstream]]"),
+                );
+            }
+            Some(name)
+        });
+        ServerConfig {
+            listen: self.addr("server.listen", &raw.listen),
+            default_upstream,
+            header_read_timeout: self.duration(
+                "server.header_read_timeout",
+                raw.header_read_timeout.as_deref(),
+                Duration::from_secs(10),
+            ),
+            max_connections: raw.max_connections.unwrap_or(10_000),
+            idle_timeout: self.positive_duration(
+                "server.idle_timeout",
+                raw.idle_timeout.as_deref(),
+                Duration::from_secs(60),
+            ),
+            send_timeout: self.positive_duration(
+                "server.send_timeout",
+                raw.send_timeout.as_deref(),
+                Duration::from_secs(30),
+            ),
+            max_streams_per_connection: match raw.max_streams_per_connection {
+                None => 100,
+                Some(0) => {
+                    self.problem("server.max_streams_per_connection", "must be at least 1");
+                    100
+                }
+                Some(n) => n,
+            },
+            keepalive_interval: self.positive_duration(
+                "server.keepalive_interval",
+                raw.keepalive_interval.as_deref(),
+                Duration::from_secs(20),
+            ),
+            tls: match (&raw.tls_cert, &raw.tls_key) {
+                (Some(c), Some(k)) => Some(TlsConfig {
+                    cert: self.path(c),
+                    key: self.path(k),
+                    client_ca: raw.client_ca.as_deref().map(|p| self.path(p)),
+                }),
+                (None, None) => {
+                    if raw.client_ca.is_some() {
+                        self.problem("server.client_ca", "needs tls_cert and tls_key");
+                    }
+                    None
+                }
+                _ => {
+                    self.problem("server.tls_cert", "give both tls_cert and tls_key");
+                    None
+                }
+            },
+            auth: raw.auth.as_ref().and_then(|a| {
+                if a.tokens_file.is_none() && a.htpasswd_file.is_none() {
+                    self.problem("server.auth", "give tokens_file, htpasswd_file or both");
+                    return None;
+                }
+                let password_checks = match a.password_checks {
+                    None => 4,
+                    Some(0) => {
+                        self.problem("server.auth.password_checks", "must be at least 1");
+                        4
+                    }
+                    Some(n) => n,
+                };
+                Some(ClientAuthConfig {
+                    tokens_file: a.tokens_file.as_deref().map(|p| self.path(p)),
+                    htpasswd_file: a.htpasswd_file.as_deref().map(|p| self.path(p)),
+                    password_checks,
+                    failure_limit: a.failure_limit.unwrap_or(10),
+                    failure_backoff: self.positive_duration(
+                        "server.auth.failure_backoff",
+                        a.failure_backoff.as_deref(),
+                        Duration::from_secs(60),
+                    ),
+                })
+            }),
+        }
+    }
+
+    pub(super) fn cache(&mut self, raw: &raw::RawCache) -> CacheConfig {
+        let tag_ttl = self.duration(
+            "cache.tag_ttl",
+            raw.tag_ttl.as_deref(),
+            Duration::from_secs(60),
+        );
+        let max_stale = self.duration(
+            "cache.max_stale",
+            raw.max_stale.as_deref(),
+            Duration::from_secs(24 * 3600),
+        );
+        if max_stale < tag_ttl {
+            self.problem("cache.max_stale", "must be at least cache.tag_ttl");
+        }
+        let max_bytes = self.size("cache.max_bytes", raw.max_bytes.as_deref(), 50 << 30);
+        CacheConfig {
+            dir: self.path(&raw.dir),
+            max_bytes,
+            max_blob_bytes: self.size(
+                "cache.max_blob_bytes",
+                raw.max_blob_bytes.as_deref(),
+                max_bytes.min(16 << 30),
+            ),
+            memory_bytes: self.size("cache.memory_bytes", raw.memory_bytes.as_deref(), 256 << 20),
+            tag_ttl,
+            max_stale,
+            verdict_ttl: self.duration(
+                "cache.verdict_ttl",
+                raw.verdict_ttl.as_deref(),
+                Duration::from_secs(600),
+            ),
+            deny_ttl: self.duration(
+                "cache.deny_ttl",
+                raw.deny_ttl.as_deref(),
+                Duration::from_secs(30),
+            ),
+        }
+    }
+
+    pub(super) fn upstream(&mut self, i: usize, raw: &raw::RawUpstream) -> Option<UpstreamConfig> {
+        let key = |field: &str| format!("upstream[{i}].{field}");
+        let name = self.check(&key("name"), raw.name.parse::<UpstreamName>());
+        let url = self.check(
+            &key("url"),
+            reqwest::Url::parse(&raw.url).map_err(|e| format!("`{}` is not a URL: {e}", raw.url)),
+        );
+        if let Some(url) = &url {
+            match url.scheme() {
+                "https" => {}
+                "http" if raw.insecure => {}
+                "http" => self.problem(
+                    key("url"),
+                    "plain http is refused unless the upstream is marked `insecure = true`",
+                ),
+                other => self.problem(key("url"), format!("scheme `{other}` is not http(s)")),
+            }
+            if url.host_str().is_none() || url.path() != "/" || url.query().is_some() {
+                self.problem(
+                    key("url"),
+                    "must be a registry root like https://host[:port]",
+                );
+            }
+        }
+        for (j, host) in raw.token_realm_hosts.iter().enumerate() {
+            if host.is_empty() || host.contains(['/', ' ', '@']) {
+                self.problem(
+                    format!("upstream[{i}].token_realm_hosts[{j}]"),
+                    "must be a bare host name",
+                );
+            }
+        }
+        let library_prefix = raw.library_prefix.unwrap_or(raw.name == "docker.io");
+        let connect_timeout = self.duration(
+            &key("connect_timeout"),
+            raw.connect_timeout.as_deref(),
+            Duration::from_secs(10),
+        );
+        let response_timeout = self.duration(
+            &key("response_timeout"),
+            raw.response_timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        let idle_timeout = self.duration(
+            &key("idle_timeout"),
+            raw.idle_timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        Some(UpstreamConfig {
+            name: name?,
+            url: url?,
+            ca_file: raw.ca_file.as_deref().map(|p| self.path(p)),
+            credentials_file: raw.credentials_file.as_deref().map(|p| self.path(p)),
+            token_realm_hosts: raw
+                .token_realm_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            library_prefix,
+            connect_timeout,
+            max_requests: match raw.max_requests {
+                Some(0) => {
+                    self.problem(key("max_requests"), "must be at least 1");
+                    1
+                }
+                n => n.unwrap_or(64),
+            },
+            response_timeout,
+            idle_timeout,
+        })
+    }
+}
