@@ -1,0 +1,162 @@
+//! Tags: resolved once per `tag_ttl`, revalidated with a HEAD, served from
+//! a verified mapping while the upstream is down (up to `max_stale`).
+
+use super::*;
+
+impl Puller {
+    /// Tag → digest: from the tag cache within `tag_ttl`, else revalidated
+    /// with a HEAD (which Docker Hub does not count as a pull). While the
+    /// upstream is unavailable, a verified mapping is used up to `max_stale`.
+    pub(super) async fn resolve_tag(
+        self: &Arc<Self>,
+        target: &Target,
+        tag: &Tag,
+    ) -> Result<Digest, PullError> {
+        let key: TagKey = (
+            target.upstream.name.clone(),
+            target.repo.clone(),
+            tag.clone(),
+        );
+        if let Some(entry) = self.tags.get(&key) {
+            if age(self.clock.as_ref(), entry.checked_at) < self.tag_ttl {
+                self.hit("tag", true);
+                return Ok(entry.digest);
+            }
+        }
+        self.hit("tag", false);
+        let this = Arc::clone(self);
+        let t = target.clone();
+        let k = key.clone();
+        let flight = move || async move { this.revalidate_tag(&t, k).await };
+        self.tag_flights.run(key, flight, cancelled()).await
+    }
+
+    pub(super) async fn revalidate_tag(
+        &self,
+        target: &Target,
+        key: TagKey,
+    ) -> Result<Digest, PullError> {
+        // A flight that finished after the caller's cache lookup has stored a
+        // fresh mapping (it inserts before it leaves the flight map).
+        if let Some(entry) = self.tags.get(&key) {
+            if age(self.clock.as_ref(), entry.checked_at) < self.tag_ttl {
+                return Ok(entry.digest);
+            }
+        }
+        let reference = Reference::Tag(key.2.clone());
+        let previous = self.tags.get(&key);
+        // A tag seen before is revalidated with a HEAD (not a pull on Docker
+        // Hub; the content is usually cached). A tag never seen is fetched
+        // with one GET: its bytes are needed anyway, and that saves a round
+        // trip on every cold pull.
+        let digest = if previous.is_none() {
+            self.fetch_by_tag(target, &reference).await?
+        } else {
+            let head = target
+                .upstream
+                .head_manifest(&target.repo, &reference, DEFAULT_MANIFEST_ACCEPT)
+                .await;
+            match head {
+                Ok(h) => match h.digest {
+                    Some(d) => d,
+                    None => self.fetch_by_tag(target, &reference).await?,
+                },
+                Err(UpstreamError::NotFound) => {
+                    self.tags.invalidate(&key);
+                    return Err(UpstreamError::NotFound.into());
+                }
+                Err(e) => return self.stale_or(target, &key, e),
+            }
+        };
+        let verified = previous.is_some_and(|p| p.verified && p.digest == digest);
+        self.know(target.key(&digest));
+        self.tags.insert(
+            key,
+            TagEntry {
+                digest: digest.clone(),
+                checked_at: self.clock.now(),
+                verified,
+            },
+        );
+        Ok(digest)
+    }
+
+    /// For upstreams whose HEAD lacks `Docker-Content-Digest`: GET by tag and
+    /// hash the bytes ourselves (they are then cached by that digest).
+    pub(super) async fn fetch_by_tag(
+        &self,
+        target: &Target,
+        reference: &Reference,
+    ) -> Result<Digest, PullError> {
+        let fetched = target
+            .upstream
+            .fetch_manifest(&target.repo, reference, DEFAULT_MANIFEST_ACCEPT)
+            .await?;
+        let digest = Digest::sha256_of(&fetched.bytes);
+        if let Some(claimed) = &fetched.digest_header {
+            if !claimed.matches(&fetched.bytes) {
+                return Err(PullError::Upstream(target.upstream.record_fault(
+                    UpstreamError::DigestMismatch {
+                        expected: claimed.to_string(),
+                        actual: Digest::of(claimed.algorithm(), &fetched.bytes).to_string(),
+                    },
+                )));
+            }
+        }
+        self.admit(target, digest.clone(), fetched).await?;
+        Ok(digest)
+    }
+
+    pub(super) fn stale_or(
+        &self,
+        target: &Target,
+        key: &TagKey,
+        e: UpstreamError,
+    ) -> Result<Digest, PullError> {
+        if e.is_unavailable() {
+            if let Some(entry) = self.tags.get(key) {
+                if entry.verified && age(self.clock.as_ref(), entry.checked_at) < self.max_stale {
+                    tracing::warn!(upstream = %target.upstream.name, repo = %target.repo, tag = %key.2, error = %e, "upstream unavailable; serving last verified tag mapping");
+                    self.metrics
+                        .stale_served
+                        .with_label_values(&[target.upstream.name.as_str()])
+                        .inc();
+                    return Ok(entry.digest);
+                }
+            }
+        }
+        Err(e.into())
+    }
+
+    /// Drops a tag mapping whose digest could not be fetched or checked, so
+    /// the next request asks the upstream again instead of chasing a digest
+    /// that a faulty (or lying) answer named. Verified mappings stay.
+    pub(super) fn forget_unverified_tag(&self, target: &Target, tag: &Tag, digest: &Digest) {
+        let key: TagKey = (
+            target.upstream.name.clone(),
+            target.repo.clone(),
+            tag.clone(),
+        );
+        if self
+            .tags
+            .get(&key)
+            .is_some_and(|e| !e.verified && e.digest == *digest)
+        {
+            self.tags.invalidate(&key);
+        }
+    }
+
+    pub(super) fn mark_tag_verified(&self, target: &Target, tag: &Tag, digest: &Digest) {
+        let key: TagKey = (
+            target.upstream.name.clone(),
+            target.repo.clone(),
+            tag.clone(),
+        );
+        if let Some(mut entry) = self.tags.get(&key) {
+            if !entry.verified && entry.digest == *digest {
+                entry.verified = true;
+                self.tags.insert(key, entry);
+            }
+        }
+    }
+}
