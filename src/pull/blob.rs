@@ -330,7 +330,13 @@ impl Puller {
             let chunk = match response.chunk().await {
                 Ok(chunk) => chunk,
                 Err(e) => {
-                    let fault = UpstreamError::from_reqwest(&e);
+                    let fault = match length {
+                        // The body ended (or broke) before its Content-Length.
+                        Some(expected) if received < expected && !e.is_timeout() => {
+                            UpstreamError::Truncated { expected, received }
+                        }
+                        _ => UpstreamError::from_reqwest(&e),
+                    };
                     break Err(target.upstream.record_fault(fault).into());
                 }
             };
@@ -365,17 +371,17 @@ impl Puller {
         let mut writer =
             writer.map_err(|e| PullError::Internal(format!("cache write failed: {e}")))?;
         let written = writer.written();
-        if size.is_some_and(|s| s != written) {
-            let e = UpstreamError::Connect("blob body ended early".into());
+        if let Some(expected) = size.filter(|s| *s != written) {
+            let e = UpstreamError::Truncated {
+                expected,
+                received: written,
+            };
             return Err(target.upstream.record_fault(e).into());
         }
         match writer.verify() {
             Ok(()) => {}
             Err(CommitError::Mismatch { expected, actual }) => {
-                let e = UpstreamError::DigestMismatch {
-                    expected: expected.to_string(),
-                    actual: actual.to_string(),
-                };
+                let e = UpstreamError::DigestMismatch { expected, actual };
                 return Err(target.upstream.record_fault(e).into());
             }
             Err(CommitError::Io(e)) => {

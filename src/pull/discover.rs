@@ -300,8 +300,8 @@ impl Puller {
             .await?;
         if !digest.matches(&fetched.bytes) {
             let e = UpstreamError::DigestMismatch {
-                expected: digest.to_string(),
-                actual: Digest::of(digest.algorithm(), &fetched.bytes).to_string(),
+                expected: digest.clone(),
+                actual: Digest::of(digest.algorithm(), &fetched.bytes),
             };
             return Err(target.upstream.record_fault(e).into());
         }

@@ -484,8 +484,8 @@ impl Puller {
         if !digest.matches(&fetched.bytes) {
             return Err(PullError::Upstream(target.upstream.record_fault(
                 UpstreamError::DigestMismatch {
-                    expected: digest.to_string(),
-                    actual: Digest::of(digest.algorithm(), &fetched.bytes).to_string(),
+                    expected: digest.clone(),
+                    actual: Digest::of(digest.algorithm(), &fetched.bytes),
                 },
             )));
         }
@@ -508,8 +508,8 @@ impl Puller {
         let content = ManifestContent::new(digest.clone(), manifest.media_type, fetched.bytes)
             .map_err(|actual| {
                 PullError::Upstream(target.upstream.record_fault(UpstreamError::DigestMismatch {
-                    expected: digest.to_string(),
-                    actual: actual.to_string(),
+                    expected: digest.clone(),
+                    actual,
                 }))
             })?;
         if let Err(e) = self

@@ -97,8 +97,8 @@ impl Puller {
             if !claimed.matches(&fetched.bytes) {
                 return Err(PullError::Upstream(target.upstream.record_fault(
                     UpstreamError::DigestMismatch {
-                        expected: claimed.to_string(),
-                        actual: Digest::of(claimed.algorithm(), &fetched.bytes).to_string(),
+                        expected: claimed.clone(),
+                        actual: Digest::of(claimed.algorithm(), &fetched.bytes),
                     },
                 )));
             }

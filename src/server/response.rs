@@ -128,7 +128,9 @@ fn upstream_error(e: &UpstreamError, missing: Missing) -> Response<Body> {
             ErrorCode::Unavailable,
             "upstream timed out",
         ),
-        UpstreamError::Connect(_) | UpstreamError::Unavailable(_) => (
+        UpstreamError::Connect(_)
+        | UpstreamError::Truncated { .. }
+        | UpstreamError::Unavailable(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
             "upstream unavailable",

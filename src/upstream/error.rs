@@ -2,6 +2,7 @@
 //! fault, so it maps to 502/503/504 (or 404 for an authoritative not-found).
 
 use super::credentials::CredentialsError;
+use crate::oci::Digest;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
@@ -26,7 +27,9 @@ pub enum UpstreamError {
     #[error(
         "upstream sent content that does not match its digest (expected {expected}, got {actual})"
     )]
-    DigestMismatch { expected: String, actual: String },
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("upstream body ended after {received} of {expected} bytes")]
+    Truncated { expected: u64, received: u64 },
     #[error("upstream sent a malformed answer: {0}")]
     BadResponse(String),
     #[error("upstream credentials unavailable: {0}")]
@@ -63,6 +66,7 @@ impl UpstreamError {
             UpstreamError::Status(_) => "status",
             UpstreamError::TooLarge { .. } => "too_large",
             UpstreamError::DigestMismatch { .. } => "digest_mismatch",
+            UpstreamError::Truncated { .. } => "truncated",
             UpstreamError::BadResponse(_) => "bad_response",
             UpstreamError::Credentials(_) => "credentials",
             UpstreamError::Saturated => "saturated",
@@ -75,6 +79,7 @@ impl UpstreamError {
         matches!(
             self,
             UpstreamError::Connect(_)
+                | UpstreamError::Truncated { .. }
                 | UpstreamError::Timeout
                 | UpstreamError::Unavailable(_)
                 | UpstreamError::RateLimited { .. }

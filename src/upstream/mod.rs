@@ -401,8 +401,8 @@ impl Upstream {
             .map_err(|e| self.fail(e))?;
         if !digest.matches(&bytes) {
             return Err(self.fail(UpstreamError::DigestMismatch {
-                expected: digest.to_string(),
-                actual: Digest::of(digest.algorithm(), &bytes).to_string(),
+                expected: digest.clone(),
+                actual: Digest::of(digest.algorithm(), &bytes),
             }));
         }
         Ok(bytes)

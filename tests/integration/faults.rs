@@ -131,6 +131,29 @@ async fn connection_reset_mid_blob_aborts_the_client_and_leaves_nothing_behind()
     assert!(read_all(proxy.get(&path).await).await.unwrap() == blob);
 }
 
+/// A body that ends before its Content-Length is the upstream's fault,
+/// counted as `truncated` (not as a failure to connect), and leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_body_closed_short_of_its_content_length_counts_as_truncated_and_leaves_nothing() {
+    let (upstream, proxy) = setup().await;
+    let blob = image::random_bytes(76, 2_000_000);
+    let digest = sha256(&blob);
+    upstream.put(&digest, "application/octet-stream", &blob);
+    upstream.set(Fault::CloseMidBody);
+    let (truncated, connect) = (
+        errors(&proxy, "truncated").await,
+        errors(&proxy, "connect").await,
+    );
+    let path = format!("/v2/s/app/blobs/{digest}");
+    if let Ok(r) = proxy.try_get(&path).await {
+        assert!(read_all(r).await.is_err(), "a complete body was served");
+    }
+    assert!(tmp_is_empty(&proxy).await);
+    assert!(!stored(&proxy, &digest));
+    assert_eq!(errors(&proxy, "truncated").await - truncated, 1.0);
+    assert_eq!(errors(&proxy, "connect").await - connect, 0.0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hanging_upstream_is_504_within_the_response_timeout() {
     let (upstream, proxy) = setup().await;

@@ -20,6 +20,9 @@ pub enum Fault {
     WrongBytes,
     /// Headers and half the body, then a TCP reset.
     ResetMidBody,
+    /// Headers and half the body, then an orderly close.
+    #[allow(dead_code)]
+    CloseMidBody,
     /// Accept and never answer.
     HangBeforeHeaders,
     /// Headers and half the body, then silence.
@@ -359,6 +362,11 @@ async fn serve(
             #[allow(deprecated)]
             let _ = stream.set_linger(Some(Duration::ZERO));
             drop(stream);
+        }
+        Fault::CloseMidBody => {
+            let _ = stream.write_all(header(bytes.len()).as_bytes()).await;
+            let _ = stream.write_all(&bytes[..half]).await;
+            let _ = stream.shutdown().await;
         }
         Fault::HangBeforeHeaders => {
             tokio::time::sleep(Duration::from_secs(60)).await;
