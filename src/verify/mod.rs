@@ -10,6 +10,7 @@ pub mod attest;
 pub mod check;
 pub mod evidence;
 pub mod legacy;
+mod signer;
 pub mod sigstore;
 pub mod x509;
 
