@@ -389,14 +389,7 @@ impl Puller {
             })?;
         if let Some(limit) = self.shape_limit(target, digest, &manifest, generation, reached) {
             // A bound that protects the proxy holds in every mode.
-            let verdict = Err(Denial {
-                reason: Reason::LimitExceeded,
-                policy: None,
-                digest: Some(digest.clone()),
-                message: limit,
-                findings: Vec::new(),
-                attestations: Vec::new(),
-            });
+            let verdict = Err(Denial::new(Reason::LimitExceeded, limit).of(digest.clone()));
             self.verdicts.insert(key, verdict.clone());
             return Ok(verdict);
         }
@@ -802,17 +795,13 @@ impl Puller {
                 .rederived(target, Grant::Blob, &target.key(digest), generation, 0)
                 .await
         {
-            return Err(PullError::Denied(Denial {
-                reason: Reason::Unsigned,
-                policy: None,
-                digest: Some(digest.clone()),
-                message: format!(
-                    "blob {digest} is not referenced by an allowed manifest of {}",
-                    target.repo
-                ),
-                findings: Vec::new(),
-                attestations: Vec::new(),
-            }));
+            let message = format!(
+                "blob {digest} is not referenced by an allowed manifest of {}",
+                target.repo
+            );
+            return Err(PullError::Denied(
+                Denial::new(Reason::Unsigned, message).of(digest.clone()),
+            ));
         }
         Ok(())
     }

@@ -290,18 +290,8 @@ fn verify_legacy(
     if signatures.is_empty() {
         return Err(invalid("DSSE envelope carries no signature"));
     }
-    // The envelope as a bundle's dsseEnvelope, with one signature.
     let to_bundle = |sig: &[u8], rekor: &str, material: LegacyMaterial<'_>| {
-        let content = serde_json::json!({
-            "payload": env.payload, "payloadType": env.payload_type,
-            "signatures": [{"sig": STANDARD.encode(sig), "keyid": ""}],
-        });
-        sigstore::parse_bundle(&legacy::bundle_json(
-            rekor,
-            material,
-            "dsseEnvelope",
-            content,
-        )?)
+        envelope_bundle(&env, sig, rekor, material)
     };
     let evidence = SignedEvidence {
         message: Message::Bytes(Cow::Owned(pae(&env.payload_type, &payload))),
@@ -321,6 +311,26 @@ fn verify_legacy(
         statement,
         signed_times,
     })
+}
+
+/// The envelope as a bundle's dsseEnvelope, with one signature `sig`, and
+/// the tlog entry of the layer's Rekor bundle annotation.
+fn envelope_bundle(
+    env: &Envelope,
+    sig: &[u8],
+    rekor: &str,
+    material: LegacyMaterial<'_>,
+) -> Result<sigstore_verify::types::Bundle, Failure> {
+    let content = serde_json::json!({
+        "payload": env.payload, "payloadType": env.payload_type,
+        "signatures": [{"sig": STANDARD.encode(sig), "keyid": ""}],
+    });
+    sigstore::parse_bundle(&legacy::bundle_json(
+        rekor,
+        material,
+        "dsseEnvelope",
+        content,
+    )?)
 }
 
 /// How far past `now` a recorded time may lie before it is refused: clocks

@@ -187,7 +187,9 @@ impl SignedEvidence<'_> {
         }
     }
 
-    /// The first signature the leaf certificate's key made.
+    /// The first signature the leaf certificate's key made. A legacy
+    /// attestation's envelope may carry several, so its failure names
+    /// none of them; a single signature's failure says what was wrong.
     fn certificate_signature(&self, leaf: &[u8]) -> Result<&[u8], Failure> {
         let mut failure = None;
         for sig in &self.signatures {
