@@ -2,7 +2,7 @@
 //! [`Denial`] with its stable [`Reason`], each with the outcome for every
 //! required authority ([`Finding`]) and attestation
 //! ([`AttestationFinding`]). Verdicts are built only through the named
-//! constructors here.
+//! constructors here; those of [`VerifiedManifest`] are `verify`'s alone.
 
 use std::fmt;
 use std::sync::Arc;
@@ -142,7 +142,8 @@ impl Denial {
 }
 
 /// A manifest that may be served: its exact verified bytes and the policy
-/// that allowed it. Constructed only in this module.
+/// that allowed it. Constructed only inside `verify`, by the constructors
+/// below.
 #[derive(Debug, Clone)]
 pub struct VerifiedManifest {
     content: Arc<ManifestContent>,
