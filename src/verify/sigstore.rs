@@ -155,21 +155,24 @@ pub fn verify_bundle(
         verify_vendor_chain(vendor_pki(root)?, bundle, extra, &result)?;
     }
     if let Expected::Keyless { identity, .. } = expected {
-        let san = result.identity().map(|s| s.as_str().to_string());
-        match &san {
-            Some(s) if identity.subject.matches(s) => {}
-            _ => {
-                return Err(Failure::new(
-                    Reason::IdentityMismatch,
-                    format!(
-                        "certificate identity {} does not match",
-                        san.as_deref().unwrap_or("(none)")
-                    ),
-                ));
-            }
-        }
+        signed_by(identity, &result)?;
     }
     Ok(verified(&result))
+}
+
+/// The verified certificate's identity (SAN) is the one expected.
+fn signed_by(identity: &Identity, result: &VerificationResult) -> Result<(), Failure> {
+    let san = result.identity().map(|s| s.as_str().to_string());
+    match &san {
+        Some(s) if identity.subject.matches(s) => Ok(()),
+        _ => Err(Failure::new(
+            Reason::IdentityMismatch,
+            format!(
+                "certificate identity {} does not match",
+                san.as_deref().unwrap_or("(none)")
+            ),
+        )),
+    }
 }
 
 fn vendor_pki(root: &SigstoreRoot) -> Result<&VendorPki, Failure> {
