@@ -59,8 +59,7 @@ pub(in crate::verify) fn judge(
     let any: Vec<Vec<usize>> = judged.iter().map(|j| j.satisfied.clone()).collect();
     let findings: Vec<Finding> = judged.into_iter().map(|j| j.finding).collect();
     let met = distinct_signers(&fresh);
-    let failure =
-        (met < needed).then(|| shortfall(&findings, met, needed, distinct_signers(&any) >= needed));
+    let failure = (met < needed).then(|| shortfall(&findings, met, needed, distinct_signers(&any)));
     Judgement {
         failure,
         found: Findings {
@@ -124,9 +123,10 @@ fn judge_authority(
 }
 
 /// Why `met` of `needed` authorities fall short: the most specific
-/// failure, or trust unavailable when stale material alone would satisfy
-/// them.
-fn shortfall(findings: &[Finding], met: usize, needed: usize, stale_only: bool) -> Failed {
+/// failure, or trust unavailable when the authorities met counting those
+/// met only with their last good material (`met_with_stale`) would do.
+fn shortfall(findings: &[Finding], met: usize, needed: usize, met_with_stale: usize) -> Failed {
+    let stale_only = met_with_stale >= needed;
     let worst = findings
         .iter()
         .filter_map(|f| f.outcome.as_ref().err())

@@ -70,7 +70,7 @@ fn gate_requiring(acme: &Vendor, mode: Mode, max_age: Option<Duration>) -> Gate 
     }];
     Gate::new(
         PolicySet::new(vec![p]),
-        Arc::new(TrustSnapshot::new(vec![acme.authority(false)], 1)),
+        Arc::new(TrustSnapshot::new(vec![acme.authority(Tlog::Optional)], 1)),
     )
 }
 
@@ -121,11 +121,14 @@ fn stale_signing_trust_is_relaxed_only_when_the_required_attestations_hold_too()
         condition: None,
         max_age: None,
     }];
-    let mut stale = acme.authority(false);
+    let mut stale = acme.authority(Tlog::Optional);
     stale.stale_after = Some(now() - Duration::from_secs(3600));
     let gate = Gate::new(
         PolicySet::new(vec![p]),
-        Arc::new(TrustSnapshot::new(vec![stale, scanner.authority(false)], 1)),
+        Arc::new(TrustSnapshot::new(
+            vec![stale, scanner.authority(Tlog::Optional)],
+            1,
+        )),
     );
     let d = judge_with(&gate, &acme, vec![]).unwrap_err();
     assert_eq!(d.reason, Reason::TrustUnavailable, "{}", d.message);
@@ -162,11 +165,14 @@ fn stale_trust_for_one_requirement_is_relaxed_only_when_its_attestation_verifies
         requirement("provenance", SLSA, "acme"),
         requirement("scan", SCAN, "scanner"),
     ];
-    let mut stale = scanner.authority(false);
+    let mut stale = scanner.authority(Tlog::Optional);
     stale.stale_after = Some(now() - Duration::from_secs(3600));
     let gate = Gate::new(
         PolicySet::new(vec![p]),
-        Arc::new(TrustSnapshot::new(vec![acme.authority(false), stale], 1)),
+        Arc::new(TrustSnapshot::new(
+            vec![acme.authority(Tlog::Optional), stale],
+            1,
+        )),
     );
     let provenance = acme.attest(&statement(&subject(), SLSA, provenance(GITHUB)));
     let scan = scanner.attest(&statement(&subject(), SCAN, serde_json::json!({})));

@@ -19,15 +19,22 @@ fn exception(digest: Option<Digest>, expires: &str) -> Exception {
     }
 }
 
-fn gate_with(acme: &Vendor, exceptions: Vec<Exception>, allow_unavailable: bool) -> Gate {
+/// What a policy does when trust is stale (`on_trust_unavailable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnStale {
+    Deny,
+    Allow,
+}
+
+fn gate_with(acme: &Vendor, exceptions: Vec<Exception>, on_stale: OnStale) -> Gate {
     let rule = Rule::Signatures {
         authorities: vec!["acme".into()],
         require: Require::Any,
         require_child_signatures: false,
     };
     let mut p = policy("vendor", "**", Mode::Enforce, rule);
-    p.trust_unavailable_allows = allow_unavailable;
-    let mut authority = acme.authority(false);
+    p.trust_unavailable_allows = on_stale == OnStale::Allow;
+    let mut authority = acme.authority(Tlog::Optional);
     authority.stale_after = Some(t("2026-06-01T00:00:00Z"));
     Gate::new(
         PolicySet::new(vec![p]).with_exceptions(exceptions),
@@ -59,7 +66,7 @@ fn pinned_exception_admits_an_unsigned_image_until_it_expires() {
     let gate = gate_with(
         &acme,
         vec![exception(Some(subject()), "2026-05-02T00:00:00Z")],
-        false,
+        OnStale::Deny,
     );
     let v = at(&gate, vec![], BEFORE).unwrap();
     assert_eq!(v.exception(), Some(("RISK-1", Reason::Unsigned)));
@@ -80,7 +87,7 @@ fn exception_pinned_to_another_digest_or_unpinned_does_not_admit_unsigned_conten
         exception(Some(other), "2027-01-01T00:00:00Z"),
         exception(None, "2027-01-01T00:00:00Z"),
     ] {
-        let gate = gate_with(&acme, vec![e], false);
+        let gate = gate_with(&acme, vec![e], OnStale::Deny);
         assert_eq!(
             at(&gate, vec![], BEFORE).unwrap_err().reason,
             Reason::Unsigned
@@ -92,7 +99,11 @@ fn exception_pinned_to_another_digest_or_unpinned_does_not_admit_unsigned_conten
 fn unpinned_exception_relaxes_a_failing_check_of_signed_content() {
     let acme = Vendor::new("acme");
     let mallory = Vendor::new("acme");
-    let gate = gate_with(&acme, vec![exception(None, "2027-01-01T00:00:00Z")], false);
+    let gate = gate_with(
+        &acme,
+        vec![exception(None, "2027-01-01T00:00:00Z")],
+        OnStale::Deny,
+    );
     let v = at(&gate, vec![mallory.sign(&subject())], BEFORE).unwrap();
     assert_eq!(v.exception(), Some(("RISK-1", Reason::UntrustedSigner)));
 }
@@ -100,11 +111,11 @@ fn unpinned_exception_relaxes_a_failing_check_of_signed_content() {
 #[test]
 fn stale_trust_denies_trust_unavailable_unless_the_policy_relaxes_it() {
     let acme = Vendor::new("acme");
-    let strict = gate_with(&acme, vec![], false);
+    let strict = gate_with(&acme, vec![], OnStale::Deny);
     assert!(at(&strict, vec![acme.sign(&subject())], BEFORE).is_ok());
     let d = at(&strict, vec![acme.sign(&subject())], "2026-07-01T00:00:00Z").unwrap_err();
     assert_eq!(d.reason, Reason::TrustUnavailable);
-    let relaxed = gate_with(&acme, vec![], true);
+    let relaxed = gate_with(&acme, vec![], OnStale::Allow);
     let v = at(
         &relaxed,
         vec![acme.sign(&subject())],
@@ -119,7 +130,7 @@ fn stale_trust_denies_trust_unavailable_unless_the_policy_relaxes_it() {
 fn relaxed_stale_trust_never_admits_a_refuted_or_garbage_signature() {
     let acme = Vendor::new("acme");
     let mallory = Vendor::new("acme");
-    let relaxed = gate_with(&acme, vec![], true);
+    let relaxed = gate_with(&acme, vec![], OnStale::Allow);
     const STALE: &str = "2026-07-01T00:00:00Z";
     let d = at(&relaxed, vec![mallory.sign(&subject())], STALE).unwrap_err();
     assert_eq!(d.reason, Reason::TrustUnavailable);
@@ -140,7 +151,7 @@ fn an_authority_never_made_available_is_not_relaxed_even_when_its_keys_would_ver
     let mut p = policy("vendor", "**", Mode::Enforce, rule);
     p.trust_unavailable_allows = true;
     // Its keys are loaded, but the trusted root it relies on was never verified.
-    let mut waiting = acme.authority(false);
+    let mut waiting = acme.authority(Tlog::Optional);
     waiting.unavailable = Some("its TUF repository has not been verified yet".into());
     let gate = Gate::new(
         PolicySet::new(vec![p]),
@@ -161,13 +172,13 @@ fn relaxation_needs_the_working_authority_not_to_refute_when_another_is_unavaila
     };
     let mut p = policy("vendor", "**", Mode::Enforce, rule);
     p.trust_unavailable_allows = true;
-    let mut unavailable = down.authority(false);
+    let mut unavailable = down.authority(Tlog::Optional);
     unavailable.material = Material::Keys(Vec::new());
     unavailable.unavailable = Some("its source has not been fetched".into());
     let gate = Gate::new(
         PolicySet::new(vec![p]),
         Arc::new(TrustSnapshot::new(
-            vec![good.authority(false), unavailable],
+            vec![good.authority(Tlog::Optional), unavailable],
             1,
         )),
     );

@@ -6,6 +6,20 @@ use crate::verify::judge::signatures::distinct_signers;
 use base64::Engine;
 use sigstore_verify::crypto::KeyPair;
 
+/// Whether an authority requires a transparency-log entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tlog {
+    Optional,
+    Required,
+}
+
+/// Whether a policy judges the children of an index it allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ChildSignatures {
+    NotRequired,
+    Required,
+}
+
 pub(super) struct Vendor {
     pub(super) key: KeyPair,
     pub(super) name: &'static str,
@@ -19,14 +33,14 @@ impl Vendor {
         }
     }
 
-    pub(super) fn authority(&self, require_tlog: bool) -> Authority {
+    pub(super) fn authority(&self, tlog: Tlog) -> Authority {
         let der = self.key.public_key_der().unwrap();
         Authority {
             name: self.name.into(),
             material: Material::Keys(vec![("fp".into(), der)]),
             sigstore: None,
             root_digest: None,
-            require_tlog,
+            require_tlog: tlog == Tlog::Required,
             require_sct: true,
             revoked_serials: Vec::new(),
             unavailable: None,
@@ -62,12 +76,12 @@ pub(super) fn signed_gate(
     names: &[&str],
     require: Require,
     mode: Mode,
-    children: bool,
+    children: ChildSignatures,
 ) -> Gate {
     let rule = Rule::Signatures {
         authorities: names.iter().map(|s| s.to_string()).collect(),
         require,
-        require_child_signatures: children,
+        require_child_signatures: children == ChildSignatures::Required,
     };
     Gate::new(
         PolicySet::new(vec![policy("vendor", "**", mode, rule)]),
@@ -103,11 +117,11 @@ pub(super) fn subject() -> Digest {
 fn signature_by_a_trusted_key_allows_and_reports_the_authority_met() {
     let acme = Vendor::new("acme");
     let gate = signed_gate(
-        vec![acme.authority(false)],
+        vec![acme.authority(Tlog::Optional)],
         &["acme"],
         Require::Any,
         Mode::Enforce,
-        false,
+        ChildSignatures::NotRequired,
     );
     let v = judge(&gate, vec![acme.sign(&subject())], Reached::Directly).unwrap();
     assert_eq!(v.findings().len(), 1);
@@ -118,11 +132,11 @@ fn signature_by_a_trusted_key_allows_and_reports_the_authority_met() {
 fn unsigned_image_is_denied_unsigned() {
     let acme = Vendor::new("acme");
     let gate = signed_gate(
-        vec![acme.authority(false)],
+        vec![acme.authority(Tlog::Optional)],
         &["acme"],
         Require::Any,
         Mode::Enforce,
-        false,
+        ChildSignatures::NotRequired,
     );
     assert_eq!(
         judge(&gate, vec![], Reached::Directly).unwrap_err().reason,
@@ -135,11 +149,11 @@ fn signature_by_an_unknown_key_is_untrusted_signer() {
     let acme = Vendor::new("acme");
     let mallory = Vendor::new("mallory");
     let gate = signed_gate(
-        vec![acme.authority(false)],
+        vec![acme.authority(Tlog::Optional)],
         &["acme"],
         Require::Any,
         Mode::Enforce,
-        false,
+        ChildSignatures::NotRequired,
     );
     let d = judge(&gate, vec![mallory.sign(&subject())], Reached::Directly).unwrap_err();
     assert_eq!(d.reason, Reason::UntrustedSigner);
@@ -149,11 +163,11 @@ fn signature_by_an_unknown_key_is_untrusted_signer() {
 fn valid_signature_replayed_from_another_image_is_invalid_signature() {
     let acme = Vendor::new("acme");
     let gate = signed_gate(
-        vec![acme.authority(false)],
+        vec![acme.authority(Tlog::Optional)],
         &["acme"],
         Require::Any,
         Mode::Enforce,
-        false,
+        ChildSignatures::NotRequired,
     );
     let other = Digest::sha256_of(b"another image");
     let d = judge(&gate, vec![acme.sign(&other)], Reached::Directly).unwrap_err();
@@ -165,11 +179,11 @@ fn valid_signature_replayed_from_another_image_is_invalid_signature() {
 fn payload_with_a_duplicated_manifest_digest_is_invalid_signature() {
     let acme = Vendor::new("acme");
     let gate = signed_gate(
-        vec![acme.authority(false)],
+        vec![acme.authority(Tlog::Optional)],
         &["acme"],
         Require::Any,
         Mode::Enforce,
-        false,
+        ChildSignatures::NotRequired,
     );
     let other = Digest::sha256_of(b"x");
     let p = format!(
@@ -184,11 +198,11 @@ fn payload_with_a_duplicated_manifest_digest_is_invalid_signature() {
 fn tampered_signature_is_not_accepted() {
     let acme = Vendor::new("acme");
     let gate = signed_gate(
-        vec![acme.authority(false)],
+        vec![acme.authority(Tlog::Optional)],
         &["acme"],
         Require::Any,
         Mode::Enforce,
-        false,
+        ChildSignatures::NotRequired,
     );
     let Signature::Legacy(mut l) = acme.sign(&subject()) else {
         unreachable!()
@@ -201,11 +215,11 @@ fn tampered_signature_is_not_accepted() {
 fn require_all_needs_every_authority_and_a_number_counts_distinct_authorities() {
     let (a, b) = (Vendor::new("a"), Vendor::new("b"));
     let all = signed_gate(
-        vec![a.authority(false), b.authority(false)],
+        vec![a.authority(Tlog::Optional), b.authority(Tlog::Optional)],
         &["a", "b"],
         Require::All,
         Mode::Enforce,
-        false,
+        ChildSignatures::NotRequired,
     );
     assert!(judge(&all, vec![a.sign(&subject())], Reached::Directly).is_err());
     assert!(
@@ -217,11 +231,11 @@ fn require_all_needs_every_authority_and_a_number_counts_distinct_authorities() 
         .is_ok()
     );
     let two = signed_gate(
-        vec![a.authority(false), b.authority(false)],
+        vec![a.authority(Tlog::Optional), b.authority(Tlog::Optional)],
         &["a", "b"],
         Require::AtLeast(2),
         Mode::Enforce,
-        false,
+        ChildSignatures::NotRequired,
     );
     let twice_by_a = vec![a.sign(&subject()), a.sign(&subject())];
     assert!(
@@ -233,14 +247,14 @@ fn require_all_needs_every_authority_and_a_number_counts_distinct_authorities() 
 #[test]
 fn one_signature_never_counts_for_two_authorities_sharing_a_key() {
     let a = Vendor::new("a");
-    let mut same_key = a.authority(false);
+    let mut same_key = a.authority(Tlog::Optional);
     same_key.name = "b".into();
     let two = signed_gate(
-        vec![a.authority(false), same_key],
+        vec![a.authority(Tlog::Optional), same_key],
         &["a", "b"],
         Require::AtLeast(2),
         Mode::Enforce,
-        false,
+        ChildSignatures::NotRequired,
     );
     assert!(
         judge(&two, vec![a.sign(&subject())], Reached::Directly).is_err(),
@@ -261,11 +275,11 @@ fn one_signature_never_counts_for_two_authorities_sharing_a_key() {
         "two signatures, one for each authority"
     );
     let listed_twice = signed_gate(
-        vec![a.authority(false)],
+        vec![a.authority(Tlog::Optional)],
         &["a", "a"],
         Require::AtLeast(2),
         Mode::Enforce,
-        false,
+        ChildSignatures::NotRequired,
     );
     assert!(
         judge(&listed_twice, vec![a.sign(&subject())], Reached::Directly).is_err(),
@@ -278,11 +292,11 @@ fn the_most_specific_failure_among_signatures_is_the_reason() {
     let acme = Vendor::new("acme");
     let mallory = Vendor::new("acme");
     let gate = signed_gate(
-        vec![acme.authority(false)],
+        vec![acme.authority(Tlog::Optional)],
         &["acme"],
         Require::Any,
         Mode::Enforce,
-        false,
+        ChildSignatures::NotRequired,
     );
     let replayed = acme.sign(&Digest::sha256_of(b"another image"));
     for signatures in [
@@ -316,7 +330,13 @@ fn blobs_are_gated_everywhere_but_under_allow_unverified() {
 fn a_policy_listing_no_authorities_verifies_nothing() {
     let a = Vendor::new("a");
     for require in [Require::All, Require::Any] {
-        let none = signed_gate(vec![a.authority(false)], &[], require, Mode::Enforce, false);
+        let none = signed_gate(
+            vec![a.authority(Tlog::Optional)],
+            &[],
+            require,
+            Mode::Enforce,
+            ChildSignatures::NotRequired,
+        );
         assert!(
             judge(&none, vec![a.sign(&subject())], Reached::Directly).is_err(),
             "{require:?}"
@@ -337,11 +357,11 @@ fn distinct_signers_is_a_maximum_matching() {
 fn missing_log_entry_is_tlog_invalid_when_the_authority_requires_one() {
     let acme = Vendor::new("acme");
     let gate = signed_gate(
-        vec![acme.authority(true)],
+        vec![acme.authority(Tlog::Required)],
         &["acme"],
         Require::Any,
         Mode::Enforce,
-        false,
+        ChildSignatures::NotRequired,
     );
     assert_eq!(
         judge(&gate, vec![acme.sign(&subject())], Reached::Directly)
@@ -355,11 +375,11 @@ fn missing_log_entry_is_tlog_invalid_when_the_authority_requires_one() {
 fn a_bound_hit_during_discovery_is_limit_exceeded() {
     let acme = Vendor::new("acme");
     let gate = signed_gate(
-        vec![acme.authority(false)],
+        vec![acme.authority(Tlog::Optional)],
         &["acme"],
         Require::Any,
         Mode::Enforce,
-        false,
+        ChildSignatures::NotRequired,
     );
     let evidence = Evidence {
         signatures: vec![acme.sign(&subject())],
@@ -383,11 +403,11 @@ fn a_bound_hit_during_discovery_is_limit_exceeded() {
 fn children_of_an_allowed_index_pass_unless_child_signatures_are_required() {
     let acme = Vendor::new("acme");
     let lenient = signed_gate(
-        vec![acme.authority(false)],
+        vec![acme.authority(Tlog::Optional)],
         &["acme"],
         Require::Any,
         Mode::Enforce,
-        false,
+        ChildSignatures::NotRequired,
     );
     assert!(judge(&lenient, vec![], Reached::ThroughAllowedIndex).is_ok());
     assert!(
@@ -400,11 +420,11 @@ fn children_of_an_allowed_index_pass_unless_child_signatures_are_required() {
             .signatures
     );
     let strict = signed_gate(
-        vec![acme.authority(false)],
+        vec![acme.authority(Tlog::Optional)],
         &["acme"],
         Require::Any,
         Mode::Enforce,
-        true,
+        ChildSignatures::Required,
     );
     assert_eq!(
         judge(&strict, vec![], Reached::ThroughAllowedIndex)
@@ -418,11 +438,11 @@ fn children_of_an_allowed_index_pass_unless_child_signatures_are_required() {
 fn audit_mode_serves_an_unsigned_image_and_records_why() {
     let acme = Vendor::new("acme");
     let gate = signed_gate(
-        vec![acme.authority(false)],
+        vec![acme.authority(Tlog::Optional)],
         &["acme"],
         Require::Any,
         Mode::Audit,
-        false,
+        ChildSignatures::NotRequired,
     );
     assert_eq!(
         judge(&gate, vec![], Reached::Directly)
