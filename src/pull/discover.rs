@@ -26,6 +26,89 @@ const BUNDLE_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
 /// Signature fetches in flight at once for one manifest.
 const PARALLEL: usize = 8;
 
+/// What one search found: its documents, or the bound it hit (then no
+/// documents), and the decision bytes they hold.
+struct Found<T> {
+    items: Vec<T>,
+    limit: Option<String>,
+    held: Vec<Held>,
+}
+
+impl<T> Found<T> {
+    fn none() -> Found<T> {
+        Found {
+            items: Vec::new(),
+            limit: None,
+            held: Vec::new(),
+        }
+    }
+
+    fn limited(limit: String) -> Found<T> {
+        Found {
+            limit: Some(limit),
+            ..Found::none()
+        }
+    }
+}
+
+/// What tells cosign's legacy `.sig` and `.att` manifests apart.
+struct LegacyKind<T> {
+    /// The tag's suffix after `sha256-<hex>.`.
+    suffix: &'static str,
+    /// What the documents are, for messages.
+    noun: &'static str,
+    /// The layers read; others are ignored.
+    media_type: &'static str,
+    /// The first bound the layers break, if any.
+    bounds: fn(&[Descriptor]) -> Option<String>,
+    /// The evidence a layer's document and annotations hold, if any.
+    evidence: fn(bytes::Bytes, &Descriptor) -> Option<T>,
+}
+
+const SIGNATURES: LegacyKind<Signature> = LegacyKind {
+    suffix: "sig",
+    noun: "signature",
+    media_type: SIMPLE_SIGNING,
+    bounds,
+    evidence: legacy_signature,
+};
+
+const ATTESTATIONS: LegacyKind<Attestation> = LegacyKind {
+    suffix: "att",
+    noun: "attestation",
+    media_type: DSSE_ENVELOPE,
+    bounds: attestation_bounds,
+    evidence: legacy_attestation,
+};
+
+fn note(layer: &Descriptor, key: &str) -> Option<String> {
+    layer.annotations.as_ref().and_then(|a| a.get(key).cloned())
+}
+
+/// A simple-signing payload with its signature annotation (a layer
+/// without one holds no signature).
+fn legacy_signature(payload: bytes::Bytes, layer: &Descriptor) -> Option<Signature> {
+    note(layer, "dev.cosignproject.cosign/signature").map(|signature| {
+        Signature::Legacy(LegacySignature {
+            payload,
+            signature,
+            certificate: note(layer, "dev.sigstore.cosign/certificate"),
+            chain: note(layer, "dev.sigstore.cosign/chain"),
+            rekor_bundle: note(layer, "dev.sigstore.cosign/bundle"),
+        })
+    })
+}
+
+/// A DSSE envelope with its annotations.
+fn legacy_attestation(envelope: bytes::Bytes, layer: &Descriptor) -> Option<Attestation> {
+    Some(Attestation::Legacy(LegacyAttestation {
+        envelope,
+        certificate: note(layer, "dev.sigstore.cosign/certificate"),
+        chain: note(layer, "dev.sigstore.cosign/chain"),
+        rekor_bundle: note(layer, "dev.sigstore.cosign/bundle"),
+    }))
+}
+
 impl Puller {
     pub(super) async fn discover(
         &self,
@@ -34,19 +117,31 @@ impl Puller {
         needs: Needs,
     ) -> Result<(Evidence, Vec<Held>), PullError> {
         let (legacy, bundles, attestations) = tokio::join!(
-            self.legacy_signatures(target, digest),
+            self.legacy(target, digest, &SIGNATURES),
             self.bundles(target, digest, needs.attestations),
             async {
                 if needs.attestations {
-                    self.legacy_attestations(target, digest).await
+                    self.legacy(target, digest, &ATTESTATIONS).await
                 } else {
-                    Ok((Vec::new(), None, Vec::new()))
+                    Ok(Found::none())
                 }
             }
         );
-        let (legacy, legacy_limit, mut held) = legacy?;
-        let (bundles, bundle_limit, bundles_held) = bundles?;
-        let (mut attestations, attestation_limit, attestations_held) = attestations?;
+        let Found {
+            items: legacy,
+            limit: legacy_limit,
+            mut held,
+        } = legacy?;
+        let Found {
+            items: bundles,
+            limit: bundle_limit,
+            held: bundles_held,
+        } = bundles?;
+        let Found {
+            items: mut attestations,
+            limit: attestation_limit,
+            held: attestations_held,
+        } = attestations?;
         held.extend(bundles_held);
         held.extend(attestations_held);
         let mut signatures = legacy;
@@ -69,22 +164,25 @@ impl Puller {
         Ok((evidence, held))
     }
 
-    /// The DSSE envelopes of cosign's `sha256-<hex>.att` manifest.
-    async fn legacy_attestations(
+    /// The documents of cosign's `sha256-<hex>.sig` or `.att` manifest
+    /// (`kind` says which): the layers of its media type, within its
+    /// bounds, each read exactly and turned into evidence.
+    async fn legacy<T: Send>(
         &self,
         target: &Target,
         digest: &Digest,
-    ) -> Result<(Vec<Attestation>, Option<String>, Vec<Held>), PullError> {
-        let tag: Tag = format!("{}.att", digest.referrers_tag())
+        kind: &LegacyKind<T>,
+    ) -> Result<Found<T>, PullError> {
+        let tag: Tag = format!("{}.{}", digest.referrers_tag(), kind.suffix)
             .parse()
-            .map_err(|_| PullError::Internal("attestation tag is not a tag".into()))?;
+            .map_err(|_| PullError::Internal(format!("{} tag is not a tag", kind.noun)))?;
         let fetched = match target
             .upstream
             .fetch_manifest(&target.repo, &Reference::Tag(tag), OCI_MANIFEST)
             .await
         {
             Ok(f) => f,
-            Err(UpstreamError::NotFound) => return Ok((Vec::new(), None, Vec::new())),
+            Err(UpstreamError::NotFound) => return Ok(Found::none()),
             Err(e) => return Err(e.into()),
         };
         let layers = match Manifest::parse(&fetched.bytes, fetched.content_type.as_ref()) {
@@ -92,85 +190,29 @@ impl Puller {
                 kind: ManifestKind::Image { layers, .. },
                 ..
             }) => layers,
-            _ => return Ok((Vec::new(), None, Vec::new())),
+            _ => return Ok(Found::none()),
         };
         let layers: Vec<Descriptor> = layers
             .into_iter()
-            .filter(|l| l.media_type == DSSE_ENVELOPE)
+            .filter(|l| l.media_type == kind.media_type)
             .collect();
-        if let Some(limit) = attestation_bounds(&layers) {
-            return Ok((Vec::new(), Some(limit), Vec::new()));
+        if let Some(limit) = (kind.bounds)(&layers) {
+            return Ok(Found::limited(limit));
         }
         let held = self.hold_for(target, &layers).await?;
         let found = futures_util::stream::iter(layers)
             .map(|layer| async move {
-                let envelope = self.read_exact(target, &layer).await?;
-                let note = |k: &str| layer.annotations.as_ref().and_then(|a| a.get(k).cloned());
-                let found = Attestation::Legacy(LegacyAttestation {
-                    envelope,
-                    certificate: note("dev.sigstore.cosign/certificate"),
-                    chain: note("dev.sigstore.cosign/chain"),
-                    rekor_bundle: note("dev.sigstore.cosign/bundle"),
-                });
-                Ok::<_, PullError>(found)
+                let bytes = self.read_exact(target, &layer).await?;
+                Ok::<_, PullError>((kind.evidence)(bytes, &layer))
             })
             .buffer_unordered(PARALLEL)
             .try_collect::<Vec<_>>()
             .await?;
-        Ok((found, None, vec![held]))
-    }
-
-    async fn legacy_signatures(
-        &self,
-        target: &Target,
-        digest: &Digest,
-    ) -> Result<(Vec<Signature>, Option<String>, Vec<Held>), PullError> {
-        let tag: Tag = format!("{}.sig", digest.referrers_tag())
-            .parse()
-            .map_err(|_| PullError::Internal("signature tag is not a tag".into()))?;
-        let fetched = match target
-            .upstream
-            .fetch_manifest(&target.repo, &Reference::Tag(tag), OCI_MANIFEST)
-            .await
-        {
-            Ok(f) => f,
-            Err(UpstreamError::NotFound) => return Ok((Vec::new(), None, Vec::new())),
-            Err(e) => return Err(e.into()),
-        };
-        let layers = match Manifest::parse(&fetched.bytes, fetched.content_type.as_ref()) {
-            Ok(Manifest {
-                kind: ManifestKind::Image { layers, .. },
-                ..
-            }) => layers,
-            _ => return Ok((Vec::new(), None, Vec::new())),
-        };
-        let layers: Vec<Descriptor> = layers
-            .into_iter()
-            .filter(|l| l.media_type == SIMPLE_SIGNING)
-            .collect();
-        if let Some(limit) = bounds(&layers) {
-            return Ok((Vec::new(), Some(limit), Vec::new()));
-        }
-        let held = self.hold_for(target, &layers).await?;
-        let signatures = futures_util::stream::iter(layers)
-            .map(|layer| async move {
-                let payload = self.read_exact(target, &layer).await?;
-                let note = |k: &str| layer.annotations.as_ref().and_then(|a| a.get(k).cloned());
-                let found = note("dev.cosignproject.cosign/signature").map(|signature| {
-                    Signature::Legacy(LegacySignature {
-                        payload,
-                        signature,
-                        certificate: note("dev.sigstore.cosign/certificate"),
-                        chain: note("dev.sigstore.cosign/chain"),
-                        rekor_bundle: note("dev.sigstore.cosign/bundle"),
-                    })
-                });
-                Ok::<_, PullError>(found)
-            })
-            .buffer_unordered(PARALLEL)
-            .try_collect::<Vec<_>>()
-            .await?;
-        Ok((signatures.into_iter().flatten().collect(), None, vec![held]))
+        Ok(Found {
+            items: found.into_iter().flatten().collect(),
+            limit: None,
+            held: vec![held],
+        })
     }
 
     /// Sigstore bundles among the referrers: those that may be signatures,
@@ -180,15 +222,13 @@ impl Puller {
         target: &Target,
         digest: &Digest,
         with_attestations: bool,
-    ) -> Result<(Vec<bytes::Bytes>, Option<String>, Vec<Held>), PullError> {
+    ) -> Result<Found<bytes::Bytes>, PullError> {
         let referrers = self.referrers(target, digest, None).await?;
         if !referrers.complete {
             let pages = super::index::MAX_REFERRER_PAGES;
-            return Ok((
-                Vec::new(),
-                Some(format!("more than {pages} pages of referrers")),
-                Vec::new(),
-            ));
+            return Ok(Found::limited(format!(
+                "more than {pages} pages of referrers"
+            )));
         }
         let index: serde_json::Value = serde_json::from_slice(&referrers.body).unwrap_or_default();
         let candidates: Vec<Descriptor> = index["manifests"]
@@ -219,21 +259,15 @@ impl Puller {
             .find(|d| d.size > crate::upstream::MAX_MANIFEST_BYTES as u64)
         {
             let most = crate::upstream::MAX_MANIFEST_BYTES;
-            return Ok((
-                Vec::new(),
-                Some(format!(
-                    "a referrer manifest of {} bytes (at most {most})",
-                    d.size
-                )),
-                Vec::new(),
-            ));
+            return Ok(Found::limited(format!(
+                "a referrer manifest of {} bytes (at most {most})",
+                d.size
+            )));
         }
         if candidates.len() > most {
-            return Ok((
-                Vec::new(),
-                Some(format!("more than {most} Sigstore bundle referrers")),
-                Vec::new(),
-            ));
+            return Ok(Found::limited(format!(
+                "more than {most} Sigstore bundle referrers"
+            )));
         }
         let per_referrer = futures_util::stream::iter(candidates)
             .map(|d| async move {
@@ -251,7 +285,7 @@ impl Puller {
             bounds(&layers)
         };
         if let Some(limit) = limit {
-            return Ok((Vec::new(), Some(limit), Vec::new()));
+            return Ok(Found::limited(limit));
         }
         let held = self.hold_for(target, &layers).await?;
         let bundles = futures_util::stream::iter(layers)
@@ -259,7 +293,11 @@ impl Puller {
             .buffer_unordered(PARALLEL)
             .try_collect::<Vec<_>>()
             .await?;
-        Ok((bundles, None, vec![held]))
+        Ok(Found {
+            items: bundles,
+            limit: None,
+            held: vec![held],
+        })
     }
 
     /// Holds the bytes the documents `layers` name declare, all at once

@@ -149,17 +149,13 @@ impl Puller {
                 .rederived(target, Grant::Blob, &target.key(digest), generation, 0)
                 .await
         {
-            return Err(PullError::Denied(Denial {
-                reason: Reason::Unsigned,
-                policy: None,
-                digest: Some(digest.clone()),
-                message: format!(
-                    "blob {digest} is not referenced by an allowed manifest of {}",
-                    target.repo
-                ),
-                findings: Vec::new(),
-                attestations: Vec::new(),
-            }));
+            let message = format!(
+                "blob {digest} is not referenced by an allowed manifest of {}",
+                target.repo
+            );
+            return Err(PullError::Denied(
+                Denial::new(Reason::Unsigned, message).of(digest.clone()),
+            ));
         }
         Ok(())
     }

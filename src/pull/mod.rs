@@ -356,14 +356,7 @@ impl Puller {
             })?;
         if let Some(limit) = self.shape_limit(target, digest, &manifest, generation, reached) {
             // A bound that protects the proxy holds in every mode.
-            let verdict = Err(Denial {
-                reason: Reason::LimitExceeded,
-                policy: None,
-                digest: Some(digest.clone()),
-                message: limit,
-                findings: Vec::new(),
-                attestations: Vec::new(),
-            });
+            let verdict = Err(Denial::new(Reason::LimitExceeded, limit).of(digest.clone()));
             self.verdicts.insert(key, verdict.clone());
             return Ok(verdict);
         }

@@ -8,6 +8,7 @@
 //! statement from the same bytes, and conditions see exactly what was
 //! checked.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
@@ -17,13 +18,13 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::Reason;
-use super::check::{self, matching_key, root, untrusted};
+use super::check;
 use super::evidence::{Attestation, LegacyAttestation};
 use super::legacy::{self, Material as LegacyMaterial};
-use super::sigstore::{self, Expected, Failure, Signed};
-use super::x509;
+use super::signer::{self, Noun, SignedEvidence, Source};
+use super::sigstore::{self, Failure, Message, Signed};
 use crate::oci::Digest;
-use crate::trust::{Authority, Material};
+use crate::trust::Authority;
 
 pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 const STATEMENT_TYPES: [&str; 2] = [
@@ -280,7 +281,6 @@ fn verify_legacy(
         .decode(&env.payload)
         .map_err(|_| invalid("DSSE payload is not base64"))?;
     let (predicate_type, statement) = parse_statement(&payload, subject)?;
-    let signed = pae(&env.payload_type, &payload);
     check::legacy_serials(authority, l.certificate.as_deref(), l.chain.as_deref())?;
     let signatures: Vec<Vec<u8>> = env
         .signatures
@@ -290,117 +290,47 @@ fn verify_legacy(
     if signatures.is_empty() {
         return Err(invalid("DSSE envelope carries no signature"));
     }
-    // The envelope as a bundle's dsseEnvelope, with one signature.
-    let as_bundle = |sig: &[u8], rekor: &str, material| {
-        let content = serde_json::json!({
-            "payload": env.payload, "payloadType": env.payload_type,
-            "signatures": [{"sig": STANDARD.encode(sig), "keyid": ""}],
-        });
-        sigstore::parse_bundle(&legacy::bundle_json(
-            rekor,
-            material,
-            "dsseEnvelope",
-            content,
-        )?)
+    let to_bundle = |sig: &[u8], rekor: &str, material: LegacyMaterial<'_>| {
+        envelope_bundle(&env, sig, rekor, material)
     };
-    let signed_times = match &authority.material {
-        Material::Keys(keys) => {
-            let (key, sig) = signatures
-                .iter()
-                .find_map(|sig| matching_key(keys, &signed, sig, false).map(|k| (k, sig)))
-                .ok_or_else(|| {
-                    untrusted("attestation not signed by any of the authority's keys")
-                })?;
-            match (&l.rekor_bundle, &authority.sigstore) {
-                (Some(rekor), Some(root)) => {
-                    let bundle = as_bundle(sig, rekor, LegacyMaterial::PublicKey)?;
-                    sigstore::verify_bundle(
-                        root,
-                        &bundle,
-                        Signed::Digest(subject),
-                        Expected::Key(key),
-                    )?
-                    .signed_times
-                }
-                _ if authority.require_tlog => {
-                    return Err(Failure::new(
-                        Reason::TlogInvalid,
-                        "no transparency-log entry, and the authority requires one",
-                    ));
-                }
-                _ => Vec::new(),
-            }
-        }
-        Material::Keyless(identity) => {
-            let cert = l
-                .certificate
-                .as_deref()
-                .ok_or_else(|| untrusted("no certificate: not a keyless attestation"))?;
-            let leaf = legacy::pem_certs(cert)?.swap_remove(0);
-            let rekor = l.rekor_bundle.as_deref().ok_or_else(|| {
-                Failure::new(
-                    Reason::TlogInvalid,
-                    "keyless attestation without a transparency-log entry",
-                )
-            })?;
-            let expected = Expected::Keyless {
-                identity,
-                require_sct: authority.require_sct,
-            };
-            // The library checks the signature with the certificate's key.
-            let bundle = as_bundle(&signatures[0], rekor, LegacyMaterial::Certificate(&leaf))?;
-            sigstore::verify_bundle(root(authority)?, &bundle, Signed::Digest(subject), expected)?
-                .signed_times
-        }
-        Material::CaRoots(roots) => {
-            let cert = l
-                .certificate
-                .as_deref()
-                .ok_or_else(|| untrusted("no certificate: not signed under a vendor PKI"))?;
-            let mut certs = legacy::pem_certs(cert)?;
-            let leaf = certs.swap_remove(0);
-            let intermediates = match &l.chain {
-                Some(chain) => legacy::pem_certs(chain)?,
-                None => Vec::new(),
-            };
-            let sig = signatures
-                .iter()
-                .find(|sig| x509::verify_with_certificate_key(&leaf, &signed, sig, false).is_ok())
-                .ok_or_else(|| {
-                    Failure::new(
-                        Reason::InvalidSignature,
-                        "attestation not signed by its certificate's key",
-                    )
-                })?;
-            match (&l.rekor_bundle, &authority.sigstore) {
-                (Some(rekor), Some(root)) => {
-                    let bundle = as_bundle(sig, rekor, LegacyMaterial::Certificate(&leaf))?;
-                    sigstore::verify_bundle(
-                        root,
-                        &bundle,
-                        Signed::Digest(subject),
-                        Expected::VendorChain(&intermediates),
-                    )?
-                    .signed_times
-                }
-                _ if authority.require_tlog => {
-                    return Err(Failure::new(
-                        Reason::TlogInvalid,
-                        "no transparency-log entry, and the authority requires one",
-                    ));
-                }
-                _ => {
-                    x509::verify_chain(&leaf, &intermediates, roots, now)?;
-                    Vec::new()
-                }
-            }
-        }
+    let evidence = SignedEvidence {
+        message: Message::Bytes(Cow::Owned(pae(&env.payload_type, &payload))),
+        signatures: signatures.iter().map(Vec::as_slice).collect(),
+        logged: Signed::Digest(subject),
+        source: Source::Legacy {
+            noun: Noun::Attestation,
+            certificate: l.certificate.as_deref(),
+            chain: l.chain.as_deref(),
+            rekor: l.rekor_bundle.as_deref(),
+            to_bundle: &to_bundle,
+        },
     };
+    let signed_times = signer::match_signer(authority, &evidence, now)?;
     Ok(VerifiedAttestation {
         predicate_type,
         statement,
         signed_times,
     })
+}
+
+/// The envelope as a bundle's dsseEnvelope, with one signature `sig`, and
+/// the tlog entry of the layer's Rekor bundle annotation.
+fn envelope_bundle(
+    env: &Envelope,
+    sig: &[u8],
+    rekor: &str,
+    material: LegacyMaterial<'_>,
+) -> Result<sigstore_verify::types::Bundle, Failure> {
+    let content = serde_json::json!({
+        "payload": env.payload, "payloadType": env.payload_type,
+        "signatures": [{"sig": STANDARD.encode(sig), "keyid": ""}],
+    });
+    sigstore::parse_bundle(&legacy::bundle_json(
+        rekor,
+        material,
+        "dsseEnvelope",
+        content,
+    )?)
 }
 
 /// How far past `now` a recorded time may lie before it is refused: clocks

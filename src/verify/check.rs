@@ -1,17 +1,18 @@
 //! Does one signature satisfy one authority? Each check ends in `Ok` or a
 //! [`Failure`] with the most specific reason it found.
 
-use sigstore_verify::crypto::VerificationKey;
-use sigstore_verify::types::{Bundle, DerPublicKey, SignatureBytes, SignatureContent};
+use std::borrow::Cow;
+
+use sigstore_verify::types::{Bundle, SignatureContent};
 
 use super::Reason;
 use super::evidence::{LegacySignature, Signature};
 use super::legacy::{self, Material as LegacyMaterial};
-use super::sigstore::{self, Expected, Failure, Signed};
+use super::signer::{self, Noun, SignedEvidence, Source};
+use super::sigstore::{self, Failure, Message, Signed};
 use super::x509;
-use crate::material::SigstoreRoot;
 use crate::oci::Digest;
-use crate::trust::{Authority, Material};
+use crate::trust::Authority;
 
 /// The predicate type cosign (v3) signs images with; other DSSE statements
 /// are attestations and never count as signatures.
@@ -35,18 +36,6 @@ pub fn check(
     }
 }
 
-pub(super) fn root(authority: &Authority) -> Result<&SigstoreRoot, Failure> {
-    authority.sigstore.as_deref().ok_or_else(|| {
-        Failure::new(
-            Reason::TrustUnavailable,
-            format!(
-                "authority {} has no trusted root for transparency-log evidence",
-                authority.name
-            ),
-        )
-    })
-}
-
 /// Refuses legacy certificate annotations that carry a revoked serial.
 pub(super) fn legacy_serials(
     authority: &Authority,
@@ -63,23 +52,6 @@ pub(super) fn legacy_serials(
     x509::check_serials(&authority.revoked_serials, certs.iter().map(Vec::as_slice))
 }
 
-/// Every certificate a bundle carries (leaf first).
-fn bundle_certificates(bundle: &Bundle) -> Vec<&[u8]> {
-    use sigstore_verify::types::bundle::VerificationMaterialContent as Content;
-    match &bundle.verification_material.content {
-        Content::Certificate(c) => vec![c.raw_bytes.as_bytes()],
-        Content::X509CertificateChain { certificates } => certificates
-            .iter()
-            .map(|c| c.raw_bytes.as_bytes())
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-pub(super) fn untrusted(what: &str) -> Failure {
-    Failure::new(Reason::UntrustedSigner, what.to_string())
-}
-
 fn check_legacy(
     authority: &Authority,
     l: &LegacySignature,
@@ -89,99 +61,22 @@ fn check_legacy(
     legacy::check_payload(&l.payload, subject)?;
     let sig = legacy::signature_bytes(l)?;
     legacy_serials(authority, l.certificate.as_deref(), l.chain.as_deref())?;
-    match &authority.material {
-        Material::Keys(keys) => {
-            let key = matching_key(keys, &l.payload, &sig, false)
-                .ok_or_else(|| untrusted("not signed by any of the authority's keys"))?;
-            match (&l.rekor_bundle, &authority.sigstore) {
-                (Some(rekor), Some(root)) => {
-                    let bundle = sigstore::parse_bundle(&legacy::to_bundle_json(
-                        l,
-                        rekor,
-                        LegacyMaterial::PublicKey,
-                        &sig,
-                    )?)?;
-                    sigstore::verify_bundle(
-                        root,
-                        &bundle,
-                        Signed::Bytes(&l.payload),
-                        Expected::Key(key),
-                    )
-                    .map(|_| ())
-                }
-                _ if authority.require_tlog => Err(Failure::new(
-                    Reason::TlogInvalid,
-                    "no transparency-log entry, and the authority requires one",
-                )),
-                _ => Ok(()),
-            }
-        }
-        Material::Keyless(identity) => {
-            let cert = l
-                .certificate
-                .as_deref()
-                .ok_or_else(|| untrusted("no certificate: not a keyless signature"))?;
-            let leaf = legacy::pem_certs(cert)?.swap_remove(0);
-            let rekor = l.rekor_bundle.as_deref().ok_or_else(|| {
-                Failure::new(
-                    Reason::TlogInvalid,
-                    "keyless signature without a transparency-log entry",
-                )
-            })?;
-            let bundle = sigstore::parse_bundle(&legacy::to_bundle_json(
-                l,
-                rekor,
-                LegacyMaterial::Certificate(&leaf),
-                &sig,
-            )?)?;
-            let expected = Expected::Keyless {
-                identity,
-                require_sct: authority.require_sct,
-            };
-            sigstore::verify_bundle(
-                root(authority)?,
-                &bundle,
-                Signed::Bytes(&l.payload),
-                expected,
-            )
-            .map(|_| ())
-        }
-        Material::CaRoots(pki) => {
-            let cert = l
-                .certificate
-                .as_deref()
-                .ok_or_else(|| untrusted("no certificate: not signed under a vendor PKI"))?;
-            let mut certs = legacy::pem_certs(cert)?;
-            let leaf = certs.swap_remove(0);
-            let intermediates = match &l.chain {
-                Some(chain) => legacy::pem_certs(chain)?,
-                None => Vec::new(),
-            };
-            x509::verify_with_certificate_key(&leaf, &l.payload, &sig, false)?;
-            match (&l.rekor_bundle, &authority.sigstore) {
-                (Some(rekor), Some(root)) => {
-                    let bundle = sigstore::parse_bundle(&legacy::to_bundle_json(
-                        l,
-                        rekor,
-                        LegacyMaterial::Certificate(&leaf),
-                        &sig,
-                    )?)?;
-                    sigstore::verify_bundle(
-                        root,
-                        &bundle,
-                        Signed::Bytes(&l.payload),
-                        Expected::VendorChain(&intermediates),
-                    )
-                    .map(|_| ())
-                }
-                _ if authority.require_tlog => Err(Failure::new(
-                    Reason::TlogInvalid,
-                    "no transparency-log entry, and the authority requires one",
-                )),
-                _ => x509::verify_chain(&leaf, &intermediates, pki, now),
-            }
-        }
-    }
+    let to_bundle = |sig: &[u8], rekor: &str, material: LegacyMaterial<'_>| {
+        sigstore::parse_bundle(&legacy::to_bundle_json(l, rekor, material, sig)?)
+    };
+    let evidence = SignedEvidence {
+        message: Message::Bytes(Cow::Borrowed(&l.payload)),
+        signatures: vec![&sig],
+        logged: Signed::Bytes(&l.payload),
+        source: Source::Legacy {
+            noun: Noun::Signature,
+            certificate: l.certificate.as_deref(),
+            chain: l.chain.as_deref(),
+            rekor: l.rekor_bundle.as_deref(),
+            to_bundle: &to_bundle,
+        },
+    };
+    signer::match_signer(authority, &evidence, now).map(|_| ())
 }
 
 /// Verifies a bundle for `subject` against `authority`; the times its
@@ -192,69 +87,27 @@ pub(super) fn check_bundle(
     subject: &Digest,
     now: std::time::SystemTime,
 ) -> Result<Vec<std::time::SystemTime>, Failure> {
-    let (data, sig, prehashed) = signed_data(bundle, subject)?;
-    x509::check_serials(&authority.revoked_serials, bundle_certificates(bundle))?;
-    match &authority.material {
-        Material::Keys(keys) => {
-            let key = matching_key(keys, &data, &sig, prehashed)
-                .ok_or_else(|| untrusted("not signed by any of the authority's keys"))?;
-            sigstore::verify_bundle(
-                root(authority)?,
-                bundle,
-                Signed::Digest(subject),
-                Expected::Key(key),
-            )
-            .map(|v| v.signed_times)
-        }
-        Material::Keyless(identity) => {
-            let expected = Expected::Keyless {
-                identity,
-                require_sct: authority.require_sct,
-            };
-            sigstore::verify_bundle(root(authority)?, bundle, Signed::Digest(subject), expected)
-                .map(|v| v.signed_times)
-        }
-        Material::CaRoots(pki) => {
-            let leaf = bundle
-                .signing_certificate()
-                .ok_or_else(|| untrusted("no certificate: not signed under a vendor PKI"))?
-                .as_bytes()
-                .to_vec();
-            x509::verify_with_certificate_key(&leaf, &data, &sig, prehashed)?;
-            if !bundle.verification_material.tlog_entries.is_empty() {
-                if let Some(root) = &authority.sigstore {
-                    return sigstore::verify_bundle(
-                        root,
-                        bundle,
-                        Signed::Digest(subject),
-                        Expected::AnyCertificate,
-                    )
-                    .map(|v| v.signed_times);
-                }
-            }
-            if authority.require_tlog {
-                return Err(Failure::new(
-                    Reason::TlogInvalid,
-                    "no verifiable transparency-log entry, and the authority requires one",
-                ));
-            }
-            let intermediates: Vec<Vec<u8>> = bundle_certificates(bundle)
-                .into_iter()
-                .skip(1)
-                .map(<[u8]>::to_vec)
-                .collect();
-            x509::verify_chain(&leaf, &intermediates, pki, now).map(|()| Vec::new())
-        }
-    }
+    let (message, sig) = signed_data(bundle, subject)?;
+    x509::check_serials(
+        &authority.revoked_serials,
+        signer::bundle_certificates(bundle),
+    )?;
+    let evidence = SignedEvidence {
+        message,
+        signatures: vec![sig],
+        logged: Signed::Digest(subject),
+        source: Source::Bundle(bundle),
+    };
+    signer::match_signer(authority, &evidence, now)
 }
 
 /// What the bundle's signature covers, checked against `subject` where the
 /// library is not involved: DSSE's PAE (statement about `subject`), or the
 /// message digest (which must be `subject`).
-pub(super) fn signed_data(
-    bundle: &Bundle,
+pub(super) fn signed_data<'b>(
+    bundle: &'b Bundle,
     subject: &Digest,
-) -> Result<(Vec<u8>, Vec<u8>, bool), Failure> {
+) -> Result<(Message<'b>, &'b [u8]), Failure> {
     match &bundle.content {
         SignatureContent::DsseEnvelope(env) => {
             if env.payload_type != "application/vnd.in-toto+json" {
@@ -264,7 +117,10 @@ pub(super) fn signed_data(
                 ));
             }
             statement_names(env.payload.as_bytes(), subject)?;
-            Ok((env.pae(), env.signature.sig.as_bytes().to_vec(), false))
+            Ok((
+                Message::Bytes(Cow::Owned(env.pae())),
+                env.signature.sig.as_bytes(),
+            ))
         }
         SignatureContent::MessageSignature(m) => {
             let digest = m.message_digest.as_ref().ok_or_else(|| {
@@ -277,9 +133,8 @@ pub(super) fn signed_data(
                 ));
             }
             Ok((
-                digest.digest.as_bytes().to_vec(),
-                m.signature.as_bytes().to_vec(),
-                true,
+                Message::Sha256Digest(digest.digest.as_bytes()),
+                m.signature.as_bytes(),
             ))
         }
         _ => Err(Failure::new(
@@ -319,22 +174,4 @@ fn require_signature_predicate(bundle: &Bundle) -> Result<(), Failure> {
         }
     }
     Ok(())
-}
-
-pub(super) fn matching_key<'a>(
-    keys: &'a [(String, DerPublicKey)],
-    data: &[u8],
-    sig: &[u8],
-    prehashed: bool,
-) -> Option<&'a DerPublicKey> {
-    let sig = SignatureBytes::new(sig.to_vec());
-    keys.iter().map(|(_, k)| k).find(|k| {
-        VerificationKey::from_spki(k).is_ok_and(|vk| {
-            if prehashed {
-                vk.verify_prehashed(data, &sig).is_ok()
-            } else {
-                vk.verify(data, &sig).is_ok()
-            }
-        })
-    })
 }

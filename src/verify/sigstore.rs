@@ -8,9 +8,11 @@
 //! material verified against ([`SigstoreRoot`], keys, identities) is
 //! parsed and checked in [`crate::material`].
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
-use sigstore_verify::types::{Artifact, Bundle, DerPublicKey, Sha256Hash};
+use sigstore_verify::crypto::VerificationKey;
+use sigstore_verify::types::{Artifact, Bundle, DerPublicKey, Sha256Hash, SignatureBytes};
 use sigstore_verify::{
     CertificateError, Error as SigError, PublicKeyVerificationPolicy, VerificationPolicy,
     VerificationResult,
@@ -75,9 +77,28 @@ pub fn parse_bundle(json: &str) -> Result<Bundle, Failure> {
 }
 
 /// What was signed: bytes, or a sha256 digest of them.
+#[derive(Debug, Clone, Copy)]
 pub enum Signed<'a> {
     Bytes(&'a [u8]),
     Digest(&'a Digest),
+}
+
+/// What a raw signature is over, when it is checked with a key directly.
+#[derive(Debug, Clone)]
+pub enum Message<'a> {
+    /// The bytes themselves (a simple-signing payload, DSSE's PAE).
+    Bytes(Cow<'a, [u8]>),
+    /// A sha256 digest, signed as it is (a bundle's message signature).
+    Sha256Digest(&'a [u8]),
+}
+
+/// Whether `key` made `signature` over `message`.
+pub fn key_made(key: &VerificationKey, message: &Message<'_>, signature: &[u8]) -> bool {
+    let signature = SignatureBytes::new(signature.to_vec());
+    match message {
+        Message::Bytes(bytes) => key.verify(bytes, &signature).is_ok(),
+        Message::Sha256Digest(digest) => key.verify_prehashed(digest, &signature).is_ok(),
+    }
 }
 
 /// Verifies `bundle` over `signed` for `expected` against `root`.
@@ -134,21 +155,24 @@ pub fn verify_bundle(
         verify_vendor_chain(vendor_pki(root)?, bundle, extra, &result)?;
     }
     if let Expected::Keyless { identity, .. } = expected {
-        let san = result.identity().map(|s| s.as_str().to_string());
-        match &san {
-            Some(s) if identity.subject.matches(s) => {}
-            _ => {
-                return Err(Failure::new(
-                    Reason::IdentityMismatch,
-                    format!(
-                        "certificate identity {} does not match",
-                        san.as_deref().unwrap_or("(none)")
-                    ),
-                ));
-            }
-        }
+        signed_by(identity, &result)?;
     }
     Ok(verified(&result))
+}
+
+/// The verified certificate's identity (SAN) is the one expected.
+fn signed_by(identity: &Identity, result: &VerificationResult) -> Result<(), Failure> {
+    let san = result.identity().map(|s| s.as_str().to_string());
+    match &san {
+        Some(s) if identity.subject.matches(s) => Ok(()),
+        _ => Err(Failure::new(
+            Reason::IdentityMismatch,
+            format!(
+                "certificate identity {} does not match",
+                san.as_deref().unwrap_or("(none)")
+            ),
+        )),
+    }
 }
 
 fn vendor_pki(root: &SigstoreRoot) -> Result<&VendorPki, Failure> {

@@ -14,10 +14,10 @@ use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::{CertificateDer, UnixTime};
 use sigstore_verify::crypto::{VerificationKey, WEBPKI_VERIFICATION_ALGS, parse_certificate_info};
-use sigstore_verify::types::{DerCertificate, SignatureBytes};
+use sigstore_verify::types::DerCertificate;
 
 use super::Reason;
-use super::sigstore::Failure;
+use super::sigstore::{self, Failure, Message};
 use crate::material::{LeafEku, VendorPki, serial_of};
 
 /// id-kp-codeSigning, 1.3.6.1.5.5.7.3.3, DER content bytes.
@@ -131,13 +131,11 @@ pub fn check_serials<'a>(
     Ok(())
 }
 
-/// Checks that the certificate's own key made `signature` over `data`
-/// (or, when `prehashed`, over the sha256 digest `data`).
+/// Checks that the certificate's own key made `signature` over `message`.
 pub fn verify_with_certificate_key(
     leaf: &[u8],
-    data: &[u8],
+    message: &Message<'_>,
     signature: &[u8],
-    prehashed: bool,
 ) -> Result<(), Failure> {
     let info = parse_certificate_info(&DerCertificate::new(leaf.to_vec())).map_err(|e| {
         Failure::new(
@@ -151,18 +149,13 @@ pub fn verify_with_certificate_key(
             format!("certificate key is unsupported: {e}"),
         )
     })?;
-    let sig = SignatureBytes::new(signature.to_vec());
-    let result = if prehashed {
-        key.verify_prehashed(data, &sig)
-    } else {
-        key.verify(data, &sig)
-    };
-    result.map_err(|_| {
-        Failure::new(
-            Reason::InvalidSignature,
-            "the certificate's key did not make this signature",
-        )
-    })
+    if sigstore::key_made(&key, message, signature) {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Reason::InvalidSignature,
+        "the certificate's key did not make this signature",
+    ))
 }
 
 #[cfg(test)]
