@@ -49,16 +49,15 @@ async fn setup_timed(
         std::fs::write(dir.path().join(name), text).unwrap();
     }
     let d = dir.path().display().to_string();
-    let body = format!(
-        "{}\n[[authority]]\nname = \"acme\"\n{}\n\n{}\n",
-        upstream_toml("local", &registry.url(), ""),
-        authority.replace("{dir}", &d),
-        extra.replace("{dir}", &d),
-    );
-    let proxy = match clock {
-        Some(clock) => Proxy::start_with_clock(tempfile::tempdir().unwrap(), &body, clock).await,
-        None => Proxy::start(&body, None).await,
+    let config = ProxyConfig::new()
+        .upstream("local", &registry.url())
+        .authority(Authority::named("acme").lines(&authority.replace("{dir}", &d)))
+        .raw(&extra.replace("{dir}", &d));
+    let config = match clock {
+        Some(clock) => config.clock(&clock),
+        None => config,
     };
+    let proxy = Proxy::start(config).await;
     // Keep the files' folder alive as long as the proxy.
     std::mem::forget(dir);
     let pusher = Pusher::new(&registry.url());
@@ -730,15 +729,16 @@ async fn the_accepted_version_survives_a_restart_so_an_older_document_served_mea
         &signed_files(&server, &governance),
     )
     .await;
+    // Restarted with the same upstream, authority and policy tables.
     let config = std::fs::read_to_string(proxy.config_path()).unwrap();
-    let (_, body) = config.split_once("sink = \"audit.jsonl\"\n\n").unwrap();
-    let body = body.to_string();
+    let (_, tables) = config.split_once("sink = \"audit.jsonl\"\n\n").unwrap();
+    let tables = tables.to_string();
     let dir = proxy.stop_keeping_dir().await;
     // While the proxy is down, the file server goes back to version 1.
     serve_signed(&server, &governance, &v1);
     let s = Setup {
         registry,
-        proxy: Proxy::start_in(dir, &body, None, "", "").await,
+        proxy: Proxy::start(ProxyConfig::new().in_dir(dir).raw(&tables)).await,
         pusher,
     };
     let (_, by_old) = s.image(785, Some(&old)).await;
