@@ -54,7 +54,7 @@ async fn replica(
         [] => config,
         _ => {
             let peers: Vec<&str> = peers.iter().map(String::as_str).collect();
-            config.admin(&format!("peers = {}", crate::support::config::list(&peers)))
+            config.peers(&peers)
         }
     };
     Proxy::start(config).await

@@ -389,6 +389,11 @@ impl ProxyConfig {
         self
     }
 
+    /// `[admin] peers`: the other replicas' admin listeners.
+    pub fn peers(self, peers: &[&str]) -> ProxyConfig {
+        self.admin(&format!("peers = {}", list(peers)))
+    }
+
     /// `[server] default_upstream`.
     pub fn default_upstream(self, name: &str) -> ProxyConfig {
         self.server(&format!("default_upstream = {}", quoted(name)))
