@@ -5,7 +5,8 @@
 use crate::support::cosign::{
     self, AttestationLayer, Referrer, VendorKey, push_attestations, wrap_lines,
 };
-use crate::support::fulcio::{Fulcio, GITHUB_ISSUER, TransparencyLog, statement, trusted_root};
+use crate::support::fulcio::{GITHUB_ISSUER, statement};
+use crate::support::keyless::Keyless;
 use crate::support::*;
 
 const SLSA: &str = "https://slsa.dev/provenance/v1";
@@ -15,8 +16,7 @@ const CI_IDENTITY: &str = "https://github.com/acme/app/.github/workflows/release
 
 struct Instance {
     vendor: VendorKey,
-    fulcio: Fulcio,
-    log: TransparencyLog,
+    sigstore: Keyless,
     proxy: Proxy,
     pusher: Pusher,
     _registry: Registry,
@@ -25,83 +25,63 @@ struct Instance {
 
 async fn instance() -> Instance {
     let vendor = VendorKey::generate();
-    let fulcio = Fulcio::new();
-    let log = TransparencyLog::new();
+    let sigstore = Keyless::new();
     let registry = Registry::start().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("trusted_root.json"),
-        trusted_root(&fulcio, &log),
-    )
-    .unwrap();
+    let root = sigstore.write_trusted_root(dir.path());
     vendor.write_public(dir.path(), "acme.pub");
-    let d = dir.path().display();
-    let body = format!(
-        r#"{upstream}
-[[authority]]
-name = "acme"
-keys = ["{d}/acme.pub"]
-
-[[authority]]
-name = "acme-logged"
-keys = ["{d}/acme.pub"]
-trusted_root = "{d}/trusted_root.json"
-require_tlog = true
-
-[[authority]]
-name = "acme-ci"
-keyless = {{ issuer = "{GITHUB_ISSUER}", subject = "{CI_IDENTITY}" }}
-trusted_root = "{d}/trusted_root.json"
-require_sct = false
-
-[[condition]]
-name = "github-hosted-builder"
-expr = 'predicate.runDetails.builder.id == "{RUNNER}"'
-
-[[condition]]
-name = "no-critical-vulnerabilities"
-expr = '!predicate.scanner.result.Results.exists(r, has(r.Vulnerabilities) && r.Vulnerabilities.exists(v, v.Severity == "CRITICAL"))'
-
-[[policy]]
-name = "scanned"
-match = ["local/acme/scanned"]
-signatures = {{ authorities = ["acme"] }}
-attestations = [
-  {{ name = "vulnerabilities", predicate_type = "{VULN}", authorities = ["acme"], condition = "no-critical-vulnerabilities", max_age = "7d" }},
-]
-
-[[policy]]
-name = "scanned-ci"
-match = ["local/acme/scanned-ci"]
-signatures = {{ authorities = ["acme"] }}
-attestations = [
-  {{ name = "vulnerabilities", predicate_type = "{VULN}", authorities = ["acme-ci"], condition = "no-critical-vulnerabilities", max_age = "7d" }},
-]
-
-[[policy]]
-name = "logged"
-match = ["local/acme/logged"]
-signatures = {{ authorities = ["acme"] }}
-attestations = [
-  {{ name = "provenance", predicate_type = "{SLSA}", authorities = ["acme-logged"], condition = "github-hosted-builder" }},
-]
-
-[[policy]]
-name = "acme"
-match = ["local/acme/**"]
-signatures = {{ authorities = ["acme"] }}
-attestations = [
-  {{ name = "provenance", predicate_type = "{SLSA}", authorities = ["acme", "acme-ci"], condition = "github-hosted-builder" }},
-]
-"#,
-        upstream = upstream_toml("local", &registry.url(), ""),
-    );
-    let proxy = Proxy::start(&body, None).await;
+    let acme_pub = format!("{}/acme.pub", dir.path().display());
+    let scanned = |authority| {
+        Attestation::new("vulnerabilities", VULN, &[authority])
+            .condition("no-critical-vulnerabilities")
+            .max_age("7d")
+    };
+    let config = ProxyConfig::new()
+        .upstream("local", &registry.url())
+        .authority(Authority::keys("acme", &[&acme_pub]))
+        .authority(
+            Authority::keys("acme-logged", &[&acme_pub])
+                .trusted_root(&root)
+                .require_tlog(),
+        )
+        .authority(Keyless::authority(
+            "acme-ci",
+            Subject::Exact(CI_IDENTITY),
+            &root,
+        ))
+        .condition(
+            "github-hosted-builder",
+            &format!("predicate.runDetails.builder.id == \"{RUNNER}\""),
+        )
+        .condition(
+            "no-critical-vulnerabilities",
+            r#"!predicate.scanner.result.Results.exists(r, has(r.Vulnerabilities) && r.Vulnerabilities.exists(v, v.Severity == "CRITICAL"))"#,
+        )
+        .policy(
+            Policy::signed_by("scanned", "local/acme/scanned", &["acme"])
+                .attestations(&[scanned("acme")]),
+        )
+        .policy(
+            Policy::signed_by("scanned-ci", "local/acme/scanned-ci", &["acme"])
+                .attestations(&[scanned("acme-ci")]),
+        )
+        .policy(
+            Policy::signed_by("logged", "local/acme/logged", &["acme"]).attestations(&[
+                Attestation::new("provenance", SLSA, &["acme-logged"])
+                    .condition("github-hosted-builder"),
+            ]),
+        )
+        .policy(
+            Policy::signed_by("acme", "local/acme/**", &["acme"]).attestations(&[
+                Attestation::new("provenance", SLSA, &["acme", "acme-ci"])
+                    .condition("github-hosted-builder"),
+            ]),
+        );
+    let proxy = Proxy::start(config).await;
     let pusher = Pusher::new(&registry.url());
     Instance {
         vendor,
-        fulcio,
-        log,
+        sigstore,
         proxy,
         pusher,
         _registry: registry,
@@ -227,9 +207,10 @@ async fn keyless_slsa_provenance_in_a_referrer_bundle_lets_the_image_through() {
     let img = Image::oci(601, &[300]);
     i.push("acme/app", &img, &[]).await;
     let bundle = i
+        .sigstore
         .fulcio
         .issue(CI_IDENTITY, GITHUB_ISSUER)
-        .dsse_bundle(&provenance(&img.digest, RUNNER), &i.log);
+        .dsse_bundle(&provenance(&img.digest, RUNNER), &i.sigstore.log);
     cosign::push_referrers(
         &i.pusher,
         "acme/app",
@@ -357,14 +338,18 @@ async fn predicate_type_only_in_an_unsigned_annotation_is_denied_attestation_mis
     ));
     att.predicate_type = SLSA.into();
     i.push("acme/app", &img, &[att]).await;
-    let bundle = i.fulcio.issue(CI_IDENTITY, GITHUB_ISSUER).dsse_bundle(
-        &statement(
-            &img.digest,
-            "https://spdx.dev/Document",
-            serde_json::json!({"spdxVersion": "SPDX-2.3"}),
-        ),
-        &i.log,
-    );
+    let bundle = i
+        .sigstore
+        .fulcio
+        .issue(CI_IDENTITY, GITHUB_ISSUER)
+        .dsse_bundle(
+            &statement(
+                &img.digest,
+                "https://spdx.dev/Document",
+                serde_json::json!({"spdxVersion": "SPDX-2.3"}),
+            ),
+            &i.sigstore.log,
+        );
     cosign::push_referrers(
         &i.pusher,
         "acme/app",
@@ -478,12 +463,13 @@ async fn an_old_signed_scan_claiming_a_recent_finish_is_judged_by_its_logged_sig
     i.push("acme/scanned-ci", &old, &[]).await;
     let eight_days_ago = now - time::Duration::days(8);
     let bundle = i
+        .sigstore
         .fulcio
         .issue_at(CI_IDENTITY, GITHUB_ISSUER, eight_days_ago)
         .dsse_bundle_logged_at(
             &scan(&old.digest, std::time::SystemTime::now(), "LOW"),
             "application/vnd.in-toto+json",
-            &i.log,
+            &i.sigstore.log,
             eight_days_ago,
         );
     let referrer = |bundle| Referrer {
@@ -505,12 +491,13 @@ async fn an_old_signed_scan_claiming_a_recent_finish_is_judged_by_its_logged_sig
     i.push("acme/scanned-ci", &recent, &[]).await;
     let six_days_ago = now - time::Duration::days(6);
     let bundle = i
+        .sigstore
         .fulcio
         .issue_at(CI_IDENTITY, GITHUB_ISSUER, six_days_ago)
         .dsse_bundle_logged_at(
             &scan(&recent.digest, std::time::SystemTime::now(), "LOW"),
             "application/vnd.in-toto+json",
-            &i.log,
+            &i.sigstore.log,
             six_days_ago,
         );
     cosign::push_referrers(&i.pusher, "acme/scanned-ci", &recent, &[referrer(bundle)]).await;

@@ -16,14 +16,17 @@ fn creds_file(dir: &std::path::Path, user: &str, password: &str) -> std::path::P
     path
 }
 
-fn body(registry: &Registry, creds: Option<&std::path::Path>, extra: &str) -> String {
-    let creds = creds
-        .map(|p| format!("credentials_file = \"{}\"\n", p.display()))
-        .unwrap_or_default();
-    format!(
-        "{}{ALLOW_ALL}",
-        upstream_toml("local", &registry.url(), &format!("{creds}{extra}"))
-    )
+/// `registry` as upstream `local`, logging in with `creds` if given.
+fn upstream(registry: &Registry, creds: Option<&std::path::Path>) -> Upstream {
+    let upstream = Upstream::test("local", &registry.url());
+    match creds {
+        Some(path) => upstream.credentials_file(path),
+        None => upstream,
+    }
+}
+
+fn config(upstream: Upstream) -> ProxyConfig {
+    ProxyConfig::new().upstream_with(upstream).allow_all()
 }
 
 async fn pull_all(proxy: &Proxy, repo: &str, image: &Image) {
@@ -84,10 +87,10 @@ async fn htpasswd_upstream_pulls_with_credentials_from_the_file() {
     pusher.basic = registry.basic.clone();
     pusher.image("private/app", "v1", &image).await;
     let dir = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(
-        &body(&registry, Some(&creds_file(dir.path(), "ci", "s3cret")), ""),
-        None,
-    )
+    let proxy = Proxy::start(config(upstream(
+        &registry,
+        Some(&creds_file(dir.path(), "ci", "s3cret")),
+    )))
     .await;
     pull_all(&proxy, "private/app", &image).await;
 }
@@ -105,7 +108,7 @@ async fn wrong_password_is_a_prompt_502_and_rotating_the_file_fixes_it_without_r
     pusher.image("private/app", "v1", &image).await;
     let dir = tempfile::tempdir().unwrap();
     let creds = creds_file(dir.path(), "ci", "wrong-password");
-    let proxy = Proxy::start(&body(&registry, Some(&creds), ""), None).await;
+    let proxy = Proxy::start(config(upstream(&registry, Some(&creds)))).await;
 
     let started = Instant::now();
     let r = proxy
@@ -138,10 +141,10 @@ async fn token_upstream_with_credentials_pulls_and_caches_the_token_by_scope() {
         .image("team/app", "v1", &image)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(
-        &body(&registry, Some(&creds_file(dir.path(), "ci", "s3cret")), ""),
-        None,
-    )
+    let proxy = Proxy::start(config(upstream(
+        &registry,
+        Some(&creds_file(dir.path(), "ci", "s3cret")),
+    )))
     .await;
 
     let before = issuer.count();
@@ -163,7 +166,7 @@ async fn anonymous_token_flow_works_without_credentials() {
         .await
         .image("public/app", "v1", &image)
         .await;
-    let proxy = Proxy::start(&body(&registry, None, ""), None).await;
+    let proxy = Proxy::start(config(upstream(&registry, None))).await;
     pull_all(&proxy, "public/app", &image).await;
 }
 
@@ -177,10 +180,10 @@ async fn token_auth_with_a_wrong_password_is_502_and_caches_nothing() {
         .image("team/app", "v1", &image)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(
-        &body(&registry, Some(&creds_file(dir.path(), "ci", "nope")), ""),
-        None,
-    )
+    let proxy = Proxy::start(config(upstream(
+        &registry,
+        Some(&creds_file(dir.path(), "ci", "nope")),
+    )))
     .await;
     let r = proxy.get_manifest("/v2/local/team/app/manifests/v1").await;
     assert_eq!(r.status(), 502);
@@ -197,7 +200,7 @@ async fn token_realm_on_a_host_not_allowed_for_the_upstream_is_never_contacted()
         .image("team/app", "v1", &image)
         .await;
 
-    let refused = Proxy::start(&body(&registry, None, ""), None).await;
+    let refused = Proxy::start(config(upstream(&registry, None))).await;
     let before = issuer.count();
     let r = refused
         .get_manifest("/v2/local/team/app/manifests/v1")
@@ -214,10 +217,9 @@ async fn token_realm_on_a_host_not_allowed_for_the_upstream_is_never_contacted()
         1.0
     );
 
-    let allowed = Proxy::start(
-        &body(&registry, None, "token_realm_hosts = [\"localhost\"]"),
-        None,
-    )
+    let allowed = Proxy::start(config(
+        upstream(&registry, None).token_realm_hosts(&["localhost"]),
+    ))
     .await;
     pull_all(&allowed, "team/app", &image).await;
 }

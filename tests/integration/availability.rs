@@ -53,15 +53,11 @@ async fn an_http2_stream_whose_client_stops_reading_is_reset_after_the_send_time
     Pusher::new(&registry.url())
         .image("team/big", "v1", &image)
         .await;
-    let body = format!("{}{ALLOW_ALL}", upstream_toml("local", &registry.url(), ""));
-    let proxy = Proxy::start_in(
-        tempfile::tempdir().unwrap(),
-        &body,
-        None,
-        "",
-        "send_timeout = \"2s\"\n",
-    )
-    .await;
+    let config = ProxyConfig::new()
+        .server("send_timeout = \"2s\"\n")
+        .upstream("local", &registry.url())
+        .allow_all();
+    let proxy = Proxy::start(config).await;
     let r = proxy.get_manifest("/v2/local/team/big/manifests/v1").await;
     assert_eq!(r.status(), 200);
     let layer = &image.layers[0];
@@ -109,15 +105,11 @@ async fn an_http1_response_whose_client_stops_reading_is_cut_after_the_send_time
     Pusher::new(&registry.url())
         .image("team/huge", "v1", &image)
         .await;
-    let body = format!("{}{ALLOW_ALL}", upstream_toml("local", &registry.url(), ""));
-    let proxy = Proxy::start_in(
-        tempfile::tempdir().unwrap(),
-        &body,
-        None,
-        "",
-        "send_timeout = \"2s\"\n",
-    )
-    .await;
+    let config = ProxyConfig::new()
+        .server("send_timeout = \"2s\"\n")
+        .upstream("local", &registry.url())
+        .allow_all();
+    let proxy = Proxy::start(config).await;
     let r = proxy.get_manifest("/v2/local/team/huge/manifests/v1").await;
     assert_eq!(r.status(), 200);
     let layer = &image.layers[0];
@@ -162,15 +154,11 @@ const H2_PREFACE_AND_SETTINGS: &[u8] =
 async fn forty_silent_or_preface_only_connections_are_closed_after_the_header_timeout_and_a_new_client_is_served()
  {
     let registry = Registry::start().await;
-    let body = format!("{}{ALLOW_ALL}", upstream_toml("local", &registry.url(), ""));
-    let proxy = Proxy::start_in(
-        tempfile::tempdir().unwrap(),
-        &body,
-        None,
-        "",
-        "max_connections = 40\nheader_read_timeout = \"1s\"\n",
-    )
-    .await;
+    let config = ProxyConfig::new()
+        .server("max_connections = 40\nheader_read_timeout = \"1s\"\n")
+        .upstream("local", &registry.url())
+        .allow_all();
+    let proxy = Proxy::start(config).await;
     // wait_ready's connection may still hold its permit for a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
@@ -224,15 +212,11 @@ async fn an_idle_http2_connection_is_closed_after_the_idle_timeout_and_a_busy_on
     Pusher::new(&registry.url())
         .image("team/app", "v1", &image)
         .await;
-    let body = format!("{}{ALLOW_ALL}", upstream_toml("local", &registry.url(), ""));
-    let proxy = Proxy::start_in(
-        tempfile::tempdir().unwrap(),
-        &body,
-        None,
-        "",
-        "idle_timeout = \"2s\"\nsend_timeout = \"30s\"\n",
-    )
-    .await;
+    let config = ProxyConfig::new()
+        .server("idle_timeout = \"2s\"\nsend_timeout = \"30s\"\n")
+        .upstream("local", &registry.url())
+        .allow_all();
+    let proxy = Proxy::start(config).await;
     let r = proxy.get_manifest("/v2/local/team/app/manifests/v1").await;
     assert_eq!(r.status(), 200);
     let layer = &image.layers[0];
@@ -298,16 +282,13 @@ async fn sixteen_clients_sending_wrong_passwords_do_not_hold_up_a_client_with_a_
     // Cost 10, as `htpasswd -B` writes by default here: tens of ms a check.
     let hash = bcrypt::hash("hunter2", 10).unwrap();
     std::fs::write(dir.path().join("htpasswd"), format!("alice:{hash}\n")).unwrap();
-    let body = format!("{}{ALLOW_ALL}", upstream_toml("local", &registry.url(), ""));
     // No back-off: this measures the blocking pool and the check cap alone.
-    let proxy = Proxy::start_in(
-        dir,
-        &body,
-        None,
-        "",
-        "auth = { tokens_file = \"tokens\", htpasswd_file = \"htpasswd\", failure_limit = 0 }\n",
-    )
-    .await;
+    let config = ProxyConfig::new()
+        .in_dir(dir)
+        .server("auth = { tokens_file = \"tokens\", htpasswd_file = \"htpasswd\", failure_limit = 0 }\n")
+        .upstream("local", &registry.url())
+        .allow_all();
+    let proxy = Proxy::start(config).await;
     let url = format!("{}/v2/", proxy.url());
     let stop = Arc::new(AtomicBool::new(false));
     let attempts = Arc::new(AtomicU64::new(0));
@@ -390,15 +371,12 @@ async fn an_address_with_too_many_wrong_passwords_gets_429_with_retry_after_and_
     std::fs::write(dir.path().join("tokens"), "ci-runner:tok-123456\n").unwrap();
     let hash = bcrypt::hash("hunter2", 4).unwrap();
     std::fs::write(dir.path().join("htpasswd"), format!("alice:{hash}\n")).unwrap();
-    let body = format!("{}{ALLOW_ALL}", upstream_toml("local", &registry.url(), ""));
-    let proxy = Proxy::start_in(
-        dir,
-        &body,
-        None,
-        "",
-        "auth = { tokens_file = \"tokens\", htpasswd_file = \"htpasswd\", failure_limit = 5, failure_backoff = \"1m\" }\n",
-    )
-    .await;
+    let config = ProxyConfig::new()
+        .in_dir(dir)
+        .server("auth = { tokens_file = \"tokens\", htpasswd_file = \"htpasswd\", failure_limit = 5, failure_backoff = \"1m\" }\n")
+        .upstream("local", &registry.url())
+        .allow_all();
+    let proxy = Proxy::start(config).await;
     let url = format!("{}/v2/", proxy.url());
     let attempt = |password: &'static str| {
         proxy
@@ -462,9 +440,12 @@ async fn flood_of_stalled_http2_streams_is_released_after_the_send_timeout() {
     Pusher::new(&registry.url())
         .image("team/big", "v1", &image)
         .await;
-    let body = format!("{}{ALLOW_ALL}", upstream_toml("local", &registry.url(), ""));
     let server = std::env::var("FLOOD_SERVER_KEYS").unwrap_or("send_timeout = \"5s\"\n".into());
-    let proxy = Proxy::start_in(tempfile::tempdir().unwrap(), &body, None, "", &server).await;
+    let config = ProxyConfig::new()
+        .server(&server)
+        .upstream("local", &registry.url())
+        .allow_all();
+    let proxy = Proxy::start(config).await;
     let r = proxy.get_manifest("/v2/local/team/big/manifests/v1").await;
     assert_eq!(r.status(), 200);
     let path = format!("/v2/local/team/big/blobs/{}", image.layers[0].digest);

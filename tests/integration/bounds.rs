@@ -18,11 +18,12 @@ async fn setup() -> Setup {
     let acme = VendorKey::generate();
     let dir = tempfile::tempdir().unwrap();
     acme.write_public(dir.path(), "acme.pub");
-    let body = format!(
-        "{}\n[[authority]]\nname = \"acme\"\nkeys = [\"acme.pub\"]\n\n[[policy]]\nname = \"acme\"\nmatch = [\"local/acme/**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n",
-        upstream_toml("local", &registry.url(), ""),
-    );
-    let proxy = Proxy::start_in(dir, &body, None, "", "").await;
+    let config = ProxyConfig::new()
+        .in_dir(dir)
+        .upstream("local", &registry.url())
+        .authority(Authority::keys("acme", &["acme.pub"]))
+        .policy(Policy::signed_by("acme", "local/acme/**", &["acme"]));
+    let proxy = Proxy::start(config).await;
     let pusher = Pusher::new(&registry.url());
     Setup {
         _registry: registry,
@@ -117,10 +118,14 @@ async fn a_signed_index_with_more_entries_than_the_bound_is_denied_limit_exceede
     );
 }
 
-fn scripted_upstream(url: &str, extra: &str) -> String {
-    format!(
-        "[[upstream]]\nname = \"s\"\nurl = \"{url}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"10s\"\nidle_timeout = \"10s\"\n{extra}\n{ALLOW_ALL}"
-    )
+/// The scripted upstream `s` at `url`.
+fn scripted_upstream(url: &str) -> Upstream {
+    Upstream::new("s", url).timeouts("1s", "10s", "10s")
+}
+
+/// A proxy serving only `upstream`, unverified.
+fn only(upstream: Upstream) -> ProxyConfig {
+    ProxyConfig::new().upstream_with(upstream).allow_all()
 }
 
 /// HTTP/2 streams opened and reset (the rapid-reset pattern) leave no work
@@ -128,7 +133,7 @@ fn scripted_upstream(url: &str, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn streams_reset_by_the_client_leave_no_upstream_requests_running() {
     let upstream = crate::support::scripted::Scripted::start().await;
-    let proxy = Proxy::start(&scripted_upstream(&upstream.url(), ""), None).await;
+    let proxy = Proxy::start(only(scripted_upstream(&upstream.url()))).await;
     let digests: Vec<String> = (0..40)
         .map(|n| image::sha256(format!("manifest {n}").as_bytes()))
         .collect();
@@ -179,10 +184,9 @@ async fn streams_reset_by_the_client_leave_no_upstream_requests_running() {
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_past_an_upstreams_max_requests_get_503_with_retry_after() {
     let upstream = crate::support::scripted::Scripted::start().await;
-    let proxy = Proxy::start(
-        &scripted_upstream(&upstream.url(), "max_requests = 3"),
-        None,
-    )
+    let proxy = Proxy::start(only(
+        scripted_upstream(&upstream.url()).key("max_requests", "3"),
+    ))
     .await;
     // Manifests: blob fills may take only three quarters of the slots.
     let images: Vec<image::Image> = (0..8).map(|n| image::Image::oci(960 + n, &[10])).collect();
@@ -240,11 +244,13 @@ async fn decisions_reading_large_signature_sets_share_a_bounded_memory_budget() 
     let acme = VendorKey::generate();
     let dir = tempfile::tempdir().unwrap();
     acme.write_public(dir.path(), "acme.pub");
-    let body = format!(
-        "[limits]\ndecisions = 8\ndecision_bytes = \"224MiB\"\n\n{}\n[[authority]]\nname = \"acme\"\nkeys = [\"acme.pub\"]\n\n[[policy]]\nname = \"acme\"\nmatch = [\"local/acme/**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n",
-        upstream_toml("local", &front.url(), ""),
-    );
-    let proxy = Proxy::start_in(dir, &body, None, "", "").await;
+    let config = ProxyConfig::new()
+        .in_dir(dir)
+        .limits("decisions = 8\ndecision_bytes = \"224MiB\"")
+        .upstream("local", &front.url())
+        .authority(Authority::keys("acme", &["acme.pub"]))
+        .policy(Policy::signed_by("acme", "local/acme/**", &["acme"]));
+    let proxy = Proxy::start(config).await;
     let pusher = Pusher::new(&registry.url());
     let config = image::Blob::new("application/vnd.oci.image.config.v1+json", b"{}".to_vec());
     pusher.blob("acme/app", &config).await;
@@ -353,12 +359,12 @@ async fn a_slow_upstream_holding_all_its_decision_places_does_not_stall_another_
         slow.put(d, OCI_INDEX, b"{}");
         slow.delay(d, std::time::Duration::from_secs(20));
     }
-    let body = format!(
-        "[[upstream]]\nname = \"s\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"30s\"\nidle_timeout = \"30s\"\n{}{ALLOW_ALL}\n[limits]\ndecisions = 4\n",
-        slow.url(),
-        upstream_toml("local", &registry.url(), ""),
-    );
-    let proxy = Proxy::start(&body, None).await;
+    let config = ProxyConfig::new()
+        .limits("decisions = 4")
+        .upstream_with(Upstream::new("s", &slow.url()).timeouts("1s", "30s", "30s"))
+        .upstream("local", &registry.url())
+        .allow_all();
+    let proxy = Proxy::start(config).await;
     let url = proxy.url();
     for d in digests {
         let c = proxy.client.clone();
@@ -404,12 +410,14 @@ async fn a_referrer_claiming_a_huge_size_is_denied_and_stalls_no_other_decision(
     let acme = VendorKey::generate();
     let dir = tempfile::tempdir().unwrap();
     acme.write_public(dir.path(), "acme.pub");
-    let body = format!(
-        "[[upstream]]\nname = \"s\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"5s\"\nidle_timeout = \"5s\"\n{}\n[[authority]]\nname = \"acme\"\nkeys = [\"acme.pub\"]\n\n[[policy]]\nname = \"acme\"\nmatch = [\"s/**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n\n[[policy]]\nname = \"open\"\nmatch = [\"local/**\"]\nallow_unverified = true\n",
-        hostile.url(),
-        upstream_toml("local", &registry.url(), ""),
-    );
-    let proxy = Proxy::start_in(dir, &body, None, "", "").await;
+    let config = ProxyConfig::new()
+        .in_dir(dir)
+        .upstream_with(Upstream::new("s", &hostile.url()).timeouts("1s", "5s", "5s"))
+        .upstream("local", &registry.url())
+        .authority(Authority::keys("acme", &["acme.pub"]))
+        .policy(Policy::signed_by("acme", "s/**", &["acme"]))
+        .policy(Policy::allow_unverified("open", "local/**"));
+    let proxy = Proxy::start(config).await;
     let c = proxy.client.clone();
     let u = format!("{}/v2/s/app/manifests/{}", proxy.url(), img.digest);
     let bad = tokio::spawn(async move {
@@ -441,10 +449,9 @@ async fn a_referrer_claiming_a_huge_size_is_denied_and_stalls_no_other_decision(
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_blob_fills_cannot_take_the_slots_manifests_need() {
     let upstream = crate::support::scripted::Scripted::start().await;
-    let proxy = Proxy::start(
-        &scripted_upstream(&upstream.url(), "max_requests = 4"),
-        None,
-    )
+    let proxy = Proxy::start(only(
+        scripted_upstream(&upstream.url()).key("max_requests", "4"),
+    ))
     .await;
     let blobs: Vec<String> = (0..4)
         .map(|n| {

@@ -14,19 +14,18 @@ use crate::support::runnable::{Flavour, Runnable, two_platform_index};
 use crate::support::skopeo::dir_blob;
 use crate::support::*;
 
-fn config(name: &str, registry: &Registry) -> String {
-    format!("{}{}", upstream_toml(name, &registry.url(), ""), ALLOW_ALL)
+fn config(name: &str, registry: &Registry) -> ProxyConfig {
+    ProxyConfig::new()
+        .upstream(name, &registry.url())
+        .allow_all()
 }
 
 /// `name`'s `team/secret` is denied by policy; everything else is allowed.
-fn config_denying_secret(name: &str, registry: &Registry) -> String {
-    let closed =
-        format!("[[policy]]\nname = \"closed\"\nmatch = [\"{name}/team/secret\"]\ndeny = true\n\n");
-    format!(
-        "{}{closed}{}",
-        upstream_toml(name, &registry.url(), ""),
-        ALLOW_ALL
-    )
+fn config_denying_secret(name: &str, registry: &Registry) -> ProxyConfig {
+    ProxyConfig::new()
+        .upstream(name, &registry.url())
+        .policy(Policy::deny("closed", &format!("{name}/team/secret")))
+        .allow_all()
 }
 
 /// Pushes a two-platform index as `team/multi:v1`.

@@ -16,11 +16,11 @@ async fn setup() -> (Scripted, Proxy) {
 /// As [`setup`], with extra `[cache]` keys.
 async fn setup_with(cache_extra: &str) -> (Scripted, Proxy) {
     let upstream = Scripted::start().await;
-    let body = format!(
-        "[[upstream]]\nname = \"s\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"1s\"\nidle_timeout = \"1s\"\n{ALLOW_ALL}",
-        upstream.url()
-    );
-    let proxy = Proxy::start_with(&body, None, cache_extra).await;
+    let config = ProxyConfig::new()
+        .cache(cache_extra)
+        .upstream_with(Upstream::new("s", &upstream.url()).timeouts("1s", "1s", "1s"))
+        .allow_all();
+    let proxy = Proxy::start(config).await;
     (upstream, proxy)
 }
 
@@ -370,12 +370,11 @@ async fn a_layer_stalled_by_one_upstream_still_flows_at_once_through_another() {
     let layer = &img.layers[0];
     hostile.put(&layer.digest, "application/octet-stream", &layer.bytes);
     hostile.delay(&layer.digest, Duration::from_secs(20));
-    let body = format!(
-        "[[upstream]]\nname = \"hostile\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"30s\"\nidle_timeout = \"30s\"\n{}{ALLOW_ALL}",
-        hostile.url(),
-        upstream_toml("trusted", &registry.url(), ""),
-    );
-    let proxy = Proxy::start(&body, None).await;
+    let config = ProxyConfig::new()
+        .upstream_with(Upstream::new("hostile", &hostile.url()).timeouts("1s", "30s", "30s"))
+        .upstream("trusted", &registry.url())
+        .allow_all();
+    let proxy = Proxy::start(config).await;
     let stalled = {
         let (client, url) = (
             proxy.client.clone(),

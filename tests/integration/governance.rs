@@ -10,6 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest as _, Sha256};
 
+use crate::support::config::inline;
 use crate::support::cosign::{self, VendorKey};
 use crate::support::trust_server::TrustServer;
 use crate::support::*;
@@ -21,25 +22,30 @@ struct Setup {
     pusher: Pusher,
 }
 
-/// A proxy over a real registry; `authority` and `extra` are config text
-/// (`{dir}` is replaced by the proxy's own folder).
-async fn setup(authority: &str, extra: &str, files: &[(&str, String)]) -> Setup {
-    setup_timed(authority, extra, files, None).await
+/// A proxy over a real registry whose `acme` authority is `authority` (the
+/// config text a governance team writes; `{dir}` stands for the folder
+/// holding `files`), with the policies `policies` adds.
+async fn setup(
+    authority: &str,
+    policies: impl FnOnce(ProxyConfig) -> ProxyConfig,
+    files: &[(&str, String)],
+) -> Setup {
+    setup_timed(authority, policies, files, None).await
 }
 
 /// As [`setup`], with the proxy's time from `clock`.
 async fn setup_with_clock(
     authority: &str,
-    extra: &str,
+    policies: impl FnOnce(ProxyConfig) -> ProxyConfig,
     files: &[(&str, String)],
     clock: &Arc<ManualClock>,
 ) -> Setup {
-    setup_timed(authority, extra, files, Some(Arc::clone(clock))).await
+    setup_timed(authority, policies, files, Some(Arc::clone(clock))).await
 }
 
 async fn setup_timed(
     authority: &str,
-    extra: &str,
+    policies: impl FnOnce(ProxyConfig) -> ProxyConfig,
     files: &[(&str, String)],
     clock: Option<Arc<ManualClock>>,
 ) -> Setup {
@@ -49,16 +55,16 @@ async fn setup_timed(
         std::fs::write(dir.path().join(name), text).unwrap();
     }
     let d = dir.path().display().to_string();
-    let body = format!(
-        "{}\n[[authority]]\nname = \"acme\"\n{}\n\n{}\n",
-        upstream_toml("local", &registry.url(), ""),
-        authority.replace("{dir}", &d),
-        extra.replace("{dir}", &d),
+    let config = policies(
+        ProxyConfig::new()
+            .upstream("local", &registry.url())
+            .authority(Authority::named("acme").lines(&authority.replace("{dir}", &d))),
     );
-    let proxy = match clock {
-        Some(clock) => Proxy::start_with_clock(tempfile::tempdir().unwrap(), &body, clock).await,
-        None => Proxy::start(&body, None).await,
+    let config = match clock {
+        Some(clock) => config.clock(&clock),
+        None => config,
     };
+    let proxy = Proxy::start(config).await;
     // Keep the files' folder alive as long as the proxy.
     std::mem::forget(dir);
     let pusher = Pusher::new(&registry.url());
@@ -69,8 +75,10 @@ async fn setup_timed(
     }
 }
 
-const SIGNED_POLICY: &str =
-    "[[policy]]\nname = \"acme\"\nmatch = [\"**\"]\nsignatures = { authorities = [\"acme\"] }\n";
+/// Policy `acme`: everything signed by `acme`.
+fn signed_policy(config: ProxyConfig) -> ProxyConfig {
+    config.policy(Policy::signed_by("acme", "**", &["acme"]))
+}
 
 impl Setup {
     /// Pushes image `seed` under its own tag, signed by `key` (if any).
@@ -162,11 +170,17 @@ async fn more_refreshes(proxy: &Proxy, result: &str, n: f64, within: Duration) {
     }
 }
 
-fn source(server: &TrustServer, extra: &str) -> String {
-    format!(
-        "source = {{ url = \"{}\", refresh = \"1s\", ca_file = \"{{dir}}/ca.pem\"{extra} }}",
-        server.url()
-    )
+/// A source of `acme` keys at `server`, refreshed every second, trusting
+/// `{dir}/ca.pem`, with more keys `extra`.
+fn source(server: &TrustServer, extra: &[(&str, &str)]) -> String {
+    let url = server.url();
+    let mut pairs = vec![
+        ("url", url.as_str()),
+        ("refresh", "1s"),
+        ("ca_file", "{dir}/ca.pem"),
+    ];
+    pairs.extend_from_slice(extra);
+    format!("source = {}", inline(&pairs))
 }
 
 const ALLOWED: (u16, Option<&str>) = (200, None);
@@ -176,8 +190,8 @@ async fn rotated_key_at_the_https_source_is_picked_up_without_restart_and_old_ve
     let (old, new) = (VendorKey::generate(), VendorKey::generate());
     let server = TrustServer::start(&old.public_pem(), None).await;
     let s = setup(
-        &source(&server, ", max_stale = \"1h\""),
-        SIGNED_POLICY,
+        &source(&server, &[("max_stale", "1h")]),
+        signed_policy,
         &[("ca.pem", server.ca_pem.clone())],
     )
     .await;
@@ -216,7 +230,7 @@ async fn source_added_by_a_reload_is_fetched_at_once_not_a_refresh_interval_late
     let server = TrustServer::start(&vendor.public_pem(), None).await;
     let s = setup(
         "keys = [\"{dir}/local.pub\"]",
-        SIGNED_POLICY,
+        signed_policy,
         &[("local.pub", local.public_pem())],
     )
     .await;
@@ -255,7 +269,7 @@ async fn a_hanging_trust_source_does_not_hold_up_a_key_file_reload() {
     let (old, new) = (VendorKey::generate(), VendorKey::generate());
     let s = setup(
         "keys = [\"{dir}/acme.pub\"]",
-        SIGNED_POLICY,
+        signed_policy,
         &[("acme.pub", old.public_pem())],
     )
     .await;
@@ -308,8 +322,8 @@ async fn source_down_keeps_the_last_good_keys_then_denies_trust_unavailable_afte
     let key = VendorKey::generate();
     let server = TrustServer::start(&key.public_pem(), None).await;
     let s = setup(
-        &source(&server, ", max_stale = \"4s\""),
-        SIGNED_POLICY,
+        &source(&server, &[("max_stale", "4s")]),
+        signed_policy,
         &[("ca.pem", server.ca_pem.clone())],
     )
     .await;
@@ -369,9 +383,9 @@ async fn document_with_a_bad_governance_signature_is_refused_and_the_old_trust_k
     let s = setup(
         &source(
             &server,
-            ", max_stale = \"1h\", signed_by = \"{dir}/governance.pub\"",
+            &[("max_stale", "1h"), ("signed_by", "{dir}/governance.pub")],
         ),
-        SIGNED_POLICY,
+        signed_policy,
         &[
             ("ca.pem", server.ca_pem.clone()),
             ("governance.pub", governance.public_pem()),
@@ -413,7 +427,7 @@ async fn key_written_inline_in_the_config_verifies_like_a_key_file() {
     let (vendor, other) = (VendorKey::generate(), VendorKey::generate());
     let s = setup(
         &format!("keys = [\"\"\"\n{}\"\"\"]", vendor.public_pem()),
-        SIGNED_POLICY,
+        signed_policy,
         &[],
     )
     .await;
@@ -434,7 +448,7 @@ async fn revoked_key_is_denied_after_an_authenticated_reload() {
     let key = VendorKey::generate();
     let s = setup(
         "keys = [\"{dir}/acme.pub\"]",
-        SIGNED_POLICY,
+        signed_policy,
         &[("acme.pub", key.public_pem())],
     )
     .await;
@@ -466,7 +480,7 @@ async fn revoked_certificate_serial_is_denied_after_reload_and_other_certificate
     let ca = VendorCa::new("acme");
     let s = setup(
         "ca_roots = [\"{dir}/root.pem\"]",
-        SIGNED_POLICY,
+        signed_policy,
         &[("root.pem", ca.root_pem.clone())],
     )
     .await;
@@ -515,7 +529,7 @@ async fn broken_config_reload_is_refused_and_the_running_config_keeps_serving() 
     let key = VendorKey::generate();
     let s = setup(
         "keys = [\"{dir}/acme.pub\"]",
-        SIGNED_POLICY,
+        signed_policy,
         &[("acme.pub", key.public_pem())],
     )
     .await;
@@ -547,7 +561,7 @@ async fn audit_mode_serves_an_unsigned_image_with_an_audit_record_and_metric() {
     let key = VendorKey::generate();
     let s = setup(
         "keys = [\"{dir}/acme.pub\"]",
-        "[[policy]]\nname = \"watch\"\nmatch = [\"**\"]\nmode = \"audit\"\nsignatures = { authorities = [\"acme\"] }\n",
+        |config| config.policy(Policy::signed_by("watch", "**", &["acme"]).audit()),
         &[("acme.pub", key.public_pem())],
     )
     .await;
@@ -583,10 +597,15 @@ async fn exception_lets_a_pinned_digest_through_until_it_expires_then_denies_exc
         humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(4));
     let s = setup(
         "keys = [\"{dir}/acme.pub\"]",
-        &format!(
-            "{SIGNED_POLICY}\n[[exception]]\nmatch = \"local/acme/app\"\ndigest = \"{}\"\nexpires = \"{expires}\"\nticket = \"RISK-42\"\nreason = \"vendor signs from 2.0\"\n",
-            registry_probe.digest
-        ),
+        |config| {
+            signed_policy(config).exception(Exception::pinned(
+                "local/acme/app",
+                &registry_probe.digest,
+                &expires.to_string(),
+                "RISK-42",
+                "vendor signs from 2.0",
+            ))
+        },
         &[("acme.pub", key.public_pem())],
     )
     .await;
@@ -636,7 +655,10 @@ async fn exception_lets_a_pinned_digest_through_until_it_expires_then_denies_exc
 fn signed_source(server: &TrustServer, max_stale: &str) -> String {
     source(
         server,
-        &format!(", max_stale = \"{max_stale}\", signed_by = \"{{dir}}/governance.pub\""),
+        &[
+            ("max_stale", max_stale),
+            ("signed_by", "{dir}/governance.pub"),
+        ],
     )
 }
 
@@ -660,7 +682,7 @@ async fn a_replayed_older_signed_document_is_refused_audited_once_and_the_rotate
     let server = TrustServer::start(&v1, Some(governance_signature(&governance, &v1))).await;
     let s = setup(
         &signed_source(&server, "1h"),
-        SIGNED_POLICY,
+        signed_policy,
         &signed_files(&server, &governance),
     )
     .await;
@@ -726,19 +748,20 @@ async fn the_accepted_version_survives_a_restart_so_an_older_document_served_mea
         pusher,
     } = setup(
         &signed_source(&server, "1h"),
-        SIGNED_POLICY,
+        signed_policy,
         &signed_files(&server, &governance),
     )
     .await;
+    // Restarted with the same upstream, authority and policy tables.
     let config = std::fs::read_to_string(proxy.config_path()).unwrap();
-    let (_, body) = config.split_once("sink = \"audit.jsonl\"\n\n").unwrap();
-    let body = body.to_string();
+    let (_, tables) = config.split_once("sink = \"audit.jsonl\"\n\n").unwrap();
+    let tables = tables.to_string();
     let dir = proxy.stop_keeping_dir().await;
     // While the proxy is down, the file server goes back to version 1.
     serve_signed(&server, &governance, &v1);
     let s = Setup {
         registry,
-        proxy: Proxy::start_in(dir, &body, None, "", "").await,
+        proxy: Proxy::start(ProxyConfig::new().in_dir(dir).raw(&tables)).await,
         pusher,
     };
     let (_, by_old) = s.image(785, Some(&old)).await;
@@ -774,7 +797,7 @@ async fn a_signed_document_past_its_expiry_is_stale_however_often_the_server_con
     .await;
     let s = setup_with_clock(
         &signed_source(&server, "30d"),
-        SIGNED_POLICY,
+        signed_policy,
         &signed_files(&server, &governance),
         &clock,
     )
@@ -835,7 +858,7 @@ async fn an_unversioned_signed_document_is_refused_so_the_authority_stays_unavai
     .await;
     let s = setup(
         &signed_source(&server, "1h"),
-        SIGNED_POLICY,
+        signed_policy,
         &signed_files(&server, &governance),
     )
     .await;
@@ -858,8 +881,8 @@ async fn an_unchanged_source_stays_fresh_past_max_stale_and_goes_stale_max_stale
     let server = TrustServer::start(&key.public_pem(), None).await;
     let clock = Arc::new(ManualClock::new(SystemTime::now()));
     let s = setup_with_clock(
-        &source(&server, ", max_stale = \"1h\""),
-        SIGNED_POLICY,
+        &source(&server, &[("max_stale", "1h")]),
+        signed_policy,
         &[("ca.pem", server.ca_pem.clone())],
         &clock,
     )
@@ -928,8 +951,8 @@ async fn a_source_serving_a_key_verification_never_accepts_is_refused_and_the_go
     let vendor = VendorKey::generate();
     let server = TrustServer::start(&vendor.public_pem(), None).await;
     let s = setup(
-        &source(&server, ", max_stale = \"1h\""),
-        SIGNED_POLICY,
+        &source(&server, &[("max_stale", "1h")]),
+        signed_policy,
         &[("ca.pem", server.ca_pem.clone())],
     )
     .await;
@@ -975,7 +998,7 @@ async fn a_config_replaced_by_a_link_to_a_secret_is_refused_without_quoting_the_
     let key = VendorKey::generate();
     let s = setup(
         "keys = [\"{dir}/acme.pub\"]",
-        SIGNED_POLICY,
+        signed_policy,
         &[("acme.pub", key.public_pem())],
     )
     .await;

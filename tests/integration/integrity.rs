@@ -11,8 +11,8 @@ use crate::support::scripted::{Fault, Scripted};
 use crate::support::skopeo::Skopeo;
 use crate::support::*;
 
-/// A real registry, a proxy requiring Acme's key for `local/acme/**`, and
-/// denying everything else unless `rest` says otherwise.
+/// A real registry and a proxy requiring Acme's key for `local/acme/**`
+/// ([`acme_config`]), which no policy allows anything else from.
 struct Setup {
     _registry: Registry,
     proxy: Proxy,
@@ -20,18 +20,22 @@ struct Setup {
     pusher: Pusher,
 }
 
-const ACME_POLICY: &str = "[[policy]]\nname = \"acme\"\nmatch = [\"local/acme/**\"]\nsignatures = { authorities = [\"acme\"] }\n";
-
-async fn setup(rest: &str) -> Setup {
-    let registry = Registry::start().await;
-    let acme = VendorKey::generate();
+/// A proxy in a folder holding `acme`'s key, requiring it for
+/// `local/acme/**` from `registry` (upstream `local`).
+fn acme_config(registry: &Registry, acme: &VendorKey) -> ProxyConfig {
     let dir = tempfile::tempdir().unwrap();
     acme.write_public(dir.path(), "acme.pub");
-    let body = format!(
-        "{upstream}\n[[authority]]\nname = \"acme\"\nkeys = [\"acme.pub\"]\n\n{ACME_POLICY}\n{rest}",
-        upstream = upstream_toml("local", &registry.url(), ""),
-    );
-    let proxy = Proxy::start_in(dir, &body, None, "", "").await;
+    ProxyConfig::new()
+        .in_dir(dir)
+        .upstream("local", &registry.url())
+        .authority(Authority::keys("acme", &["acme.pub"]))
+        .policy(Policy::signed_by("acme", "local/acme/**", &["acme"]))
+}
+
+async fn setup() -> Setup {
+    let registry = Registry::start().await;
+    let acme = VendorKey::generate();
+    let proxy = Proxy::start(acme_config(&registry, &acme)).await;
     let pusher = Pusher::new(&registry.url());
     Setup {
         _registry: registry,
@@ -117,7 +121,7 @@ fn disguised(seed: u64) -> image::Image {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unsigned_image_labelled_as_a_signature_artifact_is_denied_and_none_of_its_blobs_flow() {
-    let s = setup("").await;
+    let s = setup().await;
     let img = disguised(900);
     s.pusher.image("acme/app", "v1", &img).await;
     assert_eq!(
@@ -167,7 +171,7 @@ async fn an_unsigned_image_labelled_as_a_signature_artifact_is_denied_and_none_o
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_real_signature_artifact_still_passes_through_with_its_documents() {
-    let s = setup("").await;
+    let s = setup().await;
     let img = image::Image::oci(901, &[100]);
     s.pusher.image("acme/app", "v1", &img).await;
     let layer = s.acme.sign(&img.digest, "registry/acme/app");
@@ -193,7 +197,7 @@ async fn a_real_signature_artifact_still_passes_through_with_its_documents() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn revoking_the_key_retires_the_blob_permissions_of_the_images_it_allowed() {
-    let s = setup("").await;
+    let s = setup().await;
     let img = image::Image::oci(902, &[5000]);
     s.pusher.image("acme/app", "v1", &img).await;
     let sig = s.acme.sign(&img.digest, "registry/acme/app");
@@ -228,7 +232,7 @@ async fn revoking_the_key_retires_the_blob_permissions_of_the_images_it_allowed(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn revoking_the_key_retires_what_a_signed_index_authorised_for_its_children() {
-    let s = setup("").await;
+    let s = setup().await;
     let child = image::Image::oci(903, &[100]);
     let index = image::Index::new(OCI_INDEX, vec![child.clone()]);
     s.pusher.index("acme/multi", "v1", &index).await;
@@ -258,7 +262,7 @@ async fn revoking_the_key_retires_what_a_signed_index_authorised_for_its_childre
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_index_allows_its_child_even_after_someone_asked_for_the_child_directly() {
-    let s = setup("").await;
+    let s = setup().await;
     let child = image::Image::oci(904, &[100]);
     let index = image::Index::new(OCI_INDEX, vec![child.clone()]);
     s.pusher.index("acme/release", "v1", &index).await;
@@ -289,12 +293,20 @@ async fn a_pinned_exception_admits_only_the_blobs_of_the_manifest_it_pins() {
     let registry = Registry::start().await;
     let pinned = image::Image::oci(905, &[100]);
     let other = image::Image::oci(906, &[100]);
-    let body = format!(
-        "{}\n[[policy]]\nname = \"acme\"\nmatch = [\"local/acme/**\"]\ndeny = true\n\n[[exception]]\nname = \"vendor-app\"\nmatch = \"local/vendor/app\"\ndigest = \"{}\"\nexpires = \"2099-01-01T00:00:00Z\"\nticket = \"RISK-1\"\nreason = \"unsigned vendor build\"\n",
-        upstream_toml("local", &registry.url(), ""),
-        pinned.digest
-    );
-    let proxy = Proxy::start(&body, None).await;
+    let config = ProxyConfig::new()
+        .upstream("local", &registry.url())
+        .policy(Policy::deny("acme", "local/acme/**"))
+        .exception(
+            Exception::pinned(
+                "local/vendor/app",
+                &pinned.digest,
+                "2099-01-01T00:00:00Z",
+                "RISK-1",
+                "unsigned vendor build",
+            )
+            .name("vendor-app"),
+        );
+    let proxy = Proxy::start(config).await;
     let pusher = Pusher::new(&registry.url());
     pusher.image("vendor/app", "v1", &pinned).await;
     pusher.image("vendor/app", "v2", &other).await;
@@ -330,11 +342,10 @@ async fn a_pinned_exception_admits_only_the_blobs_of_the_manifest_it_pins() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_range_of_a_blob_still_filling_is_never_completed_with_unverified_bytes() {
     let upstream = Scripted::start().await;
-    let body = format!(
-        "[[upstream]]\nname = \"s\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"5s\"\nidle_timeout = \"5s\"\n{ALLOW_ALL}",
-        upstream.url()
-    );
-    let proxy = Proxy::start(&body, None).await;
+    let config = ProxyConfig::new()
+        .upstream_with(Upstream::new("s", &upstream.url()).timeouts("1s", "5s", "5s"))
+        .allow_all();
+    let proxy = Proxy::start(config).await;
     let bytes = image::random_bytes(907, 300_000);
     let digest = image::sha256(&bytes);
     upstream.put(&digest, "application/octet-stream", &bytes);
@@ -374,11 +385,12 @@ async fn a_decision_finishing_under_an_older_gate_authorises_no_children_or_blob
     let acme = VendorKey::generate();
     let dir = tempfile::tempdir().unwrap();
     acme.write_public(dir.path(), "acme.pub");
-    let body = format!(
-        "[[upstream]]\nname = \"s\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"10s\"\nidle_timeout = \"10s\"\n\n[[authority]]\nname = \"acme\"\nkeys = [\"acme.pub\"]\n\n[[policy]]\nname = \"acme\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n",
-        upstream.url()
-    );
-    let proxy = Proxy::start_in(dir, &body, None, "", "").await;
+    let config = ProxyConfig::new()
+        .in_dir(dir)
+        .upstream_with(Upstream::new("s", &upstream.url()).timeouts("1s", "10s", "10s"))
+        .authority(Authority::keys("acme", &["acme.pub"]))
+        .policy(Policy::signed_by("acme", "**", &["acme"]));
+    let proxy = Proxy::start(config).await;
     let child = image::Image::oci(908, &[100]);
     let index = image::Index::new(OCI_INDEX, vec![child.clone()]);
     for b in child.blobs() {
@@ -442,12 +454,19 @@ async fn relaxed_source(
     let registry = Registry::start().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), &server.ca_pem).unwrap();
-    let body = format!(
-        "{}\n[[authority]]\nname = \"acme\"\nsource = {{ url = \"{}\", refresh = \"1s\", max_stale = \"3s\", ca_file = \"ca.pem\" }}\n\n[[policy]]\nname = \"acme\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"acme\"] }}\non_trust_unavailable = \"allow\"\n",
-        upstream_toml("local", &registry.url(), ""),
-        server.url()
-    );
-    let proxy = Proxy::start_in(dir, &body, None, "", "").await;
+    let source = [
+        ("refresh", "1s"),
+        ("max_stale", "3s"),
+        ("ca_file", "ca.pem"),
+    ];
+    let config = ProxyConfig::new()
+        .in_dir(dir)
+        .upstream("local", &registry.url())
+        .authority(Authority::source("acme", &server.url(), &source))
+        .policy(
+            Policy::signed_by("acme", "**", &["acme"]).key("on_trust_unavailable", "\"allow\""),
+        );
+    let proxy = Proxy::start(config).await;
     let pusher = Pusher::new(&registry.url());
     (registry, proxy, pusher)
 }
@@ -519,11 +538,10 @@ async fn with_stale_trust_a_relaxed_policy_admits_only_what_the_last_good_keys_v
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_manifests_are_refused_and_recorded_as_decisions_with_their_reason() {
     let upstream = Scripted::start().await;
-    let body = format!(
-        "[[upstream]]\nname = \"s\"\nurl = \"{}\"\ninsecure = true\nconnect_timeout = \"1s\"\nresponse_timeout = \"2s\"\nidle_timeout = \"2s\"\n{ALLOW_ALL}",
-        upstream.url()
-    );
-    let proxy = Proxy::start(&body, None).await;
+    let config = ProxyConfig::new()
+        .upstream_with(Upstream::new("s", &upstream.url()).timeouts("1s", "2s", "2s"))
+        .allow_all();
+    let proxy = Proxy::start(config).await;
     let img = image::Image::oci(920, &[10]);
     let both = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
@@ -587,7 +605,7 @@ async fn hostile_manifests_are_refused_and_recorded_as_decisions_with_their_reas
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_denial_names_the_digest_it_decided_and_the_tag_it_came_from() {
-    let s = setup("").await;
+    let s = setup().await;
     let img = image::Image::oci(921, &[10]);
     s.pusher.image("acme/app", "release", &img).await;
     assert_eq!(
@@ -607,13 +625,8 @@ async fn a_denial_names_the_digest_it_decided_and_the_tag_it_came_from() {
 async fn a_pull_outlasting_the_verdict_ttl_gets_its_blobs_while_the_image_is_still_allowed() {
     let registry = Registry::start().await;
     let acme = VendorKey::generate();
-    let dir = tempfile::tempdir().unwrap();
-    acme.write_public(dir.path(), "acme.pub");
-    let body = format!(
-        "{}\n[[authority]]\nname = \"acme\"\nkeys = [\"acme.pub\"]\n\n{ACME_POLICY}",
-        upstream_toml("local", &registry.url(), "")
-    );
-    let proxy = Proxy::start_in(dir, &body, None, "verdict_ttl = \"1s\"", "").await;
+    let config = acme_config(&registry, &acme).cache("verdict_ttl = \"1s\"");
+    let proxy = Proxy::start(config).await;
     let pusher = Pusher::new(&registry.url());
     let child = image::Image::oci(930, &[100]);
     let index = image::Index::new(OCI_INDEX, vec![child.clone()]);
@@ -652,23 +665,12 @@ async fn a_pull_outlasting_the_verdict_ttl_gets_its_blobs_while_the_image_is_sti
     );
 }
 
-/// A proxy requiring Acme's key for `local/acme/**` with extra config.
-async fn acme_proxy(registry: &Registry, acme: &VendorKey, extra: &str, cache: &str) -> Proxy {
-    let dir = tempfile::tempdir().unwrap();
-    acme.write_public(dir.path(), "acme.pub");
-    let body = format!(
-        "{}\n[[authority]]\nname = \"acme\"\nkeys = [\"acme.pub\"]\n\n{ACME_POLICY}\n{extra}",
-        upstream_toml("local", &registry.url(), "")
-    );
-    Proxy::start_in(dir, &body, None, cache, "").await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_child_whose_index_verdict_expired_first_still_gets_its_blobs_while_the_index_is_allowed()
 {
     let registry = Registry::start().await;
     let acme = VendorKey::generate();
-    let proxy = acme_proxy(&registry, &acme, "", "verdict_ttl = \"2s\"").await;
+    let proxy = Proxy::start(acme_config(&registry, &acme).cache("verdict_ttl = \"2s\"")).await;
     let pusher = Pusher::new(&registry.url());
     let child = image::Image::oci(940, &[100]);
     let index = image::Index::new(OCI_INDEX, vec![child.clone()]);
@@ -709,11 +711,15 @@ async fn when_the_exception_admitting_an_index_expires_its_childs_blobs_stop_tho
     let index = image::Index::new(OCI_INDEX, vec![child.clone()]);
     let expires =
         humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(3));
-    let exception = format!(
-        "[[exception]]\nname = \"unsigned-index\"\nmatch = \"local/acme/vendor\"\ndigest = \"{}\"\nexpires = \"{expires}\"\nticket = \"RISK-2\"\nreason = \"vendor signs next week\"\n",
-        index.digest
-    );
-    let proxy = acme_proxy(&registry, &acme, &exception, "").await;
+    let exception = Exception::pinned(
+        "local/acme/vendor",
+        &index.digest,
+        &expires.to_string(),
+        "RISK-2",
+        "vendor signs next week",
+    )
+    .name("unsigned-index");
+    let proxy = Proxy::start(acme_config(&registry, &acme).exception(exception)).await;
     let pusher = Pusher::new(&registry.url());
     pusher.index("acme/vendor", "v1", &index).await;
     assert_eq!(

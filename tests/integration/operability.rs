@@ -100,11 +100,11 @@ async fn prometheus_sees_a_containerd_denial_and_an_allowed_pull() {
     let acme = VendorKey::generate();
     let keys = tempfile::tempdir().unwrap();
     acme.write_public(keys.path(), "acme.pub");
-    let body = format!(
-        "{}\n[[authority]]\nname = \"acme\"\nkeys = [\"{}/acme.pub\"]\n\n[[policy]]\nname = \"acme\"\nmatch = [\"registry.test/**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n",
-        upstream_toml("registry.test", &registry.url(), ""),
-        keys.path().display()
-    );
+    let acme_pub = format!("{}/acme.pub", keys.path().display());
+    let config = ProxyConfig::new()
+        .upstream("registry.test", &registry.url())
+        .authority(Authority::keys("acme", &[&acme_pub]))
+        .policy(Policy::signed_by("acme", "registry.test/**", &["acme"]));
     let pusher = Pusher::new(&registry.url());
     let app = Runnable::new(900, Flavour::Oci, "amd64");
     pusher.image("team/app", "v1", &app.image).await;
@@ -116,7 +116,7 @@ async fn prometheus_sees_a_containerd_denial_and_an_allowed_pull() {
         &[acme.sign(&app.image.digest, "registry.test/team/app")],
     )
     .await;
-    let proxy = Proxy::start(&body, None).await;
+    let proxy = Proxy::start(config).await;
     let prometheus = Prometheus::start(&format!("127.0.0.1:{}", proxy.admin_port)).await;
     prometheus.eventually("up{job=\"portcullis\"} == 1").await;
 
@@ -173,11 +173,10 @@ fn series(metrics_text: &str) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_thousand_distinct_repositories_do_not_grow_the_metric_series() {
     let registry = Registry::start().await;
-    let body = format!(
-        "{}\n[[policy]]\nname = \"only-acme\"\nmatch = [\"local/acme/**\"]\nallow_unverified = true\n",
-        upstream_toml("local", &registry.url(), "")
-    );
-    let proxy = Proxy::start(&body, None).await;
+    let config = ProxyConfig::new()
+        .upstream("local", &registry.url())
+        .policy(Policy::allow_unverified("only-acme", "local/acme/**"));
+    let proxy = Proxy::start(config).await;
     let scrape = |proxy: &Proxy| {
         let url = format!("{}/metrics", proxy.admin_url());
         let client = proxy.client.clone();

@@ -103,8 +103,9 @@ async fn sigterm_drains_an_in_flight_download_then_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[cache]\ndir = \"cache\"\n{}{ALLOW_ALL}",
-        upstream_toml("local", &registry.url(), "")
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[cache]\ndir = \"cache\"\n{}{}",
+        Upstream::test("local", &registry.url()).toml(),
+        Policy::allow_all().toml()
     );
     let path = dir.path().join("p.toml");
     std::fs::write(&path, config).unwrap();
@@ -311,8 +312,9 @@ async fn a_config_replaced_by_a_link_to_a_secret_is_refused_and_the_log_never_qu
     std::fs::write(
         &path,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[cache]\ndir = \"cache\"\n{}{ALLOW_ALL}",
-            upstream_toml("local", "http://127.0.0.1:9", "")
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[cache]\ndir = \"cache\"\n{}{}",
+            Upstream::test("local", "http://127.0.0.1:9").toml(),
+        Policy::allow_all().toml()
         ),
     )
     .unwrap();

@@ -3,12 +3,10 @@
 use crate::support::image;
 use crate::support::*;
 
-fn config(registry: &Registry) -> String {
-    format!(
-        "{}{}",
-        upstream_toml("local", &registry.url(), ""),
-        ALLOW_ALL
-    )
+fn config(registry: &Registry) -> ProxyConfig {
+    ProxyConfig::new()
+        .upstream("local", &registry.url())
+        .allow_all()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -18,7 +16,7 @@ async fn single_arch_oci_image_pulls_byte_identical_and_second_pull_is_cached() 
     Pusher::new(&registry.url())
         .image("team/app", "v1", &image)
         .await;
-    let proxy = Proxy::start(&config(&registry), None).await;
+    let proxy = Proxy::start(config(&registry)).await;
 
     let r = proxy.get_manifest("/v2/local/team/app/manifests/v1").await;
     assert_eq!(r.status(), 200);
@@ -89,7 +87,7 @@ async fn multi_arch_index_with_docker_and_oci_children_pulls_identically() {
     Pusher::new(&registry.url())
         .index("multi", "docker-list", &list)
         .await;
-    let proxy = Proxy::start(&config(&registry), None).await;
+    let proxy = Proxy::start(config(&registry)).await;
 
     for (tag, idx) in [("latest", &index), ("docker-list", &list)] {
         let r = proxy
@@ -127,7 +125,7 @@ async fn head_manifest_and_blob_carry_digest_length_and_type_without_body() {
     Pusher::new(&registry.url())
         .image("h/app", "v1", &image)
         .await;
-    let proxy = Proxy::start(&config(&registry), None).await;
+    let proxy = Proxy::start(config(&registry)).await;
 
     for reference in ["v1", image.digest.as_str()] {
         let r = proxy
@@ -176,7 +174,7 @@ async fn range_requests_resume_cold_and_warm_blobs_with_206() {
     Pusher::new(&registry.url())
         .image("r/app", "v1", &image)
         .await;
-    let proxy = Proxy::start(&config(&registry), None).await;
+    let proxy = Proxy::start(config(&registry)).await;
     let layer = &image.layers[0];
     let path = format!("{}/v2/local/r/app/blobs/{}", proxy.url(), layer.digest);
 
@@ -227,7 +225,7 @@ async fn tags_list_paginates_with_n_last_and_a_link_back_to_the_proxy() {
             .manifest("t/app", tag, &image.media_type, &image.manifest)
             .await;
     }
-    let proxy = Proxy::start(&config(&registry), None).await;
+    let proxy = Proxy::start(config(&registry)).await;
 
     let all: serde_json::Value = proxy
         .get("/v2/local/t/app/tags/list")
@@ -302,7 +300,7 @@ async fn referrers_fall_back_to_the_tag_schema_and_filter_by_artifact_type() {
     pusher
         .manifest("s/app", &tag, image::OCI_INDEX, &fallback)
         .await;
-    let proxy = Proxy::start(&config(&registry), None).await;
+    let proxy = Proxy::start(config(&registry)).await;
 
     let r = proxy
         .get(&format!("/v2/local/s/app/referrers/{}", image.digest))
@@ -339,12 +337,11 @@ async fn routes_by_ns_prefix_and_default_upstream_with_library_normalisation() {
     let image = Image::oci(10, &[10]);
     let pusher = Pusher::new(&registry.url());
     pusher.image("library/alpine", "3", &image).await;
-    let body = format!(
-        "{}{}",
-        upstream_toml("docker.io", &registry.url(), "library_prefix = true"),
-        ALLOW_ALL
-    );
-    let proxy = Proxy::start(&body, Some("docker.io")).await;
+    let config = ProxyConfig::new()
+        .default_upstream("docker.io")
+        .upstream_with(Upstream::test("docker.io", &registry.url()).key("library_prefix", "true"))
+        .allow_all();
+    let proxy = Proxy::start(config).await;
 
     for path in [
         "/v2/library/alpine/manifests/3?ns=docker.io",
@@ -368,7 +365,7 @@ async fn routes_by_ns_prefix_and_default_upstream_with_library_normalisation() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_namespace_is_name_unknown_and_never_dialled() {
     let registry = Registry::start().await;
-    let proxy = Proxy::start(&config(&registry), None).await;
+    let proxy = Proxy::start(config(&registry)).await;
     for path in [
         "/v2/x/manifests/latest?ns=evil.example.com",
         "/v2/evil.example.com/x/manifests/latest",
@@ -390,7 +387,7 @@ async fn unknown_namespace_is_name_unknown_and_never_dialled() {
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_are_405_unsupported_and_bad_input_is_400() {
     let registry = Registry::start().await;
-    let proxy = Proxy::start(&config(&registry), None).await;
+    let proxy = Proxy::start(config(&registry)).await;
     for (method, path) in [
         (reqwest::Method::POST, "/v2/local/x/blobs/uploads/"),
         (reqwest::Method::PUT, "/v2/local/x/manifests/v1"),
@@ -438,9 +435,11 @@ async fn deny_policy_is_403_denied_with_reason_and_audit_mode_serves() {
     let pusher = Pusher::new(&registry.url());
     pusher.image("blocked/app", "v1", &image).await;
     pusher.image("watched/app", "v1", &image).await;
-    let policies = "[[policy]]\nname = \"block\"\nmatch = [\"local/blocked/**\"]\ndeny = true\n\n[[policy]]\nname = \"watch\"\nmatch = [\"local/watched/**\"]\nmode = \"audit\"\ndeny = true\n";
-    let body = format!("{}{policies}", upstream_toml("local", &registry.url(), ""));
-    let proxy = Proxy::start(&body, None).await;
+    let config = ProxyConfig::new()
+        .upstream("local", &registry.url())
+        .policy(Policy::deny("block", "local/blocked/**"))
+        .policy(Policy::deny("watch", "local/watched/**").audit());
+    let proxy = Proxy::start(config).await;
 
     let r = proxy
         .get_manifest("/v2/local/blocked/app/manifests/v1")

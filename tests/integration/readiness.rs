@@ -31,24 +31,33 @@ async fn replica(
         VendorKey::generate().public_pem(),
     )
     .unwrap();
-    let body = format!(
-        "{}\n[[authority]]\nname = \"acme\"\nsource = {{ url = \"{}\", refresh = \"1s\", max_stale = \"1h\", ca_file = \"ca.pem\" }}\n\n[[authority]]\nname = \"static\"\nkeys = [\"static.pub\"]\n\n[[policy]]\nname = \"vendors\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"acme\", \"static\"], require = \"any\" }}\n",
-        upstream_toml("local", "http://127.0.0.1:9", ""),
-        server.url(),
-    );
+    let source = [
+        ("refresh", "1s"),
+        ("max_stale", "1h"),
+        ("ca_file", "ca.pem"),
+    ];
+    let config = ProxyConfig::new()
+        .in_dir(dir)
+        .clock(clock)
+        .admin_port(admin_port)
+        .upstream("local", "http://127.0.0.1:9")
+        .authority(Authority::source("acme", &server.url(), &source))
+        .authority(Authority::keys("static", &["static.pub"]))
+        .policy(Policy::signed_by_required(
+            "vendors",
+            "**",
+            &["acme", "static"],
+            "any",
+        ));
     // No peers: no `peers` key at all.
-    let peers = match peers {
-        [] => String::new(),
-        _ => format!(
-            "peers = [{}]",
-            peers
-                .iter()
-                .map(|p| format!("\"{p}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+    let config = match peers {
+        [] => config,
+        _ => {
+            let peers: Vec<&str> = peers.iter().map(String::as_str).collect();
+            config.peers(&peers)
+        }
     };
-    Proxy::start_with_admin(dir, &body, Arc::clone(clock), admin_port, &peers).await
+    Proxy::start(config).await
 }
 
 /// GET an unauthenticated admin path: status and body.
@@ -263,8 +272,9 @@ async fn a_peer_that_never_answers_costs_readyz_about_a_second_and_its_silence_i
 fn with_peers(peers: &str) -> Result<portcullis::Config, Vec<portcullis::config::Problem>> {
     portcullis::Config::from_toml(
         &format!(
-            "[server]\nlisten = \"127.0.0.1:5000\"\n\n[admin]\nlisten = \"127.0.0.1:9090\"\npeers = [{peers}]\n\n[cache]\ndir = \"cache\"\n\n{}\n{ALLOW_ALL}",
-            upstream_toml("hub", "https://registry.example", "")
+            "[server]\nlisten = \"127.0.0.1:5000\"\n\n[admin]\nlisten = \"127.0.0.1:9090\"\npeers = [{peers}]\n\n[cache]\ndir = \"cache\"\n\n{}\n{}",
+            Upstream::test("hub", "https://registry.example").toml(),
+            Policy::allow_all().toml(),
         ),
         Path::new("/etc/portcullis"),
     )

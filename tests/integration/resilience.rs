@@ -7,12 +7,10 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn config(registry: &Registry) -> String {
-    format!(
-        "{}{}",
-        upstream_toml("local", &registry.url(), ""),
-        ALLOW_ALL
-    )
+fn config(registry: &Registry) -> ProxyConfig {
+    ProxyConfig::new()
+        .upstream("local", &registry.url())
+        .allow_all()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -22,7 +20,7 @@ async fn hundred_concurrent_pulls_of_one_uncached_blob_and_tagged_manifest_fetch
     Pusher::new(&registry.url())
         .image("c/app", "v1", &image)
         .await;
-    let proxy = Arc::new(Proxy::start(&config(&registry), None).await);
+    let proxy = Arc::new(Proxy::start(config(&registry)).await);
 
     let mut tasks = Vec::new();
     for _ in 0..100 {
@@ -108,7 +106,7 @@ async fn a_client_that_disconnects_does_not_fail_another_reading_the_same_fill()
     Pusher::new(&registry.url())
         .image("c/app", "v1", &image)
         .await;
-    let proxy = Proxy::start(&config(&registry), None).await;
+    let proxy = Proxy::start(config(&registry)).await;
     let url = format!(
         "{}/v2/local/c/app/blobs/{}",
         proxy.url(),
@@ -129,18 +127,8 @@ async fn upstream_down_serves_verified_tags_until_max_stale_and_digests_from_cac
     Pusher::new(&registry.url())
         .image("c/app", "v1", &image)
         .await;
-    let proxy = Proxy::start_with(
-        &config(&registry),
-        None,
-        "tag_ttl = \"1s\"\nmax_stale = \"1h\"",
-    )
-    .await;
-    let short = Proxy::start_with(
-        &config(&registry),
-        None,
-        "tag_ttl = \"1s\"\nmax_stale = \"2s\"",
-    )
-    .await;
+    let proxy = Proxy::start(config(&registry).cache("tag_ttl = \"1s\"\nmax_stale = \"1h\"")).await;
+    let short = Proxy::start(config(&registry).cache("tag_ttl = \"1s\"\nmax_stale = \"2s\"")).await;
     for p in [&proxy, &short] {
         assert_eq!(
             p.get_manifest("/v2/local/c/app/manifests/v1")
@@ -190,7 +178,7 @@ async fn upstream_404_for_a_cached_tag_is_authoritative() {
     let image = Image::oci(64, &[10]);
     let pusher = Pusher::new(&registry.url());
     pusher.image("c/app", "v1", &image).await;
-    let proxy = Proxy::start_with(&config(&registry), None, "tag_ttl = \"1s\"").await;
+    let proxy = Proxy::start(config(&registry).cache("tag_ttl = \"1s\"")).await;
     assert_eq!(
         proxy
             .get_manifest("/v2/local/c/app/manifests/v1")
@@ -222,7 +210,7 @@ async fn expired_tag_is_revalidated_with_a_head_and_follows_a_moved_tag() {
     let (first, second) = (Image::oci(65, &[10]), Image::oci(66, &[10]));
     let pusher = Pusher::new(&registry.url());
     pusher.image("c/app", "v1", &first).await;
-    let proxy = Proxy::start_with(&config(&registry), None, "tag_ttl = \"1s\"").await;
+    let proxy = Proxy::start(config(&registry).cache("tag_ttl = \"1s\"")).await;
     let path = "/v2/local/c/app/manifests/v1";
     assert_eq!(
         proxy.get_manifest(path).await.bytes().await.unwrap(),

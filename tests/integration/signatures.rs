@@ -15,17 +15,30 @@ struct Setup {
     _keys: tempfile::TempDir,
 }
 
-async fn setup(extra_authority: &str, policy_extra: &str) -> Setup {
+async fn setup() -> Setup {
+    setup_with(|acme| acme, |policy| policy).await
+}
+
+/// As [`setup`], with more keys on the `acme` authority and on its policy.
+async fn setup_with(
+    authority: impl FnOnce(Authority) -> Authority,
+    policy: impl FnOnce(Policy) -> Policy,
+) -> Setup {
     let registry = Registry::start().await;
     let acme = VendorKey::generate();
     let keys = tempfile::tempdir().unwrap();
     acme.write_public(keys.path(), "acme.pub");
-    let body = format!(
-        "{upstream}\n[[authority]]\nname = \"acme\"\nkeys = [\"{dir}/acme.pub\"]\n{extra_authority}\n\n[[policy]]\nname = \"acme\"\nmatch = [\"local/acme/**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n{policy_extra}\n\n[[policy]]\nname = \"rest\"\nmatch = [\"**\"]\ndeny = true\n",
-        upstream = upstream_toml("local", &registry.url(), ""),
-        dir = keys.path().display(),
-    );
-    let proxy = Proxy::start(&body, None).await;
+    let acme_pub = format!("{}/acme.pub", keys.path().display());
+    let config = ProxyConfig::new()
+        .upstream("local", &registry.url())
+        .authority(authority(Authority::keys("acme", &[&acme_pub])))
+        .policy(policy(Policy::signed_by(
+            "acme",
+            "local/acme/**",
+            &["acme"],
+        )))
+        .policy(Policy::deny("rest", "**"));
+    let proxy = Proxy::start(config).await;
     let pusher = Pusher::new(&registry.url());
     Setup {
         registry,
@@ -82,7 +95,7 @@ async fn assert_denied_and_nothing_served(s: &Setup, repo: &str, img: &Image, re
 
 #[tokio::test(flavor = "multi_thread")]
 async fn image_signed_by_the_vendor_key_is_served_with_its_blobs() {
-    let s = setup("", "").await;
+    let s = setup().await;
     let img = Image::oci(100, &[2000]);
     s.pusher.image("acme/app", "v1", &img).await;
     cosign::push_signatures(
@@ -133,7 +146,7 @@ async fn image_signed_by_the_vendor_key_is_served_with_its_blobs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unsigned_image_is_denied_and_nothing_of_it_is_served() {
-    let s = setup("", "").await;
+    let s = setup().await;
     let img = Image::oci(101, &[100]);
     s.pusher.image("acme/unsigned", "v1", &img).await;
     assert_denied_and_nothing_served(&s, "acme/unsigned", &img, "unsigned").await;
@@ -148,7 +161,7 @@ async fn unsigned_image_is_denied_and_nothing_of_it_is_served() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn image_signed_by_an_unknown_key_is_denied_untrusted_signer() {
-    let s = setup("", "").await;
+    let s = setup().await;
     let img = Image::oci(102, &[100]);
     s.pusher.image("acme/forged", "v1", &img).await;
     let mallory = VendorKey::generate();
@@ -164,7 +177,7 @@ async fn image_signed_by_an_unknown_key_is_denied_untrusted_signer() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn valid_signature_replayed_from_another_image_is_denied_invalid_signature() {
-    let s = setup("", "").await;
+    let s = setup().await;
     let signed = Image::oci(103, &[100]);
     let victim = Image::oci(104, &[100]);
     s.pusher.image("acme/replay", "v1", &victim).await;
@@ -176,7 +189,7 @@ async fn valid_signature_replayed_from_another_image_is_denied_invalid_signature
 
 #[tokio::test(flavor = "multi_thread")]
 async fn payload_with_a_duplicated_manifest_digest_is_denied() {
-    let s = setup("", "").await;
+    let s = setup().await;
     let img = Image::oci(105, &[100]);
     s.pusher.image("acme/dup", "v1", &img).await;
     let other = image::sha256(b"other");
@@ -196,9 +209,9 @@ async fn payload_with_a_duplicated_manifest_digest_is_denied() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_log_entry_is_denied_tlog_invalid_when_the_authority_requires_a_log() {
-    let s = setup(
-        "require_tlog = true\ntrusted_root = \"sigstore-public-good\"",
-        "",
+    let s = setup_with(
+        |acme| acme.require_tlog().trusted_root("sigstore-public-good"),
+        |policy| policy,
     )
     .await;
     let img = Image::oci(106, &[100]);
@@ -215,7 +228,7 @@ async fn missing_log_entry_is_denied_tlog_invalid_when_the_authority_requires_a_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_signature_layers_are_denied_limit_exceeded_without_fetching_them() {
-    let s = setup("", "").await;
+    let s = setup().await;
     let img = Image::oci(107, &[100]);
     s.pusher.image("acme/flood", "v1", &img).await;
     let layers: Vec<_> = (0..1000).map(|_| s.acme.sign(&img.digest, "r")).collect();
@@ -254,7 +267,7 @@ async fn a_thousand_signature_layers_are_denied_limit_exceeded_without_fetching_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_200_mib_signature_layer_is_denied_limit_exceeded_without_downloading_it() {
-    let s = setup("", "").await;
+    let s = setup().await;
     let img = Image::oci(108, &[100]);
     s.pusher.image("acme/huge", "v1", &img).await;
     let huge = Blob::new(cosign::SIMPLE_SIGNING, vec![b' '; 200 << 20]);
@@ -282,7 +295,7 @@ async fn a_200_mib_signature_layer_is_denied_limit_exceeded_without_downloading_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn children_of_a_signed_index_pass_and_require_child_signatures_denies_unsigned_ones() {
-    let s = setup("", "").await;
+    let s = setup().await;
     let index = Index::new(
         image::OCI_INDEX,
         vec![Image::oci(109, &[100]), Image::oci(110, &[200])],
@@ -316,7 +329,11 @@ async fn children_of_a_signed_index_pass_and_require_child_signatures_denies_uns
         }
     }
 
-    let strict = setup("", "require_child_signatures = true").await;
+    let strict = setup_with(
+        |acme| acme,
+        |policy| policy.key("require_child_signatures", "true"),
+    )
+    .await;
     strict.pusher.index("acme/multi", "v1", &index).await;
     cosign::push_signatures(
         &strict.pusher,
@@ -343,7 +360,7 @@ async fn children_of_a_signed_index_pass_and_require_child_signatures_denies_uns
 
 #[tokio::test(flavor = "multi_thread")]
 async fn signature_artifacts_pass_through_for_downstream_verifiers() {
-    let s = setup("", "").await;
+    let s = setup().await;
     let img = Image::oci(111, &[100]);
     s.pusher.image("acme/app", "v1", &img).await;
     let layer = s.acme.sign(&img.digest, "r");
@@ -371,7 +388,7 @@ async fn signature_artifacts_pass_through_for_downstream_verifiers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn skopeo_copies_a_signed_image_and_fails_on_an_unsigned_one() {
-    let s = setup("", "").await;
+    let s = setup().await;
     let img = Image::oci(112, &[3000]);
     s.pusher.image("acme/app", "v1", &img).await;
     s.pusher.image("acme/bad", "v1", &img).await;
@@ -422,11 +439,11 @@ async fn containerd_pulls_and_unpacks_a_signed_image_and_refuses_an_unsigned_one
     let acme = VendorKey::generate();
     let keys = tempfile::tempdir().unwrap();
     acme.write_public(keys.path(), "acme.pub");
-    let body = format!(
-        "{}\n[[authority]]\nname = \"acme\"\nkeys = [\"{}/acme.pub\"]\n\n[[policy]]\nname = \"acme\"\nmatch = [\"registry.test/**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n",
-        upstream_toml("registry.test", &registry.url(), ""),
-        keys.path().display()
-    );
+    let acme_pub = format!("{}/acme.pub", keys.path().display());
+    let config = ProxyConfig::new()
+        .upstream("registry.test", &registry.url())
+        .authority(Authority::keys("acme", &[&acme_pub]))
+        .policy(Policy::signed_by("acme", "registry.test/**", &["acme"]));
     let pusher = Pusher::new(&registry.url());
     let app = Runnable::new(300, Flavour::Oci, "amd64");
     pusher.image("team/app", "v1", &app.image).await;
@@ -438,7 +455,7 @@ async fn containerd_pulls_and_unpacks_a_signed_image_and_refuses_an_unsigned_one
         &[acme.sign(&app.image.digest, "registry.test/team/app")],
     )
     .await;
-    let proxy = Proxy::start(&body, None).await;
+    let proxy = Proxy::start(config).await;
     let ctrd = Containerd::start().await;
     let hosts = ctrd
         .hosts_dir("registry.test", &proxy.url())
@@ -492,12 +509,12 @@ mod vendor_pki {
         let registry = Registry::start().await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("root.pem"), &ca.root_pem).unwrap();
-        let body = format!(
-            "{}\n[[authority]]\nname = \"vendor\"\nca_roots = [\"{}/root.pem\"]\n\n[[policy]]\nname = \"vendor\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"vendor\"] }}\n",
-            upstream_toml("local", &registry.url(), ""),
-            dir.path().display()
-        );
-        let proxy = Proxy::start(&body, None).await;
+        let root = format!("{}/root.pem", dir.path().display());
+        let config = ProxyConfig::new()
+            .upstream("local", &registry.url())
+            .authority(Authority::ca_roots("vendor", &[&root]))
+            .policy(Policy::signed_by("vendor", "**", &["vendor"]));
+        let proxy = Proxy::start(config).await;
         let pusher = Pusher::new(&registry.url());
         (registry, proxy, pusher, dir)
     }
@@ -643,40 +660,33 @@ mod vendor_pki {
 
 mod keyless {
     use super::*;
-    use crate::support::fulcio::{Fulcio, GITHUB_ISSUER, TransparencyLog, trusted_root};
+    use crate::support::fulcio::{GITHUB_ISSUER, TransparencyLog};
+    use crate::support::keyless::Keyless;
 
     const IDENTITY: &str =
         "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main";
 
     struct Instance {
-        fulcio: Fulcio,
-        log: TransparencyLog,
+        sigstore: Keyless,
         proxy: Proxy,
         pusher: Pusher,
         _registry: Registry,
         _dir: tempfile::TempDir,
     }
 
-    async fn instance(subject: &str) -> Instance {
-        let fulcio = Fulcio::new();
-        let log = TransparencyLog::new();
+    async fn instance(subject: Subject<'_>) -> Instance {
+        let sigstore = Keyless::new();
         let registry = Registry::start().await;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("trusted_root.json"),
-            trusted_root(&fulcio, &log),
-        )
-        .unwrap();
-        let body = format!(
-            "{}\n[[authority]]\nname = \"acme-ci\"\nkeyless = {{ issuer = \"{GITHUB_ISSUER}\", {subject} }}\ntrusted_root = \"{}/trusted_root.json\"\nrequire_sct = false\n\n[[policy]]\nname = \"acme\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"acme-ci\"] }}\n",
-            upstream_toml("local", &registry.url(), ""),
-            dir.path().display()
-        );
-        let proxy = Proxy::start(&body, None).await;
+        let root = sigstore.write_trusted_root(dir.path());
+        let config = ProxyConfig::new()
+            .upstream("local", &registry.url())
+            .authority(Keyless::authority("acme-ci", subject, &root))
+            .policy(Policy::signed_by("acme", "**", &["acme-ci"]));
+        let proxy = Proxy::start(config).await;
         let pusher = Pusher::new(&registry.url());
         Instance {
-            fulcio,
-            log,
+            sigstore,
             proxy,
             pusher,
             _registry: registry,
@@ -695,14 +705,12 @@ mod keyless {
     }
 
     fn logged(i: &Instance, img: &Image, identity: &str, issuer: &str) -> cosign::SignatureLayer {
-        let (mut layer, bundle) = i.fulcio.issue(identity, issuer).sign(&img.digest, &i.log);
-        layer.rekor_bundle = Some(bundle);
-        layer
+        i.sigstore.logged_signature(&img.digest, identity, issuer)
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn keyless_signature_with_the_expected_identity_and_a_valid_set_is_allowed() {
-        let i = instance(&format!("subject = \"{IDENTITY}\"")).await;
+        let i = instance(Subject::Exact(IDENTITY)).await;
         let img = Image::oci(400, &[100]);
         let layer = logged(&i, &img, IDENTITY, GITHUB_ISSUER);
         assert_eq!(answer(&i, &img, layer).await, (200, None));
@@ -710,7 +718,7 @@ mod keyless {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn identity_matching_only_an_unanchored_prefix_is_denied_identity_mismatch() {
-        let i = instance("subject_regex = \"https://github\\\\.com/acme/\"").await;
+        let i = instance(Subject::Regex(r"https://github\.com/acme/")).await;
         let img = Image::oci(401, &[100]);
         let layer = logged(&i, &img, IDENTITY, GITHUB_ISSUER);
         assert_eq!(
@@ -718,7 +726,7 @@ mod keyless {
             (403, Some("identity_mismatch".into()))
         );
 
-        let full = instance("subject_regex = \"https://github\\\\.com/acme/.*\"").await;
+        let full = instance(Subject::Regex(r"https://github\.com/acme/.*")).await;
         let layer = logged(&full, &img, IDENTITY, GITHUB_ISSUER);
         assert_eq!(
             answer(&full, &img, layer).await,
@@ -729,7 +737,7 @@ mod keyless {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn certificate_from_another_oidc_issuer_is_denied_identity_mismatch() {
-        let i = instance(&format!("subject = \"{IDENTITY}\"")).await;
+        let i = instance(Subject::Exact(IDENTITY)).await;
         let img = Image::oci(402, &[100]);
         let layer = logged(&i, &img, IDENTITY, "https://accounts.example.com");
         assert_eq!(
@@ -740,7 +748,7 @@ mod keyless {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn forged_set_is_denied_tlog_invalid() {
-        let i = instance(&format!("subject = \"{IDENTITY}\"")).await;
+        let i = instance(Subject::Exact(IDENTITY)).await;
         let img = Image::oci(403, &[100]);
         let mut layer = logged(&i, &img, IDENTITY, GITHUB_ISSUER);
         let mut bundle: serde_json::Value =
@@ -761,7 +769,7 @@ mod keyless {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn missing_set_is_denied_tlog_invalid() {
-        let i = instance(&format!("subject = \"{IDENTITY}\"")).await;
+        let i = instance(Subject::Exact(IDENTITY)).await;
         let img = Image::oci(404, &[100]);
         let mut layer = logged(&i, &img, IDENTITY, GITHUB_ISSUER);
         layer.rekor_bundle = None;
@@ -773,12 +781,13 @@ mod keyless {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn signature_not_made_by_the_certificate_key_is_denied_invalid_signature() {
-        let i = instance(&format!("subject = \"{IDENTITY}\"")).await;
+        let i = instance(Subject::Exact(IDENTITY)).await;
         let img = Image::oci(405, &[100]);
         let (mut layer, bundle) = i
+            .sigstore
             .fulcio
             .issue(IDENTITY, GITHUB_ISSUER)
-            .sign_with_foreign_key(&img.digest, &i.log);
+            .sign_with_foreign_key(&img.digest, &i.sigstore.log);
         layer.rekor_bundle = Some(bundle);
         assert_eq!(
             answer(&i, &img, layer).await,
@@ -788,12 +797,15 @@ mod keyless {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn set_borrowed_from_another_signature_is_denied() {
-        let i = instance(&format!("subject = \"{IDENTITY}\"")).await;
+        let i = instance(Subject::Exact(IDENTITY)).await;
         let img = Image::oci(406, &[100]);
-        let signer = i.fulcio.issue(IDENTITY, GITHUB_ISSUER);
-        let (mut layer, _) = signer.sign(&img.digest, &i.log);
+        let signer = i.sigstore.fulcio.issue(IDENTITY, GITHUB_ISSUER);
+        let (mut layer, _) = signer.sign(&img.digest, &i.sigstore.log);
         // A genuine log entry for a different payload by the same certificate.
-        let (_, foreign) = signer.sign(&crate::support::image::sha256(b"other image"), &i.log);
+        let (_, foreign) = signer.sign(
+            &crate::support::image::sha256(b"other image"),
+            &i.sigstore.log,
+        );
         layer.rekor_bundle = Some(foreign);
         let (status, reason) = answer(&i, &img, layer).await;
         assert_eq!(status, 403);
@@ -814,15 +826,15 @@ mod referrer_bundles {
     use super::*;
     use crate::support::cosign::{Referrer, push_referrers};
     use crate::support::fulcio::{
-        COSIGN_SIGN_PREDICATE, Fulcio, GITHUB_ISSUER, TransparencyLog, statement, trusted_root,
+        COSIGN_SIGN_PREDICATE, GITHUB_ISSUER, TransparencyLog, statement,
     };
+    use crate::support::keyless::Keyless;
     use crate::support::scripted::Scripted;
 
     const IDENTITY: &str = "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1";
 
     struct Instance {
-        fulcio: Fulcio,
-        log: TransparencyLog,
+        sigstore: Keyless,
         proxy: Proxy,
         pusher: Pusher,
         _registry: Registry,
@@ -837,24 +849,21 @@ mod referrer_bundles {
 
     /// The proxy's upstream is `url` (something in front of `registry`).
     async fn instance_at(registry: Registry, url: &str) -> Instance {
-        let fulcio = Fulcio::new();
-        let log = TransparencyLog::new();
+        let sigstore = Keyless::new();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("trusted_root.json"),
-            trusted_root(&fulcio, &log),
-        )
-        .unwrap();
-        let body = format!(
-            "{}\n[[authority]]\nname = \"acme-ci\"\nkeyless = {{ issuer = \"{GITHUB_ISSUER}\", subject = \"{IDENTITY}\" }}\ntrusted_root = \"{}/trusted_root.json\"\nrequire_sct = false\n\n[[policy]]\nname = \"acme\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"acme-ci\"] }}\n",
-            upstream_toml("local", url, ""),
-            dir.path().display()
-        );
-        let proxy = Proxy::start(&body, None).await;
+        let root = sigstore.write_trusted_root(dir.path());
+        let config = ProxyConfig::new()
+            .upstream("local", url)
+            .authority(Keyless::authority(
+                "acme-ci",
+                Subject::Exact(IDENTITY),
+                &root,
+            ))
+            .policy(Policy::signed_by("acme", "**", &["acme-ci"]));
+        let proxy = Proxy::start(config).await;
         let pusher = Pusher::new(&registry.url());
         Instance {
-            fulcio,
-            log,
+            sigstore,
             proxy,
             pusher,
             _registry: registry,
@@ -879,10 +888,10 @@ mod referrer_bundles {
     async fn bundle_referrer_with_the_expected_identity_is_allowed_with_its_blobs() {
         let i = instance().await;
         let img = Image::oci(500, &[1000]);
-        let signer = i.fulcio.issue(IDENTITY, GITHUB_ISSUER);
+        let signer = i.sigstore.fulcio.issue(IDENTITY, GITHUB_ISSUER);
         let bundle = signer.dsse_bundle(
             &statement(&img.digest, COSIGN_SIGN_PREDICATE, serde_json::json!({})),
-            &i.log,
+            &i.sigstore.log,
         );
         assert_eq!(answer(&i, &img, &[signature(bundle)]).await, (200, None));
         let layer = &img.layers[0];
@@ -899,10 +908,14 @@ mod referrer_bundles {
         let i = instance().await;
         let img = Image::oci(501, &[100]);
         let other = Image::oci(502, &[100]);
-        let bundle = i.fulcio.issue(IDENTITY, GITHUB_ISSUER).dsse_bundle(
-            &statement(&other.digest, COSIGN_SIGN_PREDICATE, serde_json::json!({})),
-            &i.log,
-        );
+        let bundle = i
+            .sigstore
+            .fulcio
+            .issue(IDENTITY, GITHUB_ISSUER)
+            .dsse_bundle(
+                &statement(&other.digest, COSIGN_SIGN_PREDICATE, serde_json::json!({})),
+                &i.sigstore.log,
+            );
         assert_eq!(
             answer(&i, &img, &[signature(bundle)]).await,
             (403, Some("invalid_signature".into()))
@@ -913,7 +926,7 @@ mod referrer_bundles {
     async fn bundle_whose_checkpoint_another_log_signed_is_denied_tlog_invalid() {
         let i = instance().await;
         let img = Image::oci(503, &[100]);
-        let signer = i.fulcio.issue(IDENTITY, GITHUB_ISSUER);
+        let signer = i.sigstore.fulcio.issue(IDENTITY, GITHUB_ISSUER);
         let stmt = statement(&img.digest, COSIGN_SIGN_PREDICATE, serde_json::json!({}));
         let forged = signer.dsse_bundle(&stmt, &TransparencyLog::new());
         assert_eq!(
@@ -927,6 +940,7 @@ mod referrer_bundles {
         let i = instance().await;
         let img = Image::oci(504, &[100]);
         let bundle = i
+            .sigstore
             .fulcio
             .issue(
                 "https://github.com/mallory/app/.github/workflows/x.yml@refs/heads/main",
@@ -934,7 +948,7 @@ mod referrer_bundles {
             )
             .dsse_bundle(
                 &statement(&img.digest, COSIGN_SIGN_PREDICATE, serde_json::json!({})),
-                &i.log,
+                &i.sigstore.log,
             );
         assert_eq!(
             answer(&i, &img, &[signature(bundle)]).await,
@@ -948,14 +962,18 @@ mod referrer_bundles {
         let img = Image::oci(505, &[100]);
         // A genuine, valid bundle, but its signed statement is provenance:
         // the unsigned annotation claiming the signing predicate is a lie.
-        let bundle = i.fulcio.issue(IDENTITY, GITHUB_ISSUER).dsse_bundle(
-            &statement(
-                &img.digest,
-                "https://slsa.dev/provenance/v1",
-                serde_json::json!({"buildDefinition": {}}),
-            ),
-            &i.log,
-        );
+        let bundle = i
+            .sigstore
+            .fulcio
+            .issue(IDENTITY, GITHUB_ISSUER)
+            .dsse_bundle(
+                &statement(
+                    &img.digest,
+                    "https://slsa.dev/provenance/v1",
+                    serde_json::json!({"buildDefinition": {}}),
+                ),
+                &i.sigstore.log,
+            );
         assert_eq!(
             answer(&i, &img, &[signature(bundle)]).await,
             (403, Some("unsigned".into()))
@@ -971,10 +989,10 @@ mod referrer_bundles {
         front.in_front_of(&registry.url());
         let i = instance_at(registry, &front.url()).await;
         let img = Image::oci(510 + pages as u64, &[100]);
-        let signer = i.fulcio.issue(IDENTITY, GITHUB_ISSUER);
+        let signer = i.sigstore.fulcio.issue(IDENTITY, GITHUB_ISSUER);
         let bundle = signer.dsse_bundle(
             &statement(&img.digest, COSIGN_SIGN_PREDICATE, serde_json::json!({})),
-            &i.log,
+            &i.sigstore.log,
         );
         i.pusher.image("acme/app", "v1", &img).await;
         push_referrers(&i.pusher, "acme/app", &img, &[signature(bundle)]).await;

@@ -70,11 +70,12 @@ async fn setup(mtls: Option<&Ca>) -> Setup {
         std::fs::write(dir.path().join("client-ca.pem"), &client_ca.pem).unwrap();
         server.push_str("client_ca = \"client-ca.pem\"\n");
     }
-    let body = format!(
-        "{}\n[[policy]]\nname = \"open\"\nmatch = [\"**\"]\nallow_unverified = true\n",
-        upstream_toml("local", &registry.url(), "")
-    );
-    let proxy = Proxy::start_in(dir, &body, None, "", &server).await;
+    let config = ProxyConfig::new()
+        .in_dir(dir)
+        .server(&server)
+        .upstream("local", &registry.url())
+        .policy(Policy::allow_unverified("open", "**"));
+    let proxy = Proxy::start(config).await;
     Setup {
         ca,
         proxy,

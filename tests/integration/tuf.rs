@@ -6,8 +6,10 @@
 
 use std::time::Duration;
 
-use crate::support::cosign::{self, SignatureLayer};
-use crate::support::fulcio::{Fulcio, GITHUB_ISSUER, TransparencyLog, trusted_root};
+use crate::support::config::inline;
+use crate::support::cosign;
+use crate::support::fulcio::GITHUB_ISSUER;
+use crate::support::keyless::Keyless;
 use crate::support::trust_server::TrustServer;
 use crate::support::tuf::TufRepo;
 use crate::support::*;
@@ -20,53 +22,40 @@ struct Setup {
     repo: TufRepo,
     proxy: Proxy,
     pusher: Pusher,
-    body: String,
 }
 
-/// The Sigstore instance (Fulcio CA and log) a trusted root names.
-struct Instance {
-    fulcio: Fulcio,
-    log: TransparencyLog,
-}
-
-impl Instance {
-    fn new() -> Instance {
-        Instance {
-            fulcio: Fulcio::new(),
-            log: TransparencyLog::new(),
-        }
-    }
-
-    fn root(&self) -> String {
-        trusted_root(&self.fulcio, &self.log)
-    }
-
-    fn sign(&self, digest: &str) -> SignatureLayer {
-        let (mut layer, bundle) = self
-            .fulcio
-            .issue(IDENTITY, GITHUB_ISSUER)
-            .sign(digest, &self.log);
-        layer.rekor_bundle = Some(bundle);
-        layer
-    }
+/// A proxy in `dir` whose keyless authority takes its trusted root from the
+/// TUF repository on `server`, trusting `tuf-root.json` and `tuf-ca.pem`.
+fn config(dir: tempfile::TempDir, registry: &Registry, server: &TrustServer) -> ProxyConfig {
+    let base = server.base();
+    let trusted_root = inline(&[
+        ("tuf", base.as_str()),
+        ("root", "tuf-root.json"),
+        ("ca_file", "tuf-ca.pem"),
+        ("refresh", "1s"),
+        ("max_stale", "1h"),
+    ]);
+    let authority = Authority::keyless("acme-ci", GITHUB_ISSUER, Subject::Exact(IDENTITY))
+        .key("trusted_root", &trusted_root)
+        .without_sct();
+    ProxyConfig::new()
+        .in_dir(dir)
+        .upstream("local", &registry.url())
+        .authority(authority)
+        .policy(Policy::signed_by("acme", "**", &["acme-ci"]))
 }
 
 /// A proxy whose keyless authority takes its trusted root from a TUF
 /// repository on a local HTTPS server publishing `first`'s root.
-async fn setup(first: &Instance) -> Setup {
+async fn setup(first: &Keyless) -> Setup {
     let registry = Registry::start().await;
     let server = TrustServer::start("", None).await;
     let mut repo = TufRepo::new();
-    repo.publish(&server, &first.root());
+    repo.publish(&server, &first.trusted_root());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tuf-root.json"), repo.root()).unwrap();
     std::fs::write(dir.path().join("tuf-ca.pem"), &server.ca_pem).unwrap();
-    let body = format!(
-        "{}\n[[authority]]\nname = \"acme-ci\"\nkeyless = {{ issuer = \"{GITHUB_ISSUER}\", subject = \"{IDENTITY}\" }}\ntrusted_root = {{ tuf = \"{}\", root = \"tuf-root.json\", ca_file = \"tuf-ca.pem\", refresh = \"1s\", max_stale = \"1h\" }}\nrequire_sct = false\n\n[[policy]]\nname = \"acme\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"acme-ci\"] }}\n",
-        upstream_toml("local", &registry.url(), ""),
-        server.base(),
-    );
-    let proxy = Proxy::start_in(dir, &body, None, "", "").await;
+    let proxy = Proxy::start(config(dir, &registry, &server)).await;
     let pusher = Pusher::new(&registry.url());
     Setup {
         registry,
@@ -74,17 +63,16 @@ async fn setup(first: &Instance) -> Setup {
         repo,
         proxy,
         pusher,
-        body,
     }
 }
 
 impl Setup {
     /// Pushes image `seed` under its own tag, signed under `instance`.
-    async fn image(&self, seed: u64, instance: &Instance) -> String {
+    async fn image(&self, seed: u64, instance: &Keyless) -> String {
         let img = Image::oci(seed, &[200]);
         let tag = format!("t{seed}");
         self.pusher.image("acme/app", &tag, &img).await;
-        let sig = instance.sign(&img.digest);
+        let sig = instance.logged_signature(&img.digest, IDENTITY, GITHUB_ISSUER);
         cosign::push_signatures(&self.pusher, "acme/app", &img.digest, &[sig]).await;
         tag
     }
@@ -103,18 +91,16 @@ impl Setup {
             repo,
             proxy,
             pusher,
-            body,
         } = self;
         let dir = proxy.stop_keeping_dir().await;
         between(dir.path());
-        let proxy = Proxy::start_in(dir, &body, None, "", "").await;
+        let proxy = Proxy::start(config(dir, &registry, &server)).await;
         Setup {
             registry,
             server,
             repo,
             proxy,
             pusher,
-            body,
         }
     }
 
@@ -130,7 +116,7 @@ impl Setup {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keyless_authority_trusts_the_root_its_tuf_repository_publishes_and_follows_a_rotation() {
-    let (old, new) = (Instance::new(), Instance::new());
+    let (old, new) = (Keyless::new(), Keyless::new());
     let mut s = setup(&old).await;
     let by_old = s.image(900, &old).await;
     let by_new = s.image(901, &new).await;
@@ -140,7 +126,7 @@ async fn keyless_authority_trusts_the_root_its_tuf_repository_publishes_and_foll
 
     // The repository rotates to the new instance; the refresh (every second)
     // verifies it and retires the verdicts made under the old root.
-    s.repo.publish(&s.server, &new.root());
+    s.repo.publish(&s.server, &new.trusted_root());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while s.answer(&by_new).await.0 != 200 {
         assert!(
@@ -179,7 +165,7 @@ async fn keyless_authority_trusts_the_root_its_tuf_repository_publishes_and_foll
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tuf_metadata_signed_by_an_unknown_key_is_refused_and_the_verified_root_kept() {
-    let (good, rogue) = (Instance::new(), Instance::new());
+    let (good, rogue) = (Keyless::new(), Keyless::new());
     let mut s = setup(&good).await;
     let by_good = s.image(910, &good).await;
     let by_rogue = s.image(911, &rogue).await;
@@ -188,7 +174,7 @@ async fn tuf_metadata_signed_by_an_unknown_key_is_refused_and_the_verified_root_
 
     // Whoever holds the file server publishes a root of their own, signed
     // with a key the TUF root does not name.
-    s.repo.publish_forged(&s.server, &rogue.root());
+    s.repo.publish_forged(&s.server, &rogue.trusted_root());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while s.refreshes("error").await < errors + 2.0 {
         assert!(tokio::time::Instant::now() < deadline, "no refresh failed");
@@ -200,7 +186,7 @@ async fn tuf_metadata_signed_by_an_unknown_key_is_refused_and_the_verified_root_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn start_during_a_tuf_outage_uses_the_cache_only_after_verifying_it_again() {
-    let instance = Instance::new();
+    let instance = Keyless::new();
     let s = setup(&instance).await;
     let tag = s.image(920, &instance).await;
     assert_eq!(s.answer(&tag).await, (200, None));
@@ -239,7 +225,7 @@ async fn start_during_a_tuf_outage_uses_the_cache_only_after_verifying_it_again(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_root_declaring_threshold_zero_is_refused_so_a_corrected_root_and_metadata_are_adopted() {
-    let (old, new) = (Instance::new(), Instance::new());
+    let (old, new) = (Keyless::new(), Keyless::new());
     let s = setup(&old).await;
     let by_old = s.image(930, &old).await;
     let by_new = s.image(931, &new).await;
@@ -269,7 +255,7 @@ async fn a_root_declaring_threshold_zero_is_refused_so_a_corrected_root_and_meta
     // the chain never advanced to the broken root, so both are adopted.
     let mut s = s;
     s.repo.publish_root(&s.server, 2, 1);
-    s.repo.publish(&s.server, &new.root());
+    s.repo.publish(&s.server, &new.trusted_root());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while s.answer(&by_new).await.0 != 200 {
         assert!(

@@ -8,9 +8,8 @@ use rcgen::ExtendedKeyUsagePurpose as Eku;
 use sha2::{Digest as _, Sha256};
 
 use crate::support::cosign::{self, Referrer, VendorKey, push_referrers};
-use crate::support::fulcio::{
-    COSIGN_SIGN_PREDICATE, Fulcio, GITHUB_ISSUER, TransparencyLog, statement, trusted_root,
-};
+use crate::support::fulcio::{COSIGN_SIGN_PREDICATE, GITHUB_ISSUER, TransparencyLog, statement};
+use crate::support::keyless::Keyless;
 use crate::support::pki::VendorCa;
 use crate::support::*;
 
@@ -18,9 +17,8 @@ use crate::support::*;
 /// `{dir}` standing for the directory holding `root.pem`, `vendor.pub` and
 /// `trusted_root.json`), required for every image.
 struct Instance {
-    /// The Fulcio CA of the base trusted root (not the vendor's).
-    fulcio: Fulcio,
-    log: TransparencyLog,
+    /// The Fulcio CA and log of the base trusted root (not the vendor's).
+    sigstore: Keyless,
     proxy: Proxy,
     pusher: Pusher,
     _registry: Registry,
@@ -28,29 +26,23 @@ struct Instance {
 }
 
 async fn instance(authority: &str, ca: &VendorCa, key: Option<&VendorKey>) -> Instance {
-    let fulcio = Fulcio::new();
-    let log = TransparencyLog::new();
+    let sigstore = Keyless::new();
     let registry = Registry::start().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("root.pem"), &ca.root_pem).unwrap();
     if let Some(key) = key {
         key.write_public(dir.path(), "vendor.pub");
     }
-    std::fs::write(
-        dir.path().join("trusted_root.json"),
-        trusted_root(&fulcio, &log),
-    )
-    .unwrap();
+    sigstore.write_trusted_root(dir.path());
     let authority = authority.replace("{dir}", &dir.path().display().to_string());
-    let body = format!(
-        "{}\n[[authority]]\nname = \"vendor\"\n{authority}\n\n[[policy]]\nname = \"vendor\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"vendor\"] }}\n",
-        upstream_toml("local", &registry.url(), ""),
-    );
-    let proxy = Proxy::start(&body, None).await;
+    let config = ProxyConfig::new()
+        .upstream("local", &registry.url())
+        .authority(Authority::named("vendor").lines(&authority))
+        .policy(Policy::signed_by("vendor", "**", &["vendor"]));
+    let proxy = Proxy::start(config).await;
     let pusher = Pusher::new(&registry.url());
     Instance {
-        fulcio,
-        log,
+        sigstore,
         proxy,
         pusher,
         _registry: registry,
@@ -115,15 +107,21 @@ fn sha256_hex(der: &[u8]) -> String {
 
 /// A Fulcio certificate of the base trusted root, any identity, logged.
 fn fulcio_sig(i: &Instance, img: &Image) -> cosign::SignatureLayer {
-    let (mut layer, bundle) = i
-        .fulcio
-        .issue(
-            "https://github.com/mallory/x/.github/workflows/x.yml@refs/heads/main",
-            GITHUB_ISSUER,
-        )
-        .sign(&img.digest, &i.log);
-    layer.rekor_bundle = Some(bundle);
-    layer
+    i.sigstore.logged_signature(
+        &img.digest,
+        "https://github.com/mallory/x/.github/workflows/x.yml@refs/heads/main",
+        GITHUB_ISSUER,
+    )
+}
+
+/// Policy `p`: every image signed by `signer`, with a `predicate_type`
+/// attestation (`provenance`) by `vendor`.
+fn signed_with_provenance_from_vendor(predicate_type: &str) -> Policy {
+    Policy::signed_by("p", "**", &["signer"]).attestations(&[Attestation::new(
+        "provenance",
+        predicate_type,
+        &["vendor"],
+    )])
 }
 
 mod revoked_everything {
@@ -156,9 +154,10 @@ mod revoked_everything {
                 "{reason:?}"
             );
             let fulcio_bundle = i
+                .sigstore
                 .fulcio
                 .issue("https://github.com/mallory/x", GITHUB_ISSUER)
-                .dsse_bundle(&signing_statement(&img), &i.log);
+                .dsse_bundle(&signing_statement(&img), &i.sigstore.log);
             let (status, _) = with_bundles(&i, "v/fulcio-bundle", &img, &[fulcio_bundle]).await;
             assert_eq!(status, 403, "a Fulcio bundle, {authority}");
             let vendor = ca.issue_current();
@@ -166,7 +165,7 @@ mod revoked_everything {
                 &i,
                 "v/vendor",
                 &img,
-                &[vendor.sign_logged(&img.digest, &i.log)],
+                &[vendor.sign_logged(&img.digest, &i.sigstore.log)],
             )
             .await;
             assert_eq!(status, 403, "the revoked vendor's own signature");
@@ -185,28 +184,26 @@ mod revoked_everything {
         let ca = VendorCa::new("acme");
         for revoked in [true, false] {
             let key = VendorKey::generate();
-            let fulcio = Fulcio::new();
-            let log = TransparencyLog::new();
+            let sigstore = Keyless::new();
             let registry = Registry::start().await;
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("root.pem"), &ca.root_pem).unwrap();
             key.write_public(dir.path(), "signer.pub");
-            std::fs::write(
-                dir.path().join("trusted_root.json"),
-                trusted_root(&fulcio, &log),
-            )
-            .unwrap();
+            let root = sigstore.write_trusted_root(dir.path());
             let d = dir.path().display();
-            let revocation = if revoked {
-                format!("revoked = [\"{}\"]", sha256_hex(&ca.cert_der))
+            let vendor =
+                Authority::ca_roots("vendor", &[&format!("{d}/root.pem")]).trusted_root(&root);
+            let vendor = if revoked {
+                vendor.revoked(&[&sha256_hex(&ca.cert_der)])
             } else {
-                String::new()
+                vendor
             };
-            let body = format!(
-                "{}\n[[authority]]\nname = \"signer\"\nkeys = [\"{d}/signer.pub\"]\n\n[[authority]]\nname = \"vendor\"\nca_roots = [\"{d}/root.pem\"]\ntrusted_root = \"{d}/trusted_root.json\"\n{revocation}\n\n[[policy]]\nname = \"p\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"signer\"] }}\nattestations = [ {{ name = \"provenance\", predicate_type = \"{SLSA}\", authorities = [\"vendor\"] }} ]\n",
-                upstream_toml("local", &registry.url(), ""),
-            );
-            let proxy = Proxy::start(&body, None).await;
+            let config = ProxyConfig::new()
+                .upstream("local", &registry.url())
+                .authority(Authority::keys("signer", &[&format!("{d}/signer.pub")]))
+                .authority(vendor)
+                .policy(signed_with_provenance_from_vendor(SLSA));
+            let proxy = Proxy::start(config).await;
             let pusher = Pusher::new(&registry.url());
             let provenance = |img: &Image| {
                 statement(
@@ -219,13 +216,14 @@ mod revoked_everything {
                 (
                     "vendor",
                     ca.issue_current()
-                        .dsse_bundle(&provenance(&Image::oci(902, &[100])), Some(&log)),
+                        .dsse_bundle(&provenance(&Image::oci(902, &[100])), Some(&sigstore.log)),
                 ),
                 (
                     "fulcio",
-                    fulcio
+                    sigstore
+                        .fulcio
                         .issue("https://github.com/mallory/x", GITHUB_ISSUER)
-                        .dsse_bundle(&provenance(&Image::oci(902, &[100])), &log),
+                        .dsse_bundle(&provenance(&Image::oci(902, &[100])), &sigstore.log),
                 ),
             ];
             for (who, bundle) in signers {
@@ -282,7 +280,7 @@ mod revoked_everything {
             with_sig(&i, "k/sig", &img, &[key.sign(&img.digest, "k/sig")]).await,
             denied("untrusted_signer")
         );
-        let bundle = key.dsse_bundle(&signing_statement(&img), Some(&i.log));
+        let bundle = key.dsse_bundle(&signing_statement(&img), Some(&i.sigstore.log));
         assert_eq!(
             with_bundles(&i, "k/bundle", &img, &[bundle]).await,
             denied("untrusted_signer")
@@ -299,7 +297,7 @@ mod logged_pki {
         let ca = VendorCa::new("acme");
         let i = instance(LOGGED_PKI, &ca, None).await;
         let img = Image::oci(910, &[100]);
-        let layer = ca.issue_current().sign_logged(&img.digest, &i.log);
+        let layer = ca.issue_current().sign_logged(&img.digest, &i.sigstore.log);
         assert_eq!(with_sig(&i, "v/ok", &img, &[layer]).await, allowed());
         let rogue = VendorCa::new("rogue").issue_current();
         assert_eq!(
@@ -307,7 +305,7 @@ mod logged_pki {
                 &i,
                 "v/rogue",
                 &img,
-                &[rogue.sign_logged(&img.digest, &i.log)]
+                &[rogue.sign_logged(&img.digest, &i.sigstore.log)]
             )
             .await,
             denied("untrusted_signer")
@@ -320,14 +318,14 @@ mod logged_pki {
         // A logged vendor bundle (cosign v3), and one from another CA.
         let bundle = ca
             .issue_current()
-            .dsse_bundle(&signing_statement(&img), Some(&i.log));
+            .dsse_bundle(&signing_statement(&img), Some(&i.sigstore.log));
         assert_eq!(
             with_bundles(&i, "v/bundle", &img, &[bundle]).await,
             allowed()
         );
         let bundle = VendorCa::new("rogue")
             .issue_current()
-            .dsse_bundle(&signing_statement(&img), Some(&i.log));
+            .dsse_bundle(&signing_statement(&img), Some(&i.sigstore.log));
         assert_eq!(
             with_bundles(&i, "v/rogue-bundle", &img, &[bundle]).await,
             denied("untrusted_signer")
@@ -431,7 +429,7 @@ mod eku {
                 &logged,
                 "v/no-eku",
                 &img,
-                &[leaf.sign_logged(&img.digest, &logged.log)]
+                &[leaf.sign_logged(&img.digest, &logged.sigstore.log)]
             )
             .await,
             allowed(),
@@ -446,7 +444,13 @@ mod eku {
         let img = Image::oci(921, &[100]);
         let leaf = ca.issue_with_ekus(vec![Eku::ServerAuth]);
         assert_eq!(
-            with_sig(&i, "v/tls", &img, &[leaf.sign_logged(&img.digest, &i.log)]).await,
+            with_sig(
+                &i,
+                "v/tls",
+                &img,
+                &[leaf.sign_logged(&img.digest, &i.sigstore.log)]
+            )
+            .await,
             denied("untrusted_signer")
         );
         let plain = instance(PKI, &ca, None).await;
@@ -491,7 +495,7 @@ mod eku {
                     &i,
                     "v/no-eku",
                     &img,
-                    &[bare.sign_logged(&img.digest, &i.log)]
+                    &[bare.sign_logged(&img.digest, &i.sigstore.log)]
                 )
                 .await,
                 denied("untrusted_signer"),
@@ -503,7 +507,7 @@ mod eku {
                     &i,
                     "v/eku",
                     &img,
-                    &[signing.sign_logged(&img.digest, &i.log)]
+                    &[signing.sign_logged(&img.digest, &i.sigstore.log)]
                 )
                 .await,
                 allowed(),
@@ -533,7 +537,7 @@ mod intermediates {
         );
 
         let logged = instance(LOGGED_PKI, &ca, None).await;
-        let bundle = leaf.dsse_bundle(&signing_statement(&img), Some(&logged.log));
+        let bundle = leaf.dsse_bundle(&signing_statement(&img), Some(&logged.sigstore.log));
         assert_eq!(
             with_bundles(&logged, "v/bundle", &img, &[bundle]).await,
             allowed(),
@@ -544,14 +548,14 @@ mod intermediates {
                 &logged,
                 "v/sig",
                 &img,
-                &[leaf.sign_logged(&img.digest, &logged.log)]
+                &[leaf.sign_logged(&img.digest, &logged.sigstore.log)]
             )
             .await,
             allowed(),
             "a logged .sig with its chain annotation"
         );
         // Without the chain the leaf does not reach the root.
-        let mut bare = leaf.sign_logged(&img.digest, &logged.log);
+        let mut bare = leaf.sign_logged(&img.digest, &logged.sigstore.log);
         bare.chain = None;
         assert_eq!(
             with_sig(&logged, "v/sig-no-chain", &img, &[bare]).await,
@@ -617,7 +621,7 @@ mod bundle_subject {
         let signer = ca.issue_current();
         for authority in [PKI, LOGGED_PKI] {
             let i = instance(authority, &ca, None).await;
-            let log = (authority == LOGGED_PKI).then_some(&i.log);
+            let log = (authority == LOGGED_PKI).then_some(&i.sigstore.log);
             let own = signer.message_bundle(&img.manifest, log);
             assert_eq!(
                 with_bundles(&i, "v/own", &img, &[own]).await,
@@ -662,21 +666,22 @@ mod keyed {
         let i = instance(KEYS, &VendorCa::new("unused"), Some(&key)).await;
         let img = Image::oci(960, &[100]);
         let other = Image::oci(961, &[100]);
-        let dsse = key.dsse_bundle(&signing_statement(&img), Some(&i.log));
+        let dsse = key.dsse_bundle(&signing_statement(&img), Some(&i.sigstore.log));
         assert_eq!(with_bundles(&i, "k/dsse", &img, &[dsse]).await, allowed());
-        let message = key.message_bundle(&img.manifest, Some(&i.log));
+        let message = key.message_bundle(&img.manifest, Some(&i.sigstore.log));
         assert_eq!(with_bundles(&i, "k/msg", &img, &[message]).await, allowed());
-        let foreign = key.message_bundle(&other.manifest, Some(&i.log));
+        let foreign = key.message_bundle(&other.manifest, Some(&i.sigstore.log));
         assert_eq!(
             with_bundles(&i, "k/msg-foreign", &img, &[foreign]).await,
             denied("invalid_signature")
         );
-        let foreign = key.dsse_bundle(&signing_statement(&other), Some(&i.log));
+        let foreign = key.dsse_bundle(&signing_statement(&other), Some(&i.sigstore.log));
         assert_eq!(
             with_bundles(&i, "k/dsse-foreign", &img, &[foreign]).await,
             denied("invalid_signature")
         );
-        let stranger = VendorKey::generate().dsse_bundle(&signing_statement(&img), Some(&i.log));
+        let stranger =
+            VendorKey::generate().dsse_bundle(&signing_statement(&img), Some(&i.sigstore.log));
         assert_eq!(
             with_bundles(&i, "k/stranger", &img, &[stranger]).await,
             denied("untrusted_signer")
@@ -700,7 +705,7 @@ mod keyed {
             layer
         };
         assert_eq!(
-            with_sig(&i, "k/logged", &img, &[logged(&i.log)]).await,
+            with_sig(&i, "k/logged", &img, &[logged(&i.sigstore.log)]).await,
             allowed()
         );
         assert_eq!(
@@ -726,23 +731,21 @@ mod legacy_attestations {
         let ca = VendorCa::new("acme");
         let signer = ca.issue_current();
         let key = VendorKey::generate();
-        let (fulcio, log) = (Fulcio::new(), TransparencyLog::new());
+        let sigstore = Keyless::new();
         let registry = Registry::start().await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("root.pem"), &ca.root_pem).unwrap();
         key.write_public(dir.path(), "signer.pub");
-        std::fs::write(
-            dir.path().join("trusted_root.json"),
-            trusted_root(&fulcio, &log),
-        )
-        .unwrap();
-        let d = dir.path().display();
-        let body = format!(
-            "{}\n[[authority]]\nname = \"signer\"\nkeys = [\"{d}/signer.pub\"]\n\n[[authority]]\nname = \"vendor\"\nca_roots = [\"{d}/root.pem\"]\n{}\n\n[[policy]]\nname = \"p\"\nmatch = [\"**\"]\nsignatures = {{ authorities = [\"signer\"] }}\nattestations = [ {{ name = \"provenance\", predicate_type = \"{SLSA}\", authorities = [\"vendor\"] }} ]\n",
-            upstream_toml("local", &registry.url(), ""),
-            vendor_extra.replace("{dir}", &d.to_string()),
-        );
-        let proxy = Proxy::start(&body, None).await;
+        sigstore.write_trusted_root(dir.path());
+        let d = dir.path().display().to_string();
+        let vendor = Authority::ca_roots("vendor", &[&format!("{d}/root.pem")])
+            .lines(&vendor_extra.replace("{dir}", &d));
+        let config = ProxyConfig::new()
+            .upstream("local", &registry.url())
+            .authority(Authority::keys("signer", &[&format!("{d}/signer.pub")]))
+            .authority(vendor)
+            .policy(signed_with_provenance_from_vendor(SLSA));
+        let proxy = Proxy::start(config).await;
         let pusher = Pusher::new(&registry.url());
         let img = Image::oci(seed, &[100]);
         pusher.image("v/app", "v1", &img).await;

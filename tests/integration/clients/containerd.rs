@@ -62,7 +62,7 @@ async fn containerd_pulls_and_unpacks_oci_image_routed_by_ns_to_a_name_it_never_
         .image("team/app", "v1", &app.image)
         .await;
     // No default upstream and no upstream named `team`: only `?ns=registry.test` can route this.
-    let proxy = Proxy::start(&config("registry.test", &registry), None).await;
+    let proxy = Proxy::start(config("registry.test", &registry)).await;
     let ctrd = Containerd::start().await;
     let hosts = ctrd.hosts_dir("registry.test", &proxy.url());
 
@@ -117,7 +117,7 @@ async fn containerd_pulls_and_unpacks_docker_image_routed_by_ns_of_upstream_host
     Pusher::new(&registry.url())
         .image("team/app", "v1", &app.image)
         .await;
-    let proxy = Proxy::start(&config("local", &registry), None).await;
+    let proxy = Proxy::start(config("local", &registry)).await;
     let ctrd = Containerd::start().await;
     let hosts = ctrd.hosts_dir(&registry.host(), &proxy.url());
 
@@ -151,7 +151,7 @@ async fn containerd_second_runtime_pulls_by_digest_entirely_from_cache() {
     Pusher::new(&registry.url())
         .image("team/app", "v1", &app.image)
         .await;
-    let proxy = Proxy::start(&config("registry.test", &registry), None).await;
+    let proxy = Proxy::start(config("registry.test", &registry)).await;
     let first = Containerd::start().await;
     let hosts = first.hosts_dir("registry.test", &proxy.url());
     ctr_pull(&first, &hosts, "registry.test/team/app:v1", None).await;
@@ -200,7 +200,7 @@ async fn containerd_pulls_docker_hub_reference_through_upstream_named_docker_io(
     Pusher::new(&registry.url())
         .image("library/alpine", "v1", &app.image)
         .await;
-    let proxy = Proxy::start(&config("docker.io", &registry), None).await;
+    let proxy = Proxy::start(config("docker.io", &registry)).await;
     let ctrd = Containerd::start().await;
     let hosts = ctrd.hosts_dir("docker.io", &proxy.url());
 
@@ -226,7 +226,7 @@ async fn containerd_pull_of_denied_image_fails_with_the_denial_and_fetches_no_bl
     Pusher::new(&registry.url())
         .image("team/secret", "v1", &app.image)
         .await;
-    let proxy = Proxy::start(&config_denying_secret("registry.test", &registry), None).await;
+    let proxy = Proxy::start(config_denying_secret("registry.test", &registry)).await;
     let ctrd = Containerd::start().await;
     let hosts = ctrd
         .hosts_dir("registry.test", &proxy.url())
@@ -256,7 +256,7 @@ async fn containerd_pull_of_denied_image_fails_with_the_denial_and_fetches_no_bl
 async fn containerd_index_pull(flavour: Flavour, seed: u64) {
     let registry = Registry::start().await;
     let (index, amd64, arm64) = push_index(&registry, seed, flavour).await;
-    let proxy = Proxy::start(&config("registry.test", &registry), None).await;
+    let proxy = Proxy::start(config("registry.test", &registry)).await;
     let ctrd = Containerd::start().await;
     let hosts = ctrd.hosts_dir("registry.test", &proxy.url());
 
@@ -315,7 +315,7 @@ async fn containerd_runtimes_pulling_at_once_through_a_cold_cache_share_one_upst
     Pusher::new(&registry.url())
         .image("team/big", "v1", &app.image)
         .await;
-    let proxy = Proxy::start(&config("registry.test", &registry), None).await;
+    let proxy = Proxy::start(config("registry.test", &registry)).await;
     let (a, b, c) = tokio::join!(
         Containerd::start(),
         Containerd::start(),

@@ -13,7 +13,7 @@ async fn skopeo_dir_copy_by_path_prefix(flavour: Flavour, seed: u64) {
     Pusher::new(&registry.url())
         .image("team/app", "v1", &app.image)
         .await;
-    let proxy = Proxy::start(&config("local", &registry), None).await;
+    let proxy = Proxy::start(config("local", &registry)).await;
     let skopeo = Skopeo::new();
     let dest = skopeo.dest("copy");
 
@@ -61,7 +61,7 @@ async fn skopeo_copies_oci_image_via_path_prefix_to_oci_layout_byte_identical() 
     Pusher::new(&registry.url())
         .image("team/app", "v1", &app.image)
         .await;
-    let proxy = Proxy::start(&config("local", &registry), None).await;
+    let proxy = Proxy::start(config("local", &registry)).await;
     let skopeo = Skopeo::new();
     let layout = skopeo.dest("layout");
 
@@ -99,7 +99,7 @@ async fn skopeo_copies_via_bare_path_through_default_upstream() {
     Pusher::new(&registry.url())
         .image("team/app", "v1", &app.image)
         .await;
-    let proxy = Proxy::start(&config("local", &registry), Some("local")).await;
+    let proxy = Proxy::start(config("local", &registry).default_upstream("local")).await;
     let skopeo = Skopeo::new();
     let dest = skopeo.dest("copy");
 
@@ -121,7 +121,7 @@ async fn skopeo_copies_via_bare_path_through_default_upstream() {
 async fn skopeo_picks_amd64_child_of_index_and_fetches_no_arm64_blob() {
     let registry = Registry::start().await;
     let (_, amd64, arm64) = push_index(&registry, 105, Flavour::Oci).await;
-    let proxy = Proxy::start(&config("local", &registry), None).await;
+    let proxy = Proxy::start(config("local", &registry)).await;
     let skopeo = Skopeo::new();
     let dest = skopeo.dest("copy");
 
@@ -154,7 +154,7 @@ async fn skopeo_copies_whole_docker_manifest_list_with_all_byte_identical() {
     let registry = Registry::start().await;
     let (index, amd64, arm64) = push_index(&registry, 106, Flavour::Docker).await;
     assert_eq!(index.media_type, DOCKER_LIST);
-    let proxy = Proxy::start(&config("local", &registry), None).await;
+    let proxy = Proxy::start(config("local", &registry)).await;
     let skopeo = Skopeo::new();
     let dest = skopeo.dest("copy");
 
@@ -193,7 +193,7 @@ async fn skopeo_inspects_raw_manifest_and_lists_tags_via_path_prefix() {
     pusher
         .manifest("team/app", "v2", &app.image.media_type, &app.image.manifest)
         .await;
-    let proxy = Proxy::start(&config("local", &registry), None).await;
+    let proxy = Proxy::start(config("local", &registry)).await;
     let skopeo = Skopeo::new();
     let src = format!("docker://{}/local/team/app", proxy.host());
 
@@ -241,7 +241,7 @@ async fn skopeo_copies_single_name_from_upstream_named_docker_io_with_library_pr
     Pusher::new(&registry.url())
         .image("library/alpine", "v1", &app.image)
         .await;
-    let proxy = Proxy::start(&config("docker.io", &registry), None).await;
+    let proxy = Proxy::start(config("docker.io", &registry)).await;
     let skopeo = Skopeo::new();
 
     for (i, path) in ["docker.io/alpine", "docker.io/library/alpine"]
@@ -270,7 +270,7 @@ async fn skopeo_copy_of_denied_image_fails_with_the_denial_and_fetches_no_blob()
     Pusher::new(&registry.url())
         .image("team/secret", "v1", &app.image)
         .await;
-    let proxy = Proxy::start(&config_denying_secret("local", &registry), None).await;
+    let proxy = Proxy::start(config_denying_secret("local", &registry)).await;
     let skopeo = Skopeo::new();
     let dest = skopeo.dest("copy");
 

@@ -1,10 +1,12 @@
 //! Shared test support: real components on loopback, each test with its own
 //! ports and temp dirs so tests run in parallel.
 
+pub mod config;
 pub mod containerd;
 pub mod cosign;
 pub mod fulcio;
 pub mod image;
+pub mod keyless;
 pub mod pki;
 pub mod registry;
 pub mod runnable;
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use config::{Attestation, Authority, Exception, Policy, ProxyConfig, Subject, Upstream};
 pub use image::{Blob, Image, Index, Pusher};
 #[allow(unused_imports)]
 pub use registry::{Registry, RegistryAuth};
@@ -47,110 +50,16 @@ pub struct Proxy {
     pub client: reqwest::Client,
 }
 
-/// An `[[upstream]]` entry pointing at a plain-HTTP test registry.
-pub fn upstream_toml(name: &str, url: &str, extra: &str) -> String {
-    format!(
-        "[[upstream]]\nname = \"{name}\"\nurl = \"{url}\"\ninsecure = true\nresponse_timeout = \"5s\"\nidle_timeout = \"5s\"\nconnect_timeout = \"2s\"\n{extra}\n"
-    )
-}
-
-pub const ALLOW_ALL: &str =
-    "[[policy]]\nname = \"allow-unverified\"\nmatch = [\"**\"]\nallow_unverified = true\n";
-
 impl Proxy {
-    /// Starts Portcullis with `body` (upstreams, policies, extra cache keys
-    /// under `[cache]` are not allowed here: use `start_with`).
-    pub async fn start(upstreams_and_policies: &str, default_upstream: Option<&str>) -> Proxy {
-        Proxy::start_with(upstreams_and_policies, default_upstream, "").await
-    }
-
-    pub async fn start_with(
-        upstreams_and_policies: &str,
-        default_upstream: Option<&str>,
-        cache_extra: &str,
-    ) -> Proxy {
-        Proxy::start_in(
-            tempfile::tempdir().unwrap(),
-            upstreams_and_policies,
-            default_upstream,
-            cache_extra,
-            "",
-        )
-        .await
-    }
-
-    /// Starts Portcullis in `dir` (which may hold files the config names),
-    /// with extra `[server]` keys.
-    pub async fn start_in(
-        dir: tempfile::TempDir,
-        upstreams_and_policies: &str,
-        default_upstream: Option<&str>,
-        cache_extra: &str,
-        server_extra: &str,
-    ) -> Proxy {
-        Proxy::start_timed(
-            dir,
-            upstreams_and_policies,
-            default_upstream,
-            cache_extra,
-            server_extra,
-            None,
-            None,
-        )
-        .await
-    }
-
-    /// As [`Proxy::start_in`] with no default upstream or extra keys, its time
-    /// from `clock` (which the test advances instead of sleeping).
-    #[allow(dead_code)]
-    pub async fn start_with_clock(
-        dir: tempfile::TempDir,
-        upstreams_and_policies: &str,
-        clock: std::sync::Arc<portcullis::clock::ManualClock>,
-    ) -> Proxy {
-        Proxy::start_timed(dir, upstreams_and_policies, None, "", "", Some(clock), None).await
-    }
-
-    /// As [`Proxy::start_with_clock`], its admin listener on `admin_port`
-    /// with `admin_extra` keys in `[admin]` (`peers = [...]`), so replicas
-    /// can name each other before they start.
-    #[allow(dead_code)]
-    pub async fn start_with_admin(
-        dir: tempfile::TempDir,
-        upstreams_and_policies: &str,
-        clock: std::sync::Arc<portcullis::clock::ManualClock>,
-        admin_port: u16,
-        admin_extra: &str,
-    ) -> Proxy {
-        Proxy::start_timed(
-            dir,
-            upstreams_and_policies,
-            None,
-            "",
-            "",
-            Some(clock),
-            Some((admin_port, admin_extra)),
-        )
-        .await
-    }
-
-    async fn start_timed(
-        dir: tempfile::TempDir,
-        upstreams_and_policies: &str,
-        default_upstream: Option<&str>,
-        cache_extra: &str,
-        server_extra: &str,
-        clock: Option<std::sync::Arc<portcullis::clock::ManualClock>>,
-        admin: Option<(u16, &str)>,
-    ) -> Proxy {
+    /// Starts Portcullis with `config`, in its folder (else a fresh one),
+    /// on a free port, its admin listener on the config's admin port (else a
+    /// free one), its time from the config's clock (else the system's).
+    pub async fn start(config: ProxyConfig) -> Proxy {
         let port = free_port();
-        let (admin_port, admin_extra) = admin.unwrap_or_else(|| (free_port(), ""));
-        let default = default_upstream
-            .map(|d| format!("default_upstream = \"{d}\"\n"))
-            .unwrap_or_default();
-        let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n{default}{server_extra}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = \"admin.token\"\n{admin_extra}\n\n[cache]\ndir = \"cache\"\n{cache_extra}\n\n[audit]\nsink = \"audit.jsonl\"\n\n{upstreams_and_policies}"
-        );
+        let admin_port = config.admin_port.unwrap_or_else(free_port);
+        let text = config.render(port, admin_port);
+        let ProxyConfig { dir, clock, .. } = config;
+        let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
         std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).unwrap();
         let path = dir.path().join("portcullis.toml");
         std::fs::write(&path, &text).unwrap();
