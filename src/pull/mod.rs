@@ -95,10 +95,12 @@ struct TagEntry {
 
 type Verdict = Result<VerifiedManifest, Denial>;
 
-/// Expires allow verdicts after `verdict_ttl` and denials after `deny_ttl`.
+/// Expires allow verdicts after `verdict_ttl` (or when the exception they
+/// rest on expires, by `clock`) and denials after `deny_ttl`.
 struct VerdictExpiry {
     allow: Duration,
     deny: Duration,
+    clock: Arc<dyn Clock>,
 }
 
 impl moka::Expiry<VerdictKey, Verdict> for VerdictExpiry {
@@ -112,7 +114,7 @@ impl moka::Expiry<VerdictKey, Verdict> for VerdictExpiry {
             // A verdict resting on an exception ends when the exception does.
             Ok(m) => match m.exception_expires() {
                 Some(t) => t
-                    .duration_since(std::time::SystemTime::now())
+                    .duration_since(self.clock.now())
                     .unwrap_or_default()
                     .min(self.allow),
                 None => self.allow,
@@ -181,6 +183,7 @@ impl Puller {
                 .expire_after(VerdictExpiry {
                     allow: config.verdict_ttl,
                     deny: config.deny_ttl,
+                    clock: Arc::clone(&clock),
                 })
                 .build(),
             tag_flights: Flights::new(),
