@@ -161,167 +161,20 @@ impl TrustSnapshot {
         epoch: u64,
         fetched: &HashMap<String, Fetched>,
     ) -> Result<TrustSnapshot, Vec<Problem>> {
-        let mut problems = Vec::new();
-        let mut roots: HashMap<String, (Arc<SigstoreRoot>, String)> = HashMap::new();
-        let mut authorities = HashMap::new();
-        for (i, a) in configs.iter().enumerate() {
-            let mut problem = |field: String, message: String| {
-                problems.push(Problem {
-                    path: format!("authority[{i}].{field}"),
-                    message,
-                })
-            };
-            let mut unavailable = None;
-            let mut stale_after = None;
-            let mut freshness = Vec::new();
-            // A TUF repository's root is as fresh as its last verified refresh.
-            if let Some(TrustedRootSource::Tuf(tuf)) = &a.trusted_root {
-                if let Some(p) = &tuf.root {
-                    if let Err(e) = read(p).and_then(|t| {
-                        tuf::check_root(t.as_bytes()).map_err(|e| format!("{}: {e}", p.display()))
-                    }) {
-                        problem("trusted_root.root".into(), e);
-                    }
-                }
-                match fetched.get(&tuf.key()) {
-                    Some(f) => freshness.push(Freshness::new(
-                        format!("its TUF repository {}", tuf.url),
-                        f,
-                        tuf.max_stale,
-                    )),
-                    None => {
-                        unavailable = Some(format!(
-                            "its TUF repository {} has not been verified yet",
-                            tuf.url
-                        ));
-                    }
-                }
-            }
-            let sigstore = match &a.trusted_root {
-                None => None,
-                Some(TrustedRootSource::Tuf(tuf)) if !fetched.contains_key(&tuf.key()) => None,
-                Some(source) => {
-                    let key = match source {
-                        TrustedRootSource::PublicGood => "sigstore-public-good".to_string(),
-                        TrustedRootSource::File(p) => p.display().to_string(),
-                        TrustedRootSource::Tuf(tuf) => tuf.key(),
-                    };
-                    match roots.get(&key) {
-                        Some(r) => Some(r.clone()),
-                        None => match load_root(source, fetched) {
-                            Ok(r) => {
-                                let r = (Arc::new(r.0), r.1);
-                                roots.insert(key, r.clone());
-                                Some(r)
-                            }
-                            Err(e) => {
-                                problem("trusted_root".into(), e);
-                                None
-                            }
-                        },
-                    }
-                }
-            };
-            let material = match &a.kind {
-                AuthorityKind::Keys(paths) => {
-                    let mut keys = Vec::new();
-                    for (j, p) in paths.iter().enumerate() {
-                        match p.read().and_then(|text| key_from_pem(&text, &p.label())) {
-                            Ok(k) => keys.push(k),
-                            Err(e) => problem(format!("keys[{j}]"), e),
-                        }
-                    }
-                    Material::Keys(keys)
-                }
-                AuthorityKind::CaRoots(paths) => {
-                    let mut certs = Vec::new();
-                    for (j, p) in paths.iter().enumerate() {
-                        match p.read().and_then(|text| certs_from_pem(&text, &p.label())) {
-                            Ok(c) => certs.extend(c),
-                            Err(e) => problem(format!("ca_roots[{j}]"), e),
-                        }
-                    }
-                    Material::CaRoots(VendorPki::new(certs, LeafEku::default()))
-                }
-                AuthorityKind::Keyless { issuer, subject } => Material::Keyless(Identity {
-                    issuer: issuer.clone(),
-                    subject: subject.clone(),
-                }),
-                AuthorityKind::Source(src) => match fetched.get(&a.name) {
-                    Some(f) => match source::parse(src.kind, &f.body) {
-                        Ok(m) => {
-                            freshness.push(Freshness::new(
-                                format!("its source {}", src.url),
-                                f,
-                                src.max_stale,
-                            ));
-                            stale_after = f.header.map(|h| h.expires);
-                            m
-                        }
-                        Err(e) => {
-                            unavailable.get_or_insert(e.to_string());
-                            source::empty(src.kind)
-                        }
-                    },
-                    None => {
-                        unavailable.get_or_insert(
-                            "its source has not been fetched successfully yet".into(),
-                        );
-                        source::empty(src.kind)
-                    }
-                },
-            };
-            let (sigstore, root_digest) = sigstore.unzip();
-            let material = match revoke(material, &a.revoked, &a.revoked_serials) {
-                Material::CaRoots(pki) => Material::CaRoots(VendorPki::new(
-                    pki.roots().to_vec(),
-                    if a.require_code_signing_eku {
-                        LeafEku::CodeSigningRequired
-                    } else {
-                        LeafEku::CodeSigningIfPresent
-                    },
-                )),
-                other => other,
-            };
-            // A vendor PKI that logs to a transparency log is verified against
-            // a root that trusts exactly the vendor's unrevoked CAs (possibly
-            // none: then it verifies nothing) plus the logs; never against
-            // the base root's CAs.
-            let sigstore = match (&material, &a.trusted_root) {
-                (Material::CaRoots(pki), Some(source)) if sigstore.is_some() => {
-                    match root_json(source, fetched).and_then(|json| {
-                        SigstoreRoot::for_vendor_pki(&json, pki)
-                            .map_err(|e| crate::config::without_quoted_values(&e.to_string()))
-                    }) {
-                        Ok(r) => Some(Arc::new(r)),
-                        Err(e) => {
-                            problem("trusted_root".into(), e);
-                            None
-                        }
-                    }
-                }
-                _ => sigstore,
-            };
-            authorities.insert(
-                a.name.clone(),
-                Arc::new(Authority {
-                    name: a.name.clone(),
-                    material,
-                    sigstore,
-                    root_digest,
-                    require_tlog: a.require_tlog,
-                    require_sct: a.require_sct,
-                    revoked_serials: a.revoked_serials.clone(),
-                    unavailable,
-                    stale_after,
-                    freshness,
-                }),
-            );
-        }
-        if problems.is_empty() {
+        let mut loader = Loader {
+            fetched,
+            roots: HashMap::new(),
+            problems: Vec::new(),
+        };
+        let authorities = configs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.name.clone(), Arc::new(loader.authority(i, a))))
+            .collect();
+        if loader.problems.is_empty() {
             Ok(TrustSnapshot { epoch, authorities })
         } else {
-            Err(problems)
+            Err(loader.problems)
         }
     }
 
@@ -362,6 +215,209 @@ fn revoke(material: Material, revoked: &[String], serials: &[String]) -> Materia
                 && crate::material::serial_of(c.as_ref()).is_none_or(|s| !serials.contains(&s))
         })),
         keyless => keyless,
+    }
+}
+
+/// Loads authorities one by one, sharing trusted roots between them and
+/// collecting every problem with its key path.
+struct Loader<'a> {
+    fetched: &'a HashMap<String, Fetched>,
+    /// Trusted roots loaded so far, by file, TUF repository or name.
+    roots: HashMap<String, (Arc<SigstoreRoot>, String)>,
+    problems: Vec<Problem>,
+}
+
+/// What makes an authority unreliable now, as it is loaded.
+#[derive(Default)]
+struct Reliance {
+    unavailable: Option<String>,
+    stale_after: Option<std::time::SystemTime>,
+    freshness: Vec<Freshness>,
+}
+
+impl Loader<'_> {
+    fn problem(&mut self, i: usize, field: &str, message: String) {
+        self.problems.push(Problem {
+            path: format!("authority[{i}].{field}"),
+            message,
+        });
+    }
+
+    fn authority(&mut self, i: usize, a: &AuthorityConfig) -> Authority {
+        let mut reliance = Reliance::default();
+        self.tuf_freshness(i, a, &mut reliance);
+        let sigstore = self.shared_root(i, a);
+        let material = self.material(i, a, &mut reliance);
+        let (sigstore, root_digest) = sigstore.unzip();
+        let material = match revoke(material, &a.revoked, &a.revoked_serials) {
+            Material::CaRoots(pki) => Material::CaRoots(VendorPki::new(
+                pki.roots().to_vec(),
+                if a.require_code_signing_eku {
+                    LeafEku::CodeSigningRequired
+                } else {
+                    LeafEku::CodeSigningIfPresent
+                },
+            )),
+            other => other,
+        };
+        let sigstore = self.vendor_root(i, a, &material, sigstore);
+        Authority {
+            name: a.name.clone(),
+            material,
+            sigstore,
+            root_digest,
+            require_tlog: a.require_tlog,
+            require_sct: a.require_sct,
+            revoked_serials: a.revoked_serials.clone(),
+            unavailable: reliance.unavailable,
+            stale_after: reliance.stale_after,
+            freshness: reliance.freshness,
+        }
+    }
+
+    /// A TUF repository's root is checked, and is as fresh as its last
+    /// verified refresh (unavailable until there is one).
+    fn tuf_freshness(&mut self, i: usize, a: &AuthorityConfig, reliance: &mut Reliance) {
+        let Some(TrustedRootSource::Tuf(tuf)) = &a.trusted_root else {
+            return;
+        };
+        if let Some(p) = &tuf.root {
+            if let Err(e) = read(p).and_then(|t| {
+                tuf::check_root(t.as_bytes()).map_err(|e| format!("{}: {e}", p.display()))
+            }) {
+                self.problem(i, "trusted_root.root", e);
+            }
+        }
+        match self.fetched.get(&tuf.key()) {
+            Some(f) => reliance.freshness.push(Freshness::new(
+                format!("its TUF repository {}", tuf.url),
+                f,
+                tuf.max_stale,
+            )),
+            None => {
+                reliance.unavailable = Some(format!(
+                    "its TUF repository {} has not been verified yet",
+                    tuf.url
+                ));
+            }
+        }
+    }
+
+    /// The authority's trusted root and the SHA-256 of its JSON, loaded
+    /// once however many authorities name it.
+    fn shared_root(
+        &mut self,
+        i: usize,
+        a: &AuthorityConfig,
+    ) -> Option<(Arc<SigstoreRoot>, String)> {
+        let source = match &a.trusted_root {
+            None => return None,
+            Some(TrustedRootSource::Tuf(tuf)) if !self.fetched.contains_key(&tuf.key()) => {
+                return None;
+            }
+            Some(source) => source,
+        };
+        let key = match source {
+            TrustedRootSource::PublicGood => "sigstore-public-good".to_string(),
+            TrustedRootSource::File(p) => p.display().to_string(),
+            TrustedRootSource::Tuf(tuf) => tuf.key(),
+        };
+        if let Some(r) = self.roots.get(&key) {
+            return Some(r.clone());
+        }
+        match load_root(source, self.fetched) {
+            Ok((root, digest)) => {
+                let r = (Arc::new(root), digest);
+                self.roots.insert(key, r.clone());
+                Some(r)
+            }
+            Err(e) => {
+                self.problem(i, "trusted_root", e);
+                None
+            }
+        }
+    }
+
+    /// The keys, CA roots or identity the authority trusts (a source's
+    /// as last fetched, or none while it is unavailable).
+    fn material(&mut self, i: usize, a: &AuthorityConfig, reliance: &mut Reliance) -> Material {
+        match &a.kind {
+            AuthorityKind::Keys(paths) => {
+                let mut keys = Vec::new();
+                for (j, p) in paths.iter().enumerate() {
+                    match p.read().and_then(|text| key_from_pem(&text, &p.label())) {
+                        Ok(k) => keys.push(k),
+                        Err(e) => self.problem(i, &format!("keys[{j}]"), e),
+                    }
+                }
+                Material::Keys(keys)
+            }
+            AuthorityKind::CaRoots(paths) => {
+                let mut certs = Vec::new();
+                for (j, p) in paths.iter().enumerate() {
+                    match p.read().and_then(|text| certs_from_pem(&text, &p.label())) {
+                        Ok(c) => certs.extend(c),
+                        Err(e) => self.problem(i, &format!("ca_roots[{j}]"), e),
+                    }
+                }
+                Material::CaRoots(VendorPki::new(certs, LeafEku::default()))
+            }
+            AuthorityKind::Keyless { issuer, subject } => Material::Keyless(Identity {
+                issuer: issuer.clone(),
+                subject: subject.clone(),
+            }),
+            AuthorityKind::Source(src) => match self.fetched.get(&a.name) {
+                Some(f) => match source::parse(src.kind, &f.body) {
+                    Ok(m) => {
+                        reliance.freshness.push(Freshness::new(
+                            format!("its source {}", src.url),
+                            f,
+                            src.max_stale,
+                        ));
+                        reliance.stale_after = f.header.map(|h| h.expires);
+                        m
+                    }
+                    Err(e) => {
+                        reliance.unavailable.get_or_insert(e.to_string());
+                        source::empty(src.kind)
+                    }
+                },
+                None => {
+                    reliance
+                        .unavailable
+                        .get_or_insert("its source has not been fetched successfully yet".into());
+                    source::empty(src.kind)
+                }
+            },
+        }
+    }
+
+    /// A vendor PKI that logs to a transparency log is verified against a
+    /// root that trusts exactly the vendor's unrevoked CAs (possibly none:
+    /// then it verifies nothing) plus the logs; never against the base
+    /// root's CAs. Other authorities keep the root they name.
+    fn vendor_root(
+        &mut self,
+        i: usize,
+        a: &AuthorityConfig,
+        material: &Material,
+        sigstore: Option<Arc<SigstoreRoot>>,
+    ) -> Option<Arc<SigstoreRoot>> {
+        match (material, &a.trusted_root) {
+            (Material::CaRoots(pki), Some(source)) if sigstore.is_some() => {
+                match root_json(source, self.fetched).and_then(|json| {
+                    SigstoreRoot::for_vendor_pki(&json, pki)
+                        .map_err(|e| crate::config::without_quoted_values(&e.to_string()))
+                }) {
+                    Ok(r) => Some(Arc::new(r)),
+                    Err(e) => {
+                        self.problem(i, "trusted_root", e);
+                        None
+                    }
+                }
+            }
+            _ => sigstore,
+        }
     }
 }
 
