@@ -337,6 +337,15 @@ mod tests {
             "a https://h:1/x and http://b c"
         );
         assert_eq!(without_userinfo("no url: here"), "no url: here");
+        // The authority ends at the first '/', '?', '#' or space; an '@'
+        // past it is not userinfo and is kept.
+        for end in ['/', '?', '#', ' '] {
+            assert_eq!(
+                without_userinfo(&format!("https://u:p@host{end}k@v")),
+                format!("https://host{end}k@v"),
+                "ends at {end:?}"
+            );
+        }
     }
 
     #[test]
