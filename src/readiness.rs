@@ -369,6 +369,23 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn peers_resolving_to_more_than_max_peers_addresses_are_cut_to_max_peers_each_once() {
+        let mut addresses: Vec<PeerAddress> = (1..=20)
+            .map(|port| PeerAddress {
+                host: "127.0.0.1".into(),
+                port,
+            })
+            .collect();
+        addresses.insert(1, addresses[0].clone());
+        let peers = Peers::new(addresses).unwrap();
+        let asked = peers.resolve().await;
+        let expected: Vec<SocketAddr> = (1..=16)
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .collect();
+        assert_eq!(asked, expected);
+    }
+
     #[test]
     fn instance_ids_differ() {
         assert_ne!(instance_id(), instance_id());
