@@ -386,6 +386,38 @@ mod tests {
         assert_eq!(asked, expected);
     }
 
+    /// A peer answering every request with `status` and body `fresh`.
+    async fn peer_answering(status: &'static str) -> PeerAddress {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = conn.read(&mut request).await;
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: 6\r\nconnection: close\r\n\r\nfresh\n"
+                );
+                let _ = conn.write_all(response.as_bytes()).await;
+            }
+        });
+        PeerAddress {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_counts_as_fresh_only_when_it_answers_200_fresh() {
+        let ok = peer_answering("200 OK").await;
+        let port = ok.port;
+        let found = Peers::new(vec![ok]).unwrap().fresh_peer().await;
+        assert_eq!(found, Some(SocketAddr::from(([127, 0, 0, 1], port))));
+        let unavailable = peer_answering("503 Service Unavailable").await;
+        let found = Peers::new(vec![unavailable]).unwrap().fresh_peer().await;
+        assert_eq!(found, None, "a 503 is not fresh whatever its body says");
+    }
+
     #[test]
     fn instance_ids_differ() {
         assert_ne!(instance_id(), instance_id());
