@@ -337,6 +337,15 @@ mod tests {
             "a https://h:1/x and http://b c"
         );
         assert_eq!(without_userinfo("no url: here"), "no url: here");
+        // The authority ends at the first '/', '?', '#' or space; an '@'
+        // past it is not userinfo and is kept.
+        for end in ['/', '?', '#', ' '] {
+            assert_eq!(
+                without_userinfo(&format!("https://u:p@host{end}k@v")),
+                format!("https://host{end}k@v"),
+                "ends at {end:?}"
+            );
+        }
     }
 
     #[test]
@@ -358,6 +367,55 @@ mod tests {
             degraded(Some(peer)).body(),
             "trust degraded (trust for acme is stale: why) and peer 10.0.0.5:9090 is fresh\n"
         );
+    }
+
+    #[tokio::test]
+    async fn peers_resolving_to_more_than_max_peers_addresses_are_cut_to_max_peers_each_once() {
+        let mut addresses: Vec<PeerAddress> = (1..=20)
+            .map(|port| PeerAddress {
+                host: "127.0.0.1".into(),
+                port,
+            })
+            .collect();
+        addresses.insert(1, addresses[0].clone());
+        let peers = Peers::new(addresses).unwrap();
+        let asked = peers.resolve().await;
+        let expected: Vec<SocketAddr> = (1..=16)
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .collect();
+        assert_eq!(asked, expected);
+    }
+
+    /// A peer answering every request with `status` and body `fresh`.
+    async fn peer_answering(status: &'static str) -> PeerAddress {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = conn.read(&mut request).await;
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: 6\r\nconnection: close\r\n\r\nfresh\n"
+                );
+                let _ = conn.write_all(response.as_bytes()).await;
+            }
+        });
+        PeerAddress {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_counts_as_fresh_only_when_it_answers_200_fresh() {
+        let ok = peer_answering("200 OK").await;
+        let port = ok.port;
+        let found = Peers::new(vec![ok]).unwrap().fresh_peer().await;
+        assert_eq!(found, Some(SocketAddr::from(([127, 0, 0, 1], port))));
+        let unavailable = peer_answering("503 Service Unavailable").await;
+        let found = Peers::new(vec![unavailable]).unwrap().fresh_peer().await;
+        assert_eq!(found, None, "a 503 is not fresh whatever its body says");
     }
 
     #[test]

@@ -437,6 +437,65 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_watchdog_looks_again_exactly_when_something_can_change() {
+        let limits = limits();
+        let a = Activity::new();
+        let now = Instant::now() + Duration::from_secs(1);
+        let opened = lock(&a.state).idle_since;
+        assert_eq!(
+            a.verdict(now, &limits),
+            Verdict::Wait(opened + limits.header_read_timeout),
+            "nothing asked yet: at the header read timeout"
+        );
+        let request = a.begin();
+        assert_eq!(
+            a.verdict(now, &limits),
+            Verdict::Wait(now + limits.send_timeout / 4),
+            "in flight: a quarter of the send timeout on"
+        );
+        let progress = current_progress(&a);
+        progress.handed();
+        let since = progress.waiting_since().unwrap();
+        assert_eq!(
+            a.verdict(
+                since + limits.send_timeout - Duration::from_secs(1),
+                &limits
+            ),
+            Verdict::Wait(since + limits.send_timeout),
+            "waiting on the client: never later than the send timeout's end"
+        );
+        progress.taken();
+        drop(request);
+        let idle = lock(&a.state).idle_since;
+        assert_eq!(
+            a.verdict(idle, &limits),
+            Verdict::Wait(idle + limits.idle_timeout),
+            "idle after a request: at the idle timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_asked_to_close_is_dropped_only_once_nothing_is_in_flight() {
+        let limits = limits();
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        let a = Activity::new();
+        let request = a.begin();
+        let mut watchdog = Watchdog {
+            drop_at: Some(Instant::now()),
+        };
+        let later = Instant::now() + Duration::from_secs(1);
+        assert!(matches!(
+            watchdog.look(later, &a, &limits, &metrics),
+            Action::Wait(_)
+        ));
+        drop(request);
+        assert!(matches!(
+            watchdog.look(later, &a, &limits, &metrics),
+            Action::Drop
+        ));
+    }
+
+    #[tokio::test]
     async fn a_stream_waiting_on_its_client_past_the_send_timeout_is_dropped() {
         let timeouts = IntCounter::new("t", "t").unwrap();
         let progress = Arc::new(Progress::default());

@@ -335,3 +335,36 @@ fn admin_peers_are_checked_with_their_key_paths() {
     assert_eq!(problems[0].path, "admin.peers");
     assert!(problems[0].message.contains("at most 16"), "{problems:?}");
 }
+
+/// The instance id a replica answers `/readyz/trust` with.
+async fn instance(proxy: &Proxy) -> String {
+    let r = proxy
+        .client
+        .get(format!("{}/readyz/trust", proxy.admin_url()))
+        .send()
+        .await
+        .unwrap();
+    r.headers()
+        .get("portcullis-instance")
+        .expect("an instance header")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_replica_answers_readyz_trust_with_its_own_random_instance_id() {
+    // A replica that finds its own address among its peers recognises its
+    // own answer by this id, so the id must be the process's and no other's.
+    let key = VendorKey::generate();
+    let server = TrustServer::start(&key.public_pem(), None).await;
+    let (a, b) = (
+        replica(&server, &now(), free_port(), &[]).await,
+        replica(&server, &now(), free_port(), &[]).await,
+    );
+    let id = instance(&a).await;
+    assert_eq!(id.len(), 32, "16 random bytes in hex: {id:?}");
+    assert!(id.bytes().all(|c| c.is_ascii_hexdigit()), "{id:?}");
+    assert_eq!(instance(&a).await, id, "the same for every answer");
+    assert_ne!(instance(&b).await, id, "another replica's differs");
+}
