@@ -496,6 +496,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_asked_to_close_is_looked_at_every_quarter_of_the_grace() {
+        let limits = limits();
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        let a = Activity::new();
+        let mut watchdog = Watchdog::default();
+        let silent = lock(&a.state).idle_since + limits.header_read_timeout;
+        assert_eq!(
+            watchdog.look(silent, &a, &limits, &metrics),
+            Action::Close(silent + CLOSE_GRACE / 4)
+        );
+        let later = silent + CLOSE_GRACE / 4;
+        assert_eq!(
+            watchdog.look(later, &a, &limits, &metrics),
+            Action::Wait(later + CLOSE_GRACE / 4),
+            "still silent: not asked twice"
+        );
+        let _request = a.begin();
+        let past = silent + CLOSE_GRACE * 2;
+        assert_eq!(
+            watchdog.look(past, &a, &limits, &metrics),
+            Action::Wait(past + CLOSE_GRACE / 4),
+            "past the grace with a request in flight: looked at again soon"
+        );
+    }
+
+    #[tokio::test]
     async fn a_stream_waiting_on_its_client_past_the_send_timeout_is_dropped() {
         let timeouts = IntCounter::new("t", "t").unwrap();
         let progress = Arc::new(Progress::default());

@@ -417,6 +417,9 @@ async fn writes_are_405_unsupported_and_bad_input_is_400() {
     for (path, code) in cases {
         let r = proxy.get(path).await;
         assert_eq!(r.status(), 400, "{path}");
+        // Every answer is sized: its length goes ahead of it, never chunked.
+        assert!(r.headers().contains_key("content-length"), "{path}");
+        assert!(!r.headers().contains_key("transfer-encoding"), "{path}");
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["errors"][0]["code"], code, "{path}");
     }
