@@ -59,27 +59,7 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let executor = conn::StreamExecutor {
-        send_timeout: limits.send_timeout,
-        timeouts: metrics.send_timeouts.with_label_values(&[limits.listener]),
-    };
-    let mut builder = auto::Builder::new(executor);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_streams)
-        .max_send_buf_size(conn::SEND_BUFFER)
-        .initial_stream_window_size(conn::RECEIVE_WINDOW)
-        .initial_connection_window_size(conn::RECEIVE_WINDOW)
-        .max_pending_accept_reset_streams(conn::PENDING_RESETS)
-        .max_local_error_reset_streams(conn::ERROR_RESETS)
-        .keep_alive_interval(limits.keepalive_interval)
-        .keep_alive_timeout(limits.keepalive_interval);
+    let builder = http_builder(&limits, &metrics);
     let limits = Arc::new(limits);
     let open = metrics
         .connections_open
@@ -110,81 +90,19 @@ pub async fn serve<H, F>(
             () = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let h = handler.clone();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let limits = Arc::clone(&limits);
-        let metrics = Arc::clone(&metrics);
-        let shutdown = shutdown.clone();
-        let alive = alive.clone();
-        let open = open.clone();
+        let connection = Connection {
+            builder: builder.clone(),
+            limits: Arc::clone(&limits),
+            metrics: Arc::clone(&metrics),
+            shutdown: shutdown.clone(),
+        };
+        let (h, tls, alive, open) = (handler.clone(), tls.clone(), alive.clone(), open.clone());
         tokio::spawn(async move {
             open.inc();
-            let (io, certificate) = match tls {
-                None => (Box::new(stream) as Box<dyn Io>, None),
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
-                            .await;
-                    let Ok(Ok(stream)) = handshake else {
-                        open.dec();
-                        return;
-                    };
-                    let certificate = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .map(|c| {
-                            use sha2::Digest as _;
-                            hex::encode(sha2::Sha256::digest(c.as_ref()))
-                        });
-                    (Box::new(stream) as Box<dyn Io>, certificate)
-                }
-            };
-            let info = ConnInfo { peer, certificate };
-            let activity = conn::Activity::new();
-            let requests = Arc::clone(&activity);
-            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                let h = h.clone();
-                req.extensions_mut().insert(info.clone());
-                let in_flight = requests.begin();
-                let requests = Arc::clone(&requests);
-                async move {
-                    let progress = conn::current_progress(&requests);
-                    let response = h(req).await;
-                    Ok::<_, Infallible>(
-                        response.map(|body| conn::Tracked::new(body, progress, in_flight)),
-                    )
-                }
-            });
-            let connection = builder.serve_connection(TokioIo::new(io), service);
-            tokio::pin!(connection);
-            let mut watchdog = conn::Watchdog::default();
-            let mut check = conn::Watchdog::first_check(&limits);
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    _ = connection.as_mut() => break,
-                    () = shutdown.cancelled(), if !closing => {
-                        connection.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    () = tokio::time::sleep_until(check) => {
-                        let now = tokio::time::Instant::now();
-                        match watchdog.look(now, &activity, &limits, &metrics) {
-                            conn::Action::Wait(next) => check = next,
-                            conn::Action::Close(next) => {
-                                if !closing {
-                                    connection.as_mut().graceful_shutdown();
-                                    closing = true;
-                                }
-                                check = next;
-                            }
-                            conn::Action::Drop => break,
-                        }
-                    }
-                }
+            if let Some((io, certificate)) =
+                handshake(stream, tls, connection.limits.header_read_timeout).await
+            {
+                connection.run(io, ConnInfo { peer, certificate }, h).await;
             }
             open.dec();
             drop(permit);
@@ -195,6 +113,121 @@ pub async fn serve<H, F>(
     drop(alive);
     if tokio::time::timeout(DRAIN, all_done.recv()).await.is_err() {
         tracing::warn!("connections still open after the drain period; closing them");
+    }
+}
+
+/// HTTP/1 and HTTP/2 as every connection of the listener speaks them:
+/// header read timeout, stream limits, small buffers and windows, reset
+/// budgets, keepalive pings, and each HTTP/2 stream under the send timeout.
+fn http_builder(limits: &Limits, metrics: &Metrics) -> auto::Builder<conn::StreamExecutor> {
+    let executor = conn::StreamExecutor {
+        send_timeout: limits.send_timeout,
+        timeouts: metrics.send_timeouts.with_label_values(&[limits.listener]),
+    };
+    let mut builder = auto::Builder::new(executor);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams)
+        .max_send_buf_size(conn::SEND_BUFFER)
+        .initial_stream_window_size(conn::RECEIVE_WINDOW)
+        .initial_connection_window_size(conn::RECEIVE_WINDOW)
+        .max_pending_accept_reset_streams(conn::PENDING_RESETS)
+        .max_local_error_reset_streams(conn::ERROR_RESETS)
+        .keep_alive_interval(limits.keepalive_interval)
+        .keep_alive_timeout(limits.keepalive_interval);
+    builder
+}
+
+/// The TLS handshake, within `timeout`, and the client certificate's
+/// fingerprint (mTLS); plain TCP as it is. `None`: the handshake failed.
+async fn handshake(
+    stream: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    timeout: Duration,
+) -> Option<(Box<dyn Io>, Option<String>)> {
+    let Some(acceptor) = tls else {
+        return Some((Box::new(stream), None));
+    };
+    let Ok(Ok(stream)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await else {
+        return None;
+    };
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(c.as_ref()))
+        });
+    Some((Box::new(stream), certificate))
+}
+
+/// What serving one connection needs from its listener.
+struct Connection {
+    builder: auto::Builder<conn::StreamExecutor>,
+    limits: Arc<Limits>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+}
+
+impl Connection {
+    /// Serves requests on `io` until the client goes, the watchdog drops
+    /// the connection, or shutdown has drained it.
+    async fn run<H, F>(self, io: Box<dyn Io>, info: ConnInfo, handler: H)
+    where
+        H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let activity = conn::Activity::new();
+        let requests = Arc::clone(&activity);
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            let h = handler.clone();
+            req.extensions_mut().insert(info.clone());
+            let in_flight = requests.begin();
+            let requests = Arc::clone(&requests);
+            async move {
+                let progress = conn::current_progress(&requests);
+                let response = h(req).await;
+                Ok::<_, Infallible>(
+                    response.map(|body| conn::Tracked::new(body, progress, in_flight)),
+                )
+            }
+        });
+        let connection = self.builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let mut watchdog = conn::Watchdog::default();
+        let mut check = conn::Watchdog::first_check(&self.limits);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                _ = connection.as_mut() => break,
+                () = self.shutdown.cancelled(), if !closing => {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                () = tokio::time::sleep_until(check) => {
+                    let now = tokio::time::Instant::now();
+                    match watchdog.look(now, &activity, &self.limits, &self.metrics) {
+                        conn::Action::Wait(next) => check = next,
+                        conn::Action::Close(next) => {
+                            if !closing {
+                                connection.as_mut().graceful_shutdown();
+                                closing = true;
+                            }
+                            check = next;
+                        }
+                        conn::Action::Drop => break,
+                    }
+                }
+            }
+        }
     }
 }
 
