@@ -330,12 +330,19 @@ async fn identify(
                 "too many failed passwords from this address; retry later",
                 None,
             );
-            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_seconds(retry_after)),
+            );
             Err(Box::new(r))
         }
     }
+}
+
+/// `Retry-After` for a wait of `d`: whole seconds, rounded up, at least 1,
+/// so a client that obeys it is never early.
+fn retry_after_seconds(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
 async fn dispatch(
@@ -443,3 +450,18 @@ fn routing_error(e: &RoutingError) -> Response<Body> {
 }
 
 pub use admin::handle as handle_admin;
+
+#[cfg(test)]
+mod retry_after_tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_the_wait_in_whole_seconds_rounded_up_and_at_least_one() {
+        let secs = |s: f64| retry_after_seconds(Duration::from_secs_f64(s));
+        assert_eq!(secs(0.0), 1);
+        assert_eq!(secs(0.2), 1);
+        assert_eq!(secs(1.5), 2);
+        assert_eq!(secs(3.0), 3);
+        assert_eq!(secs(59.001), 60);
+    }
+}
