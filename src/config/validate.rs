@@ -26,8 +26,12 @@ impl<'a> Validator<'a> {
         });
     }
 
-    pub(super) fn check<T>(&mut self, path: &str, r: Result<T, String>) -> Option<T> {
-        r.map_err(|m| self.problem(path, m)).ok()
+    pub(super) fn check<T, E: std::fmt::Display>(
+        &mut self,
+        path: &str,
+        r: Result<T, E>,
+    ) -> Option<T> {
+        r.map_err(|m| self.problem(path, m.to_string())).ok()
     }
 
     pub(super) fn duration(&mut self, path: &str, v: Option<&str>, default: Duration) -> Duration {

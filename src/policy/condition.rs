@@ -39,6 +39,23 @@ pub struct Condition {
     strict: Arc<IdedExpr>,
 }
 
+/// Why a condition does not compile; each message completes "the condition …".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("is empty")]
+    Empty,
+    #[error("is longer than {MAX_SOURCE} bytes")]
+    TooLong,
+    #[error("is not valid CEL: {0}")]
+    NotCel(String),
+    #[error(
+        "nests comprehensions {0} deep (at most {MAX_NESTING}), which could make evaluation costly"
+    )]
+    TooDeep(usize),
+    #[error("refers to `{0}`; a condition can use `predicate`, `predicateType` and `subject`")]
+    UnknownVariable(String),
+}
+
 impl fmt::Debug for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Condition")
@@ -50,28 +67,24 @@ impl fmt::Debug for Condition {
 
 impl Condition {
     /// Compiles `source`; the error says what is wrong, for the config key.
-    pub fn compile(name: &str, source: &str) -> Result<Condition, String> {
+    pub fn compile(name: &str, source: &str) -> Result<Condition, CompileError> {
         if source.trim().is_empty() {
-            return Err("is empty".into());
+            return Err(CompileError::Empty);
         }
         if source.len() > MAX_SOURCE {
-            return Err(format!("is longer than {MAX_SOURCE} bytes"));
+            return Err(CompileError::TooLong);
         }
         let program = cel::Program::compile(source)
-            .map_err(|e| format!("is not valid CEL: {}", e.to_string().trim()))?;
+            .map_err(|e| CompileError::NotCel(e.to_string().trim().to_string()))?;
         let nesting = comprehension_depth(program.expression());
         if nesting > MAX_NESTING {
-            return Err(format!(
-                "nests comprehensions {nesting} deep (at most {MAX_NESTING}), which could make evaluation costly"
-            ));
+            return Err(CompileError::TooDeep(nesting));
         }
         for var in program.references().variables() {
             if !["predicate", "predicateType", "subject"].contains(&var)
                 && !is_comprehension_variable(program.expression(), var)
             {
-                return Err(format!(
-                    "refers to `{var}`; a condition can use `predicate`, `predicateType` and `subject`"
-                ));
+                return Err(CompileError::UnknownVariable(var.to_string()));
             }
         }
         let mut strict = program.expression().clone();

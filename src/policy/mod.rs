@@ -5,7 +5,7 @@
 mod condition;
 mod glob;
 
-pub use condition::Condition;
+pub use condition::{CompileError, Condition};
 
 pub use glob::Glob;
 
