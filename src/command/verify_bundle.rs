@@ -53,8 +53,8 @@ pub enum Rejection {
     Bundle(String),
     #[error(transparent)]
     Digest(#[from] DigestError),
-    #[error("{0}")]
-    Key(String),
+    #[error(transparent)]
+    Key(#[from] crate::material::KeyError),
     #[error("give --key, or --certificate-identity with --certificate-oidc-issuer")]
     NothingExpected,
     #[error("{}: {}", .0.reason, .0.message)]

@@ -11,6 +11,6 @@ pub mod pki;
 pub mod root;
 
 pub use identity::{Identity, SubjectMatch};
-pub use key::{public_key_from_pem, usable_certificate_key, usable_key};
+pub use key::{KeyError, public_key_from_pem, usable_certificate_key, usable_key};
 pub use pki::{LeafEku, VendorPki, normalize_serial, serial_of};
 pub use root::{RootError, SigstoreRoot};

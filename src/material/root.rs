@@ -3,7 +3,7 @@
 
 use sigstore_verify::Verifier;
 
-use super::key::{usable_certificate_key, usable_key};
+use super::key::{KeyError, usable_certificate_key, usable_key};
 use super::pki::VendorPki;
 
 /// A Sigstore trusted root (Fulcio CAs, Rekor and CT log keys, TSAs), parsed
@@ -96,7 +96,7 @@ fn usable_root(root: &sigstore_verify::trust_root::TrustedRoot) -> Result<(), St
                 let pkcs1 = VerificationKey::from_der(key, SigningScheme::RsaPkcs1Sha256)
                     .map_err(|_| e.clone())?;
                 validate_raw_public_key(pkcs1.scheme(), pkcs1.as_bytes())
-                    .map_err(|e| format!("unusable key: {e}"))
+                    .map_err(|e| KeyError::Unusable(e.to_string()))
             })
             .map_err(|e| format!("ctlogs[{i}]: {e}"))?;
     }

@@ -477,6 +477,17 @@ pub enum ParseError {
     Unusable(String),
 }
 
+/// A key that is not PEM is a malformed document; one that is, but that
+/// verification would never accept, is unusable material.
+impl From<crate::material::KeyError> for ParseError {
+    fn from(e: crate::material::KeyError) -> ParseError {
+        match e {
+            crate::material::KeyError::NotPem => ParseError::Malformed(e.to_string()),
+            _ => ParseError::Unusable(e.to_string()),
+        }
+    }
+}
+
 impl From<String> for ParseError {
     fn from(e: String) -> ParseError {
         ParseError::Malformed(e)
@@ -513,7 +524,7 @@ pub fn parse(kind: SourceKind, body: &[u8]) -> Result<Material, ParseError> {
                     continue;
                 }
                 let key = crate::material::public_key_from_pem(block.trim())?;
-                crate::material::usable_key(&key).map_err(ParseError::Unusable)?;
+                crate::material::usable_key(&key)?;
                 keys.push((hex::encode(Sha256::digest(key.as_bytes())), key));
             }
             if keys.is_empty() {
