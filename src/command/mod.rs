@@ -13,6 +13,7 @@
 //! load the config and start a runtime through [`with_runtime`], once.
 
 pub mod check_config;
+pub mod cli;
 pub mod serve;
 pub mod trust_status;
 pub mod verify;
