@@ -212,3 +212,35 @@ async fn after_the_failure_limit_an_address_is_refused_without_bcrypt_and_others
         Err(Refusal::Unauthorized)
     );
 }
+
+#[tokio::test]
+async fn failures_count_toward_back_off_only_within_one_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = bcrypt::hash("hunter2", 4).unwrap();
+    std::fs::write(dir.path().join("htpasswd"), format!("alice:{hash}\n")).unwrap();
+    let window = Duration::from_millis(300);
+    let auth = ClientAuth::new(
+        &ClientAuthConfig {
+            failure_backoff: window,
+            ..config(dir.path(), 4, 3)
+        },
+        refused(),
+    );
+    let bad = basic("alice", "wrong");
+    let wrong = || auth.identify(Some(&bad), PEER);
+    // Two failures, a window's pause, two more: never three in one window.
+    for _ in 0..2 {
+        assert_eq!(wrong().await, Err(Refusal::Unauthorized));
+    }
+    tokio::time::sleep(window + Duration::from_millis(100)).await;
+    for _ in 0..2 {
+        assert_eq!(wrong().await, Err(Refusal::Unauthorized));
+    }
+    assert_eq!(
+        auth.identify(Some(&basic("alice", "hunter2")), PEER)
+            .await
+            .as_deref(),
+        Ok("alice"),
+        "a user who mistypes now and then is not backed off"
+    );
+}
