@@ -3,7 +3,7 @@
 //!
 //! Module map: each module imports only modules on lines below its own,
 //! and modules on one line import none of each other (the
-//! `module_graph` test checks it):
+//! `module_graph` test checks it; decision 0012):
 //!
 //! - [`command`]: each CLI subcommand as a function returning a typed report (`main.rs` prints it)
 //! - [`server`]: hyper listeners, path parsing, client authentication, OCI responses, admin endpoints
