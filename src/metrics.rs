@@ -402,6 +402,43 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Counts a request to upstream `name` (`kind`: manifest, blob, token, ...).
+    pub fn upstream_request(&self, name: &str, kind: &str) {
+        self.upstream_requests
+            .with_label_values(&[name, kind])
+            .inc();
+    }
+
+    /// Counts an upstream fault of `kind` (`UpstreamError::kind`).
+    pub fn upstream_error(&self, name: &str, kind: &str) {
+        self.upstream_errors.with_label_values(&[name, kind]).inc();
+    }
+
+    /// Counts a trust refresh of `authority` (or `tuf:<url>`) and, when it
+    /// succeeded, when (`seconds` since the epoch).
+    pub fn trust_refreshed(&self, authority: &str, outcome: &str, succeeded_at: Option<f64>) {
+        self.trust_refresh
+            .with_label_values(&[authority, outcome])
+            .inc();
+        if let Some(seconds) = succeeded_at {
+            self.trust_last_success
+                .with_label_values(&[authority])
+                .set(seconds);
+        }
+    }
+
+    /// Counts a connection the watchdog closed for `reason` (`no_request`, `idle`).
+    pub fn connection_closed(&self, listener: &str, reason: &str) {
+        self.connections_closed
+            .with_label_values(&[listener, reason])
+            .inc();
+    }
+
+    /// Counts a decision refused because `bound` (`decisions`, `bytes`) was exhausted.
+    pub fn decision_refused(&self, bound: &str) {
+        self.decisions_refused.with_label_values(&[bound]).inc();
+    }
+
     /// Counts a config reload, put in force or refused.
     pub fn config_reload(&self, in_force: bool) {
         let result = if in_force { "ok" } else { "error" };

@@ -73,10 +73,7 @@ impl Budget {
     /// `n` more bytes for the decision that holds the result.
     pub(super) async fn bytes(&self, n: u64) -> Result<Held, PullError> {
         if n > self.capacity.min(u64::from(u32::MAX)) {
-            self.metrics
-                .decisions_refused
-                .with_label_values(&["bytes"])
-                .inc();
+            self.metrics.decision_refused("bytes");
             return Err(PullError::Busy(format!(
                 "a decision needs {n} bytes, more than limits.decision_bytes"
             )));
@@ -88,10 +85,7 @@ impl Budget {
         let want = u32::try_from(n).unwrap_or(u32::MAX);
         let wait = Arc::clone(from).acquire_many_owned(want);
         let Ok(Ok(permit)) = tokio::time::timeout(self.wait, wait).await else {
-            self.metrics
-                .decisions_refused
-                .with_label_values(&[bound])
-                .inc();
+            self.metrics.decision_refused(bound);
             return Err(PullError::Busy(format!(
                 "the proxy is deciding as much as it may at once ({bound}); retry shortly"
             )));

@@ -371,10 +371,7 @@ impl Watchdog {
         if self.drop_at.is_some() {
             return Action::Wait(now + CLOSE_GRACE / 4);
         }
-        metrics
-            .connections_closed
-            .with_label_values(&[limits.listener, reason])
-            .inc();
+        metrics.connection_closed(limits.listener, reason);
         self.drop_at = Some(now + CLOSE_GRACE);
         Action::Close(now + CLOSE_GRACE / 4)
     }

@@ -80,10 +80,6 @@ pub async fn refresh(
         Refreshable::Source { authority, config } => sources.refresh(authority, config, now).await,
         Refreshable::Tuf(t) => sources.refresh_tuf(t, now).await,
     };
-    metrics
-        .trust_refresh
-        .with_label_values(&[authority, outcome.label()])
-        .inc();
     let new_error = sources.note(authority, &outcome, now);
     match &outcome {
         Refresh::Failed(e) => {
@@ -105,17 +101,17 @@ pub async fn refresh(
                 }));
             }
         }
-        _ => {
-            let secs = now
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64();
-            metrics
-                .trust_last_success
-                .with_label_values(&[authority])
-                .set(secs);
-        }
+        _ => {}
     }
+    let succeeded_at = match &outcome {
+        Refresh::Failed(_) | Refresh::Refused(_) => None,
+        _ => Some(
+            now.duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        ),
+    };
+    metrics.trust_refreshed(authority, outcome.label(), succeeded_at);
     outcome
 }
 

@@ -172,17 +172,11 @@ impl Upstream {
     }
 
     fn count(&self, kind: &str) {
-        self.metrics
-            .upstream_requests
-            .with_label_values(&[self.name.as_str(), kind])
-            .inc();
+        self.metrics.upstream_request(self.name.as_str(), kind);
     }
 
     fn fail(&self, e: UpstreamError) -> UpstreamError {
-        self.metrics
-            .upstream_errors
-            .with_label_values(&[self.name.as_str(), e.kind()])
-            .inc();
+        self.metrics.upstream_error(self.name.as_str(), e.kind());
         e
     }
 
