@@ -4,7 +4,7 @@
 //! every cached verdict.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
@@ -283,9 +283,10 @@ impl Loader<'_> {
         };
         if let Some(p) = &tuf.root {
             if let Err(e) = read(p).and_then(|t| {
-                tuf::check_root(t.as_bytes()).map_err(|e| format!("{}: {e}", p.display()))
+                tuf::check_root(t.as_bytes())
+                    .map_err(|e| Error::Root(format!("{}: {e}", p.display())))
             }) {
-                self.problem(i, "trusted_root.root", e);
+                self.problem(i, "trusted_root.root", e.to_string());
             }
         }
         match self.fetched.get(&tuf.key()) {
@@ -332,7 +333,7 @@ impl Loader<'_> {
                 Some(r)
             }
             Err(e) => {
-                self.problem(i, "trusted_root", e);
+                self.problem(i, "trusted_root", e.to_string());
                 None
             }
         }
@@ -345,9 +346,13 @@ impl Loader<'_> {
             AuthorityKind::Keys(paths) => {
                 let mut keys = Vec::new();
                 for (j, p) in paths.iter().enumerate() {
-                    match p.read().and_then(|text| key_from_pem(&text, &p.label())) {
+                    match p
+                        .read()
+                        .map_err(Error::Pem)
+                        .and_then(|text| key_from_pem(&text, &p.label()))
+                    {
                         Ok(k) => keys.push(k),
-                        Err(e) => self.problem(i, &format!("keys[{j}]"), e),
+                        Err(e) => self.problem(i, &format!("keys[{j}]"), e.to_string()),
                     }
                 }
                 Material::Keys(keys)
@@ -355,9 +360,13 @@ impl Loader<'_> {
             AuthorityKind::CaRoots(paths) => {
                 let mut certs = Vec::new();
                 for (j, p) in paths.iter().enumerate() {
-                    match p.read().and_then(|text| certs_from_pem(&text, &p.label())) {
+                    match p
+                        .read()
+                        .map_err(Error::Pem)
+                        .and_then(|text| certs_from_pem(&text, &p.label()))
+                    {
                         Ok(c) => certs.extend(c),
-                        Err(e) => self.problem(i, &format!("ca_roots[{j}]"), e),
+                        Err(e) => self.problem(i, &format!("ca_roots[{j}]"), e.to_string()),
                     }
                 }
                 Material::CaRoots(VendorPki::new(certs, LeafEku::default()))
@@ -405,13 +414,12 @@ impl Loader<'_> {
     ) -> Option<Arc<SigstoreRoot>> {
         match (material, &a.trusted_root) {
             (Material::CaRoots(pki), Some(source)) if sigstore.is_some() => {
-                match root_json(source, self.fetched).and_then(|json| {
-                    SigstoreRoot::for_vendor_pki(&json, pki)
-                        .map_err(|e| crate::config::without_quoted_values(&e.to_string()))
-                }) {
+                match root_json(source, self.fetched)
+                    .and_then(|json| SigstoreRoot::for_vendor_pki(&json, pki).map_err(root_error))
+                {
                     Ok(r) => Some(Arc::new(r)),
                     Err(e) => {
-                        self.problem(i, "trusted_root", e);
+                        self.problem(i, "trusted_root", e.to_string());
                         None
                     }
                 }
@@ -421,14 +429,55 @@ impl Loader<'_> {
     }
 }
 
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+/// Why an authority's trust material could not be loaded. The messages
+/// name the file or PEM label and never quote the file's text.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {}: {reason}", path.display())]
+    Read { path: PathBuf, reason: String },
+    /// A `keys`/`ca_roots` entry (file or inline PEM) that cannot be read.
+    #[error("{0}")]
+    Pem(String),
+    /// A TUF repository whose root has not been verified yet.
+    #[error("{0} has not been verified yet")]
+    NotVerified(String),
+    /// A trusted root or TUF root that is not valid or not usable.
+    #[error("{0}")]
+    Root(String),
+    #[error("{label}: {error}")]
+    Key {
+        label: String,
+        error: crate::material::KeyError,
+    },
+    #[error("{label}: {NOT_PEM_CERTIFICATES}")]
+    NotPemCertificates { label: String },
+    #[error("{label}: no certificates")]
+    NoCertificates { label: String },
+    #[error("{label}: {error}")]
+    Ca { label: String, error: CaError },
+}
+
+/// Why a CA certificate is refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CaError {
+    /// Not a certificate a trust anchor can be made of.
+    #[error("not a usable CA certificate: {0}")]
+    NotAnAnchor(String),
+    #[error("not a usable CA certificate: {0}")]
+    Key(crate::material::KeyError),
+}
+
+fn read(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|e| Error::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 fn root_json(
     source: &TrustedRootSource,
     fetched: &HashMap<String, Fetched>,
-) -> Result<String, String> {
+) -> Result<String, Error> {
     match source {
         TrustedRootSource::PublicGood => {
             Ok(sigstore_verify::trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT.to_string())
@@ -437,31 +486,39 @@ fn root_json(
         TrustedRootSource::Tuf(tuf) => fetched
             .get(&tuf.key())
             .map(|f| String::from_utf8_lossy(&f.body).into_owned())
-            .ok_or_else(|| format!("{} has not been verified yet", tuf.url)),
+            .ok_or_else(|| Error::NotVerified(tuf.url.to_string())),
     }
+}
+
+/// A trusted-root error without what the file quoted: a JSON error may
+/// quote a string from the file (which may not be what it should: a link
+/// to a secret); keep what the schema expected only.
+fn root_error(e: crate::material::RootError) -> Error {
+    Error::Root(crate::config::without_quoted_values(&e.to_string()))
 }
 
 /// The root and the SHA-256 (hex) of its JSON.
 fn load_root(
     source: &TrustedRootSource,
     fetched: &HashMap<String, Fetched>,
-) -> Result<(SigstoreRoot, String), String> {
+) -> Result<(SigstoreRoot, String), Error> {
     let json = root_json(source, fetched)?;
-    // A JSON error may quote a string from the file (which may not be what
-    // it should: a link to a secret); keep what the schema expected only.
-    let root = SigstoreRoot::from_json(&json)
-        .map_err(|e| crate::config::without_quoted_values(&e.to_string()))?;
+    let root = SigstoreRoot::from_json(&json).map_err(root_error)?;
     Ok((root, hex::encode(Sha256::digest(json.as_bytes()))))
 }
 
-pub(crate) fn load_key(path: &Path) -> Result<(String, DerPublicKey), String> {
+pub(crate) fn load_key(path: &Path) -> Result<(String, DerPublicKey), Error> {
     key_from_pem(&read(path)?, &path.display().to_string())
 }
 
 /// A public key and its fingerprint; `label` names the PEM in errors.
-fn key_from_pem(text: &str, label: &str) -> Result<(String, DerPublicKey), String> {
-    let key = crate::material::public_key_from_pem(text).map_err(|e| format!("{label}: {e}"))?;
-    crate::material::usable_key(&key).map_err(|e| format!("{label}: {e}"))?;
+fn key_from_pem(text: &str, label: &str) -> Result<(String, DerPublicKey), Error> {
+    let refused = |error| Error::Key {
+        label: label.to_string(),
+        error,
+    };
+    let key = crate::material::public_key_from_pem(text).map_err(refused)?;
+    crate::material::usable_key(&key).map_err(refused)?;
     Ok((hex::encode(Sha256::digest(key.as_bytes())), key))
 }
 
@@ -469,26 +526,28 @@ fn key_from_pem(text: &str, label: &str) -> Result<(String, DerPublicKey), Strin
 /// errors quote the offending line).
 pub(crate) const NOT_PEM_CERTIFICATES: &str = "not PEM certificates (`CERTIFICATE` blocks)";
 
-fn certs_from_pem(text: &str, label: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+fn certs_from_pem(text: &str, label: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let label = || label.to_string();
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(text.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|_| format!("{label}: {NOT_PEM_CERTIFICATES}"))?;
+        .map_err(|_| Error::NotPemCertificates { label: label() })?;
     if certs.is_empty() {
-        return Err(format!("{label}: no certificates"));
+        return Err(Error::NoCertificates { label: label() });
     }
     for c in &certs {
-        usable_ca(c).map_err(|e| format!("{label}: {e}"))?;
+        usable_ca(c).map_err(|error| Error::Ca {
+            label: label(),
+            error,
+        })?;
     }
     Ok(certs)
 }
 
 /// A CA certificate verification can use: a trust anchor whose key is one
 /// certificates it issued can be checked with.
-pub(crate) fn usable_ca(c: &CertificateDer<'_>) -> Result<(), String> {
-    webpki::anchor_from_trusted_cert(c)
-        .map_err(|e| format!("not a usable CA certificate: {e:?}"))?;
-    crate::material::usable_certificate_key(c.as_ref())
-        .map_err(|e| format!("not a usable CA certificate: {e}"))
+pub(crate) fn usable_ca(c: &CertificateDer<'_>) -> Result<(), CaError> {
+    webpki::anchor_from_trusted_cert(c).map_err(|e| CaError::NotAnAnchor(format!("{e:?}")))?;
+    crate::material::usable_certificate_key(c.as_ref()).map_err(CaError::Key)
 }
 
 #[cfg(test)]

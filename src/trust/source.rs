@@ -454,7 +454,7 @@ async fn bounded_body(mut response: reqwest::Response, max: u64) -> Result<Bytes
 /// its header included.
 fn verify_governance(key: &std::path::Path, body: &[u8], sig: &[u8]) -> Result<(), FetchError> {
     use base64::Engine;
-    let (_, der) = super::load_key(key)?;
+    let (_, der) = super::load_key(key).map_err(|e| e.to_string())?;
     let sig = base64::engine::general_purpose::STANDARD
         .decode(String::from_utf8_lossy(sig).trim())
         .map_err(|_| FetchError::Refused(Refusal::BadSignature))?;
@@ -540,7 +540,7 @@ pub fn parse(kind: SourceKind, body: &[u8]) -> Result<Material, ParseError> {
                 return Err("document holds no certificate".into());
             }
             for c in &certs {
-                super::usable_ca(c).map_err(ParseError::Unusable)?;
+                super::usable_ca(c).map_err(|e| ParseError::Unusable(e.to_string()))?;
             }
             Ok(Material::CaRoots(crate::material::VendorPki::new(
                 certs,
