@@ -12,6 +12,7 @@ mod grants;
 mod index;
 mod shape;
 mod tags;
+mod verdicts;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ use crate::verify::artifact;
 use crate::verify::evidence::Evidence;
 use crate::verify::{Denial, Gate, Reached, Reason, VerifiedManifest};
 use grants::Grants;
+use verdicts::Verdicts;
 
 pub use blob::{BlobBody, BlobHead, ByteRange};
 pub use error::PullError;
@@ -95,35 +97,6 @@ struct TagEntry {
 
 type Verdict = Result<VerifiedManifest, Denial>;
 
-/// Expires allow verdicts after `verdict_ttl` (or when the exception they
-/// rest on expires, by `clock`) and denials after `deny_ttl`.
-struct VerdictExpiry {
-    allow: Duration,
-    deny: Duration,
-    clock: Arc<dyn Clock>,
-}
-
-impl moka::Expiry<VerdictKey, Verdict> for VerdictExpiry {
-    fn expire_after_create(
-        &self,
-        _k: &VerdictKey,
-        v: &Verdict,
-        _at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(match v {
-            // A verdict resting on an exception ends when the exception does.
-            Ok(m) => match m.exception_expires() {
-                Some(t) => t
-                    .duration_since(self.clock.now())
-                    .unwrap_or_default()
-                    .min(self.allow),
-                None => self.allow,
-            },
-            Err(_) => self.deny,
-        })
-    }
-}
-
 pub struct Puller {
     store: Arc<ContentStore>,
     hot: moka::sync::Cache<Digest, Arc<ManifestContent>>,
@@ -137,7 +110,7 @@ pub struct Puller {
     blob_grants: Grants,
     /// Manifests named by allowed indexes of the same repository.
     child_grants: Grants,
-    verdicts: moka::sync::Cache<VerdictKey, Verdict>,
+    verdicts: Verdicts,
     tag_flights: Flights<TagKey, Result<Digest, PullError>>,
     verdict_flights: Flights<VerdictKey, Result<Verdict, PullError>>,
     fills: blob::Fills,
@@ -178,14 +151,12 @@ impl Puller {
             declared: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
             blob_grants: Grants::new(GRANTS, config.verdict_ttl.max(config.max_stale)),
             child_grants: Grants::new(GRANTS, config.verdict_ttl.max(config.max_stale)),
-            verdicts: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .expire_after(VerdictExpiry {
-                    allow: config.verdict_ttl,
-                    deny: config.deny_ttl,
-                    clock: Arc::clone(&clock),
-                })
-                .build(),
+            verdicts: Verdicts::new(
+                100_000,
+                config.verdict_ttl,
+                config.deny_ttl,
+                Arc::clone(&clock),
+            ),
             tag_flights: Flights::new(),
             verdict_flights: Flights::new(),
             fills: blob::Fills::default(),
@@ -218,7 +189,7 @@ impl Puller {
             *g = (Arc::new(gate), generation);
             generation
         };
-        self.verdicts.invalidate_all();
+        self.verdicts.clear();
         self.blob_grants.clear();
         self.child_grants.clear();
         generation

@@ -3,7 +3,10 @@
 //! that outlived the decision that granted it, an exception, or a ranged
 //! read of a blob still being filled.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use portcullis::clock::ManualClock;
 
 use crate::support::cosign::{self, VendorKey};
 use crate::support::image::{self, Blob, OCI_INDEX, OCI_MANIFEST};
@@ -450,17 +453,19 @@ async fn a_decision_finishing_under_an_older_gate_authorises_no_children_or_blob
 /// `on_trust_unavailable = "allow"` on the policy requiring them.
 async fn relaxed_source(
     server: &crate::support::trust_server::TrustServer,
+    clock: &Arc<ManualClock>,
 ) -> (Registry, Proxy, Pusher) {
     let registry = Registry::start().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), &server.ca_pem).unwrap();
     let source = [
         ("refresh", "1s"),
-        ("max_stale", "3s"),
+        ("max_stale", "1h"),
         ("ca_file", "ca.pem"),
     ];
     let config = ProxyConfig::new()
         .in_dir(dir)
+        .clock(clock)
         .upstream("local", &registry.url())
         .authority(Authority::source("acme", &server.url(), &source))
         .policy(
@@ -485,7 +490,8 @@ async fn with_trust_never_fetched_a_relaxed_policy_still_denies_an_attackers_sig
     let acme = VendorKey::generate();
     let server = crate::support::trust_server::TrustServer::start(&acme.public_pem(), None).await;
     server.set_down(true);
-    let (_registry, proxy, pusher) = relaxed_source(&server).await;
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let (_registry, proxy, pusher) = relaxed_source(&server, &clock).await;
     let mallory = VendorKey::generate();
     let forged = push_signed(&pusher, 910, &mallory).await;
     assert_eq!(
@@ -505,15 +511,26 @@ async fn with_trust_never_fetched_a_relaxed_policy_still_denies_an_attackers_sig
 async fn with_stale_trust_a_relaxed_policy_admits_only_what_the_last_good_keys_verify() {
     let acme = VendorKey::generate();
     let server = crate::support::trust_server::TrustServer::start(&acme.public_pem(), None).await;
-    let (_registry, proxy, pusher) = relaxed_source(&server).await;
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let (_registry, proxy, pusher) = relaxed_source(&server, &clock).await;
     let good = push_signed(&pusher, 911, &acme).await;
     assert_eq!(proxy.answer(&good).await, (200, None), "fresh trust");
     server.set_down(true);
     let forged = push_signed(&pusher, 912, &VendorKey::generate()).await;
     let vendor = push_signed(&pusher, 913, &acme).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.failed_refreshes("acme", 1.0).await;
+    clock.advance(Duration::from_secs(3660));
+    // The maintenance loop sees the source stale within its one-second tick.
+    let mut answer = proxy.answer(&forged).await;
+    for _ in 0..30 {
+        if answer.1.as_deref() == Some("trust_unavailable") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        answer = proxy.answer(&forged).await;
+    }
     assert_eq!(
-        proxy.answer(&forged).await,
+        answer,
         (403, Some("trust_unavailable".into())),
         "the last good keys refute it"
     );
@@ -625,8 +642,9 @@ async fn a_denial_names_the_digest_it_decided_and_the_tag_it_came_from() {
 async fn a_pull_outlasting_the_verdict_ttl_gets_its_blobs_while_the_image_is_still_allowed() {
     let registry = Registry::start().await;
     let acme = VendorKey::generate();
-    let config = acme_config(&registry, &acme).cache("verdict_ttl = \"1s\"");
-    let proxy = Proxy::start(config).await;
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let config = acme_config(&registry, &acme).clock(&clock);
+    let proxy = Proxy::start(config.cache("verdict_ttl = \"10m\"")).await;
     let pusher = Pusher::new(&registry.url());
     let child = image::Image::oci(930, &[100]);
     let index = image::Index::new(OCI_INDEX, vec![child.clone()]);
@@ -640,7 +658,7 @@ async fn a_pull_outlasting_the_verdict_ttl_gets_its_blobs_while_the_image_is_sti
     let child_path = format!("/v2/local/acme/slow/manifests/{}", child.digest);
     assert_eq!(proxy.answer(&child_path).await.0, 200);
     // Both verdicts expire while the client is still fetching layers.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    clock.advance(Duration::from_secs(11 * 60));
     let decided = proxy
         .metric("portcullis_verification_duration_seconds_count", &[])
         .await;
@@ -670,7 +688,9 @@ async fn a_child_whose_index_verdict_expired_first_still_gets_its_blobs_while_th
 {
     let registry = Registry::start().await;
     let acme = VendorKey::generate();
-    let proxy = Proxy::start(acme_config(&registry, &acme).cache("verdict_ttl = \"2s\"")).await;
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let config = acme_config(&registry, &acme).clock(&clock);
+    let proxy = Proxy::start(config.cache("verdict_ttl = \"10m\"")).await;
     let pusher = Pusher::new(&registry.url());
     let child = image::Image::oci(940, &[100]);
     let index = image::Index::new(OCI_INDEX, vec![child.clone()]);
@@ -684,11 +704,14 @@ async fn a_child_whose_index_verdict_expired_first_still_gets_its_blobs_while_th
             .0,
         200
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    clock.advance(Duration::from_secs(6 * 60));
     let child_path = format!("/v2/local/acme/staggered/manifests/{}", child.digest);
     assert_eq!(proxy.answer(&child_path).await.0, 200);
     // The index's verdict has expired; the child's has not.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    clock.advance(Duration::from_secs(6 * 60));
+    let decided = proxy
+        .metric("portcullis_verification_duration_seconds_count", &[])
+        .await;
     let r = proxy
         .get(&format!(
             "/v2/local/acme/staggered/blobs/{}",
@@ -700,6 +723,13 @@ async fn a_child_whose_index_verdict_expired_first_still_gets_its_blobs_while_th
         200,
         "the index is decided again and still allowed"
     );
+    assert_eq!(
+        proxy
+            .metric("portcullis_verification_duration_seconds_count", &[])
+            .await,
+        decided + 1.0,
+        "only the index was decided again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -709,8 +739,9 @@ async fn when_the_exception_admitting_an_index_expires_its_childs_blobs_stop_tho
     let acme = VendorKey::generate();
     let child = image::Image::oci(941, &[100]);
     let index = image::Index::new(OCI_INDEX, vec![child.clone()]);
-    let expires =
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(3));
+    // The exception ends in two minutes, within the verdicts' ten.
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let expires = humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(120));
     let exception = Exception::pinned(
         "local/acme/vendor",
         &index.digest,
@@ -719,7 +750,8 @@ async fn when_the_exception_admitting_an_index_expires_its_childs_blobs_stop_tho
         "vendor signs next week",
     )
     .name("unsigned-index");
-    let proxy = Proxy::start(acme_config(&registry, &acme).exception(exception)).await;
+    let config = acme_config(&registry, &acme).clock(&clock);
+    let proxy = Proxy::start(config.exception(exception)).await;
     let pusher = Pusher::new(&registry.url());
     pusher.index("acme/vendor", "v1", &index).await;
     assert_eq!(
@@ -735,7 +767,7 @@ async fn when_the_exception_admitting_an_index_expires_its_childs_blobs_stop_tho
     );
     let layer = format!("/v2/local/acme/vendor/blobs/{}", child.layers[0].digest);
     assert_eq!(proxy.get(&layer).await.status(), 200);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    clock.advance(Duration::from_secs(180));
     assert_eq!(
         proxy.get(&layer).await.status(),
         403,

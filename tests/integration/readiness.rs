@@ -71,30 +71,11 @@ async fn admin(proxy: &Proxy, path: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-/// Waits until `proxy` has seen `n` more failed refreshes of `acme`, so that
-/// every refresh that could still succeed has ended.
-async fn failed_refreshes(proxy: &Proxy, n: f64) {
-    let count = || {
-        proxy.metric(
-            "portcullis_trust_refresh_total",
-            &["authority=\"acme\"", "result=\"error\""],
-        )
-    };
-    let start = count().await;
-    for _ in 0..100 {
-        if count().await >= start + n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("fewer than {n} failed refreshes");
-}
-
 /// `acme`'s source goes down and each of `clocks` moves past `max_stale`.
 async fn go_stale(server: &TrustServer, replicas: &[(&Proxy, &Arc<ManualClock>)]) {
     server.set_down(true);
     for (proxy, _) in replicas {
-        failed_refreshes(proxy, 1.0).await;
+        proxy.failed_refreshes("acme", 1.0).await;
     }
     for (_, clock) in replicas {
         clock.advance(MAX_STALE + Duration::from_secs(60));

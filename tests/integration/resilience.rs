@@ -3,9 +3,16 @@
 //! is down.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use portcullis::clock::ManualClock;
 
 use crate::support::*;
+
+/// A clock that moves only when a test says so.
+fn manual_clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(SystemTime::now()))
+}
 
 fn config(registry: &Registry) -> ProxyConfig {
     ProxyConfig::new()
@@ -127,8 +134,10 @@ async fn upstream_down_serves_verified_tags_until_max_stale_and_digests_from_cac
     Pusher::new(&registry.url())
         .image("c/app", "v1", &image)
         .await;
-    let proxy = Proxy::start(config(&registry).cache("tag_ttl = \"1s\"\nmax_stale = \"1h\"")).await;
-    let short = Proxy::start(config(&registry).cache("tag_ttl = \"1s\"\nmax_stale = \"2s\"")).await;
+    let clock = manual_clock();
+    let cache = |max_stale| format!("tag_ttl = \"5m\"\nmax_stale = \"{max_stale}\"");
+    let proxy = Proxy::start(config(&registry).clock(&clock).cache(&cache("1h"))).await;
+    let short = Proxy::start(config(&registry).clock(&clock).cache(&cache("10m"))).await;
     for p in [&proxy, &short] {
         assert_eq!(
             p.get_manifest("/v2/local/c/app/manifests/v1")
@@ -142,7 +151,7 @@ async fn upstream_down_serves_verified_tags_until_max_stale_and_digests_from_cac
         assert_eq!(r.bytes().await.unwrap(), image.layers[0].bytes);
     }
     drop(registry);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    clock.advance(Duration::from_secs(11 * 60));
 
     let r = proxy.get_manifest("/v2/local/c/app/manifests/v1").await;
     assert_eq!(
@@ -178,7 +187,8 @@ async fn upstream_404_for_a_cached_tag_is_authoritative() {
     let image = Image::oci(64, &[10]);
     let pusher = Pusher::new(&registry.url());
     pusher.image("c/app", "v1", &image).await;
-    let proxy = Proxy::start(config(&registry).cache("tag_ttl = \"1s\"")).await;
+    let clock = manual_clock();
+    let proxy = Proxy::start(config(&registry).clock(&clock).cache("tag_ttl = \"5m\"")).await;
     assert_eq!(
         proxy
             .get_manifest("/v2/local/c/app/manifests/v1")
@@ -197,7 +207,7 @@ async fn upstream_404_for_a_cached_tag_is_authoritative() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    clock.advance(Duration::from_secs(5 * 60));
     let r = proxy.get_manifest("/v2/local/c/app/manifests/v1").await;
     assert_eq!(r.status(), 404);
     let body: serde_json::Value = r.json().await.unwrap();
@@ -210,7 +220,8 @@ async fn expired_tag_is_revalidated_with_a_head_and_follows_a_moved_tag() {
     let (first, second) = (Image::oci(65, &[10]), Image::oci(66, &[10]));
     let pusher = Pusher::new(&registry.url());
     pusher.image("c/app", "v1", &first).await;
-    let proxy = Proxy::start(config(&registry).cache("tag_ttl = \"1s\"")).await;
+    let clock = manual_clock();
+    let proxy = Proxy::start(config(&registry).clock(&clock).cache("tag_ttl = \"5m\"")).await;
     let path = "/v2/local/c/app/manifests/v1";
     assert_eq!(
         proxy.get_manifest(path).await.bytes().await.unwrap(),
@@ -220,7 +231,7 @@ async fn expired_tag_is_revalidated_with_a_head_and_follows_a_moved_tag() {
         proxy.upstream_requests("manifest").await,
         proxy.upstream_requests("manifest_head").await,
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    clock.advance(Duration::from_secs(5 * 60));
     assert_eq!(
         proxy.get_manifest(path).await.bytes().await.unwrap(),
         first.manifest
@@ -233,7 +244,7 @@ async fn expired_tag_is_revalidated_with_a_head_and_follows_a_moved_tag() {
     );
 
     pusher.image("c/app", "v1", &second).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    clock.advance(Duration::from_secs(5 * 60));
     assert_eq!(
         proxy.get_manifest(path).await.bytes().await.unwrap(),
         second.manifest,

@@ -233,6 +233,22 @@ impl Proxy {
             .collect()
     }
 
+    /// Waits until `n` more refreshes of `authority` have failed, so that
+    /// every refresh that could still succeed has ended.
+    pub async fn failed_refreshes(&self, authority: &str, n: f64) {
+        let label = format!("authority=\"{authority}\"");
+        let matching = [label.as_str(), "result=\"error\""];
+        let count = || self.metric("portcullis_trust_refresh_total", &matching);
+        let start = count().await;
+        for _ in 0..100 {
+            if count().await >= start + n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("fewer than {n} failed refreshes of {authority}");
+    }
+
     /// Sum of all samples of `name` whose labels contain every `label="value"` in `matching`.
     pub async fn metric(&self, name: &str, matching: &[&str]) -> f64 {
         self.metrics()
