@@ -30,6 +30,48 @@ impl Outcome {
     }
 }
 
+/// A cache Portcullis looks things up in: the `cache` label of
+/// `portcullis_cache_hits_total` and `portcullis_cache_misses_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cache {
+    Tag,
+    Verdict,
+    ManifestMemory,
+    ManifestDisk,
+    Blob,
+}
+
+impl Cache {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cache::Tag => "tag",
+            Cache::Verdict => "verdict",
+            Cache::ManifestMemory => "manifest_memory",
+            Cache::ManifestDisk => "manifest_disk",
+            Cache::Blob => "blob",
+        }
+    }
+}
+
+/// Why a password check was refused without running bcrypt: the `reason`
+/// label of `portcullis_password_checks_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordRefusal {
+    /// `password_checks` already running.
+    Saturated,
+    /// Too many failures from the client's address.
+    Backoff,
+}
+
+impl PasswordRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PasswordRefusal::Saturated => "saturated",
+            PasswordRefusal::Backoff => "backoff",
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Client requests by endpoint and status code.
@@ -437,6 +479,91 @@ impl Metrics {
     /// Counts a decision refused because `bound` (`decisions`, `bytes`) was exhausted.
     pub fn decision_refused(&self, bound: &str) {
         self.decisions_refused.with_label_values(&[bound]).inc();
+    }
+
+    /// Creates each reason's series of refused password checks, at zero.
+    pub fn password_refusals_counted(&self) {
+        for reason in [PasswordRefusal::Saturated, PasswordRefusal::Backoff] {
+            self.password_checks_refused
+                .with_label_values(&[reason.as_str()]);
+        }
+    }
+
+    /// Counts a password check refused without bcrypt.
+    pub fn password_check_refused(&self, reason: PasswordRefusal) {
+        self.password_checks_refused
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// Counts a lookup in `cache`.
+    pub fn cache_lookup(&self, cache: Cache, hit: bool) {
+        let counter = if hit {
+            &self.cache_hits
+        } else {
+            &self.cache_misses
+        };
+        counter.with_label_values(&[cache.as_str()]).inc();
+    }
+
+    /// The counter of blob bytes sent to clients from the cache or from upstream.
+    pub fn blob_bytes_sent(&self, from_cache: bool) -> IntCounter {
+        let source = if from_cache { "cache" } else { "upstream" };
+        self.blob_bytes.with_label_values(&[source])
+    }
+
+    /// Counts a tag served from its last verified mapping while `upstream` was down.
+    pub fn stale_served(&self, upstream: &str) {
+        self.stale_served.with_label_values(&[upstream]).inc();
+    }
+
+    /// Records the pulls `upstream` says are left in its rate-limit window.
+    pub fn upstream_ratelimit(&self, upstream: &str, left: f64) {
+        self.upstream_ratelimit_remaining
+            .with_label_values(&[upstream])
+            .set(left);
+    }
+
+    /// The gauge of requests in flight to `upstream`.
+    pub fn upstream_in_flight(&self, upstream: &str) -> prometheus::Gauge {
+        self.upstream_in_flight.with_label_values(&[upstream])
+    }
+
+    /// The gauge of `listener`'s open connections; every series the
+    /// listener can produce is created with it, at zero.
+    pub fn listener_connections(&self, listener: &str) -> IntGauge {
+        for reason in ["no_request", "idle"] {
+            self.connections_closed
+                .with_label_values(&[listener, reason]);
+        }
+        self.send_timeouts.with_label_values(&[listener]);
+        self.connections_open.with_label_values(&[listener])
+    }
+
+    /// The counter of `listener`'s responses dropped at `send_timeout`.
+    pub fn send_timeouts(&self, listener: &str) -> IntCounter {
+        self.send_timeouts.with_label_values(&[listener])
+    }
+
+    /// Records whether `authority` can be relied on now.
+    pub fn trust_available(&self, authority: &str, available: bool) {
+        self.trust_available
+            .with_label_values(&[authority])
+            .set(i64::from(available));
+    }
+
+    /// Records when `authority`'s earliest CA certificate expires (Unix seconds).
+    pub fn trust_expiry(&self, authority: &str, seconds: f64) {
+        self.trust_earliest_expiry
+            .with_label_values(&[authority])
+            .set(seconds);
+    }
+
+    /// Records when `exception` expires (Unix seconds).
+    pub fn exception_expiry(&self, exception: &str, seconds: f64) {
+        self.exception_expiry
+            .with_label_values(&[exception])
+            .set(seconds);
     }
 
     /// Counts a config reload, put in force or refused.

@@ -192,9 +192,7 @@ impl App {
         let health = crate::readiness::TrustHealth::of(gate.trust(), self.clock.now());
         for a in health.authorities() {
             self.metrics
-                .trust_available
-                .with_label_values(&[a.name.as_str()])
-                .set(i64::from(a.unavailable.is_none()));
+                .trust_available(&a.name, a.unavailable.is_none());
         }
         self.metrics
             .trust_degraded
@@ -255,10 +253,7 @@ fn export_expiry(metrics: &Metrics, trust: &TrustSnapshot) {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs_f64();
-            metrics
-                .trust_earliest_expiry
-                .with_label_values(&[a.name.as_str()])
-                .set(secs);
+            metrics.trust_expiry(&a.name, secs);
         }
     }
 }
@@ -272,9 +267,6 @@ fn export_exceptions(metrics: &Metrics, config: &Config) {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        metrics
-            .exception_expiry
-            .with_label_values(&[e.name.as_str()])
-            .set(secs);
+        metrics.exception_expiry(&e.name, secs);
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use super::{PullError, Puller, Target};
 use crate::cache::{CommitError, Kind, Progress, RangeReader, Writer};
+use crate::metrics::Cache;
 use crate::oci::Digest;
 use crate::oci::UpstreamName;
 use crate::upstream::UpstreamError;
@@ -104,10 +105,10 @@ impl Puller {
         self.precheck(target)?;
         self.check_blob_allowed(target, digest).await?;
         if let Some(body) = self.stored_blob(target, digest, range).await? {
-            self.hit("blob", true);
+            self.metrics.cache_lookup(Cache::Blob, true);
             return Ok(body);
         }
-        self.hit("blob", false);
+        self.metrics.cache_lookup(Cache::Blob, false);
         let Some(fill) = self.join_fill(target, digest).await? else {
             // The fill this request just missed has committed: serve its file.
             return self

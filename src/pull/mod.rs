@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use crate::cache::ContentStore;
 use crate::clock::{Clock, age};
 use crate::config::{CacheConfig, LimitsConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{Cache, Metrics};
 use crate::oci::UpstreamName;
 use crate::oci::media::DEFAULT_MANIFEST_ACCEPT;
 use crate::oci::{Digest, Manifest, ManifestContent, Reference, RepositoryName, Tag};
@@ -210,15 +210,6 @@ impl Puller {
         Arc::clone(budget)
     }
 
-    fn hit(&self, cache: &str, hit: bool) {
-        let m = if hit {
-            &self.metrics.cache_hits
-        } else {
-            &self.metrics.cache_misses
-        };
-        m.with_label_values(&[cache]).inc();
-    }
-
     /// The manifest for `reference`, if policy allows serving it.
     pub async fn manifest(
         self: &Arc<Self>,
@@ -264,7 +255,7 @@ impl Puller {
         };
         let key = (target.key(&digest), generation, reached);
         let cached = self.verdicts.get(&key);
-        self.hit("verdict", cached.is_some());
+        self.metrics.cache_lookup(Cache::Verdict, cached.is_some());
         let verdict = match cached {
             Some(v) => v,
             None => {
@@ -413,13 +404,13 @@ impl Puller {
         digest: &Digest,
     ) -> Result<Arc<ManifestContent>, PullError> {
         if let Some(c) = self.hot.get(digest) {
-            self.hit("manifest_memory", true);
+            self.metrics.cache_lookup(Cache::ManifestMemory, true);
             self.confirm(target, digest, true).await?;
             return Ok(c);
         }
-        self.hit("manifest_memory", false);
+        self.metrics.cache_lookup(Cache::ManifestMemory, false);
         if let Some((media_type, bytes)) = self.store.read_manifest(digest).await {
-            self.hit("manifest_disk", true);
+            self.metrics.cache_lookup(Cache::ManifestDisk, true);
             self.confirm(target, digest, true).await?;
             let content = ManifestContent::new(digest.clone(), media_type, bytes)
                 .map_err(|_| PullError::Internal("stored manifest failed its digest".into()))?;
@@ -427,7 +418,7 @@ impl Puller {
             self.hot.insert(digest.clone(), Arc::clone(&content));
             return Ok(content);
         }
-        self.hit("manifest_disk", false);
+        self.metrics.cache_lookup(Cache::ManifestDisk, false);
         let fetched = target
             .upstream
             .fetch_manifest(

@@ -19,11 +19,11 @@ impl Puller {
         );
         if let Some(entry) = self.tags.get(&key) {
             if age(self.clock.as_ref(), entry.checked_at) < self.tag_ttl {
-                self.hit("tag", true);
+                self.metrics.cache_lookup(Cache::Tag, true);
                 return Ok(entry.digest);
             }
         }
-        self.hit("tag", false);
+        self.metrics.cache_lookup(Cache::Tag, false);
         let this = Arc::clone(self);
         let t = target.clone();
         let k = key.clone();
@@ -117,10 +117,7 @@ impl Puller {
             if let Some(entry) = self.tags.get(key) {
                 if entry.verified && age(self.clock.as_ref(), entry.checked_at) < self.max_stale {
                     tracing::warn!(upstream = %target.upstream.name, repo = %target.repo, tag = %key.2, error = %e, "upstream unavailable; serving last verified tag mapping");
-                    self.metrics
-                        .stale_served
-                        .with_label_values(&[target.upstream.name.as_str()])
-                        .inc();
+                    self.metrics.stale_served(target.upstream.name.as_str());
                     return Ok(entry.digest);
                 }
             }

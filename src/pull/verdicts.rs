@@ -127,10 +127,31 @@ mod tests {
             Duration::from_secs(30),
             clock.clone(),
         );
-        verdicts.insert(key(), Err(Denial::new(Reason::Unsigned, "no signature")));
+        verdicts.insert(key(), denial());
         clock.advance(Duration::from_secs(29));
         assert!(verdicts.get(&key()).is_some_and(|v| v.is_err()));
         clock.advance(Duration::from_secs(1));
         assert!(verdicts.get(&key()).is_none(), "deny_ttl has passed");
+    }
+
+    fn denial() -> Verdict {
+        Err(Denial::new(Reason::Unsigned, "no signature"))
+    }
+
+    #[test]
+    fn a_verdict_stored_again_gets_its_own_time_and_the_monotonic_clock_still_ends_it() {
+        // The injected clock stands still (as a wall clock set back would):
+        // the monotonic expiry ends the verdict anyway.
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let ttl = Duration::from_millis(300);
+        for stored in 1..=2 {
+            let verdicts = Verdicts::new(10, ttl, ttl, clock.clone());
+            for _ in 0..stored {
+                verdicts.insert(key(), denial());
+            }
+            assert!(verdicts.get(&key()).is_some(), "stored {stored} times");
+            std::thread::sleep(ttl + Duration::from_millis(100));
+            assert!(verdicts.get(&key()).is_none(), "stored {stored} times");
+        }
     }
 }

@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
-use prometheus::IntCounterVec;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::config::ClientAuthConfig;
+use crate::metrics::{Metrics, PasswordRefusal};
 
 /// Why a request's credentials were not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +82,7 @@ pub struct ClientAuth {
     failure_backoff: Duration,
     failures: moka::sync::Cache<IpAddr, Arc<Mutex<Failures>>>,
     /// `portcullis_password_checks_refused_total`.
-    refused: IntCounterVec,
+    metrics: Arc<Metrics>,
 }
 
 /// Constant-time equality for secrets.
@@ -115,10 +115,8 @@ fn reload<'a, T: Default>(
 }
 
 impl ClientAuth {
-    pub fn new(config: &ClientAuthConfig, refused: IntCounterVec) -> ClientAuth {
-        for reason in ["saturated", "backoff"] {
-            refused.with_label_values(&[reason]);
-        }
+    pub fn new(config: &ClientAuthConfig, metrics: Arc<Metrics>) -> ClientAuth {
+        metrics.password_refusals_counted();
         ClientAuth {
             checks: Arc::new(Semaphore::new(config.password_checks)),
             failure_limit: config.failure_limit,
@@ -127,7 +125,7 @@ impl ClientAuth {
                 .max_capacity(FAILURE_ENTRIES)
                 .time_to_idle(config.failure_backoff.saturating_mul(2))
                 .build(),
-            refused,
+            metrics,
             tokens_file: config.tokens_file.clone(),
             htpasswd_file: config.htpasswd_file.clone(),
             tokens: Mutex::default(),
@@ -243,11 +241,13 @@ impl ClientAuth {
             return Ok(user.to_string());
         }
         if let Some(retry_after) = self.backed_off(peer) {
-            self.refused.with_label_values(&["backoff"]).inc();
+            self.metrics
+                .password_check_refused(PasswordRefusal::Backoff);
             return Err(Refusal::BackedOff { retry_after });
         }
         let Ok(permit) = Arc::clone(&self.checks).try_acquire_owned() else {
-            self.refused.with_label_values(&["saturated"]).inc();
+            self.metrics
+                .password_check_refused(PasswordRefusal::Saturated);
             return Err(Refusal::Saturated);
         };
         // The permit goes with the check, so a client that hangs up does not

@@ -9,8 +9,8 @@ fn basic(user: &str, password: &str) -> String {
     )
 }
 
-fn refused() -> IntCounterVec {
-    IntCounterVec::new(prometheus::Opts::new("r", "r"), &["reason"]).unwrap()
+fn refused() -> Arc<Metrics> {
+    Arc::new(Metrics::new().unwrap())
 }
 
 fn config(dir: &Path, password_checks: usize, failure_limit: u32) -> ClientAuthConfig {
@@ -145,7 +145,13 @@ async fn a_password_check_past_the_cap_is_refused_at_once_and_tokens_and_remembe
         "the check had finished: the test proves nothing"
     );
     assert_eq!(running.await.unwrap(), Err(Refusal::Unauthorized));
-    assert_eq!(refused.with_label_values(&["saturated"]).get(), 1);
+    assert_eq!(
+        refused
+            .password_checks_refused
+            .with_label_values(&["saturated"])
+            .get(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -178,7 +184,13 @@ async fn after_the_failure_limit_an_address_is_refused_without_bcrypt_and_others
         panic!("not backed off");
     };
     assert!(retry_after > Duration::from_secs(55) && retry_after <= Duration::from_secs(60));
-    assert_eq!(refused.with_label_values(&["backoff"]).get(), 1);
+    assert_eq!(
+        refused
+            .password_checks_refused
+            .with_label_values(&["backoff"])
+            .get(),
+        1
+    );
     // A password verified before still passes from it.
     assert_eq!(dave().await.as_deref(), Ok("dave"));
     // Tokens from it still pass; another address is unaffected; so is a

@@ -356,10 +356,7 @@ impl Watchdog {
                 });
             }
             Verdict::Stalled => {
-                metrics
-                    .send_timeouts
-                    .with_label_values(&[limits.listener])
-                    .inc();
+                metrics.send_timeouts(limits.listener).inc();
                 tracing::debug!(
                     "HTTP/1 connection closed: the client took no data for the send timeout"
                 );

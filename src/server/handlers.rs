@@ -208,8 +208,7 @@ pub async fn blob(
         Ok(b) => b,
         Err(e) => return pull_error(&e, Missing::Blob),
     };
-    let source = if body.from_cache { "cache" } else { "upstream" };
-    let counter = metrics.blob_bytes.with_label_values(&[source]);
+    let counter = metrics.blob_bytes_sent(body.from_cache);
     let stream = body.reader.into_stream().map_ok(move |chunk| {
         counter.inc_by(chunk.len() as u64);
         Frame::data(chunk)

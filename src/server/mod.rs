@@ -61,15 +61,7 @@ pub async fn serve<H, F>(
 {
     let builder = http_builder(&limits, &metrics);
     let limits = Arc::new(limits);
-    let open = metrics
-        .connections_open
-        .with_label_values(&[limits.listener]);
-    // Every series this listener can produce exists from the start, at zero.
-    for reason in ["no_request", "idle"] {
-        metrics
-            .connections_closed
-            .with_label_values(&[limits.listener, reason]);
-    }
+    let open = metrics.listener_connections(limits.listener);
     // Each connection task holds a clone; the drain waits until all are gone.
     let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -122,7 +114,7 @@ pub async fn serve<H, F>(
 fn http_builder(limits: &Limits, metrics: &Metrics) -> auto::Builder<conn::StreamExecutor> {
     let executor = conn::StreamExecutor {
         send_timeout: limits.send_timeout,
-        timeouts: metrics.send_timeouts.with_label_values(&[limits.listener]),
+        timeouts: metrics.send_timeouts(limits.listener),
     };
     let mut builder = auto::Builder::new(executor);
     builder
@@ -244,8 +236,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(app: Arc<App>, auth: Option<&crate::config::ClientAuthConfig>) -> Registry {
-        let auth =
-            auth.map(|a| auth::ClientAuth::new(a, app.metrics.password_checks_refused.clone()));
+        let auth = auth.map(|a| auth::ClientAuth::new(a, Arc::clone(&app.metrics)));
         Registry { app, auth }
     }
 }

@@ -210,10 +210,7 @@ impl Upstream {
             }
             let response = self.timed(request.send()).await.map_err(|e| self.fail(e))?;
             if let Some(left) = ratelimit_remaining(response.headers()) {
-                self.metrics
-                    .upstream_ratelimit_remaining
-                    .with_label_values(&[self.name.as_str()])
-                    .set(left);
+                self.metrics.upstream_ratelimit(self.name.as_str(), left);
             }
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
@@ -253,10 +250,7 @@ impl Upstream {
         };
         match tokio::time::timeout(self.slot_wait, wait).await {
             Ok(Ok((permit, fill))) => {
-                let in_flight = self
-                    .metrics
-                    .upstream_in_flight
-                    .with_label_values(&[self.name.as_str()]);
+                let in_flight = self.metrics.upstream_in_flight(self.name.as_str());
                 in_flight.inc();
                 Ok(Slot {
                     _permit: permit,
