@@ -96,28 +96,7 @@ impl App {
         )
         .await
         .map_err(BuildError::Audit)?;
-        // The versions accepted survive a restart: a replay of an older
-        // signed document is refused however recently the process started.
-        let marks = crate::trust::signed::Marks::open(Some(
-            config.cache.dir.join(crate::trust::signed::MARKS_FILE),
-        ))
-        .await?;
-        let sources = Arc::new(Sources::new(marks));
-        // Fetch every URL source once before serving; one that fails leaves
-        // its authority unavailable (fail closed) until a refresh succeeds.
-        let now = clock.now();
-        let due = refresh::refreshables(&config.authorities);
-        futures_util::future::join_all(
-            due.iter()
-                .map(|r| refresh::refresh(&sources, &metrics, &audit, r, now)),
-        )
-        .await;
-        let trust = TrustSnapshot::load_with(&config.authorities, 1, &sources.snapshot())
-            .map_err(BuildError::Trust)?;
-        let gate = Gate::new(config.policies.clone(), Arc::new(trust));
-        export_exceptions(&metrics, config);
-        export_expiry(&metrics, gate.trust());
-        metrics.trust_epoch.set(1);
+        let (sources, gate) = first_trust(config, clock.now(), &metrics, &audit).await?;
         let puller = Arc::new(Puller::new(
             &config.cache,
             &config.limits,
@@ -242,6 +221,37 @@ pub async fn watch_readiness(app: Arc<App>, shutdown: tokio_util::sync::Cancella
             }
         }
     }
+}
+
+/// The trust in force when serving starts: every URL source fetched once
+/// (one that fails leaves its authority unavailable, failing closed, until a
+/// refresh succeeds), loaded into the first gate, generation 1.
+async fn first_trust(
+    config: &Config,
+    now: std::time::SystemTime,
+    metrics: &Arc<Metrics>,
+    audit: &Audit,
+) -> Result<(Arc<Sources>, Gate), BuildError> {
+    // The versions accepted survive a restart: a replay of an older
+    // signed document is refused however recently the process started.
+    let marks = crate::trust::signed::Marks::open(Some(
+        config.cache.dir.join(crate::trust::signed::MARKS_FILE),
+    ))
+    .await?;
+    let sources = Arc::new(Sources::new(marks));
+    let due = refresh::refreshables(&config.authorities);
+    futures_util::future::join_all(
+        due.iter()
+            .map(|r| refresh::refresh(&sources, metrics, audit, r, now)),
+    )
+    .await;
+    let trust = TrustSnapshot::load_with(&config.authorities, 1, &sources.snapshot())
+        .map_err(BuildError::Trust)?;
+    let gate = Gate::new(config.policies.clone(), Arc::new(trust));
+    export_exceptions(metrics, config);
+    export_expiry(metrics, gate.trust());
+    metrics.trust_epoch.set(1);
+    Ok((sources, gate))
 }
 
 /// Each authority's earliest certificate expiry as a gauge.

@@ -292,7 +292,7 @@ impl Puller {
         target: &Target,
         digest: &Digest,
         declared: Option<u64>,
-        mut writer: Writer,
+        writer: Writer,
         tx: &Arc<watch::Sender<Progress>>,
     ) -> Result<u64, PullError> {
         let mut response = target.upstream.fetch_blob(&target.repo, digest).await?;
@@ -309,99 +309,130 @@ impl Puller {
         }
         let size = length;
         tx.send_replace(Progress::Started { size, written: 0 });
-        let (batches, mut queue) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITE_QUEUE);
-        let progress = Arc::clone(tx);
-        let writing = tokio::task::spawn_blocking(move || -> std::io::Result<Writer> {
-            while let Some(batch) = queue.blocking_recv() {
-                for chunk in &batch {
-                    writer.write(chunk)?;
-                }
-                progress.send_replace(Progress::Started {
-                    size,
-                    written: writer.written(),
-                });
-            }
-            Ok(writer)
-        });
-        // Chunks as received (no copy), handed to the writer in batches.
-        let mut pending: Vec<Bytes> = Vec::new();
-        let mut pending_bytes = 0;
-        let mut received = 0u64;
-        let received_all: Result<(), PullError> = loop {
-            let chunk = match response.chunk().await {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    let fault = match length {
-                        // The body ended (or broke) before its Content-Length.
-                        Some(expected) if received < expected && !e.is_timeout() => {
-                            UpstreamError::Truncated { expected, received }
-                        }
-                        _ => UpstreamError::from_reqwest(&e),
-                    };
-                    break Err(target.upstream.record_fault(fault).into());
-                }
-            };
-            let done = chunk.is_none();
-            if let Some(chunk) = chunk {
-                received += chunk.len() as u64;
-                if received > most {
-                    let e = UpstreamError::BadResponse(format!(
-                        "blob longer than the {most} bytes it may have"
-                    ));
-                    break Err(target.upstream.record_fault(e).into());
-                }
-                pending_bytes += chunk.len();
-                pending.push(chunk);
-            }
-            if pending_bytes >= WRITE_BATCH || (done && !pending.is_empty()) {
-                pending_bytes = 0;
-                // A closed queue means the writer failed: its error follows.
-                if batches.send(std::mem::take(&mut pending)).await.is_err() {
-                    break Ok(());
-                }
-            }
-            if done {
-                break Ok(());
-            }
-        };
-        drop(batches);
+        let (batches, queue) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITE_QUEUE);
+        let writing = write_batches(writer, queue, size, Arc::clone(tx));
+        let received = receive(target, &mut response, length, most, batches).await;
         let writer = writing
             .await
             .map_err(|e| PullError::Internal(format!("write task failed: {e}")))?;
-        received_all?;
-        let mut writer =
-            writer.map_err(|e| PullError::Internal(format!("cache write failed: {e}")))?;
-        let written = writer.written();
-        if let Some(expected) = size.filter(|s| *s != written) {
-            let e = UpstreamError::Truncated {
-                expected,
-                received: written,
-            };
-            return Err(target.upstream.record_fault(e).into());
+        received?;
+        let writer = writer.map_err(|e| PullError::Internal(format!("cache write failed: {e}")))?;
+        verified(target, writer, size, digest, tx).await
+    }
+}
+
+/// The blocking writer of a fill: writes each batch from `queue`, then
+/// publishes how much is written.
+fn write_batches(
+    mut writer: Writer,
+    mut queue: tokio::sync::mpsc::Receiver<Vec<Bytes>>,
+    size: Option<u64>,
+    progress: Arc<watch::Sender<Progress>>,
+) -> tokio::task::JoinHandle<std::io::Result<Writer>> {
+    tokio::task::spawn_blocking(move || {
+        while let Some(batch) = queue.blocking_recv() {
+            for chunk in &batch {
+                writer.write(chunk)?;
+            }
+            progress.send_replace(Progress::Started {
+                size,
+                written: writer.written(),
+            });
         }
-        match writer.verify() {
-            Ok(()) => {}
-            Err(CommitError::Mismatch { expected, actual }) => {
-                let e = UpstreamError::DigestMismatch { expected, actual };
+        Ok(writer)
+    })
+}
+
+/// Receives the body into `batches` (chunks as received, no copy), failing
+/// at the first byte past `most` or when the body ends before its
+/// Content-Length (`length`). A closed queue means the writer failed: its
+/// error is the one that counts.
+async fn receive(
+    target: &Target,
+    response: &mut reqwest::Response,
+    length: Option<u64>,
+    most: u64,
+    batches: tokio::sync::mpsc::Sender<Vec<Bytes>>,
+) -> Result<(), PullError> {
+    let mut pending: Vec<Bytes> = Vec::new();
+    let mut pending_bytes = 0;
+    let mut received = 0u64;
+    loop {
+        let chunk = match response.chunk().await {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                let fault = match length {
+                    // The body ended (or broke) before its Content-Length.
+                    Some(expected) if received < expected && !e.is_timeout() => {
+                        UpstreamError::Truncated { expected, received }
+                    }
+                    _ => UpstreamError::from_reqwest(&e),
+                };
+                return Err(target.upstream.record_fault(fault).into());
+            }
+        };
+        let done = chunk.is_none();
+        if let Some(chunk) = chunk {
+            received += chunk.len() as u64;
+            if received > most {
+                let e = UpstreamError::BadResponse(format!(
+                    "blob longer than the {most} bytes it may have"
+                ));
                 return Err(target.upstream.record_fault(e).into());
             }
-            Err(CommitError::Io(e)) => {
-                return Err(PullError::Internal(format!("cache write failed: {e}")));
+            pending_bytes += chunk.len();
+            pending.push(chunk);
+        }
+        if pending_bytes >= WRITE_BATCH || (done && !pending.is_empty()) {
+            pending_bytes = 0;
+            if batches.send(std::mem::take(&mut pending)).await.is_err() {
+                return Ok(());
             }
         }
-        // Every byte is verified: readers may finish while the file is synced.
-        tx.send_replace(Progress::Done { size: written });
-        // The clients have verified bytes now; a failure past this point
-        // loses only the cache copy.
-        let stored = match tokio::task::spawn_blocking(move || writer.commit_blocking()).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(error) = stored {
-            tracing::warn!(digest = %digest, %error, "verified blob could not be stored");
+        if done {
+            return Ok(());
         }
-        Ok(written)
     }
+}
+
+/// Checks what `writer` holds against the Content-Length (`size`) and
+/// `digest`; once it matches, lets readers finish and stores the file
+/// (a failure to store loses only the cache copy). Returns the size.
+async fn verified(
+    target: &Target,
+    mut writer: Writer,
+    size: Option<u64>,
+    digest: &Digest,
+    tx: &watch::Sender<Progress>,
+) -> Result<u64, PullError> {
+    let written = writer.written();
+    if let Some(expected) = size.filter(|s| *s != written) {
+        let e = UpstreamError::Truncated {
+            expected,
+            received: written,
+        };
+        return Err(target.upstream.record_fault(e).into());
+    }
+    match writer.verify() {
+        Ok(()) => {}
+        Err(CommitError::Mismatch { expected, actual }) => {
+            let e = UpstreamError::DigestMismatch { expected, actual };
+            return Err(target.upstream.record_fault(e).into());
+        }
+        Err(CommitError::Io(e)) => {
+            return Err(PullError::Internal(format!("cache write failed: {e}")));
+        }
+    }
+    // Every byte is verified: readers may finish while the file is synced.
+    tx.send_replace(Progress::Done { size: written });
+    let stored = match tokio::task::spawn_blocking(move || writer.commit_blocking()).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(error) = stored {
+        tracing::warn!(digest = %digest, %error, "verified blob could not be stored");
+    }
+    Ok(written)
 }
 
 fn resolve(range: Option<ByteRange>, size: u64) -> Result<(u64, u64), PullError> {

@@ -230,45 +230,10 @@ impl Puller {
                 "more than {pages} pages of referrers"
             )));
         }
-        let index: serde_json::Value = serde_json::from_slice(&referrers.body).unwrap_or_default();
-        let candidates: Vec<Descriptor> = index["manifests"]
-            .as_array()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|d| serde_json::from_value::<Descriptor>(d.clone()).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let candidates: Vec<Descriptor> = candidates
-            .into_iter()
-            .filter(|d| {
-                if with_attestations {
-                    may_be_bundle(d)
-                } else {
-                    may_be_signature_bundle(d)
-                }
-            })
-            .collect();
-        let most = if with_attestations {
-            MAX_SIGNATURES + MAX_ATTESTATIONS
-        } else {
-            MAX_SIGNATURES
+        let candidates = match bundle_candidates(&referrers.body, with_attestations) {
+            Ok(c) => c,
+            Err(limit) => return Ok(Found::limited(limit)),
         };
-        if let Some(d) = candidates
-            .iter()
-            .find(|d| d.size > crate::upstream::MAX_MANIFEST_BYTES as u64)
-        {
-            let most = crate::upstream::MAX_MANIFEST_BYTES;
-            return Ok(Found::limited(format!(
-                "a referrer manifest of {} bytes (at most {most})",
-                d.size
-            )));
-        }
-        if candidates.len() > most {
-            return Ok(Found::limited(format!(
-                "more than {most} Sigstore bundle referrers"
-            )));
-        }
         let per_referrer = futures_util::stream::iter(candidates)
             .map(|d| async move {
                 // Held while the referrer manifest is read and parsed.
@@ -356,6 +321,47 @@ impl Puller {
             },
         )
     }
+}
+
+/// The referrers in a referrers index (`body`) that may be Sigstore
+/// bundles (signatures only, unless `with_attestations`), or the bound
+/// they break: a referrer manifest too large, or too many of them.
+fn bundle_candidates(body: &[u8], with_attestations: bool) -> Result<Vec<Descriptor>, String> {
+    let index: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let candidates: Vec<Descriptor> = index["manifests"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|d| serde_json::from_value::<Descriptor>(d.clone()).ok())
+                .filter(|d| {
+                    if with_attestations {
+                        may_be_bundle(d)
+                    } else {
+                        may_be_signature_bundle(d)
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let most = if with_attestations {
+        MAX_SIGNATURES + MAX_ATTESTATIONS
+    } else {
+        MAX_SIGNATURES
+    };
+    if let Some(d) = candidates
+        .iter()
+        .find(|d| d.size > crate::upstream::MAX_MANIFEST_BYTES as u64)
+    {
+        let most = crate::upstream::MAX_MANIFEST_BYTES;
+        return Err(format!(
+            "a referrer manifest of {} bytes (at most {most})",
+            d.size
+        ));
+    }
+    if candidates.len() > most {
+        return Err(format!("more than {most} Sigstore bundle referrers"));
+    }
+    Ok(candidates)
 }
 
 /// A referrer worth fetching: a Sigstore bundle, or an artifact whose type
