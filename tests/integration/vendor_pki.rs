@@ -717,6 +717,30 @@ mod keyed {
             denied("tlog_invalid")
         );
     }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_keyed_sig_with_a_forged_rekor_bundle_is_denied_though_no_log_is_required() {
+        // A log entry that is there is verified, required or not: a forged
+        // one is not taken as "unlogged, which is allowed".
+        let key = VendorKey::generate();
+        let i = instance(KEYS, &VendorCa::new("unused"), Some(&key)).await;
+        let img = Image::oci(963, &[100]);
+        let mut forged = key.sign(&img.digest, "k/app");
+        forged.rekor_bundle = Some(TransparencyLog::new().entry(
+            &forged.signature,
+            &key.public_pem(),
+            &forged.payload,
+        ));
+        assert_eq!(
+            with_sig(&i, "k/forged", &img, &[forged]).await,
+            denied("tlog_invalid")
+        );
+        let unlogged = key.sign(&img.digest, "k/app");
+        assert_eq!(
+            with_sig(&i, "k/unlogged", &img, &[unlogged]).await,
+            allowed()
+        );
+    }
 }
 
 /// Legacy `.att` attestations signed under a vendor PKI (certificate in the
