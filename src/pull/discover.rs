@@ -437,7 +437,7 @@ impl Puller {
         &self,
         target: &Target,
         manifest: &Manifest,
-    ) -> Result<Result<ArtifactProof, String>, PullError> {
+    ) -> Result<Result<ArtifactProof, artifact::NotAnArtifact>, PullError> {
         let wanted = match artifact::blobs_to_prove(manifest) {
             Ok(w) => w,
             Err(why) => return Ok(Err(why)),

@@ -77,24 +77,52 @@ pub fn claims(manifest: &Manifest) -> bool {
     }
 }
 
+/// Why a manifest labelled a signature or attestation artifact is not
+/// provably one (it is then judged as the image it is).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotAnArtifact {
+    #[error("it is not labelled as one")]
+    Unlabelled,
+    #[error("it has {0} layers (at most {MAX_ATTESTATIONS})")]
+    TooManyLayers(usize),
+    #[error("its config is {0} bytes (at most {MAX_ARTIFACT_CONFIG})")]
+    ConfigTooLarge(u64),
+    #[error("a layer has a media type no signature document has")]
+    NotADocumentType,
+    #[error("a layer is {size} bytes (at most {most})")]
+    LayerTooLarge { size: u64, most: u64 },
+    #[error("its layers hold {0} bytes (at most {MAX_ATTESTATION_TOTAL})")]
+    LayersTooLarge(u64),
+    #[error("its config is not a JSON object")]
+    ConfigNotJson,
+    #[error("its config describes layers other than its own documents")]
+    ConfigOfAnotherImage,
+    #[error("blob {0} was not read whole")]
+    NotReadWhole(Digest),
+    /// A layer is not the document its media type claims (`why` says how).
+    #[error("a layer labelled {media_type} {why}")]
+    NotItsDocument {
+        media_type: String,
+        why: &'static str,
+    },
+    #[error("its documents name no common subject")]
+    NoCommonSubject,
+    #[error("its documents are not about its subject")]
+    NotAboutItsSubject,
+}
+
 /// The blobs to fetch to prove an image artifact (its config and layers,
 /// each digest once), each to be read at exactly its declared size; `Err`
 /// when a declared size already breaks a bound.
-pub fn blobs_to_prove(manifest: &Manifest) -> Result<Vec<Descriptor>, String> {
+pub fn blobs_to_prove(manifest: &Manifest) -> Result<Vec<Descriptor>, NotAnArtifact> {
     let ManifestKind::Image { config, layers } = &manifest.kind else {
         return Ok(Vec::new());
     };
     if layers.len() > MAX_ATTESTATIONS {
-        return Err(format!(
-            "it has {} layers (at most {MAX_ATTESTATIONS})",
-            layers.len()
-        ));
+        return Err(NotAnArtifact::TooManyLayers(layers.len()));
     }
     if config.size > MAX_ARTIFACT_CONFIG {
-        return Err(format!(
-            "its config is {} bytes (at most {MAX_ARTIFACT_CONFIG})",
-            config.size
-        ));
+        return Err(NotAnArtifact::ConfigTooLarge(config.size));
     }
     let mut out: Vec<Descriptor> = vec![config.clone()];
     let mut total = 0u64;
@@ -102,10 +130,10 @@ pub fn blobs_to_prove(manifest: &Manifest) -> Result<Vec<Descriptor>, String> {
         let most = match document(&l.media_type) {
             Some(Document::SimpleSigning) => MAX_SIGNATURE_BYTES,
             Some(_) => MAX_ATTESTATION_BYTES,
-            None => return Err("a layer has a media type no signature document has".into()),
+            None => return Err(NotAnArtifact::NotADocumentType),
         };
         if l.size > most {
-            return Err(format!("a layer is {} bytes (at most {most})", l.size));
+            return Err(NotAnArtifact::LayerTooLarge { size: l.size, most });
         }
         total = total.saturating_add(l.size);
         if !out.iter().any(|d| d.digest == l.digest) {
@@ -113,9 +141,7 @@ pub fn blobs_to_prove(manifest: &Manifest) -> Result<Vec<Descriptor>, String> {
         }
     }
     if total > MAX_ATTESTATION_TOTAL {
-        return Err(format!(
-            "its layers hold {total} bytes (at most {MAX_ATTESTATION_TOTAL})"
-        ));
+        return Err(NotAnArtifact::LayersTooLarge(total));
     }
     Ok(out)
 }
@@ -126,7 +152,7 @@ pub fn blobs_to_prove(manifest: &Manifest) -> Result<Vec<Descriptor>, String> {
 /// digests (cosign's and buildx's form, where the layers are uncompressed
 /// documents; containers/image writes them deduplicated). The config of
 /// another image, which lists that image's filesystem layers, is not.
-fn artifact_config(bytes: &[u8], layers: &[Descriptor]) -> Result<(), String> {
+fn artifact_config(bytes: &[u8], layers: &[Descriptor]) -> Result<(), NotAnArtifact> {
     #[derive(Deserialize)]
     struct Config {
         #[serde(default)]
@@ -137,22 +163,22 @@ fn artifact_config(bytes: &[u8], layers: &[Descriptor]) -> Result<(), String> {
         #[serde(default)]
         diff_ids: Vec<String>,
     }
-    let config: Config =
-        serde_json::from_slice(bytes).map_err(|_| "its config is not a JSON object".to_string())?;
+    let config: Config = serde_json::from_slice(bytes).map_err(|_| NotAnArtifact::ConfigNotJson)?;
     let own = |id: &String| layers.iter().any(|l| l.digest.to_string() == *id);
     match config.rootfs {
-        Some(r) if !r.diff_ids.iter().all(own) => {
-            Err("its config describes layers other than its own documents".into())
-        }
+        Some(r) if !r.diff_ids.iter().all(own) => Err(NotAnArtifact::ConfigOfAnotherImage),
         _ => Ok(()),
     }
 }
 
 /// Proves that `manifest` is an artifact from the bytes of the blobs
 /// [`blobs_to_prove`] named (already checked against their digests).
-pub fn prove(manifest: &Manifest, blobs: &[(Descriptor, Bytes)]) -> Result<ArtifactProof, String> {
+pub fn prove(
+    manifest: &Manifest,
+    blobs: &[(Descriptor, Bytes)],
+) -> Result<ArtifactProof, NotAnArtifact> {
     if !claims(manifest) {
-        return Err("it is not labelled as one".into());
+        return Err(NotAnArtifact::Unlabelled);
     }
     let ManifestKind::Image { config, layers } = &manifest.kind else {
         return Ok(ArtifactProof {
@@ -165,14 +191,16 @@ pub fn prove(manifest: &Manifest, blobs: &[(Descriptor, Bytes)]) -> Result<Artif
             .find(|(b, _)| b.digest == d.digest)
             .map(|(_, bytes)| bytes)
             .filter(|bytes| bytes.len() as u64 == d.size)
-            .ok_or_else(|| format!("blob {} was not read whole", d.digest))
+            .ok_or_else(|| NotAnArtifact::NotReadWhole(d.digest.clone()))
     };
     artifact_config(bytes_of(config)?, layers)?;
     let mut common: Option<BTreeSet<Digest>> = None;
     for l in layers {
-        let kind = document(&l.media_type).ok_or("a layer is not a signature document")?;
-        let named = subjects(kind, bytes_of(l)?)
-            .map_err(|why| format!("a layer labelled {} {why}", l.media_type))?;
+        let kind = document(&l.media_type).ok_or(NotAnArtifact::NotADocumentType)?;
+        let named = subjects(kind, bytes_of(l)?).map_err(|why| NotAnArtifact::NotItsDocument {
+            media_type: l.media_type.clone(),
+            why,
+        })?;
         common = Some(match common {
             None => named,
             Some(c) => c.intersection(&named).cloned().collect(),
@@ -180,18 +208,18 @@ pub fn prove(manifest: &Manifest, blobs: &[(Descriptor, Bytes)]) -> Result<Artif
     }
     let subjects = common.unwrap_or_default();
     if subjects.is_empty() {
-        return Err("its documents name no common subject".into());
+        return Err(NotAnArtifact::NoCommonSubject);
     }
     if let Some(s) = &manifest.subject {
         if !subjects.contains(&s.digest) {
-            return Err("its documents are not about its subject".into());
+            return Err(NotAnArtifact::NotAboutItsSubject);
         }
     }
     Ok(ArtifactProof { subjects })
 }
 
 /// The subject digests one document names, or why it is not that document.
-fn subjects(kind: Document, bytes: &[u8]) -> Result<BTreeSet<Digest>, String> {
+fn subjects(kind: Document, bytes: &[u8]) -> Result<BTreeSet<Digest>, &'static str> {
     match kind {
         Document::SimpleSigning => {
             let payload: SimpleSigning =
@@ -208,9 +236,7 @@ fn subjects(kind: Document, bytes: &[u8]) -> Result<BTreeSet<Digest>, String> {
             let envelope: Envelope =
                 serde_json::from_slice(bytes).map_err(|_| "is not a DSSE envelope")?;
             if envelope.payload_type != IN_TOTO {
-                return Err(
-                    "is a DSSE envelope of something other than an in-toto statement".into(),
-                );
+                return Err("is a DSSE envelope of something other than an in-toto statement");
             }
             let payload = STANDARD
                 .decode(envelope.payload.as_bytes())
@@ -225,15 +251,13 @@ fn subjects(kind: Document, bytes: &[u8]) -> Result<BTreeSet<Digest>, String> {
             match super::sigstore::bundle_subject(&bundle) {
                 super::sigstore::BundleSubject::Statement(payload) => statement_subjects(&payload),
                 super::sigstore::BundleSubject::Digest(d) => Ok(BTreeSet::from([d])),
-                super::sigstore::BundleSubject::None => {
-                    Err("signs nothing Portcullis can read".into())
-                }
+                super::sigstore::BundleSubject::None => Err("signs nothing Portcullis can read"),
             }
         }
     }
 }
 
-fn statement_subjects(payload: &[u8]) -> Result<BTreeSet<Digest>, String> {
+fn statement_subjects(payload: &[u8]) -> Result<BTreeSet<Digest>, &'static str> {
     let statement: Statement =
         serde_json::from_slice(payload).map_err(|_| "does not hold an in-toto statement")?;
     let subjects: BTreeSet<Digest> = statement
@@ -248,7 +272,7 @@ fn statement_subjects(payload: &[u8]) -> Result<BTreeSet<Digest>, String> {
         })
         .collect();
     if subjects.is_empty() {
-        return Err("holds a statement about no digest".into());
+        return Err("holds a statement about no digest");
     }
     Ok(subjects)
 }

@@ -114,8 +114,13 @@ fn a_filesystem_layer_relabelled_as_a_statement_is_not_an_artifact() {
     let tar = [0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03];
     let (m, blobs) = artifact(config(), vec![blob(IN_TOTO, &tar)], None);
     assert!(claims(&m), "the label claims it");
-    let why = prove(&m, &blobs).unwrap_err();
-    assert!(why.contains("in-toto"), "{why}");
+    assert_eq!(
+        prove(&m, &blobs).unwrap_err(),
+        NotAnArtifact::NotItsDocument {
+            media_type: IN_TOTO.into(),
+            why: "does not hold an in-toto statement"
+        }
+    );
 }
 
 #[test]
@@ -129,9 +134,15 @@ fn documents_about_different_subjects_or_not_the_subject_field_are_refused() {
         ],
         None,
     );
-    assert!(prove(&m, &blobs).is_err());
+    assert_eq!(
+        prove(&m, &blobs).unwrap_err(),
+        NotAnArtifact::NoCommonSubject
+    );
     let (m, blobs) = artifact(config(), vec![blob(IN_TOTO, &statement(&a))], Some(&b));
-    assert!(prove(&m, &blobs).is_err());
+    assert_eq!(
+        prove(&m, &blobs).unwrap_err(),
+        NotAnArtifact::NotAboutItsSubject
+    );
 }
 
 #[test]
@@ -146,18 +157,24 @@ fn a_config_that_is_not_small_json_is_refused() {
         vec![layer.clone()],
         None,
     );
-    assert!(prove(&m, &blobs).unwrap_err().contains("config"));
+    assert_eq!(prove(&m, &blobs).unwrap_err(), NotAnArtifact::ConfigNotJson);
     // The config of another image (its own diff ids) does not pass either.
     let other = cosign_config(&[&blob(SIMPLE_SIGNING, b"{}")]);
     let (m, blobs) = artifact(other, vec![layer.clone()], None);
-    assert!(prove(&m, &blobs).unwrap_err().contains("config"));
+    assert_eq!(
+        prove(&m, &blobs).unwrap_err(),
+        NotAnArtifact::ConfigOfAnotherImage
+    );
     let big = vec![b' '; (MAX_ARTIFACT_CONFIG + 1) as usize];
     let (m, _) = artifact(
         blob("application/vnd.oci.image.config.v1+json", &big),
         vec![layer],
         None,
     );
-    assert!(blobs_to_prove(&m).is_err());
+    assert_eq!(
+        blobs_to_prove(&m).unwrap_err(),
+        NotAnArtifact::ConfigTooLarge(MAX_ARTIFACT_CONFIG + 1)
+    );
 }
 
 #[test]
@@ -165,7 +182,13 @@ fn declared_sizes_past_the_bounds_are_refused_before_any_fetch() {
     let mut layer = blob(SIMPLE_SIGNING, b"{}");
     layer.0["size"] = serde_json::json!(MAX_SIGNATURE_BYTES + 1);
     let (m, _) = artifact(config(), vec![layer], None);
-    assert!(blobs_to_prove(&m).is_err());
+    assert_eq!(
+        blobs_to_prove(&m).unwrap_err(),
+        NotAnArtifact::LayerTooLarge {
+            size: MAX_SIGNATURE_BYTES + 1,
+            most: MAX_SIGNATURE_BYTES
+        }
+    );
 }
 
 #[test]
@@ -176,8 +199,11 @@ fn a_blob_not_read_whole_proves_nothing() {
         vec![blob(SIMPLE_SIGNING, &simple_signing(&subject))],
         None,
     );
-    blobs.pop();
-    assert!(prove(&m, &blobs).is_err());
+    let (layer, _) = blobs.pop().unwrap();
+    assert_eq!(
+        prove(&m, &blobs).unwrap_err(),
+        NotAnArtifact::NotReadWhole(layer.digest)
+    );
 }
 
 fn bundle_about(subject: &Digest) -> Vec<u8> {
@@ -298,7 +324,10 @@ fn declared_sizes_and_counts_are_bounded_exactly_at_their_limits() {
     let layer = blob(SIMPLE_SIGNING, &simple_signing(&subject));
     let many = |n: usize| artifact(config(), vec![layer.clone(); n], None).0;
     assert!(blobs_to_prove(&many(MAX_ATTESTATIONS)).is_ok());
-    assert!(blobs_to_prove(&many(MAX_ATTESTATIONS + 1)).is_err());
+    assert_eq!(
+        blobs_to_prove(&many(MAX_ATTESTATIONS + 1)).unwrap_err(),
+        NotAnArtifact::TooManyLayers(MAX_ATTESTATIONS + 1)
+    );
     let sized = |config_size: u64, layer_size: u64| {
         let mut c = config();
         c.0["size"] = serde_json::json!(config_size);
@@ -317,7 +346,11 @@ fn declared_sizes_and_counts_are_bounded_exactly_at_their_limits() {
     let total = |n: usize, each: u64| artifact(config(), vec![envelope(each); n], None).0;
     let each = MAX_ATTESTATION_TOTAL / 4;
     assert!(blobs_to_prove(&total(4, each)).is_ok(), "exactly the total");
-    assert!(blobs_to_prove(&total(5, each)).is_err(), "past the total");
+    assert_eq!(
+        blobs_to_prove(&total(5, each)).unwrap_err(),
+        NotAnArtifact::LayersTooLarge(5 * each),
+        "past the total"
+    );
     assert!(blobs_to_prove(&total(1, MAX_ATTESTATION_BYTES)).is_ok());
     assert!(blobs_to_prove(&total(1, MAX_ATTESTATION_BYTES + 1)).is_err());
 }
