@@ -66,10 +66,9 @@ impl TrustHealth {
             .authorities()
             .map(|a| AuthorityHealth {
                 name: a.name.clone(),
-                unavailable: a
-                    .availability(now)
-                    .err()
-                    .map(|why| crate::log::escape_control(&without_userinfo(&why)).into_owned()),
+                unavailable: a.availability(now).err().map(|why| {
+                    crate::log::escape_control(&without_userinfo(&why.to_string())).into_owned()
+                }),
             })
             .collect();
         authorities.sort_by(|a, b| a.name.cmp(&b.name));

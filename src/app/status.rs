@@ -217,7 +217,7 @@ impl App {
             earliest_expiry: loaded.and_then(|l| l.earliest_expiry()).map(rfc),
             available: loaded.map(|l| match l.availability(now) {
                 Ok(()) => Availability::Available(true),
-                Err(e) => Availability::Unavailable(e),
+                Err(e) => Availability::Unavailable(e.to_string()),
             }),
         }
     }

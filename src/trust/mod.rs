@@ -20,7 +20,28 @@ pub mod signed;
 pub mod source;
 pub mod tuf;
 
-pub use source::{Fetched, Freshness, Sources};
+pub use source::{Fetched, Freshness, Sources, Stale};
+
+/// Why an authority's material cannot be relied on now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// Nothing usable was loaded (never fetched, or not usable): there is
+    /// nothing to check signatures against.
+    #[error("trust for {authority} is unavailable: {why}")]
+    NotLoaded { authority: String, why: String },
+    /// Loaded, but a source was last verified longer ago than `max_stale`.
+    #[error("trust for {authority} is stale: {stale}")]
+    Stale { authority: String, stale: Stale },
+    /// Loaded, but its signed trust document has expired.
+    #[error(
+        "trust for {authority} is stale: its signed trust document expired at {}",
+        humantime::format_rfc3339_seconds(*expired)
+    )]
+    Expired {
+        authority: String,
+        expired: std::time::SystemTime,
+    },
+}
 
 /// One trusted vendor.
 pub struct Authority {
@@ -68,20 +89,25 @@ impl Authority {
     }
 
     /// Whether this authority's material can be relied on at `now`.
-    pub fn availability(&self, now: std::time::SystemTime) -> Result<(), String> {
+    pub fn availability(&self, now: std::time::SystemTime) -> Result<(), Unavailable> {
+        let authority = || self.name.clone();
         if let Some(why) = &self.unavailable {
-            return Err(format!("trust for {} is unavailable: {why}", self.name));
+            return Err(Unavailable::NotLoaded {
+                authority: authority(),
+                why: why.clone(),
+            });
         }
         for f in &self.freshness {
-            f.check(now)
-                .map_err(|why| format!("trust for {} is stale: {why}", self.name))?;
+            f.check(now).map_err(|stale| Unavailable::Stale {
+                authority: authority(),
+                stale,
+            })?;
         }
         match self.stale_after {
-            Some(t) if now >= t => Err(format!(
-                "trust for {} is stale: its signed trust document expired at {}",
-                self.name,
-                humantime::format_rfc3339_seconds(t)
-            )),
+            Some(expired) if now >= expired => Err(Unavailable::Expired {
+                authority: authority(),
+                expired,
+            }),
             _ => Ok(()),
         }
     }

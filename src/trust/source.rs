@@ -95,17 +95,16 @@ impl Freshness {
         }
     }
 
-    /// An error naming when the source was last verified, once that is
-    /// longer ago than `max_stale`.
-    pub fn check(&self, now: SystemTime) -> Result<(), String> {
+    /// When the source was last verified, once that is longer ago than
+    /// `max_stale`.
+    pub fn check(&self, now: SystemTime) -> Result<(), Stale> {
         let verified = self.verified.at();
         if now > verified + self.max_stale {
-            return Err(format!(
-                "{} was last verified at {}, longer ago than max_stale ({})",
-                self.what,
-                humantime::format_rfc3339_seconds(verified),
-                humantime::format_duration(self.max_stale)
-            ));
+            return Err(Stale {
+                what: self.what.clone(),
+                verified,
+                max_stale: self.max_stale,
+            });
         }
         Ok(())
     }
@@ -117,6 +116,20 @@ impl Freshness {
     pub fn last_verified(&self) -> SystemTime {
         self.verified.at()
     }
+}
+
+/// A source last verified longer ago than its `max_stale`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{what} was last verified at {}, longer ago than max_stale ({})",
+    humantime::format_rfc3339_seconds(*verified),
+    humantime::format_duration(*max_stale)
+)]
+pub struct Stale {
+    /// The source: "its source https://…".
+    what: String,
+    verified: SystemTime,
+    max_stale: Duration,
 }
 
 /// What a refresh did.

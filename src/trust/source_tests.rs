@@ -100,5 +100,9 @@ fn a_source_is_fresh_until_max_stale_after_it_was_last_verified_and_stale_after_
         "fresh at the deadline"
     );
     let e = f.check(t + Duration::from_secs(61)).unwrap_err();
-    assert!(e.contains("last verified at"), "{e}");
+    assert_eq!(e.verified, t);
+    assert_eq!(
+        e.to_string(),
+        "its source https://vendor.example/keys was last verified at 1970-01-12T13:46:40Z, longer ago than max_stale (1m)"
+    );
 }

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use super::Reason;
 use super::verdict::Findings;
-use crate::trust::Authority;
+use crate::trust::{Authority, Unavailable};
 
 /// Why a manifest failed its checks, and whether the only obstacle was
 /// trust past `max_stale` (what `on_trust_unavailable = "allow"` relaxes).
@@ -63,8 +63,10 @@ enum TrustState {
 fn trust_state(authority: &Authority, now: SystemTime) -> TrustState {
     match authority.availability(now) {
         Ok(()) => TrustState::Fresh,
-        Err(why) if authority.unavailable.is_none() => TrustState::Stale(why),
-        Err(why) => TrustState::Unavailable(why),
+        Err(why @ Unavailable::NotLoaded { .. }) => TrustState::Unavailable(why.to_string()),
+        Err(why @ (Unavailable::Stale { .. } | Unavailable::Expired { .. })) => {
+            TrustState::Stale(why.to_string())
+        }
     }
 }
 
