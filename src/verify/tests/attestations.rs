@@ -307,3 +307,17 @@ fn denial_names_the_requirement_predicate_type_and_condition() {
         Some("github-builder")
     );
 }
+
+#[test]
+fn an_attestation_by_a_key_the_authority_does_not_hold_is_named_as_an_attestation() {
+    let (acme, mallory) = (Vendor::new("acme"), Vendor::new("acme"));
+    let gate = gate_requiring(&acme, Mode::Enforce, None);
+    let att = mallory.attest(&statement(&subject(), SLSA, provenance(GITHUB)));
+    let d = judge_with(&gate, &acme, vec![att]).unwrap_err();
+    assert!(
+        d.message
+            .contains("attestation not signed by any of the authority's keys"),
+        "{}",
+        d.message
+    );
+}
