@@ -47,10 +47,6 @@ impl Gate {
         Gate { policies, trust }
     }
 
-    pub fn trust_epoch(&self) -> u64 {
-        self.trust.epoch
-    }
-
     pub fn trust(&self) -> &Arc<TrustSnapshot> {
         &self.trust
     }
