@@ -465,6 +465,12 @@ async fn deny_policy_is_403_denied_with_reason_and_audit_mode_serves() {
             .await,
         2.0
     );
+    assert_eq!(
+        proxy.upstream_requests("manifest").await
+            + proxy.upstream_requests("manifest_head").await,
+        0.0,
+        "refused before any upstream request"
+    );
 
     let r = proxy
         .get_manifest("/v2/local/watched/app/manifests/v1")
