@@ -466,8 +466,7 @@ async fn deny_policy_is_403_denied_with_reason_and_audit_mode_serves() {
         2.0
     );
     assert_eq!(
-        proxy.upstream_requests("manifest").await
-            + proxy.upstream_requests("manifest_head").await,
+        proxy.upstream_requests("manifest").await + proxy.upstream_requests("manifest_head").await,
         0.0,
         "refused before any upstream request"
     );

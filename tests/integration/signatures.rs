@@ -145,6 +145,24 @@ async fn image_signed_by_the_vendor_key_is_served_with_its_blobs() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_policy_without_attestations_never_looks_for_them_upstream() {
+    let s = setup().await;
+    let img = Image::oci(101, &[100]);
+    s.pusher.image("acme/lean", "v1", &img).await;
+    let sig = s.acme.sign(&img.digest, "registry/acme/lean");
+    cosign::push_signatures(&s.pusher, "acme/lean", &img.digest, &[sig]).await;
+    let before = s.proxy.upstream_requests("manifest").await;
+    let r = s
+        .proxy
+        .get_manifest("/v2/local/acme/lean/manifests/v1")
+        .await;
+    assert_eq!(r.status(), 200);
+    // The image by its tag, its `.sig` tag and the referrers fallback tag
+    // (this registry has no referrers API): no `.att` tag.
+    assert_eq!(s.proxy.upstream_requests("manifest").await, before + 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unsigned_image_is_denied_and_nothing_of_it_is_served() {
     let s = setup().await;
     let img = Image::oci(101, &[100]);
