@@ -70,6 +70,17 @@ fn pinned_exception_admits_an_unsigned_image_until_it_expires() {
     );
     let v = at(&gate, vec![], BEFORE).unwrap();
     assert_eq!(v.exception(), Some(("RISK-1", Reason::Unsigned)));
+    assert!(
+        at(&gate, vec![], "2026-05-01T23:59:59Z").is_ok(),
+        "a second before it expires"
+    );
+    assert_eq!(
+        at(&gate, vec![], "2026-05-02T00:00:00Z")
+            .unwrap_err()
+            .reason,
+        Reason::ExceptionExpired,
+        "at its expiry it no longer admits"
+    );
     let d = at(&gate, vec![], "2026-05-03T00:00:00Z").unwrap_err();
     assert_eq!(d.reason, Reason::ExceptionExpired);
     assert!(
