@@ -617,6 +617,10 @@ async fn hostile_manifests_are_refused_and_recorded_as_decisions_with_their_reas
         .unwrap_or_else(|| panic!("{name}: no decision line"));
         assert_eq!(line["decision"], "deny", "{name}");
         assert_eq!(line["reason"], reason, "{name}");
+        assert_eq!(
+            line["policy"], "allow-unverified",
+            "{name}: the policy in force"
+        );
     }
 }
 
