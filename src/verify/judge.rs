@@ -90,3 +90,30 @@ fn specificity(reason: Reason) -> u8 {
         _ => 7,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_rank_from_unsigned_up_to_trust_unavailable_and_other_reasons_above() {
+        let ranked = [
+            Reason::Unsigned,
+            Reason::UntrustedSigner,
+            Reason::InvalidSignature,
+            Reason::IdentityMismatch,
+            Reason::TlogInvalid,
+            Reason::CertificateExpired,
+            Reason::TrustUnavailable,
+            Reason::LimitExceeded,
+        ];
+        for pair in ranked.windows(2) {
+            assert!(
+                specificity(pair[0]) < specificity(pair[1]),
+                "{:?} must say less than {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
+}
