@@ -321,3 +321,19 @@ fn an_attestation_by_a_key_the_authority_does_not_hold_is_named_as_an_attestatio
         d.message
     );
 }
+
+#[test]
+fn audit_mode_records_the_attestations_of_an_image_whose_signature_fails() {
+    let (acme, mallory) = (Vendor::new("acme"), Vendor::new("acme"));
+    let gate = gate_requiring(&acme, Mode::Audit, None);
+    let att = acme.attest(&statement(&subject(), SLSA, provenance(GITHUB)));
+    // Signed by a key acme does not hold, with a good attestation: served
+    // in audit mode, and what is served records the attestation's result.
+    let v = judge_with(&gate, &mallory, vec![att]).unwrap();
+    assert_eq!(v.audit_denial(), Some(Reason::UntrustedSigner));
+    assert_eq!(v.attestations().len(), 1);
+    assert_eq!(
+        v.attestations()[0].outcome.as_ref().unwrap(),
+        &vec!["acme".to_string()]
+    );
+}
