@@ -279,6 +279,11 @@ fn max_age_bounds_the_attested_time() {
     let d = judge_with(&strict, &acme, vec![att()]).unwrap_err();
     assert_eq!(d.reason, Reason::PredicateFailed);
     assert!(d.message.contains("max_age"), "{}", d.message);
+    let exact = gate_requiring(&acme, Mode::Enforce, Some(Duration::from_secs(2 * 86400)));
+    assert!(
+        judge_with(&exact, &acme, vec![att()]).is_ok(),
+        "exactly max_age old is still within it"
+    );
 }
 
 #[test]
