@@ -46,44 +46,59 @@ pub struct Proxy {
     pub admin_port: u16,
     pub dir: tempfile::TempDir,
     shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), portcullis::RunError>>>,
     pub client: reqwest::Client,
 }
 
 impl Proxy {
     /// Starts Portcullis with `config`, in its folder (else a fresh one),
     /// on a free port, its admin listener on the config's admin port (else a
-    /// free one), its time from the config's clock (else the system's).
-    pub async fn start(config: ProxyConfig) -> Proxy {
-        let port = free_port();
-        let admin_port = config.admin_port.unwrap_or_else(free_port);
-        let text = config.render(port, admin_port);
-        let ProxyConfig { dir, clock, .. } = config;
-        let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+    /// free one), its time from the config's clock (else the system's). A
+    /// port another test took between [`free_port`] and the bind is picked
+    /// again.
+    pub async fn start(mut config: ProxyConfig) -> Proxy {
+        let mut dir = config
+            .dir
+            .take()
+            .unwrap_or_else(|| tempfile::tempdir().unwrap());
+        let clock = config.clock.take();
         std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).unwrap();
-        let path = dir.path().join("portcullis.toml");
-        std::fs::write(&path, &text).unwrap();
-        let config = portcullis::Config::load(&path).unwrap_or_else(|e| panic!("{e}\n---\n{text}"));
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move {
-            match clock {
-                Some(clock) => portcullis::run_with_clock(config, clock, token)
-                    .await
-                    .unwrap(),
-                None => portcullis::run(config, token).await.unwrap(),
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        for attempt in 1.. {
+            let port = free_port();
+            let admin_port = config.admin_port.unwrap_or_else(free_port);
+            let text = config.render(port, admin_port);
+            let path = dir.path().join("portcullis.toml");
+            std::fs::write(&path, &text).unwrap();
+            let loaded =
+                portcullis::Config::load(&path).unwrap_or_else(|e| panic!("{e}\n---\n{text}"));
+            let shutdown = CancellationToken::new();
+            let token = shutdown.clone();
+            let clock = clock.clone();
+            let task = tokio::spawn(async move {
+                match clock {
+                    Some(clock) => portcullis::run_with_clock(loaded, clock, token).await,
+                    None => portcullis::run(loaded, token).await,
+                }
+            });
+            let mut proxy = Proxy {
+                port,
+                admin_port,
+                dir,
+                shutdown,
+                task: Some(task),
+                client: client.clone(),
+            };
+            match proxy.wait_ready().await {
+                None => return proxy,
+                Some(Err(portcullis::RunError::Bind { addr, .. })) if attempt < 5 => {
+                    eprintln!("port {addr} was taken before the proxy bound it; trying others");
+                    dir = std::mem::replace(&mut proxy.dir, tempfile::tempdir().unwrap());
+                }
+                Some(ended) => panic!("portcullis stopped before it was healthy: {ended:?}"),
             }
-        });
-        let proxy = Proxy {
-            port,
-            admin_port,
-            dir,
-            shutdown,
-            task: Some(task),
-            client: reqwest::Client::builder().no_proxy().build().unwrap(),
-        };
-        proxy.wait_ready().await;
-        proxy
+        }
+        unreachable!()
     }
 
     /// The audit events written so far, parsed (a line still being written
@@ -128,16 +143,22 @@ impl Proxy {
         self.dir.path().join("portcullis.toml")
     }
 
-    async fn wait_ready(&self) {
+    /// Waits until the admin listener answers `/healthz`: `None`, or how
+    /// the proxy ended if it stopped first.
+    async fn wait_ready(&mut self) -> Option<Result<(), portcullis::RunError>> {
         for _ in 0..200 {
+            if self.task.as_ref().is_some_and(|t| t.is_finished()) {
+                return self.task.take()?.await.ok();
+            }
             if let Ok(r) = self
                 .client
                 .get(format!("{}/healthz", self.admin_url()))
+                .timeout(Duration::from_secs(1))
                 .send()
                 .await
             {
                 if r.status().is_success() {
-                    return;
+                    return None;
                 }
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
