@@ -10,7 +10,7 @@
 //! - [`app`]: builds the running proxy from a [`config::Config`], reloads it, refreshes trust
 //! - [`readiness`]: what `/readyz` means: this replica's trust, and whether a peer's is fresh
 //! - [`pull`]: orchestration: tag resolution, verdicts, single flight, blob fills, decision bounds
-//! - [`upstream`]: one client per registry (pooling, TLS, token auth, limits) and routing to them
+//! - [`upstream`], [`cluster`]: one client per registry (pooling, TLS, token auth, limits) and routing to them; coordination between replicas in Redis
 //! - [`verify`]: the decision point; only it builds a [`verify::VerifiedManifest`]
 //! - [`trust`]: authorities' keys, CA roots and identities in an immutable snapshot, and their sources
 //! - [`config`]: the TOML file and its validation
@@ -24,6 +24,7 @@ pub mod app;
 pub mod audit;
 pub mod cache;
 pub mod clock;
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod log;

@@ -72,6 +72,103 @@ impl PasswordRefusal {
     }
 }
 
+/// A request to the shared bucket: the `op` label of
+/// `portcullis_shared_store_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    Get,
+    Put,
+    Head,
+    Delete,
+    List,
+}
+
+impl StoreOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreOp::Get => "get",
+            StoreOp::Put => "put",
+            StoreOp::Head => "head",
+            StoreOp::Delete => "delete",
+            StoreOp::List => "list",
+        }
+    }
+}
+
+/// A request to Redis: the `op` label of `portcullis_cluster_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterOp {
+    Tag,
+    Ref,
+    Lease,
+}
+
+impl ClusterOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterOp::Tag => "tag",
+            ClusterOp::Ref => "ref",
+            ClusterOp::Lease => "lease",
+        }
+    }
+}
+
+/// How a request to shared state went: the `outcome` label of
+/// `portcullis_shared_store_requests_total` and
+/// `portcullis_cluster_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// The object or entry was there (and checked).
+    Hit,
+    Miss,
+    /// A write or delete succeeded.
+    Ok,
+    /// The store or Redis failed or timed out.
+    Error,
+    /// An object whose bytes do not match its digest (treated as absent).
+    Corrupt,
+    /// An upload not made because `cache.s3.uploads` were in flight.
+    Skipped,
+    /// An entry whose MAC does not verify (treated as absent).
+    BadMac,
+}
+
+impl Found {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Found::Hit => "hit",
+            Found::Miss => "miss",
+            Found::Ok => "ok",
+            Found::Error => "error",
+            Found::Corrupt => "corrupt",
+            Found::Skipped => "skipped",
+            Found::BadMac => "bad_mac",
+        }
+    }
+}
+
+/// How a wait for another replica's work ended: the `outcome` label of
+/// `portcullis_cluster_lease_waits_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseWait {
+    /// The result appeared.
+    Ready,
+    /// The lease ended (released or expired) without a result.
+    Expired,
+    /// `cluster.lease_wait` passed.
+    Timeout,
+}
+
+impl LeaseWait {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseWait::Ready => "ready",
+            LeaseWait::Expired => "expired",
+            LeaseWait::Timeout => "timeout",
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Client requests by endpoint and status code.
@@ -138,6 +235,14 @@ pub struct Metrics {
     /// Per authority: 1 when it can be relied on now, 0 when decisions
     /// needing it deny `trust_unavailable`.
     pub trust_available: IntGaugeVec,
+    /// Requests to the shared bucket by op and outcome.
+    pub shared_store_requests: IntCounterVec,
+    /// Uploads to the shared bucket in flight.
+    pub shared_uploads_in_flight: IntGauge,
+    /// Requests to Redis by op and outcome.
+    pub cluster_requests: IntCounterVec,
+    /// Waits for another replica's work, by how they ended.
+    pub cluster_lease_waits: IntCounterVec,
 }
 
 fn gauge(
@@ -412,8 +517,54 @@ impl Metrics {
                     &["authority"],
                 )?,
             )?,
+            shared_store_requests: counter(
+                r,
+                "portcullis_shared_store_requests_total",
+                "Requests to the shared S3 bucket, by op and outcome (corrupt: failed its digest, treated as absent)",
+                &["op", "outcome"],
+            )?,
+            shared_uploads_in_flight: register(
+                r,
+                IntGauge::new(
+                    "portcullis_shared_store_uploads_in_flight",
+                    "Uploads of verified content to the shared bucket in flight (bound: cache.s3.uploads)",
+                )?,
+            )?,
+            cluster_requests: counter(
+                r,
+                "portcullis_cluster_requests_total",
+                "Requests to Redis, by op and outcome (bad_mac: an entry that failed its MAC, ignored)",
+                &["op", "outcome"],
+            )?,
+            cluster_lease_waits: counter(
+                r,
+                "portcullis_cluster_lease_waits_total",
+                "Waits for another replica's work, by how they ended",
+                &["outcome"],
+            )?,
             registry,
         })
+    }
+
+    /// Counts a request to the shared bucket.
+    pub fn shared_store(&self, op: StoreOp, found: Found) {
+        self.shared_store_requests
+            .with_label_values(&[op.as_str(), found.as_str()])
+            .inc();
+    }
+
+    /// Counts a request to Redis.
+    pub fn cluster(&self, op: ClusterOp, found: Found) {
+        self.cluster_requests
+            .with_label_values(&[op.as_str(), found.as_str()])
+            .inc();
+    }
+
+    /// Counts how a wait for another replica ended.
+    pub fn lease_wait(&self, how: LeaseWait) {
+        self.cluster_lease_waits
+            .with_label_values(&[how.as_str()])
+            .inc();
     }
 
     /// Counts a pull decision; a denial counts in

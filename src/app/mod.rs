@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::audit::Audit;
-use crate::cache::ContentStore;
+use crate::cache::{ContentStore, SharedStore};
 use crate::clock::{Clock, SystemClock};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pull::Puller;
+use crate::pull::{Puller, Shared};
 use crate::trust::{Sources, TrustSnapshot, refresh};
 use crate::upstream::{self, RoutingError, Upstreams};
 use crate::verify::Gate;
@@ -61,6 +62,10 @@ pub enum BuildError {
     TrustVersions(#[from] crate::trust::signed::MarksError),
     #[error(transparent)]
     Peers(#[from] crate::readiness::PeersError),
+    #[error(transparent)]
+    SharedStore(#[from] crate::cache::shared::SetupError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::SetupError),
 }
 
 impl App {
@@ -97,10 +102,21 @@ impl App {
         .await
         .map_err(BuildError::Audit)?;
         let (sources, gate) = first_trust(config, clock.now(), &metrics, &audit).await?;
+        let shared = Shared {
+            store: match &config.cache.s3 {
+                Some(s3) => Some(SharedStore::new(s3, Arc::clone(&metrics))?),
+                None => None,
+            },
+            cluster: match &config.cluster {
+                Some(cluster) => Some(Cluster::new(cluster, Arc::clone(&metrics))?),
+                None => None,
+            },
+        };
         let puller = Arc::new(Puller::new(
             &config.cache,
             &config.limits,
             store,
+            shared,
             gate,
             Arc::clone(&clock),
             Arc::clone(&metrics),

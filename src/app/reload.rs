@@ -54,6 +54,7 @@ fn restart_needed(current: &Config, new: &Config) -> Vec<&'static str> {
         ("server", current.server != new.server),
         ("admin", current.admin != new.admin),
         ("cache", current.cache != new.cache),
+        ("cluster", current.cluster != new.cluster),
         ("limits", current.limits != new.limits),
         ("upstream", current.upstreams != new.upstreams),
         ("audit", current.audit != new.audit),

@@ -301,6 +301,24 @@ impl Writer {
         Ok(())
     }
 
+    /// Empties what was written so far, to write the content again from
+    /// another source (a bucket object that failed its digest). Readers of
+    /// [`Writer::reopen_for_read`] keep the same file.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        let file = std::fs::OpenOptions::new().write(true).open(&self.tmp)?;
+        file.set_len(0)?;
+        self.file = Some(file);
+        self.hasher = self.expected.algorithm().hasher();
+        self.written = 0;
+        self.verified = false;
+        Ok(())
+    }
+
+    /// The file being written (what an upload after commit reads).
+    pub fn final_path(&self) -> &Path {
+        &self.final_path
+    }
+
     /// A separate read-only descriptor on the file being written.
     pub fn reopen_for_read(&self) -> std::io::Result<File> {
         File::open(&self.tmp)

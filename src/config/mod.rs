@@ -38,6 +38,7 @@ pub struct Config {
     pub authorities: Vec<AuthorityConfig>,
     pub policies: PolicySet,
     pub audit: AuditConfig,
+    pub cluster: Option<ClusterConfig>,
     /// The file this config was read from (what a reload re-reads).
     pub source_file: Option<PathBuf>,
 }
@@ -327,6 +328,46 @@ pub struct CacheConfig {
     pub max_stale: Duration,
     pub verdict_ttl: Duration,
     pub deny_ttl: Duration,
+    /// The bucket replicas share content in (`store = "s3"`); the local
+    /// store is then a first-level cache in front of it.
+    pub s3: Option<S3Config>,
+}
+
+/// `[cache.s3]`: an S3-compatible bucket for content shared by replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Prepended to every object name (empty, or ending in `/`).
+    pub prefix: String,
+    /// Self-hosted stores (Garage, MinIO, Ceph); AWS when absent.
+    pub endpoint: Option<reqwest::Url>,
+    pub region: String,
+    /// Files re-read when they change (rotation without a restart).
+    pub access_key_id_file: PathBuf,
+    pub secret_access_key_file: PathBuf,
+    /// `https://endpoint/bucket/key` rather than `https://bucket.endpoint/key`.
+    pub path_style: bool,
+    /// One request to the store, at most.
+    pub timeout: Duration,
+    /// Uploads in flight at once; a verified object that finds no slot
+    /// stays local only (counted).
+    pub uploads: usize,
+}
+
+/// `[cluster]`: coordination between replicas in Redis or Valkey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis://host:port/db` (or `rediss://` for TLS).
+    pub redis: String,
+    pub password_file: Option<PathBuf>,
+    /// The key every replica authenticates entries with (HMAC-SHA256).
+    pub secret_file: PathBuf,
+    /// A lease its holder stops renewing expires after this.
+    pub lease_ttl: Duration,
+    /// The longest a request waits for another replica's work.
+    pub lease_wait: Duration,
+    /// One Redis command, at most; past it the replica works alone.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -24,6 +24,43 @@ pub struct RawConfig {
     pub conditions: Vec<RawCondition>,
     #[serde(default, rename = "exception")]
     pub exceptions: Vec<RawException>,
+    #[serde(default)]
+    pub cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub redis: String,
+    #[serde(default)]
+    pub password_file: Option<String>,
+    pub secret_file: String,
+    #[serde(default)]
+    pub lease_ttl: Option<String>,
+    #[serde(default)]
+    pub lease_wait: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawS3 {
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub access_key_id_file: String,
+    pub secret_access_key_file: String,
+    #[serde(default)]
+    pub path_style: Option<bool>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub uploads: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,6 +285,10 @@ pub struct RawCache {
     pub verdict_ttl: Option<String>,
     #[serde(default)]
     pub deny_ttl: Option<String>,
+    #[serde(default)]
+    pub store: Option<String>,
+    #[serde(default)]
+    pub s3: Option<RawS3>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -141,6 +141,7 @@ impl<'a> Validator<'a> {
             queue: raw.audit.as_ref().and_then(|a| a.queue).unwrap_or(10_000),
         };
         let cache = self.cache(&raw.cache);
+        let cluster = raw.cluster.as_ref().map(|c| self.cluster(c));
         let limits = self.limits(&raw.limits);
         let authorities: Vec<(usize, AuthorityConfig)> = raw
             .authorities
@@ -174,6 +175,7 @@ impl<'a> Validator<'a> {
                 authorities,
                 policies,
                 audit,
+                cluster,
                 source_file: None,
             })
         } else {
@@ -340,6 +342,103 @@ impl<'a> Validator<'a> {
                 "cache.deny_ttl",
                 raw.deny_ttl.as_deref(),
                 Duration::from_secs(30),
+            ),
+            s3: self.store(raw),
+        }
+    }
+
+    /// `cache.store` and, for `"s3"`, `[cache.s3]`.
+    fn store(&mut self, raw: &raw::RawCache) -> Option<S3Config> {
+        match (raw.store.as_deref(), &raw.s3) {
+            (None | Some("disk"), None) => None,
+            (None | Some("disk"), Some(_)) => {
+                self.problem("cache.s3", "is set, but cache.store is not \"s3\"");
+                None
+            }
+            (Some("s3"), None) => {
+                self.problem("cache.s3", "is required when cache.store = \"s3\"");
+                None
+            }
+            (Some("s3"), Some(s3)) => self.s3(s3),
+            (Some(other), _) => {
+                self.problem(
+                    "cache.store",
+                    format!("`{other}` is not a store; use \"disk\" or \"s3\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn s3(&mut self, raw: &raw::RawS3) -> Option<S3Config> {
+        if raw.bucket.is_empty() || raw.bucket.contains(['/', ' ']) {
+            self.problem("cache.s3.bucket", "must be a bucket name");
+        }
+        let prefix = raw.prefix.clone().unwrap_or_default();
+        if prefix.starts_with('/') || (!prefix.is_empty() && !prefix.ends_with('/')) {
+            self.problem(
+                "cache.s3.prefix",
+                "must be empty or like \"portcullis/\" (no leading slash, one trailing)",
+            );
+        }
+        let endpoint = raw.endpoint.as_deref().and_then(|e| {
+            let url = reqwest::Url::parse(e)
+                .map_err(|err| format!("`{e}` is not a URL: {err}"))
+                .and_then(|u| match u.scheme() {
+                    "http" | "https" if u.host_str().is_some() => Ok(u),
+                    _ => Err(format!("`{e}` is not an http(s) URL with a host")),
+                });
+            self.check("cache.s3.endpoint", url)
+        });
+        let uploads = raw.uploads.unwrap_or(4);
+        if uploads == 0 {
+            self.problem("cache.s3.uploads", "must be at least 1");
+        }
+        Some(S3Config {
+            bucket: raw.bucket.clone(),
+            prefix,
+            path_style: raw.path_style.unwrap_or(raw.endpoint.is_some()),
+            endpoint,
+            region: raw.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            access_key_id_file: self.path(&raw.access_key_id_file),
+            secret_access_key_file: self.path(&raw.secret_access_key_file),
+            timeout: self.positive_duration(
+                "cache.s3.timeout",
+                raw.timeout.as_deref(),
+                Duration::from_secs(30),
+            ),
+            uploads: uploads.max(1),
+        })
+    }
+
+    pub(super) fn cluster(&mut self, raw: &raw::RawCluster) -> ClusterConfig {
+        if !(raw.redis.starts_with("redis://") || raw.redis.starts_with("rediss://")) {
+            // The URL may hold a password: name the key, not the value.
+            self.problem(
+                "cluster.redis",
+                "must be a redis:// or rediss:// URL (put the password in cluster.password_file)",
+            );
+        }
+        let lease_ttl = self.positive_duration(
+            "cluster.lease_ttl",
+            raw.lease_ttl.as_deref(),
+            Duration::from_secs(15),
+        );
+        let lease_wait = self.positive_duration(
+            "cluster.lease_wait",
+            raw.lease_wait.as_deref(),
+            Duration::from_secs(60),
+        );
+        ClusterConfig {
+            redis: raw.redis.clone(),
+            password_file: raw.password_file.as_deref().map(|p| self.path(p)),
+            secret_file: self.path(&raw.secret_file),
+            lease_ttl,
+            lease_wait,
+            timeout: self.positive_duration(
+                "cluster.timeout",
+                raw.timeout.as_deref(),
+                Duration::from_millis(500),
             ),
         }
     }

@@ -233,17 +233,27 @@ impl Puller {
         let (t, d, error) = (target.clone(), digest.clone(), Arc::clone(&fill.error));
         let most = self.declared_size(target, digest);
         tokio::spawn(async move {
-            let result = this.run_fill(&t, &d, most, writer, &tx).await;
+            let final_path = writer.final_path().to_owned();
+            let result = this.fill(&t, &d, most, writer, &tx).await;
             this.fills
                 .running
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&key);
             match result {
-                Ok(size) => {
+                Ok(Filled {
+                    size,
+                    from_upstream,
+                }) => {
                     this.store.committed();
                     this.know(t.key(&d));
                     tx.send_replace(Progress::Done { size });
+                    // Shared for the other replicas (who may be waiting on
+                    // this fill's lease, released when the upload ended).
+                    if let (Some(shared), Some(lease)) = (&this.shared, from_upstream) {
+                        shared.upload_blob(d.clone(), final_path).await;
+                        drop(lease);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(upstream = %t.upstream.name, repo = %t.repo, digest = %d, error = %e, "blob fill failed");
@@ -278,6 +288,56 @@ impl Puller {
         running
             .get(&(target.upstream.name.clone(), digest.clone()))
             .cloned()
+    }
+
+    /// Fills `writer` from the shared bucket when another replica stored
+    /// the blob there (or is storing it: this waits for its lease), else
+    /// from the upstream. Either way the bytes are digest-checked here.
+    async fn fill(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        declared: Option<u64>,
+        writer: Writer,
+        tx: &Arc<watch::Sender<Progress>>,
+    ) -> Result<Filled, PullError> {
+        let Some(shared) = &self.shared else {
+            let size = self.run_fill(target, digest, declared, writer, tx).await?;
+            return Ok(Filled {
+                size,
+                from_upstream: None,
+            });
+        };
+        // The bucket holds what any repository's pulls stored: serve it only
+        // to a repository the upstream shows holds it, as the disk store does.
+        self.confirm(target, digest, false).await?;
+        let most = declared
+            .unwrap_or(self.max_blob_bytes)
+            .min(self.max_blob_bytes);
+        let writer = match from_bucket(shared, digest, most, writer).await? {
+            Ok(size) => return Ok(Filled::shared(size)),
+            Err(writer) => writer,
+        };
+        // Per upstream, as local fills are: a stalled upstream's fill never
+        // holds up a pull from another.
+        let what = format!("fill:{}:{digest}", target.upstream.name);
+        let ready = || shared.blob_size(digest);
+        let (writer, lease) = match self.take_turn(&what, ready).await {
+            super::replicas::Turn::Done(_) => {
+                match from_bucket(shared, digest, most, writer).await? {
+                    Ok(size) => return Ok(Filled::shared(size)),
+                    Err(writer) => (writer, None),
+                }
+            }
+            super::replicas::Turn::Mine(lease) => (writer, lease),
+        };
+        let size = self.run_fill(target, digest, declared, writer, tx).await?;
+        Ok(Filled {
+            size,
+            // Uploaded even without a lease (Redis down): content is shared
+            // by digest, and a second put writes the same bytes.
+            from_upstream: Some(lease),
+        })
     }
 
     /// Downloads the blob into `writer`, publishing progress; returns its
@@ -433,6 +493,48 @@ async fn verified(
         tracing::warn!(digest = %digest, %error, "verified blob could not be stored");
     }
     Ok(written)
+}
+
+/// A fill's result: the blob's size, and for a fill from the upstream the
+/// lease (if any) held until the blob is shared.
+struct Filled {
+    size: u64,
+    from_upstream: Option<Option<crate::cluster::Lease>>,
+}
+
+impl Filled {
+    fn shared(size: u64) -> Filled {
+        Filled {
+            size,
+            from_upstream: None,
+        }
+    }
+}
+
+/// The blob from the bucket into `writer`, checked and stored: its size, or
+/// the writer back (emptied) when the bucket does not have it intact.
+async fn from_bucket(
+    shared: &crate::cache::SharedStore,
+    digest: &Digest,
+    most: u64,
+    writer: Writer,
+) -> Result<Result<u64, Writer>, PullError> {
+    let (mut writer, verified) = shared
+        .download_blob(digest, most, writer)
+        .await
+        .map_err(PullError::Internal)?;
+    if !verified {
+        writer
+            .restart()
+            .map_err(|e| PullError::Internal(format!("cannot restart cache write: {e}")))?;
+        return Ok(Err(writer));
+    }
+    let size = writer.written();
+    match tokio::task::spawn_blocking(move || writer.commit_blocking()).await {
+        Ok(Ok(_)) => Ok(Ok(size)),
+        Ok(Err(e)) => Err(PullError::Internal(format!("cache write failed: {e}"))),
+        Err(e) => Err(PullError::Internal(format!("cache write failed: {e}"))),
+    }
 }
 
 fn resolve(range: Option<ByteRange>, size: u64) -> Result<(u64, u64), PullError> {

@@ -98,6 +98,7 @@ impl Puller {
         subject: &'a RepoDigest,
         generation: u64,
         depth: usize,
+        shared: bool,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
         Box::pin(async move {
             let grants = match kind {
@@ -123,7 +124,18 @@ impl Puller {
                 .map(|(m, _)| m)
                 .take(REDECIDE)
                 .collect();
-            for m in expired {
+            // Then what other replicas found naming it: each is decided
+            // here, and grants only if its own bytes name the subject.
+            let known: Vec<Digest> = grants
+                .grantors(subject, generation)
+                .into_iter()
+                .map(|(m, _)| m)
+                .collect();
+            let shared = match shared {
+                true => self.shared_grantors(kind, subject, &known).await,
+                false => Vec::new(),
+            };
+            for m in expired.into_iter().chain(shared.into_iter().take(REDECIDE)) {
                 let decided = self
                     .verdict(target, &Reference::Digest(m.clone()), m, depth + 1)
                     .await;
@@ -146,7 +158,14 @@ impl Puller {
         let (gate, generation) = self.gate();
         if gate.gates_blobs(&target.upstream.name, &target.repo)
             && !self
-                .rederived(target, Grant::Blob, &target.key(digest), generation, 0)
+                .rederived(
+                    target,
+                    Grant::Blob,
+                    &target.key(digest),
+                    generation,
+                    0,
+                    true,
+                )
                 .await
         {
             let message = format!(

@@ -10,6 +10,7 @@ mod flight;
 mod gating;
 mod grants;
 mod index;
+mod replicas;
 mod shape;
 mod tags;
 mod verdicts;
@@ -18,8 +19,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::cache::ContentStore;
+use crate::cache::{ContentStore, SharedStore};
 use crate::clock::{Clock, age};
+use crate::cluster::Cluster;
 use crate::config::{CacheConfig, LimitsConfig};
 use crate::metrics::{Cache, Metrics};
 use crate::oci::UpstreamName;
@@ -124,7 +126,18 @@ pub struct Puller {
     /// Decision bounds, one set per upstream (created on first use).
     budgets: Mutex<HashMap<UpstreamName, Arc<budget::Budget>>>,
     limits: LimitsConfig,
+    /// The bucket replicas share content in, and the Redis they coordinate
+    /// through (either may be absent: a single instance has neither).
+    shared: Option<Arc<SharedStore>>,
+    cluster: Option<Arc<Cluster>>,
     metrics: Arc<Metrics>,
+}
+
+/// What a replica shares with the others (decision 0013).
+#[derive(Default)]
+pub struct Shared {
+    pub store: Option<Arc<SharedStore>>,
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Puller {
@@ -132,6 +145,7 @@ impl Puller {
         config: &CacheConfig,
         limits: &LimitsConfig,
         store: Arc<ContentStore>,
+        shared: Shared,
         gate: Gate,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
@@ -168,6 +182,8 @@ impl Puller {
             max_blob_bytes: config.max_blob_bytes,
             budgets: Mutex::new(HashMap::new()),
             limits: limits.clone(),
+            shared: shared.store,
+            cluster: shared.cluster,
             metrics,
         }
     }
@@ -239,29 +255,58 @@ impl Puller {
         depth: usize,
     ) -> Result<VerifiedManifest, PullError> {
         let (gate, generation) = self.gate();
-        let named = self
-            .rederived(
-                target,
-                Grant::Child,
-                &target.key(&digest),
-                generation,
-                depth,
-            )
+        let subject = target.key(&digest);
+        let local = self
+            .rederived(target, Grant::Child, &subject, generation, depth, false)
             .await;
+        let mut verdict = self
+            .verdict_as(target, reference, &digest, &gate, generation, local)
+            .await?;
+        // Denied as it stands: perhaps an index another replica allowed
+        // names it. Asked only then, so an allowed manifest costs no lookup.
+        if verdict.is_err()
+            && !local
+            && self
+                .rederived(target, Grant::Child, &subject, generation, depth, true)
+                .await
+        {
+            verdict = self
+                .verdict_as(target, reference, &digest, &gate, generation, true)
+                .await?;
+        }
+        let verified = verdict.map_err(PullError::Denied)?;
+        if let Reference::Tag(tag) = reference {
+            self.mark_tag_verified(target, tag, verified.content().digest());
+        }
+        Ok(verified)
+    }
+
+    /// The verdict on `digest` as reached directly, or through an allowed
+    /// index (`named`): cached, else decided once however many ask.
+    async fn verdict_as(
+        self: &Arc<Self>,
+        target: &Target,
+        reference: &Reference,
+        digest: &Digest,
+        gate: &Arc<Gate>,
+        generation: u64,
+        named: bool,
+    ) -> Result<Verdict, PullError> {
         let reached = if named {
             Reached::ThroughAllowedIndex
         } else {
             Reached::Directly
         };
-        let key = (target.key(&digest), generation, reached);
+        let key = (target.key(digest), generation, reached);
         let cached = self.verdicts.get(&key);
         self.metrics.cache_lookup(Cache::Verdict, cached.is_some());
-        let verdict = match cached {
-            Some(v) => v,
+        match cached {
+            Some(v) => Ok(v),
             None => {
                 let this = Arc::clone(self);
                 let t = target.clone();
                 let d = digest.clone();
+                let gate = Arc::clone(gate);
                 let flight =
                     move || async move { this.decide(&t, &d, gate, generation, reached).await };
                 let decided = self.verdict_flights.run(key, flight, cancelled()).await;
@@ -272,16 +317,11 @@ impl Puller {
                     Err(PullError::Busy(_) | PullError::Upstream(UpstreamError::Saturated))
                 );
                 if let (Err(_), Reference::Tag(tag), false) = (&decided, reference, overload) {
-                    self.forget_unverified_tag(target, tag, &digest);
+                    self.forget_unverified_tag(target, tag, digest);
                 }
-                decided?
+                decided
             }
-        };
-        let verified = verdict.map_err(PullError::Denied)?;
-        if let Reference::Tag(tag) = reference {
-            self.mark_tag_verified(target, tag, verified.content().digest());
         }
-        Ok(verified)
     }
 
     /// Denies requests for repositories no policy could allow, before any
@@ -355,7 +395,12 @@ impl Puller {
             let grantor = gate
                 .gates_blobs(upstream, repo)
                 .then(|| (digest.clone(), reached));
+            let shares = grantor.is_some();
             self.remember_references(target, &manifest, generation, grantor, artifact);
+            if shares {
+                self.share_references(target, &manifest, digest, artifact)
+                    .await;
+            }
         }
         Ok(verdict)
     }
@@ -419,6 +464,19 @@ impl Puller {
             return Ok(content);
         }
         self.metrics.cache_lookup(Cache::ManifestDisk, false);
+        // Another replica may have fetched it, or be fetching it now.
+        if let Some(content) = self.shared_manifest(digest).await {
+            self.confirm(target, digest, true).await?;
+            return Ok(content);
+        }
+        let what = format!("manifest:{}:{digest}", target.upstream.name);
+        let _lease = match self.take_turn(&what, || self.shared_manifest(digest)).await {
+            replicas::Turn::Done(content) => {
+                self.confirm(target, digest, true).await?;
+                return Ok(content);
+            }
+            replicas::Turn::Mine(lease) => lease,
+        };
         let fetched = target
             .upstream
             .fetch_manifest(
@@ -477,6 +535,11 @@ impl Puller {
         {
             // The content is verified and can still be served; only the disk copy is lost.
             tracing::warn!(%digest, error = %e, "storing manifest failed");
+        }
+        if let Some(shared) = &self.shared {
+            shared
+                .put_manifest(&digest, content.media_type(), content.bytes())
+                .await;
         }
         let content = Arc::new(content);
         self.hot.insert(digest.clone(), Arc::clone(&content));

@@ -24,6 +24,9 @@ impl Puller {
             }
         }
         self.metrics.cache_lookup(Cache::Tag, false);
+        if let Some(digest) = self.shared_tag(target, &key).await {
+            return Ok(digest);
+        }
         let this = Arc::clone(self);
         let t = target.clone();
         let k = key.clone();
@@ -43,6 +46,15 @@ impl Puller {
                 return Ok(entry.digest);
             }
         }
+        // One replica asks the upstream; the others wait for its answer.
+        let what = format!("tag:{}/{}:{}", key.0, key.1, key.2.as_str());
+        let _lease = match self
+            .take_turn(&what, || self.shared_tag(target, &key))
+            .await
+        {
+            replicas::Turn::Done(digest) => return Ok(digest),
+            replicas::Turn::Mine(lease) => lease,
+        };
         let reference = Reference::Tag(key.2.clone());
         let previous = self.tags.get(&key);
         // A tag seen before is revalidated with a HEAD (not a pull on Docker
@@ -70,15 +82,46 @@ impl Puller {
         };
         let verified = previous.is_some_and(|p| p.verified && p.digest == digest);
         self.know(target.key(&digest));
+        let checked_at = self.clock.now();
+        if let Some(cluster) = &self.cluster {
+            cluster
+                .put_tag(&key.0, &key.1, &key.2, &digest, checked_at, self.tag_ttl)
+                .await;
+        }
         self.tags.insert(
             key,
             TagEntry {
                 digest: digest.clone(),
-                checked_at: self.clock.now(),
+                checked_at,
                 verified,
             },
         );
         Ok(digest)
+    }
+
+    /// The digest another replica resolved the tag to within `tag_ttl`,
+    /// kept here as an unverified mapping (it is only a name for content
+    /// that is then fetched, checked and decided).
+    async fn shared_tag(&self, target: &Target, key: &TagKey) -> Option<Digest> {
+        let cluster = self.cluster.as_ref()?;
+        let (digest, at) = cluster.tag(&key.0, &key.1, &key.2).await?;
+        if age(self.clock.as_ref(), at) >= self.tag_ttl {
+            return None;
+        }
+        self.know(target.key(&digest));
+        let verified = self
+            .tags
+            .get(key)
+            .is_some_and(|p| p.verified && p.digest == digest);
+        self.tags.insert(
+            key.clone(),
+            TagEntry {
+                digest: digest.clone(),
+                checked_at: at,
+                verified,
+            },
+        );
+        Some(digest)
     }
 
     /// For upstreams whose HEAD lacks `Docker-Content-Digest`: GET by tag and

@@ -12,6 +12,7 @@ mod auth;
 mod availability;
 mod bounds;
 mod clients;
+mod cluster;
 mod deploy;
 mod faults;
 mod governance;

@@ -1,13 +1,16 @@
 //! Shared test support: real components on loopback, each test with its own
 //! ports and temp dirs so tests run in parallel.
 
+pub mod balancer;
 pub mod config;
 pub mod containerd;
 pub mod cosign;
 pub mod fulcio;
+pub mod garage;
 pub mod image;
 pub mod keyless;
 pub mod pki;
+pub mod redis_server;
 pub mod registry;
 pub mod runnable;
 pub mod scripted;

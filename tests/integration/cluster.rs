@@ -1,0 +1,770 @@
+//! Replicas sharing content in a real S3-compatible store (Garage) and
+//! coordinating through a real Redis, behind a per-request round-robin
+//! balancer, pulled from with skopeo, containerd and plain HTTP (decision 0013).
+
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStoreExt;
+
+use crate::support::balancer::Balancer;
+use crate::support::cosign::{self, VendorKey};
+use crate::support::garage::Garage;
+use crate::support::redis_server::Redis;
+use crate::support::*;
+
+/// The secret every replica of a test shares (at least 32 bytes).
+const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
+
+/// An upstream registry, Redis, Garage and the files replicas read.
+struct Shared {
+    registry: Registry,
+    redis: Redis,
+    garage: Garage,
+    acme: VendorKey,
+    pusher: Pusher,
+    files: tempfile::TempDir,
+    /// Objects of this test live under it (Garage is per test anyway).
+    prefix: String,
+}
+
+impl Shared {
+    async fn start() -> Shared {
+        let (registry, redis, garage) =
+            tokio::join!(Registry::start(), Redis::start(), Garage::start());
+        let acme = VendorKey::generate();
+        let files = tempfile::tempdir().unwrap();
+        acme.write_public(files.path(), "acme.pub");
+        std::fs::write(files.path().join("cluster.secret"), SECRET).unwrap();
+        let pusher = Pusher::new(&registry.url());
+        Shared {
+            registry,
+            redis,
+            garage,
+            acme,
+            pusher,
+            files,
+            prefix: "portcullis/".into(),
+        }
+    }
+
+    /// A replica's config: Acme's key required for `local/acme/**`, the
+    /// rest denied, content in the bucket, coordination in Redis.
+    fn replica(&self) -> ProxyConfig {
+        let acme_pub = format!("{}/acme.pub", self.files.path().display());
+        self.joined(
+            ProxyConfig::new()
+                .upstream("local", &self.registry.url())
+                .authority(Authority::keys("acme", &[&acme_pub]))
+                .policy(Policy::signed_by("acme", "local/acme/**", &["acme"]))
+                .policy(Policy::deny("rest", "**")),
+        )
+    }
+
+    /// `config` with the bucket and Redis of this cluster.
+    fn joined(&self, config: ProxyConfig) -> ProxyConfig {
+        config
+            .cache("store = \"s3\"")
+            .raw(&self.garage.cache_table(self.files.path(), &self.prefix))
+            .raw(&format!(
+                "[cluster]\nredis = \"{}\"\nsecret_file = \"{}\"\nlease_ttl = \"2s\"\nlease_wait = \"20s\"\n",
+                self.redis.url(),
+                self.files.path().join("cluster.secret").display()
+            ))
+    }
+
+    /// A signed image at `acme/<repo>:v1` and an unsigned one at
+    /// `acme/<repo>-unsigned:v1` with other blobs.
+    async fn push(&self, seed: u64, repo: &str) -> (Image, Image) {
+        let signed = Image::oci(seed, &[3000, 70_000]);
+        let unsigned = Image::oci(seed + 1, &[2000]);
+        self.pusher
+            .image(&format!("acme/{repo}"), "v1", &signed)
+            .await;
+        self.pusher
+            .image(&format!("acme/{repo}-unsigned"), "v1", &unsigned)
+            .await;
+        cosign::push_signatures(
+            &self.pusher,
+            &format!("acme/{repo}"),
+            &signed.digest,
+            &[self.acme.sign(&signed.digest, "r")],
+        )
+        .await;
+        (signed, unsigned)
+    }
+
+    /// Waits until the bucket holds blob `digest` (uploads run beside serving).
+    async fn until_shared(&self, digest: &str) {
+        let path = self.blob_object(digest);
+        let bucket = self.garage.client();
+        for _ in 0..200 {
+            if bucket.head(&path).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("blob {digest} never reached the bucket");
+    }
+
+    fn blob_object(&self, digest: &str) -> object_store::path::Path {
+        let (alg, hex) = digest.split_once(':').unwrap();
+        object_store::path::Path::from(format!("{}blobs/{alg}/{hex}", self.prefix))
+    }
+
+    fn manifest_object(&self, digest: &str) -> object_store::path::Path {
+        let (alg, hex) = digest.split_once(':').unwrap();
+        object_store::path::Path::from(format!("{}manifests/{alg}/{hex}", self.prefix))
+    }
+
+    /// A value sealed as replicas seal it (what a writer holding the
+    /// secret could put in Redis).
+    fn sealed(key: &str, value: &str) -> String {
+        let key_bytes = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
+        let mac = aws_lc_rs::hmac::sign(&key_bytes, format!("{key}\n{value}").as_bytes());
+        format!("{value}|{}", hex::encode(mac.as_ref()))
+    }
+}
+
+async fn replicas(shared: &Shared, n: usize) -> Vec<Proxy> {
+    let mut all = Vec::new();
+    for _ in 0..n {
+        all.push(Proxy::start(shared.replica()).await);
+    }
+    all
+}
+
+async fn balancer(replicas: &[Proxy]) -> Balancer {
+    Balancer::start(replicas.iter().map(|r| r.host()).collect()).await
+}
+
+/// A metric summed over replicas.
+async fn total(replicas: &[Proxy], name: &str, matching: &[&str]) -> f64 {
+    let mut sum = 0.0;
+    for r in replicas {
+        sum += r.metric(name, matching).await;
+    }
+    sum
+}
+
+async fn get(client: &reqwest::Client, url: String) -> reqwest::Response {
+    client
+        .get(url)
+        .header(
+            "accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skopeo_pulls_through_three_replicas_behind_a_round_robin_balancer_and_unsigned_is_denied_everywhere()
+ {
+    let shared = Shared::start().await;
+    let (signed, unsigned) = shared.push(900, "app").await;
+    let replicas = replicas(&shared, 3).await;
+    let lb = balancer(&replicas).await;
+    let skopeo = crate::support::skopeo::Skopeo::new();
+
+    // Ten pulls, each spread over the replicas request by request.
+    let pulls = (0..10).map(|i| {
+        let skopeo = &skopeo;
+        let src = format!("docker://{}/local/acme/app:v1", lb.host());
+        async move {
+            let dest = skopeo.dest(&format!("pull-{i}"));
+            let out = skopeo
+                .copy(&[], &src, &format!("dir:{}", dest.display()))
+                .await;
+            (dest, out)
+        }
+    });
+    for (dest, out) in futures_util::future::join_all(pulls).await {
+        crate::support::skopeo::assert_success("copy through the balancer", &out);
+        for layer in &signed.layers {
+            let got =
+                std::fs::read(crate::support::skopeo::dir_blob(&dest, &layer.digest)).unwrap();
+            assert_eq!(got, layer.bytes, "the verified layer bytes");
+        }
+    }
+
+    let fail = skopeo
+        .copy(
+            &[],
+            &format!("docker://{}/local/acme/app-unsigned:v1", lb.host()),
+            &format!("dir:{}", skopeo.dest("unsigned").display()),
+        )
+        .await;
+    assert!(!fail.status.success(), "an unsigned image must not copy");
+    for (i, r) in replicas.iter().enumerate() {
+        let (status, reason) = r
+            .answer(&format!(
+                "/v2/local/acme/app-unsigned/manifests/{}",
+                unsigned.digest
+            ))
+            .await;
+        assert_eq!(
+            (status, reason.as_deref()),
+            (403, Some("unsigned")),
+            "replica {i}"
+        );
+        for b in unsigned.blobs() {
+            let r = r
+                .get(&format!("/v2/local/acme/app-unsigned/blobs/{}", b.digest))
+                .await;
+            assert_eq!(r.status(), 403, "replica {i}: a blob of the unsigned image");
+        }
+    }
+    // Every replica served part of it, and the upstream sent each blob once.
+    for (i, r) in replicas.iter().enumerate() {
+        assert!(
+            r.metric("portcullis_requests_total", &[]).await > 0.0
+                || r.metric("portcullis_pull_decisions_total", &[]).await > 0.0,
+            "replica {i} took part"
+        );
+    }
+    assert_eq!(
+        total(
+            &replicas,
+            "portcullis_upstream_requests_total",
+            &["kind=\"blob\""]
+        )
+        .await,
+        signed.blobs().count() as f64,
+        "one upstream GET per blob across three replicas and ten pulls"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containerd_pulls_and_unpacks_through_three_replicas_behind_a_round_robin_balancer() {
+    use crate::support::containerd::Containerd;
+    use crate::support::runnable::{Flavour, Runnable};
+    let shared = Shared::start().await;
+    let app = Runnable::new(910, Flavour::Oci, "amd64");
+    shared.pusher.image("acme/runnable", "v1", &app.image).await;
+    cosign::push_signatures(
+        &shared.pusher,
+        "acme/runnable",
+        &app.image.digest,
+        &[shared.acme.sign(&app.image.digest, "r")],
+    )
+    .await;
+    let replicas = replicas(&shared, 3).await;
+    let lb = balancer(&replicas).await;
+    let ctrd = Containerd::start().await;
+    let hosts = ctrd
+        .hosts_dir("local", &format!("http://{}", lb.host()))
+        .display()
+        .to_string();
+    let out = ctrd
+        .ctr(&[
+            "images",
+            "pull",
+            "--hosts-dir",
+            &hosts,
+            "--snapshotter",
+            ctrd.snapshotter,
+            "local/acme/runnable:v1",
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snapshots = ctrd
+        .ctr_ok(&["snapshots", "--snapshotter", ctrd.snapshotter, "ls"])
+        .await;
+    assert!(snapshots.contains(&app.chain_id()), "unpacked: {snapshots}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_serves_a_blob_of_a_manifest_another_allowed_and_nothing_a_forged_reference_names()
+ {
+    let shared = Shared::start().await;
+    let (signed, unsigned) = shared.push(920, "app").await;
+    let replicas = replicas(&shared, 2).await;
+    let (a, b) = (&replicas[0], &replicas[1]);
+    assert_eq!(a.answer("/v2/local/acme/app/manifests/v1").await.0, 200);
+    let layer = &signed.layers[1];
+    let r = b
+        .get(&format!("/v2/local/acme/app/blobs/{}", layer.digest))
+        .await;
+    assert_eq!(r.status(), 200, "B re-derives the grant from A's reference");
+    assert_eq!(r.bytes().await.unwrap(), layer.bytes);
+    assert_eq!(
+        b.metric(
+            "portcullis_cluster_requests_total",
+            &["op=\"ref\"", "outcome=\"hit\""]
+        )
+        .await,
+        1.0,
+        "B found A's reference and decided the manifest itself"
+    );
+
+    // A writer holding the secret names the unsigned manifest as a grantor,
+    // in Redis and in the bucket: B decides it, and it is denied.
+    let ulayer = &unsigned.layers[0];
+    let key = format!(
+        "portcullis:ref:blob:local/acme/app-unsigned@{}",
+        ulayer.digest
+    );
+    let member = Shared::sealed(&key, &unsigned.digest);
+    let _: i64 = shared.redis.cmd(&["ZADD", &key, "1", &member]).await;
+    let r = b
+        .get(&format!(
+            "/v2/local/acme/app-unsigned/blobs/{}",
+            ulayer.digest
+        ))
+        .await;
+    assert_eq!(r.status(), 403, "a reference is a candidate, never a grant");
+    assert_eq!(
+        b.metric(
+            "portcullis_cluster_requests_total",
+            &["op=\"ref\"", "outcome=\"hit\""]
+        )
+        .await,
+        2.0,
+        "the forged candidate was found, decided and denied"
+    );
+    // The signed image's manifest named as a grantor of a blob it does not
+    // name grants nothing either.
+    let key = format!("portcullis:ref:blob:local/acme/app@{}", ulayer.digest);
+    let member = Shared::sealed(&key, &signed.digest);
+    let _: i64 = shared.redis.cmd(&["ZADD", &key, "1", &member]).await;
+    let r = b
+        .get(&format!("/v2/local/acme/app/blobs/{}", ulayer.digest))
+        .await;
+    assert_eq!(
+        r.status(),
+        403,
+        "only what the allowed manifest's bytes name is granted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_concurrent_pulls_over_three_replicas_fetch_the_manifest_and_each_blob_once_upstream()
+ {
+    let shared = Shared::start().await;
+    let (signed, _) = shared.push(930, "app").await;
+    let replicas = replicas(&shared, 3).await;
+    let lb = balancer(&replicas).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{}/v2/local/acme/app", lb.host());
+    let pulls = (0..100).map(|_| {
+        let (client, base, signed) = (&client, &base, &signed);
+        async move {
+            let r = get(client, format!("{base}/manifests/v1")).await;
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.bytes().await.unwrap(), signed.manifest);
+            for b in signed.blobs() {
+                let r = get(client, format!("{base}/blobs/{}", b.digest)).await;
+                assert_eq!(r.status(), 200, "blob {}", b.digest);
+                assert_eq!(r.bytes().await.unwrap(), b.bytes);
+            }
+        }
+    });
+    futures_util::future::join_all(pulls).await;
+    assert_eq!(
+        total(
+            &replicas,
+            "portcullis_upstream_requests_total",
+            &["kind=\"blob\""]
+        )
+        .await,
+        signed.blobs().count() as f64,
+        "one upstream GET per blob"
+    );
+    // The image manifest: one GET by tag; the signature manifest: one GET
+    // for each replica's discovery at most.
+    // Signature discovery is each replica's own (decision 0013): per
+    // replica one GET of the `.sig` tag and one of the referrers fallback
+    // tag (this registry has no referrers API). The image itself: once.
+    let manifests = total(
+        &replicas,
+        "portcullis_upstream_requests_total",
+        &["kind=\"manifest\""],
+    )
+    .await;
+    let discovery = 2.0 * replicas.len() as f64;
+    assert_eq!(manifests, 1.0 + discovery, "manifest GETs upstream");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_entries_with_a_bad_or_moved_mac_are_ignored_and_counted() {
+    let shared = Shared::start().await;
+    let (signed, unsigned) = shared.push(940, "app").await;
+    let replicas = replicas(&shared, 1).await;
+    let a = &replicas[0];
+    // The tag forged to name the unsigned image, without the secret.
+    let key = "portcullis:tag:local/acme/app:v1";
+    let forged = format!("{}@{}|{}", unsigned.digest, now_ms(), "00".repeat(32));
+    let _: () = shared.redis.cmd(&["SET", key, &forged]).await;
+    let r = a.get_manifest("/v2/local/acme/app/manifests/v1").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        signed.manifest,
+        "resolved upstream, not from the forgery"
+    );
+    assert_eq!(
+        a.metric(
+            "portcullis_cluster_requests_total",
+            &["op=\"tag\"", "outcome=\"bad_mac\""]
+        )
+        .await,
+        1.0
+    );
+    // A genuine entry moved to another key fails too.
+    let genuine: String = shared.redis.cmd(&["GET", key]).await;
+    assert!(
+        genuine.starts_with(&signed.digest),
+        "the replica wrote its own mapping: {genuine}"
+    );
+    let other = "portcullis:tag:local/acme/app-unsigned:v1";
+    let _: () = shared.redis.cmd(&["SET", other, &genuine]).await;
+    let r = a
+        .get_manifest("/v2/local/acme/app-unsigned/manifests/v1")
+        .await;
+    assert_eq!(r.status(), 403, "the unsigned image, resolved upstream");
+    assert_eq!(
+        a.metric(
+            "portcullis_cluster_requests_total",
+            &["op=\"tag\"", "outcome=\"bad_mac\""]
+        )
+        .await,
+        2.0
+    );
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tampered_objects_in_the_bucket_are_refused_counted_and_fetched_again() {
+    let shared = Shared::start().await;
+    let (signed, _) = shared.push(950, "app").await;
+    let first = Proxy::start(shared.replica()).await;
+    let layer = &signed.layers[1];
+    assert_eq!(first.answer("/v2/local/acme/app/manifests/v1").await.0, 200);
+    let r = first
+        .get(&format!("/v2/local/acme/app/blobs/{}", layer.digest))
+        .await;
+    assert_eq!(r.bytes().await.unwrap(), layer.bytes);
+    shared.until_shared(&layer.digest).await;
+    first.stop().await;
+
+    // Same length, other bytes; and a manifest object that lies.
+    let bucket = shared.garage.client();
+    let mut evil = layer.bytes.clone();
+    evil[0] ^= 0xff;
+    bucket
+        .put(&shared.blob_object(&layer.digest), evil.into())
+        .await
+        .unwrap();
+    let lie = "application/vnd.oci.image.manifest.v1+json\n{\"schemaVersion\":2}".to_string();
+    bucket
+        .put(
+            &shared.manifest_object(&signed.digest),
+            lie.into_bytes().into(),
+        )
+        .await
+        .unwrap();
+
+    let second = Proxy::start(shared.replica()).await;
+    let r = second
+        .get_manifest(&format!("/v2/local/acme/app/manifests/{}", signed.digest))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        signed.manifest,
+        "the upstream's bytes"
+    );
+    let r = second
+        .get(&format!("/v2/local/acme/app/blobs/{}", layer.digest))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        layer.bytes,
+        "the upstream's bytes"
+    );
+    assert_eq!(
+        second
+            .metric(
+                "portcullis_shared_store_requests_total",
+                &["op=\"get\"", "outcome=\"corrupt\""]
+            )
+            .await,
+        2.0,
+        "both tampered objects counted"
+    );
+    assert!(
+        second.upstream_requests("blob").await >= 1.0,
+        "fetched again upstream"
+    );
+    // The bucket holds the true bytes again.
+    shared.until_shared(&layer.digest).await;
+    let stored = bucket
+        .get(&shared.blob_object(&layer.digest))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(stored.as_ref(), layer.bytes.as_slice());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_redis_down_replicas_serve_alone_through_the_bucket_and_share_again_when_it_returns() {
+    let mut shared = Shared::start().await;
+    let (signed, unsigned) = shared.push(960, "app").await;
+    let replicas = replicas(&shared, 3).await;
+    let lb = balancer(&replicas).await;
+    shared.redis.stop();
+    let skopeo = crate::support::skopeo::Skopeo::new();
+    let dest = skopeo.dest("down");
+    let out = skopeo
+        .copy(
+            &[],
+            &format!("docker://{}/local/acme/app:v1", lb.host()),
+            &format!("dir:{}", dest.display()),
+        )
+        .await;
+    crate::support::skopeo::assert_success("copy with Redis down", &out);
+    assert!(
+        total(
+            &replicas,
+            "portcullis_cluster_requests_total",
+            &["outcome=\"error\""]
+        )
+        .await
+            >= 1.0,
+        "Redis failures are counted"
+    );
+    for (i, r) in replicas.iter().enumerate() {
+        let b = &unsigned.layers[0];
+        let got = r
+            .get(&format!("/v2/local/acme/app-unsigned/blobs/{}", b.digest))
+            .await;
+        assert_eq!(got.status(), 403, "replica {i}: still nothing unverified");
+    }
+    let _ = signed;
+
+    shared.redis.resume().await;
+    let (second, _) = shared.push(961, "two").await;
+    for _ in 0..50 {
+        if replicas[0]
+            .answer("/v2/local/acme/two/manifests/v1")
+            .await
+            .0
+            == 200
+            && !shared
+                .redis
+                .keys("portcullis:tag:local/acme/two:v1")
+                .await
+                .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        shared
+            .redis
+            .keys("portcullis:tag:local/acme/two:v1")
+            .await
+            .len(),
+        1,
+        "shared again once Redis is back"
+    );
+    let r = replicas[1]
+        .get(&format!(
+            "/v2/local/acme/two/blobs/{}",
+            second.layers[0].digest
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_with_other_trust_denies_what_the_others_allow_and_takes_no_grant_from_them() {
+    let shared = Shared::start().await;
+    let (signed, _) = shared.push(970, "app").await;
+    let trusting = Proxy::start(shared.replica()).await;
+    let other = VendorKey::generate();
+    other.write_public(shared.files.path(), "other.pub");
+    let other_pub = format!("{}/other.pub", shared.files.path().display());
+    let stale = Proxy::start(
+        shared.joined(
+            ProxyConfig::new()
+                .upstream("local", &shared.registry.url())
+                .authority(Authority::keys("acme", &[&other_pub]))
+                .policy(Policy::signed_by("acme", "local/acme/**", &["acme"]))
+                .policy(Policy::deny("rest", "**")),
+        ),
+    )
+    .await;
+    assert_eq!(
+        trusting.answer("/v2/local/acme/app/manifests/v1").await.0,
+        200
+    );
+    let (status, reason) = stale.answer("/v2/local/acme/app/manifests/v1").await;
+    assert_eq!((status, reason.as_deref()), (403, Some("untrusted_signer")));
+    for b in signed.blobs() {
+        let r = stale
+            .get(&format!("/v2/local/acme/app/blobs/{}", b.digest))
+            .await;
+        assert_eq!(r.status(), 403, "no grant from another replica's verdict");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_lease_holder_delays_a_fill_elsewhere_only_until_its_lease_expires() {
+    use crate::support::scripted::Scripted;
+    let shared = Shared::start().await;
+    let img = Image::oci(980, &[50_000]);
+    shared.pusher.image("open/app", "v1", &img).await;
+    let layer = &img.layers[0];
+    // The holder's upstream stalls the blob: its fill holds the lease.
+    let stalling = Scripted::start().await;
+    stalling.put(&layer.digest, "application/octet-stream", &layer.bytes);
+    stalling.set(crate::support::scripted::Fault::StallBody);
+    let holder_config = shared.joined(
+        ProxyConfig::new()
+            .upstream_with(Upstream::new("local", &stalling.url()).timeouts("2s", "60s", "60s"))
+            .allow_all(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("portcullis.toml"),
+        holder_config.render(port, admin),
+    )
+    .unwrap();
+    let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("portcullis.toml"))
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("holder.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let started = async {
+        for _ in 0..200 {
+            if client
+                .get(format!("http://127.0.0.1:{port}/v2/"))
+                .send()
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("holder did not start");
+    };
+    started.await;
+    let stuck = tokio::spawn({
+        let client = client.clone();
+        let url = format!(
+            "http://127.0.0.1:{port}/v2/local/open/app/blobs/{}",
+            layer.digest
+        );
+        async move { client.get(url).send().await.map(|r| r.status()) }
+    });
+    let lease = format!("portcullis:lease:fill:local:{}", layer.digest);
+    for _ in 0..100 {
+        if !shared.redis.keys(&lease).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        shared.redis.keys(&lease).await.len(),
+        1,
+        "the holder took the fill's lease"
+    );
+    // Renewed while the holder lives (lease_ttl is 2 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        shared.redis.keys(&lease).await.len(),
+        1,
+        "renewed by its live holder; its log:\n{}",
+        std::fs::read_to_string(dir.path().join("holder.log")).unwrap_or_default()
+    );
+    holder.kill().unwrap(); // SIGKILL: no release
+    holder.wait().unwrap();
+    let killed = Instant::now();
+
+    let taker = Proxy::start(
+        shared.joined(
+            ProxyConfig::new()
+                .upstream("local", &shared.registry.url())
+                .allow_all(),
+        ),
+    )
+    .await;
+    let r = taker
+        .get(&format!("/v2/local/open/app/blobs/{}", layer.digest))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), layer.bytes);
+    let waited = killed.elapsed();
+    assert!(
+        waited < Duration::from_secs(10),
+        "bounded by the lease's TTL, not lease_wait: {waited:?}"
+    );
+    assert_eq!(
+        taker
+            .metric(
+                "portcullis_cluster_lease_waits_total",
+                &["outcome=\"expired\""]
+            )
+            .await,
+        1.0,
+        "it waited for the dead holder's lease to expire"
+    );
+    let _ = stuck.await;
+}
+
+#[test]
+fn check_config_names_each_cluster_and_bucket_key_it_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:5000\"\n[cache]\ndir = \"c\"\nstore = \"s3\"\n\
+         [cache.s3]\nbucket = \"\"\nendpoint = \"ftp://x\"\naccess_key_id_file = \"k\"\nsecret_access_key_file = \"s\"\nuploads = 0\n\
+         [cluster]\nredis = \"http://user:hunter2@redis\"\nsecret_file = \"secret\"\nlease_ttl = \"soon\"\n\
+         [[upstream]]\nname = \"u\"\nurl = \"https://registry.example/\"\n[[policy]]\nname = \"p\"\nmatch = [\"**\"]\nallow_unverified = true\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "cache.s3.bucket",
+        "cache.s3.endpoint",
+        "cache.s3.uploads",
+        "cluster.redis",
+        "cluster.lease_ttl",
+    ] {
+        assert!(err.contains(key), "{key} missing from:\n{err}");
+    }
+    assert!(
+        !err.contains("hunter2"),
+        "a password in the URL is never quoted:\n{err}"
+    );
+}
