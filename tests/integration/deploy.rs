@@ -108,11 +108,26 @@ fn is_portcullis_config(text: &str) -> bool {
     })
 }
 
+/// The overlay a file under `deploy/` belongs to: `ha` for
+/// `deploy/kubernetes/overlays/ha/...`, `None` for a base.
+fn overlay_of(file: &Path) -> Option<String> {
+    let relative = file.strip_prefix(repo_path("deploy")).unwrap();
+    let mut parts = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy());
+    parts.by_ref().find(|p| p == "overlays")?;
+    parts.next().map(|p| p.into_owned())
+}
+
 /// Writes every ConfigMap under `deploy/` that embeds a Portcullis config
 /// into `dir`, one folder per ConfigMap with every entry as a file (as the
-/// pod mounts it), and returns the paths of the embedded configs.
+/// pod mounts it), and returns the paths of the embedded configs, those of
+/// bases first. A ConfigMap in an overlay is a strategic-merge patch: its
+/// entries go over those of the base's ConfigMap of the same name, in
+/// `overlays/<overlay>/<name>/`.
 fn materialise_configmap_configs(dir: &Path) -> Vec<PathBuf> {
-    let mut configs = Vec::new();
+    let mut bases: Vec<(String, serde_json::Map<String, Value>)> = Vec::new();
+    let mut patches: Vec<(String, String, serde_json::Map<String, Value>)> = Vec::new();
     for file in files_under(&repo_path("deploy")) {
         if !has_extension(&file, &["yaml", "yml"]) {
             continue;
@@ -124,15 +139,34 @@ fn materialise_configmap_configs(dir: &Path) -> Vec<PathBuf> {
             let Some(data) = doc["data"].as_object() else {
                 continue;
             };
-            let name = doc["metadata"]["name"].as_str().unwrap();
-            let folder = dir.join(name);
-            std::fs::create_dir_all(&folder).unwrap();
-            for (key, value) in data {
-                let text = value.as_str().unwrap();
-                std::fs::write(folder.join(key), text).unwrap();
-                if key.ends_with(".toml") && is_portcullis_config(text) {
-                    configs.push(folder.join(key));
-                }
+            let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+            match overlay_of(&file) {
+                None => bases.push((name, data.clone())),
+                Some(overlay) => patches.push((overlay, name, data.clone())),
+            }
+        }
+    }
+    let mut folders: Vec<(PathBuf, serde_json::Map<String, Value>)> = bases
+        .iter()
+        .map(|(name, data)| (dir.join(name), data.clone()))
+        .collect();
+    for (overlay, name, patch) in patches {
+        let mut data = bases
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, d)| d.clone())
+            .unwrap_or_default();
+        data.extend(patch);
+        folders.push((dir.join("overlays").join(overlay).join(name), data));
+    }
+    let mut configs = Vec::new();
+    for (folder, data) in folders {
+        std::fs::create_dir_all(&folder).unwrap();
+        for (key, value) in data {
+            let text = value.as_str().unwrap();
+            std::fs::write(folder.join(&key), text).unwrap();
+            if key.ends_with(".toml") && is_portcullis_config(text) {
+                configs.push(folder.join(key));
             }
         }
     }

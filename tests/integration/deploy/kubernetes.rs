@@ -1,5 +1,7 @@
-//! `deploy/kubernetes`: a kustomize base whose pieces refer to each other
-//! correctly and run Portcullis the way its embedded config expects.
+//! `deploy/kubernetes`: a kustomize base (`base/`, one replica) whose pieces
+//! refer to each other correctly and run Portcullis the way its embedded
+//! config expects, and the `overlays/ha` overlay that runs several replicas
+//! sharing a bucket and Redis on top of it.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -13,7 +15,7 @@ use super::*;
 use crate::support::free_port;
 
 fn base() -> PathBuf {
-    repo_path("deploy/kubernetes")
+    repo_path("deploy/kubernetes/base")
 }
 
 /// Every document of every manifest in the base (not the kustomization).
@@ -112,7 +114,7 @@ fn selects(selector: &Value, labels: &Value) -> bool {
 #[test]
 fn every_manifest_parses_with_api_version_kind_and_name_and_names_no_namespace() {
     let all = manifests();
-    assert!(all.len() >= 7, "the base has its manifests");
+    assert!(all.len() >= 6, "the base has its manifests");
     for (path, doc) in &all {
         let file = path.display();
         for field in ["apiVersion", "kind"] {
@@ -147,8 +149,6 @@ fn every_manifest_parses_with_api_version_kind_and_name_and_names_no_namespace()
         "v1 ConfigMap",
         "v1 Secret",
         "v1 Service",
-        "policy/v1 PodDisruptionBudget",
-        "autoscaling/v2 HorizontalPodAutoscaler",
         "monitoring.coreos.com/v1 ServiceMonitor",
     ] {
         assert!(
@@ -181,9 +181,11 @@ fn kustomization_lists_exactly_the_manifests_in_the_folder() {
 }
 
 #[test]
-fn deployment_runs_two_non_root_replicas_with_read_only_root_and_no_capabilities() {
+fn deployment_runs_one_non_root_replica_with_read_only_root_and_no_capabilities() {
     let deployment = one("Deployment");
-    assert_eq!(deployment["spec"]["replicas"], 2);
+    // One: the base shares no state, and behind the round-robin Service a
+    // second replica would deny blobs of manifests it did not decide.
+    assert_eq!(deployment["spec"]["replicas"], 1);
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_ne!(pod["securityContext"]["runAsUser"], 0);
@@ -281,10 +283,8 @@ impl Drop for Running {
 async fn probe_paths_answer_200_from_portcullis_running_the_configmap_config() {
     let dir = tempfile::tempdir().unwrap();
     let mounted = materialise_configmap_configs(dir.path());
-    let path = mounted
-        .iter()
-        .find(|p| p.ends_with("portcullis-config/portcullis.toml"))
-        .unwrap();
+    let path = &dir.path().join("portcullis-config/portcullis.toml");
+    assert!(mounted.contains(path), "the base's ConfigMap config");
     let config = embedded_config();
     let (port, admin) = (free_port(), free_port());
     let cache = dir.path().join("cache");
@@ -356,7 +356,7 @@ async fn probe_paths_answer_200_from_portcullis_running_the_configmap_config() {
 }
 
 #[test]
-fn service_pdb_hpa_and_service_monitor_select_the_deployments_pods() {
+fn service_and_service_monitor_select_the_deployments_pods_and_the_base_has_no_pdb_or_hpa() {
     let deployment = one("Deployment");
     let name = deployment["metadata"]["name"].clone();
     let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
@@ -366,21 +366,15 @@ fn service_pdb_hpa_and_service_monitor_select_the_deployments_pods() {
     ));
     let service = named("Service", "portcullis");
     assert!(selects(&service["spec"]["selector"], pod_labels), "Service");
-    let pdb = one("PodDisruptionBudget");
-    assert!(
-        selects(&pdb["spec"]["selector"]["matchLabels"], pod_labels),
-        "PDB"
-    );
-    let min_available = pdb["spec"]["minAvailable"].as_u64().unwrap();
-    assert!(
-        (1..deployment["spec"]["replicas"].as_u64().unwrap()).contains(&min_available),
-        "the PDB keeps a replica serving and still lets a node drain"
-    );
-    let hpa = one("HorizontalPodAutoscaler");
-    assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Deployment");
-    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], name);
-    assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 2);
-    assert!(hpa["spec"]["maxReplicas"].as_u64() >= hpa["spec"]["minReplicas"].as_u64());
+    // A budget keeping the one replica would block every drain, and an
+    // autoscaler would add replicas that share nothing: both are overlays/ha's.
+    for kind in ["PodDisruptionBudget", "HorizontalPodAutoscaler"] {
+        assert!(
+            manifests().iter().all(|(_, d)| d["kind"] != kind),
+            "no {kind} in the single-replica base"
+        );
+    }
+    assert_eq!(name, "portcullis");
     let monitor = one("ServiceMonitor");
     assert!(
         selects(
@@ -521,10 +515,11 @@ fn secret_credentials_have_the_shape_portcullis_reads() {
 fn configmap_config_passes_check_config_with_its_keys_mounted_beside_it() {
     let dir = tempfile::tempdir().unwrap();
     let configs = materialise_configmap_configs(dir.path());
-    let config = configs
-        .iter()
-        .find(|p| p.ends_with("portcullis-config/portcullis.toml"))
-        .expect("the base's ConfigMap embeds portcullis.toml");
+    let config = &dir.path().join("portcullis-config/portcullis.toml");
+    assert!(
+        configs.contains(config),
+        "the base's ConfigMap embeds portcullis.toml"
+    );
     let summary = check_config(config).unwrap_or_else(|e| panic!("{e}"));
     assert!(summary.contains("authority acme"), "{summary}");
     assert!(summary.contains("policy everything-else"), "{summary}");
@@ -565,4 +560,280 @@ fn a_headless_service_lists_every_replica_on_the_admin_port_and_the_config_names
         .map(|p| p.as_str().unwrap())
         .collect();
     assert_eq!(listed, [format!("portcullis-peers:{admin}")]);
+}
+
+#[test]
+fn deploy_kubernetes_applies_the_base_as_it_is() {
+    // `kubectl apply -k deploy/kubernetes` is the single replica: the
+    // folder's kustomization only names base/ (kustomize refuses a base
+    // whose folder holds the overlay that uses it, hence the two folders).
+    let top = repo_path("deploy/kubernetes");
+    let docs = yaml_documents(&top.join("kustomization.yaml"));
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["kind"], "Kustomization");
+    assert_eq!(docs[0]["resources"], serde_json::json!(["base"]));
+    assert!(docs[0].get("patches").is_none() && docs[0].get("namespace").is_none());
+    let entries: BTreeSet<String> = std::fs::read_dir(&top)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        entries,
+        BTreeSet::from(["base", "kustomization.yaml", "overlays"].map(String::from))
+    );
+}
+
+// --- overlays/ha: several replicas sharing a bucket and Redis -------------
+
+fn ha() -> PathBuf {
+    repo_path("deploy/kubernetes/overlays/ha")
+}
+
+fn ha_kustomization() -> Value {
+    let docs = yaml_documents(&ha().join("kustomization.yaml"));
+    assert_eq!(docs.len(), 1);
+    docs[0].clone()
+}
+
+/// The one document of this kind in the overlay (resources and patches).
+fn ha_one(kind: &str) -> Value {
+    let mut found: Vec<Value> = files_under(&ha())
+        .into_iter()
+        .filter(|p| has_extension(p, &["yaml", "yml"]) && !p.ends_with("kustomization.yaml"))
+        .flat_map(|p| yaml_documents(&p))
+        .filter(|d| d["kind"] == kind)
+        .collect();
+    assert_eq!(found.len(), 1, "exactly one {kind} in overlays/ha");
+    found.remove(0)
+}
+
+fn ha_config() -> toml::Table {
+    ha_one("ConfigMap")["data"]["portcullis.toml"]
+        .as_str()
+        .expect("portcullis.toml in the overlay's ConfigMap patch")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn ha_overlay_builds_on_the_base_and_lists_every_file_it_holds() {
+    let k = ha_kustomization();
+    assert_eq!(k["apiVersion"], "kustomize.config.k8s.io/v1beta1");
+    assert_eq!(k["kind"], "Kustomization");
+    let resources: Vec<&str> = k["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(resources[0], "../../base", "the base, first");
+    assert_eq!(
+        ha().join(resources[0]).canonicalize().unwrap(),
+        base().canonicalize().unwrap()
+    );
+    let patches: Vec<&str> = k["patches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    let listed: BTreeSet<String> = resources[1..]
+        .iter()
+        .chain(&patches)
+        .map(|s| s.to_string())
+        .collect();
+    let present: BTreeSet<String> = files_under(&ha())
+        .iter()
+        .filter(|p| has_extension(p, &["yaml", "yml"]) && !p.ends_with("kustomization.yaml"))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listed, present);
+    assert!(
+        ha().join("README.md").is_file(),
+        "the overlay says what it needs"
+    );
+    for file in &present {
+        for doc in yaml_documents(&ha().join(file)) {
+            assert!(
+                doc["apiVersion"].is_string() && doc["kind"].is_string(),
+                "{file}"
+            );
+            assert!(
+                doc["metadata"]["name"].is_string(),
+                "{file}: no metadata.name"
+            );
+            assert!(
+                doc["metadata"].get("namespace").is_none(),
+                "{file}: a namespace"
+            );
+        }
+    }
+    // The patches name what they patch in the base.
+    for patch in patches {
+        for doc in yaml_documents(&ha().join(patch)) {
+            let kind = doc["kind"].as_str().unwrap();
+            let name = doc["metadata"]["name"].as_str().unwrap();
+            named(kind, name);
+        }
+    }
+}
+
+#[test]
+fn ha_overlay_runs_three_replicas_spread_over_nodes_with_a_pdb_and_an_hpa_from_three() {
+    let deployment = one("Deployment");
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let patch = ha_one("Deployment");
+    let replicas = patch["spec"]["replicas"].as_u64().unwrap();
+    assert_eq!(replicas, 3);
+    let anti = &patch["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"];
+    let terms = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+        .as_array()
+        .expect("pod anti-affinity");
+    assert!(terms.iter().any(|t| {
+        t["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+            && selects(
+                &t["podAffinityTerm"]["labelSelector"]["matchLabels"],
+                pod_labels,
+            )
+    }));
+    let pdb = ha_one("PodDisruptionBudget");
+    assert!(selects(&pdb["spec"]["selector"]["matchLabels"], pod_labels));
+    assert_eq!(pdb["spec"]["minAvailable"], 2);
+    assert!(
+        (1..replicas).contains(&pdb["spec"]["minAvailable"].as_u64().unwrap()),
+        "the PDB keeps replicas serving and still lets a node drain"
+    );
+    let hpa = ha_one("HorizontalPodAutoscaler");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Deployment");
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"]["name"],
+        deployment["metadata"]["name"]
+    );
+    assert_eq!(hpa["spec"]["minReplicas"].as_u64(), Some(replicas));
+    assert!(hpa["spec"]["maxReplicas"].as_u64() >= hpa["spec"]["minReplicas"].as_u64());
+}
+
+#[test]
+fn ha_config_is_the_base_config_with_a_shared_bucket_and_redis_and_passes_check_config() {
+    let mut config = ha_config();
+    let cache = config.get_mut("cache").unwrap().as_table_mut().unwrap();
+    assert_eq!(cache.remove("store").unwrap().as_str(), Some("s3"));
+    let s3 = cache.remove("s3").expect("[cache.s3]");
+    for key in ["bucket", "access_key_id_file", "secret_access_key_file"] {
+        assert!(s3[key].is_str(), "cache.s3.{key}");
+    }
+    let cluster = config.remove("cluster").expect("[cluster]");
+    assert!(
+        cluster["redis"].as_str().unwrap().starts_with("redis://"),
+        "an in-cluster Redis"
+    );
+    for key in ["password_file", "secret_file"] {
+        assert!(cluster[key].is_str(), "cluster.{key}");
+    }
+    assert_eq!(
+        config,
+        embedded_config(),
+        "apart from store, [cache.s3] and [cluster], the overlay's config is the base's"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let configs = materialise_configmap_configs(dir.path());
+    let path = dir
+        .path()
+        .join("overlays/ha/portcullis-config/portcullis.toml");
+    assert!(configs.contains(&path), "{configs:?}");
+    assert!(
+        path.with_file_name("acme.pub").is_file(),
+        "the base's key stays beside it"
+    );
+    let summary = check_config(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(summary.contains("authority acme"), "{summary}");
+}
+
+#[test]
+fn ha_secret_files_the_config_names_are_entries_of_whole_mounted_secrets() {
+    let config = ha_config();
+    let files = [
+        &config["cache"]["s3"]["access_key_id_file"],
+        &config["cache"]["s3"]["secret_access_key_file"],
+        &config["cluster"]["password_file"],
+        &config["cluster"]["secret_file"],
+    ];
+    let pod = &ha_one("Deployment")["spec"]["template"]["spec"];
+    let container = &pod["containers"].as_array().unwrap()[0];
+    assert_eq!(
+        container["name"],
+        container_name(),
+        "patches the base's container"
+    );
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    let base_mounts: Vec<String> = self::container()["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap().to_string())
+        .collect();
+    let secrets: Vec<Value> = ["portcullis-s3", "portcullis-cluster"]
+        .iter()
+        .map(|name| {
+            files_under(&ha())
+                .into_iter()
+                .filter(|p| has_extension(p, &["yaml"]))
+                .flat_map(|p| yaml_documents(&p))
+                .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == *name)
+                .unwrap_or_else(|| panic!("Secret {name} in overlays/ha"))
+        })
+        .collect();
+    for file in files {
+        let file = Path::new(file.as_str().unwrap());
+        let mount = mounts
+            .iter()
+            .find(|m| file.starts_with(m["mountPath"].as_str().unwrap()))
+            .unwrap_or_else(|| panic!("nothing mounted at {}", file.display()));
+        let at = mount["mountPath"].as_str().unwrap();
+        assert_eq!(mount["readOnly"], true);
+        assert!(
+            mount.get("subPath").is_none(),
+            "whole Secrets: rotation reaches the pod"
+        );
+        assert!(
+            base_mounts
+                .iter()
+                .all(|b| !file.starts_with(b) && !Path::new(b).starts_with(at)),
+            "{at} is apart from the base's mounts"
+        );
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap();
+        let secret = secrets
+            .iter()
+            .find(|s| s["metadata"]["name"] == volume["secret"]["secretName"])
+            .unwrap_or_else(|| panic!("{}: not one of the overlay's Secrets", file.display()));
+        let key = file.strip_prefix(at).unwrap().to_str().unwrap();
+        assert!(
+            secret["stringData"].get(key).is_some(),
+            "{} is an entry of Secret {}",
+            file.display(),
+            secret["metadata"]["name"]
+        );
+    }
+    // Placeholders, plainly; the HMAC secret's is too short to start with
+    // (at least 32 bytes are needed), so it cannot go live by mistake.
+    for secret in &secrets {
+        for (key, value) in secret["stringData"].as_object().unwrap() {
+            assert!(value.as_str().unwrap().contains("REPLACE_ME"), "{key}");
+        }
+    }
+    let hmac = Path::new(config["cluster"]["secret_file"].as_str().unwrap());
+    let placeholder = secrets[1]["stringData"][hmac.file_name().unwrap().to_str().unwrap()]
+        .as_str()
+        .unwrap();
+    assert!(placeholder.trim().len() < 32);
+}
+
+fn container_name() -> Value {
+    container()["name"].clone()
 }
