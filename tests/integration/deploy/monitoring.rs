@@ -275,6 +275,8 @@ fn every_alert_has_a_firing_and_a_quiet_unit_test() {
         "PortcullisExceptionNearExpiry",
         "PortcullisTrustDegraded",
         "PortcullisNoFreshReplica",
+        "PortcullisSharedStoreErrors",
+        "PortcullisClusterErrors",
     ] {
         assert!(alerts.iter().any(|a| a == required), "{required} missing");
     }
