@@ -768,3 +768,41 @@ fn check_config_names_each_cluster_and_bucket_key_it_refuses() {
         "a password in the URL is never quoted:\n{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_bucket_down_replicas_serve_from_the_upstream_and_count_it() {
+    let mut shared = Shared::start().await;
+    let (signed, unsigned) = shared.push(990, "app").await;
+    let replicas = replicas(&shared, 2).await;
+    shared.garage.stop();
+    let lb = balancer(&replicas).await;
+    let skopeo = crate::support::skopeo::Skopeo::new();
+    let dest = skopeo.dest("bucket-down");
+    let started = Instant::now();
+    let out = skopeo
+        .copy(
+            &[],
+            &format!("docker://{}/local/acme/app:v1", lb.host()),
+            &format!("dir:{}", dest.display()),
+        )
+        .await;
+    crate::support::skopeo::assert_success("copy with the bucket down", &out);
+    for layer in &signed.layers {
+        let got = std::fs::read(crate::support::skopeo::dir_blob(&dest, &layer.digest)).unwrap();
+        assert_eq!(got, layer.bytes);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "a dead bucket costs bounded time: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        total(&replicas, "portcullis_shared_store_requests_total", &["outcome=\"error\""]).await >= 1.0,
+        "bucket failures are counted"
+    );
+    for r in &replicas {
+        let b = &unsigned.layers[0];
+        let got = r.get(&format!("/v2/local/acme/app-unsigned/blobs/{}", b.digest)).await;
+        assert_eq!(got.status(), 403, "still nothing unverified");
+    }
+}

@@ -180,6 +180,14 @@ impl Garage {
     }
 }
 
+impl Garage {
+    /// Kills the server: the bucket is unreachable from now on.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Garage {
     fn drop(&mut self) {
         let _ = self.child.kill();
