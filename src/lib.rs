@@ -10,13 +10,14 @@
 //! - [`app`]: builds the running proxy from a [`config::Config`], reloads it, refreshes trust
 //! - [`readiness`]: what `/readyz` means: this replica's trust, and whether a peer's is fresh
 //! - [`pull`]: orchestration: tag resolution, verdicts, single flight, blob fills, decision bounds
+//! - [`cache`]: the disk content store and streaming reads of it; content shared in an S3 bucket
 //! - [`upstream`], [`cluster`]: one client per registry (pooling, TLS, token auth, limits) and routing to them; coordination between replicas in Redis
 //! - [`verify`]: the decision point; only it builds a [`verify::VerifiedManifest`]
 //! - [`trust`]: authorities' keys, CA roots and identities in an immutable snapshot, and their sources
 //! - [`config`]: the TOML file and its validation
 //! - [`policy`]: which policy matches a repository
 //! - [`material`]: trust material's vocabulary: keys, identities, vendor CAs, Sigstore roots
-//! - [`audit`], [`cache`]: the JSON audit log; the disk content store and streaming reads of it
+//! - [`audit`]: the JSON audit log
 //! - [`metrics`]: Prometheus metrics
 //! - [`oci`], [`clock`], [`log`]: protocol vocabulary with no I/O; injected time; text log fields
 
