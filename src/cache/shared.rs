@@ -106,8 +106,10 @@ impl SharedStore {
     pub async fn read_manifest(&self, digest: &Digest, most: u64) -> Option<(MediaType, Bytes)> {
         let path = self.object(Kind::Manifest, digest);
         let raw = match self.bucket.get(&path).await {
+            // More than this request may take is not corruption (another
+            // repository's manifests may declare more): absent here, kept.
             Ok(r) if r.meta.size > most + 256 => {
-                self.corrupt(Kind::Manifest, digest).await;
+                self.metrics.shared_store(StoreOp::Get, Found::Skipped);
                 return None;
             }
             Ok(r) => r.bytes().await,
@@ -184,8 +186,11 @@ impl SharedStore {
     ) -> Result<(Writer, bool), String> {
         let path = self.object(Kind::Blob, digest);
         let result = match self.bucket.get(&path).await {
+            // Larger than this repository's manifests declare (or than
+            // max_blob_bytes): absent for this request, not deleted, so a
+            // manifest declaring a small size cannot remove a shared blob.
             Ok(r) if r.meta.size > most => {
-                self.corrupt(Kind::Blob, digest).await;
+                self.metrics.shared_store(StoreOp::Get, Found::Skipped);
                 return Ok((writer, false));
             }
             Ok(r) => r,
@@ -210,6 +215,7 @@ impl SharedStore {
                 Some(Ok(chunk)) => {
                     received += chunk.len() as u64;
                     if received > most {
+                        // Longer than its listed size: the object lies.
                         self.corrupt(Kind::Blob, digest).await;
                         return Ok((writer, false));
                     }

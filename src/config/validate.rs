@@ -424,6 +424,12 @@ impl<'a> Validator<'a> {
             raw.lease_ttl.as_deref(),
             Duration::from_secs(15),
         );
+        if lease_ttl < Duration::from_secs(1) {
+            self.problem(
+                "cluster.lease_ttl",
+                "must be at least 1s (it is renewed every third of it)",
+            );
+        }
         let lease_wait = self.positive_duration(
             "cluster.lease_wait",
             raw.lease_wait.as_deref(),

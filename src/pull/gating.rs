@@ -156,8 +156,10 @@ impl Puller {
         digest: &Digest,
     ) -> Result<(), PullError> {
         let (gate, generation) = self.gate();
+        // A grant derived while a reload happened belongs to the gate it
+        // retired: it does not count.
         if gate.gates_blobs(&target.upstream.name, &target.repo)
-            && !self
+            && !(self
                 .rederived(
                     target,
                     Grant::Blob,
@@ -167,6 +169,7 @@ impl Puller {
                     true,
                 )
                 .await
+                && self.gate().1 == generation)
         {
             let message = format!(
                 "blob {digest} is not referenced by an allowed manifest of {}",

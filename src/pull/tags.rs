@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// How far ahead of this replica's clock a shared tag mapping may be dated.
+const TAG_SKEW: Duration = Duration::from_secs(5);
+
 impl Puller {
     /// Tag → digest: from the tag cache within `tag_ttl`, else revalidated
     /// with a HEAD (which Docker Hub does not count as a pull). While the
@@ -24,7 +27,7 @@ impl Puller {
             }
         }
         self.metrics.cache_lookup(Cache::Tag, false);
-        if let Some(digest) = self.shared_tag(target, &key).await {
+        if let Some(digest) = self.shared_tag(&key).await {
             return Ok(digest);
         }
         let this = Arc::clone(self);
@@ -48,10 +51,7 @@ impl Puller {
         }
         // One replica asks the upstream; the others wait for its answer.
         let what = format!("tag:{}/{}:{}", key.0, key.1, key.2.as_str());
-        let _lease = match self
-            .take_turn(&what, || self.shared_tag(target, &key))
-            .await
-        {
+        let _lease = match self.take_turn(&what, || self.shared_tag(&key)).await {
             replicas::Turn::Done(digest) => return Ok(digest),
             replicas::Turn::Mine(lease) => lease,
         };
@@ -102,13 +102,18 @@ impl Puller {
     /// The digest another replica resolved the tag to within `tag_ttl`,
     /// kept here as an unverified mapping (it is only a name for content
     /// that is then fetched, checked and decided).
-    async fn shared_tag(&self, target: &Target, key: &TagKey) -> Option<Digest> {
+    async fn shared_tag(&self, key: &TagKey) -> Option<Digest> {
         let cluster = self.cluster.as_ref()?;
         let (digest, at) = cluster.tag(&key.0, &key.1, &key.2).await?;
-        if age(self.clock.as_ref(), at) >= self.tag_ttl {
+        // A mapping from the future (a skewed or forged clock) would be
+        // fresh for longer than tag_ttl: refused.
+        let now = self.clock.now();
+        if at > now + TAG_SKEW || age(self.clock.as_ref(), at) >= self.tag_ttl {
             return None;
         }
-        self.know(target.key(&digest));
+        let at = at.min(now);
+        // Not `know`: the upstream is asked whether this repository holds
+        // the digest (a HEAD) before content cached for another is served.
         let verified = self
             .tags
             .get(key)

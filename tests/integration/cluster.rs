@@ -797,12 +797,20 @@ async fn with_the_bucket_down_replicas_serve_from_the_upstream_and_count_it() {
         started.elapsed()
     );
     assert!(
-        total(&replicas, "portcullis_shared_store_requests_total", &["outcome=\"error\""]).await >= 1.0,
+        total(
+            &replicas,
+            "portcullis_shared_store_requests_total",
+            &["outcome=\"error\""]
+        )
+        .await
+            >= 1.0,
         "bucket failures are counted"
     );
     for r in &replicas {
         let b = &unsigned.layers[0];
-        let got = r.get(&format!("/v2/local/acme/app-unsigned/blobs/{}", b.digest)).await;
+        let got = r
+            .get(&format!("/v2/local/acme/app-unsigned/blobs/{}", b.digest))
+            .await;
         assert_eq!(got.status(), 403, "still nothing unverified");
     }
 }

@@ -92,7 +92,16 @@ impl Garage {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let node = node.expect("garage did not start");
-        garage.ok(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        // `node id` reads a local file; the RPC listener may come later
+        // (seen under the full suite's load).
+        let assign = ["layout", "assign", "-z", "dc1", "-c", "1G", &node];
+        for _ in 0..200 {
+            if garage.cli(&assign).status.success() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        garage.ok(&["layout", "show"]);
         garage.ok(&["layout", "apply", "--version", "1"]);
         // The layout takes a moment to be in force.
         for _ in 0..100 {
