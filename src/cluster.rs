@@ -371,14 +371,19 @@ impl Cluster {
     }
 
     /// Waits for another replica's work on `what`: polls `ready` until it
-    /// gives a result, the lease ends, or `cluster.lease_wait` passes.
-    /// `None` means do the work here.
-    pub async fn wait_for<T, F, Fut>(&self, what: &str, mut ready: F) -> Option<T>
+    /// gives a result, the lease ends, or `deadline` passes (one deadline
+    /// for all of a request's waiting, so a lease taken again and again
+    /// cannot stretch it). `None` means do the work here.
+    pub async fn wait_for<T, F, Fut>(
+        &self,
+        what: &str,
+        deadline: tokio::time::Instant,
+        mut ready: F,
+    ) -> Option<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let deadline = tokio::time::Instant::now() + self.lease_wait;
         let mut pause = Duration::from_millis(20);
         loop {
             if let Some(v) = ready().await {

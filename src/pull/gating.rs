@@ -99,17 +99,18 @@ impl Puller {
         generation: u64,
         depth: usize,
         shared: bool,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, PullError>> + Send + 'a>>
+    {
         Box::pin(async move {
             let grants = match kind {
                 Grant::Blob => &self.blob_grants,
                 Grant::Child => &self.child_grants,
             };
             if self.granted(grants, subject, generation, 0) {
-                return true;
+                return Ok(true);
             }
             if depth >= MAX_GRANT_DEPTH {
-                return false;
+                return Ok(false);
             }
             let expired: Vec<Digest> = grants
                 .grantors(subject, generation)
@@ -135,15 +136,20 @@ impl Puller {
                 true => self.shared_grantors(kind, subject, &known).await,
                 false => Vec::new(),
             };
+            let mut failed = None;
             for m in expired.into_iter().chain(shared.into_iter().take(REDECIDE)) {
                 let decided = self
                     .verdict(target, &Reference::Digest(m.clone()), m, depth + 1)
                     .await;
-                if decided.is_ok() && self.granted(grants, subject, generation, 0) {
-                    return true;
+                match decided {
+                    Ok(_) if self.granted(grants, subject, generation, 0) => return Ok(true),
+                    Ok(_) | Err(PullError::Denied(_)) => {}
+                    // Not a denial (overload, an upstream fault): said as
+                    // such if nothing else grants, rather than as a 403.
+                    Err(e) => failed = failed.or(Some(e)),
                 }
             }
-            false
+            failed.map_or(Ok(false), Err)
         })
     }
 
@@ -168,7 +174,7 @@ impl Puller {
                     0,
                     true,
                 )
-                .await
+                .await?
                 && self.gate().1 == generation)
         {
             let message = format!(

@@ -258,7 +258,8 @@ impl Puller {
         let subject = target.key(&digest);
         let local = self
             .rederived(target, Grant::Child, &subject, generation, depth, false)
-            .await;
+            .await
+            .unwrap_or(false);
         let mut verdict = self
             .verdict_as(target, reference, &digest, &gate, generation, local)
             .await?;
@@ -269,6 +270,7 @@ impl Puller {
             && self
                 .rederived(target, Grant::Child, &subject, generation, depth, true)
                 .await
+                .unwrap_or(false)
         {
             verdict = self
                 .verdict_as(target, reference, &digest, &gate, generation, true)

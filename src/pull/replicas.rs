@@ -27,15 +27,15 @@ impl Puller {
         let Some(cluster) = &self.cluster else {
             return Turn::Mine(None);
         };
-        let started = tokio::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + cluster.lease_wait();
         loop {
             match cluster.lease(what).await {
                 Ok(lease) => return Turn::Mine(lease),
                 Err(()) => {
-                    if let Some(v) = cluster.wait_for(what, &mut ready).await {
+                    if let Some(v) = cluster.wait_for(what, deadline, &mut ready).await {
                         return Turn::Done(v);
                     }
-                    if started.elapsed() >= cluster.lease_wait() {
+                    if tokio::time::Instant::now() >= deadline {
                         return Turn::Mine(None);
                     }
                 }

@@ -66,7 +66,7 @@ impl Shared {
             .cache("store = \"s3\"")
             .raw(&self.garage.cache_table(self.files.path(), &self.prefix))
             .raw(&format!(
-                "[cluster]\nredis = \"{}\"\nsecret_file = \"{}\"\nlease_ttl = \"2s\"\nlease_wait = \"20s\"\n",
+                "[cluster]\nredis = \"{}\"\nsecret_file = \"{}\"\nlease_ttl = \"2s\"\nlease_wait = \"20s\"\ntimeout = \"2s\"\n",
                 self.redis.url(),
                 self.files.path().join("cluster.secret").display()
             ))
