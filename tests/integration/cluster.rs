@@ -814,3 +814,25 @@ async fn with_the_bucket_down_replicas_serve_from_the_upstream_and_count_it() {
         assert_eq!(got.status(), 403, "still nothing unverified");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sealed_tag_mapping_dated_ahead_of_the_clock_is_not_used() {
+    let shared = Shared::start().await;
+    let (signed, unsigned) = shared.push(995, "app").await;
+    let replicas = replicas(&shared, 1).await;
+    // Sealed with the secret (a compromised or skewed replica), dated an
+    // hour ahead: it would stay "fresh" past tag_ttl on every replica.
+    let key = "portcullis:tag:local/acme/app:v1";
+    let ahead = now_ms() + 3_600_000;
+    let value = Shared::sealed(key, &format!("{}@{ahead}", unsigned.digest));
+    let _: () = shared.redis.cmd(&["SET", key, &value]).await;
+    let r = replicas[0]
+        .get_manifest("/v2/local/acme/app/manifests/v1")
+        .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "resolved upstream, not from the future-dated entry"
+    );
+    assert_eq!(r.bytes().await.unwrap(), signed.manifest);
+}
