@@ -290,6 +290,15 @@ impl Puller {
             .cloned()
     }
 
+    /// The most bytes a fill may take: what a manifest declares, within
+    /// `cache.max_blob_bytes`. Every bound is an upper bound; the digest
+    /// decides the rest.
+    fn fill_bound(&self, declared: Option<u64>) -> u64 {
+        declared
+            .unwrap_or(self.max_blob_bytes)
+            .min(self.max_blob_bytes)
+    }
+
     /// Fills `writer` from the shared bucket when another replica stored
     /// the blob there (or is storing it: this waits for its lease), else
     /// from the upstream. Either way the bytes are digest-checked here.
@@ -311,9 +320,7 @@ impl Puller {
         // The bucket holds what any repository's pulls stored: serve it only
         // to a repository the upstream shows holds it, as the disk store does.
         self.confirm(target, digest, false).await?;
-        let most = declared
-            .unwrap_or(self.max_blob_bytes)
-            .min(self.max_blob_bytes);
+        let most = self.fill_bound(declared);
         let writer = match from_bucket(shared, digest, most, writer).await? {
             Ok(size) => return Ok(Filled::shared(size)),
             Err(writer) => writer,
@@ -357,10 +364,7 @@ impl Puller {
     ) -> Result<u64, PullError> {
         let mut response = target.upstream.fetch_blob(&target.repo, digest).await?;
         let length = response.content_length();
-        // Every bound is an upper bound; the digest decides the rest.
-        let most = declared
-            .unwrap_or(self.max_blob_bytes)
-            .min(self.max_blob_bytes);
+        let most = self.fill_bound(declared);
         if let Some(length) = length.filter(|&l| l > most) {
             let e = UpstreamError::BadResponse(format!(
                 "blob has Content-Length {length}, more than the {most} bytes it may have"
