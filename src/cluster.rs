@@ -32,6 +32,13 @@ const MIN_SECRET: usize = 32;
 
 const PREFIX: &str = "portcullis:";
 
+/// What discovery found at a tag where there was nothing.
+const ABSENT: &str = "-";
+
+/// How far another replica's clock may be behind this one's when its lease
+/// says until when it holds.
+const CLOCK_SKEW_MS: u64 = 5_000;
+
 /// What a reference names: a blob of an image, or a manifest of an index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subject {
@@ -65,7 +72,7 @@ pub struct Cluster {
 
 /// Releases a lease if it is still ours; renews only ours.
 const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
-const RENEW: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+const RENEW: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 else return 0 end";
 
 impl Cluster {
     /// A client for Redis; it connects on first use and again after a
@@ -173,6 +180,10 @@ impl Cluster {
         format!("{PREFIX}tag:{upstream}/{repo}:{}", tag.as_str())
     }
 
+    fn found_key(upstream: &UpstreamName, repo: &RepositoryName, tag: &Tag) -> String {
+        format!("{PREFIX}found:{upstream}/{repo}:{}", tag.as_str())
+    }
+
     /// The digest another replica resolved the tag to within `tag_ttl`,
     /// and when it did.
     pub async fn tag(
@@ -182,19 +193,8 @@ impl Cluster {
         tag: &Tag,
     ) -> Option<(Digest, SystemTime)> {
         let key = Self::tag_key(upstream, repo, tag);
-        let sealed: Option<String> = self
-            .run(ClusterOp::Tag, redis::cmd("GET").arg(&key))
-            .await?;
-        let Some(sealed) = sealed else {
-            self.metrics.cluster(ClusterOp::Tag, Found::Miss);
-            return None;
-        };
-        let value = self.open(ClusterOp::Tag, &key, &sealed)?;
-        let (digest, at) = value.split_once('@')?;
-        let digest = digest.parse().ok()?;
-        let at = UNIX_EPOCH + Duration::from_millis(at.parse().ok()?);
-        self.metrics.cluster(ClusterOp::Tag, Found::Hit);
-        Some((digest, at))
+        let (digest, at) = self.stamped(ClusterOp::Tag, &key).await?;
+        Some((digest.parse().ok()?, at))
     }
 
     /// Shares a tag mapping resolved at `at`, for what is left of `ttl`.
@@ -207,20 +207,78 @@ impl Cluster {
         at: SystemTime,
         left: Duration,
     ) {
+        let key = Self::tag_key(upstream, repo, tag);
+        self.put_stamped(ClusterOp::Tag, &key, &digest.to_string(), at, left)
+            .await;
+    }
+
+    /// What another replica's signature discovery found at a tag: the
+    /// digest of the manifest there, or `None` when there was none; and
+    /// when it looked.
+    pub async fn found(
+        &self,
+        upstream: &UpstreamName,
+        repo: &RepositoryName,
+        tag: &Tag,
+    ) -> Option<(Option<Digest>, SystemTime)> {
+        let key = Self::found_key(upstream, repo, tag);
+        let (value, at) = self.stamped(ClusterOp::Discovery, &key).await?;
+        match value.as_str() {
+            ABSENT => Some((None, at)),
+            digest => Some((Some(digest.parse().ok()?), at)),
+        }
+    }
+
+    /// Shares what discovery found at a tag at `at`, for what is left of `ttl`.
+    pub async fn put_found(
+        &self,
+        upstream: &UpstreamName,
+        repo: &RepositoryName,
+        tag: &Tag,
+        digest: Option<&Digest>,
+        at: SystemTime,
+        left: Duration,
+    ) {
+        let key = Self::found_key(upstream, repo, tag);
+        let value = digest.map_or_else(|| ABSENT.to_string(), Digest::to_string);
+        self.put_stamped(ClusterOp::Discovery, &key, &value, at, left)
+            .await;
+    }
+
+    /// A sealed `value@ms` entry: the value and when it was written.
+    async fn stamped(&self, op: ClusterOp, key: &str) -> Option<(String, SystemTime)> {
+        let sealed: Option<String> = self.run(op, redis::cmd("GET").arg(key)).await?;
+        let Some(sealed) = sealed else {
+            self.metrics.cluster(op, Found::Miss);
+            return None;
+        };
+        let value = self.open(op, key, &sealed)?;
+        let (value, at) = value.rsplit_once('@')?;
+        let at = UNIX_EPOCH + Duration::from_millis(at.parse().ok()?);
+        self.metrics.cluster(op, Found::Hit);
+        Some((value.to_string(), at))
+    }
+
+    async fn put_stamped(
+        &self,
+        op: ClusterOp,
+        key: &str,
+        value: &str,
+        at: SystemTime,
+        left: Duration,
+    ) {
         if left.is_zero() {
             return;
         }
-        let key = Self::tag_key(upstream, repo, tag);
-        let value = format!("{digest}@{}", unix_ms(at));
-        let sealed = self.seal(&key, &value);
+        let sealed = self.seal(key, &format!("{value}@{}", unix_ms(at)));
         let cmd = redis::cmd("SET")
-            .arg(&key)
+            .arg(key)
             .arg(sealed)
             .arg("PX")
             .arg(left.as_millis().max(1) as u64)
             .to_owned();
-        if self.run::<()>(ClusterOp::Tag, &cmd).await.is_some() {
-            self.metrics.cluster(ClusterOp::Tag, Found::Ok);
+        if self.run::<()>(op, &cmd).await.is_some() {
+            self.metrics.cluster(op, Found::Ok);
         }
     }
 
@@ -312,15 +370,25 @@ impl Cluster {
         format!("{PREFIX}lease:{what}")
     }
 
+    /// A lease's value: its holder and until when it holds, sealed for
+    /// `key` (a value written without the secret, or replayed after its
+    /// time, holds nothing up).
+    fn lease_value(&self, key: &str) -> String {
+        let until = SystemTime::now() + self.lease_ttl;
+        self.seal(key, &format!("{}@{}", self.holder, unix_ms(until)))
+    }
+
     /// Takes the lease on `what` if nobody holds it. While the returned
     /// [`Lease`] lives it is renewed; dropping it releases it. `Err(())`
     /// means another replica holds it; `Ok(None)` that Redis could not be
-    /// asked (work alone).
+    /// asked, or that the entry in the way is not a lease any replica
+    /// wrote (work alone).
     pub async fn lease(self: &Arc<Self>, what: &str) -> Result<Option<Lease>, ()> {
         let key = Self::lease_key(what);
+        let value = self.lease_value(&key);
         let cmd = redis::cmd("SET")
             .arg(&key)
-            .arg(&self.holder)
+            .arg(&value)
             .arg("NX")
             .arg("PX")
             .arg(self.lease_ttl.as_millis() as u64)
@@ -328,28 +396,36 @@ impl Cluster {
         let taken: Option<Option<String>> = self.run(ClusterOp::Lease, &cmd).await;
         match taken {
             None => Ok(None),
-            Some(None) => Err(()),
+            Some(None) if self.leased(what).await => Err(()),
+            Some(None) => Ok(None),
             Some(Some(_)) => {
                 self.metrics.cluster(ClusterOp::Lease, Found::Ok);
+                let value = Arc::new(std::sync::Mutex::new(value));
                 let this = Arc::clone(self);
-                let renew_key = key.clone();
+                let (renew_key, current) = (key.clone(), Arc::clone(&value));
                 let renewing = tokio::spawn(async move {
                     let every = this.lease_ttl / 3;
                     loop {
                         tokio::time::sleep(every).await;
+                        let old = current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        let new = this.lease_value(&renew_key);
                         let cmd = redis::cmd("EVAL")
                             .arg(RENEW)
                             .arg(1)
                             .arg(&renew_key)
-                            .arg(&this.holder)
+                            .arg(&old)
+                            .arg(&new)
                             .arg(this.lease_ttl.as_millis() as u64)
                             .to_owned();
-                        let _: Option<i64> = this.run(ClusterOp::Lease, &cmd).await;
+                        if this.run::<i64>(ClusterOp::Lease, &cmd).await == Some(1) {
+                            *current.lock().unwrap_or_else(|e| e.into_inner()) = new;
+                        }
                     }
                 });
                 Ok(Some(Lease {
                     cluster: Arc::clone(self),
                     key,
+                    value,
                     renewing,
                 }))
             }
@@ -361,13 +437,24 @@ impl Cluster {
         self.lease_wait
     }
 
-    /// Whether someone holds the lease on `what` (false when Redis fails:
-    /// then nobody is waited for).
+    /// Whether a replica holds the lease on `what`: an entry sealed by one,
+    /// not past its time (false when Redis fails: then nobody is waited for).
     pub async fn leased(&self, what: &str) -> bool {
-        let cmd = redis::cmd("EXISTS").arg(Self::lease_key(what)).to_owned();
-        self.run::<i64>(ClusterOp::Lease, &cmd)
-            .await
-            .is_some_and(|n| n > 0)
+        let key = Self::lease_key(what);
+        let cmd = redis::cmd("GET").arg(&key).to_owned();
+        let Some(Some(sealed)) = self.run::<Option<String>>(ClusterOp::Lease, &cmd).await else {
+            return false;
+        };
+        let Some((_, until)) = self
+            .open(ClusterOp::Lease, &key, &sealed)
+            .and_then(|v| v.rsplit_once('@'))
+        else {
+            return false;
+        };
+        let now = unix_ms(SystemTime::now());
+        until
+            .parse::<u64>()
+            .is_ok_and(|until| until.saturating_add(CLOCK_SKEW_MS) > now)
     }
 
     /// Waits for another replica's work on `what`: polls `ready` until it
@@ -431,6 +518,8 @@ fn unix_ms(at: SystemTime) -> u64 {
 pub struct Lease {
     cluster: Arc<Cluster>,
     key: String,
+    /// The value last written (a renewal rewrites it).
+    value: Arc<std::sync::Mutex<String>>,
     renewing: tokio::task::JoinHandle<()>,
 }
 
@@ -439,6 +528,7 @@ impl Drop for Lease {
         self.renewing.abort();
         let cluster = Arc::clone(&self.cluster);
         let key = std::mem::take(&mut self.key);
+        let value = self.value.lock().unwrap_or_else(|e| e.into_inner()).clone();
         // Releasing only saves the others the rest of the lease's TTL; it is
         // one bounded command, and a lease that is not released expires.
         tokio::spawn(async move {
@@ -446,7 +536,7 @@ impl Drop for Lease {
                 .arg(RELEASE)
                 .arg(1)
                 .arg(&key)
-                .arg(&cluster.holder)
+                .arg(&value)
                 .to_owned();
             let _: Option<i64> = cluster.run(ClusterOp::Lease, &cmd).await;
         });

@@ -101,6 +101,7 @@ pub enum ClusterOp {
     Tag,
     Ref,
     Lease,
+    Discovery,
 }
 
 impl ClusterOp {
@@ -109,6 +110,7 @@ impl ClusterOp {
             ClusterOp::Tag => "tag",
             ClusterOp::Ref => "ref",
             ClusterOp::Lease => "lease",
+            ClusterOp::Discovery => "discovery",
         }
     }
 }

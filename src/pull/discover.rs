@@ -176,11 +176,7 @@ impl Puller {
         let tag: Tag = format!("{}.{}", digest.referrers_tag(), kind.suffix)
             .parse()
             .map_err(|_| PullError::Internal(format!("{} tag is not a tag", kind.noun)))?;
-        let fetched = match target
-            .upstream
-            .fetch_manifest(&target.repo, &Reference::Tag(tag), OCI_MANIFEST)
-            .await
-        {
+        let fetched = match self.discovery_manifest(target, &tag, OCI_MANIFEST).await {
             Ok(f) => f,
             Err(UpstreamError::NotFound) => return Ok(Found::none()),
             Err(e) => return Err(e.into()),

@@ -6,6 +6,10 @@
 
 use super::*;
 use crate::cluster::{Lease, Subject};
+use crate::upstream::FetchedManifest;
+
+/// How far ahead of this replica's clock a shared entry may be dated.
+const SKEW: Duration = Duration::from_secs(5);
 
 /// Either another replica's result, or this replica's turn to do the work
 /// (holding the lease while it does, when Redis could be asked).
@@ -15,6 +19,13 @@ pub(super) enum Turn<T> {
 }
 
 impl Puller {
+    /// Whether a shared entry written at `at` is within `tag_ttl`. One dated
+    /// ahead of this replica's clock (skewed or forged) would stay fresh
+    /// for longer: refused.
+    pub(super) fn fresh(&self, at: SystemTime) -> bool {
+        at <= self.clock.now() + SKEW && age(self.clock.as_ref(), at) < self.tag_ttl
+    }
+
     /// Takes the lease on `what`, or waits for the replica holding it to
     /// produce what `ready` looks for. A lease that ends without a result
     /// (its holder failed or died) is taken again; past `cluster.lease_wait`
@@ -125,5 +136,76 @@ impl Puller {
         }
         found.retain(|m| !tried.contains(m));
         found
+    }
+}
+
+impl Puller {
+    /// A signature-discovery document at `tag` (cosign's `.sig` and `.att`,
+    /// the referrers fallback tag): what another replica found there within
+    /// `tag_ttl` (its bytes from the bucket, digest-checked), else fetched
+    /// here while the others wait, and shared. Only a name and content:
+    /// every replica verifies the evidence itself; a stale or missing entry
+    /// means less evidence (a denial), never more.
+    pub(super) async fn discovery_manifest(
+        &self,
+        target: &Target,
+        tag: &Tag,
+        accept: &str,
+    ) -> Result<FetchedManifest, UpstreamError> {
+        let (Some(cluster), Some(shared)) = (&self.cluster, &self.shared) else {
+            return target
+                .upstream
+                .fetch_manifest(&target.repo, &Reference::Tag(tag.clone()), accept)
+                .await;
+        };
+        let (upstream, repo) = (&target.upstream.name, &target.repo);
+        let found = || async {
+            let (digest, at) = cluster.found(upstream, repo, tag).await?;
+            if !self.fresh(at) {
+                return None;
+            }
+            let Some(digest) = digest else {
+                return Some(Err(UpstreamError::NotFound));
+            };
+            let most = crate::upstream::MAX_MANIFEST_BYTES as u64;
+            let (media_type, bytes) = shared.read_manifest(&digest, most).await?;
+            Some(Ok(FetchedManifest {
+                bytes,
+                content_type: Some(media_type),
+                digest_header: Some(digest),
+            }))
+        };
+        if let Some(done) = found().await {
+            return done;
+        }
+        let what = format!("found:{upstream}/{repo}:{}", tag.as_str());
+        let _lease = match self.take_turn(&what, found).await {
+            Turn::Done(done) => return done,
+            Turn::Mine(lease) => lease,
+        };
+        let fetched = target
+            .upstream
+            .fetch_manifest(repo, &Reference::Tag(tag.clone()), accept)
+            .await;
+        let at = self.clock.now();
+        match &fetched {
+            Ok(f) => {
+                // Shared only with a media type to parse it by again.
+                if let Some(media_type) = &f.content_type {
+                    let digest = Digest::sha256_of(&f.bytes);
+                    shared.put_manifest(&digest, media_type, &f.bytes).await;
+                    cluster
+                        .put_found(upstream, repo, tag, Some(&digest), at, self.tag_ttl)
+                        .await;
+                }
+            }
+            Err(UpstreamError::NotFound) => {
+                cluster
+                    .put_found(upstream, repo, tag, None, at, self.tag_ttl)
+                    .await;
+            }
+            Err(_) => {}
+        }
+        fetched
     }
 }

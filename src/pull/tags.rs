@@ -3,9 +3,6 @@
 
 use super::*;
 
-/// How far ahead of this replica's clock a shared tag mapping may be dated.
-const TAG_SKEW: Duration = Duration::from_secs(5);
-
 impl Puller {
     /// Tag → digest: from the tag cache within `tag_ttl`, else revalidated
     /// with a HEAD (which Docker Hub does not count as a pull). While the
@@ -105,13 +102,10 @@ impl Puller {
     async fn shared_tag(&self, key: &TagKey) -> Option<Digest> {
         let cluster = self.cluster.as_ref()?;
         let (digest, at) = cluster.tag(&key.0, &key.1, &key.2).await?;
-        // A mapping from the future (a skewed or forged clock) would be
-        // fresh for longer than tag_ttl: refused.
-        let now = self.clock.now();
-        if at > now + TAG_SKEW || age(self.clock.as_ref(), at) >= self.tag_ttl {
+        if !self.fresh(at) {
             return None;
         }
-        let at = at.min(now);
+        let at = at.min(self.clock.now());
         // Not `know`: the upstream is asked whether this repository holds
         // the digest (a HEAD) before content cached for another is served.
         let verified = self

@@ -375,19 +375,16 @@ async fn a_hundred_concurrent_pulls_over_three_replicas_fetch_the_manifest_and_e
         signed.blobs().count() as f64,
         "one upstream GET per blob"
     );
-    // The image manifest: one GET by tag; the signature manifest: one GET
-    // for each replica's discovery at most.
-    // Signature discovery is each replica's own (decision 0013): per
-    // replica one GET of the `.sig` tag and one of the referrers fallback
-    // tag (this registry has no referrers API). The image itself: once.
+    // Once each, whichever replica asked: the image by tag, and for the
+    // signature discovery the `.sig` tag and the referrers fallback tag
+    // (this registry has no referrers API).
     let manifests = total(
         &replicas,
         "portcullis_upstream_requests_total",
         &["kind=\"manifest\""],
     )
     .await;
-    let discovery = 2.0 * replicas.len() as f64;
-    assert_eq!(manifests, 1.0 + discovery, "manifest GETs upstream");
+    assert_eq!(manifests, 3.0, "manifest GETs upstream");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -435,6 +432,111 @@ async fn redis_entries_with_a_bad_or_moved_mac_are_ignored_and_counted() {
         .await,
         2.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leases_written_without_the_secret_or_replayed_after_their_time_hold_no_pull_up() {
+    let shared = Shared::start().await;
+    let (signed, _) = shared.push(945, "app").await;
+    let replicas = replicas(&shared, 1).await;
+    let a = &replicas[0];
+    // Every lease this pull takes, held for a minute (lease_wait is 20 s):
+    // the tag's and the first blob's by entries without a valid MAC, the
+    // other blobs' by a genuine value replayed after its time.
+    let day_ago = now_ms() - 86_400_000;
+    let mut entries = vec![(
+        "portcullis:lease:tag:local/acme/app:v1".to_string(),
+        format!("someone@{}|{}", now_ms() + 60_000, "00".repeat(32)),
+    )];
+    for (n, b) in signed.blobs().enumerate() {
+        let key = format!("portcullis:lease:fill:local:{}", b.digest);
+        let value = match n {
+            0 => "not a lease".to_string(),
+            _ => Shared::sealed(&key, &format!("someone@{day_ago}")),
+        };
+        entries.push((key, value));
+    }
+    for (key, value) in &entries {
+        let _: () = shared.redis.cmd(&["SET", key, value, "PX", "60000"]).await;
+    }
+    let started = std::time::Instant::now();
+    let r = a.get_manifest("/v2/local/acme/app/manifests/v1").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), signed.manifest);
+    for b in signed.blobs() {
+        let r = a
+            .get(&format!("/v2/local/acme/app/blobs/{}", b.digest))
+            .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap(), b.bytes);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "nobody waited on a lease no replica holds: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        a.metric("portcullis_cluster_lease_waits_total", &[]).await,
+        0.0,
+        "no wait at all"
+    );
+    assert!(
+        a.metric(
+            "portcullis_cluster_requests_total",
+            &["op=\"lease\"", "outcome=\"bad_mac\""]
+        )
+        .await
+            >= 2.0,
+        "the entries without a valid MAC are counted"
+    );
+}
+
+/// Discovery is shared: what one replica found at a signature tag, the
+/// others read instead of asking the upstream. An entry a writer holding
+/// the secret points at another image's signatures is evidence for that
+/// image only: verified here, it signs nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_discovery_entry_naming_another_images_signatures_signs_nothing_else() {
+    let shared = Shared::start().await;
+    let (signed, _) = shared.push(947, "app").await;
+    let other = Image::oci(948, &[1500]);
+    shared.pusher.image("acme/app", "v2", &other).await;
+    let replicas = replicas(&shared, 2).await;
+    let (a, b) = (&replicas[0], &replicas[1]);
+    assert_eq!(a.answer("/v2/local/acme/app/manifests/v1").await.0, 200);
+    let sig_tag = |digest: &str| format!("{}.sig", digest.replace(':', "-"));
+    let key = format!(
+        "portcullis:found:local/acme/app:{}",
+        sig_tag(&signed.digest)
+    );
+    let entry: String = shared.redis.cmd(&["GET", &key]).await;
+    let sig_manifest = entry.split('@').next().unwrap().to_string();
+    assert!(sig_manifest.starts_with("sha256:"), "{entry}");
+
+    // B reads A's discovery: no upstream GET of the `.sig` tag.
+    let before = b
+        .metric("portcullis_upstream_requests_total", &["kind=\"manifest\""])
+        .await;
+    let r = b
+        .get_manifest(&format!("/v2/local/acme/app/manifests/{}", signed.digest))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), signed.manifest);
+    let after = b
+        .metric("portcullis_upstream_requests_total", &["kind=\"manifest\""])
+        .await;
+    assert_eq!(after - before, 0.0, "manifest GETs by the second replica");
+
+    // The other image's `.sig` tag pointed at the signed image's signatures.
+    let forged_key = format!("portcullis:found:local/acme/app:{}", sig_tag(&other.digest));
+    let forged = Shared::sealed(&forged_key, &format!("{sig_manifest}@{}", now_ms()));
+    let _: () = shared.redis.cmd(&["SET", &forged_key, &forged]).await;
+    for r in [a, b] {
+        let (status, _) = r
+            .answer(&format!("/v2/local/acme/app/manifests/{}", other.digest))
+            .await;
+        assert_eq!(status, 403, "signatures of another image sign nothing here");
+    }
 }
 
 fn now_ms() -> u128 {

@@ -48,6 +48,27 @@ struct Special {
     referrers_loop: bool,
     /// A real registry that answers whatever is not scripted here.
     backend: Option<String>,
+    /// Blob requests being answered now, and the most at once.
+    blobs_open: usize,
+    most_blobs_open: usize,
+}
+
+/// Counts a blob request as open until dropped.
+struct OpenBlob(Arc<Mutex<Special>>);
+
+impl OpenBlob {
+    fn new(special: &Arc<Mutex<Special>>) -> OpenBlob {
+        let mut s = special.lock().unwrap();
+        s.blobs_open += 1;
+        s.most_blobs_open = s.most_blobs_open.max(s.blobs_open);
+        OpenBlob(Arc::clone(special))
+    }
+}
+
+impl Drop for OpenBlob {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().blobs_open -= 1;
+    }
 }
 
 pub struct Scripted {
@@ -149,6 +170,14 @@ impl Scripted {
         special.referrers_loop = looping;
     }
 
+    /// The most blob requests answered at once since the last call; resets it.
+    #[allow(dead_code)]
+    pub fn take_most_blobs_open(&self) -> usize {
+        let mut special = self.special.lock().unwrap();
+        let now = special.blobs_open;
+        std::mem::replace(&mut special.most_blobs_open, now)
+    }
+
     /// Forwards every request that is not scripted to the registry at `url`.
     #[allow(dead_code)]
     pub fn in_front_of(&self, url: &str) {
@@ -199,6 +228,7 @@ async fn serve(
     let mut first = text.lines().next().unwrap_or_default().split_whitespace();
     let method = first.next().unwrap_or_default().to_string();
     let path = first.next().unwrap_or_default().to_string();
+    let _blob = path.contains("/blobs/").then(|| OpenBlob::new(&special));
     let fault = *fault.lock().unwrap();
     if path == "/v2/" {
         let _ = stream
