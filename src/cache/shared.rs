@@ -37,11 +37,24 @@ const MAX_HINTS: usize = 8;
 /// Bytes gathered from a download before one write to disk.
 const WRITE_BATCH: usize = 1 << 20;
 
+/// Failed requests in a row after which the bucket is left alone for
+/// [`BREAKER_OPEN`]: a dead bucket then costs no request its timeout.
+const BREAKER_FAILURES: u32 = 3;
+const BREAKER_OPEN: Duration = Duration::from_secs(10);
+
 pub struct SharedStore {
     bucket: AmazonS3,
     prefix: String,
     uploads: Arc<tokio::sync::Semaphore>,
+    breaker: Breaker,
     metrics: Arc<Metrics>,
+}
+
+/// Consecutive failures, and until when requests are not sent.
+#[derive(Default)]
+struct Breaker {
+    failures: std::sync::atomic::AtomicU32,
+    open_until: Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +97,7 @@ impl SharedStore {
             bucket,
             prefix: settings.prefix.clone(),
             uploads: Arc::new(tokio::sync::Semaphore::new(settings.uploads)),
+            breaker: Breaker::default(),
             metrics,
         }))
     }
@@ -104,6 +118,9 @@ impl SharedStore {
     /// A manifest from the bucket: its media type and exact bytes, if the
     /// object is there and hashes to `digest`.
     pub async fn read_manifest(&self, digest: &Digest, most: u64) -> Option<(MediaType, Bytes)> {
+        if !self.available(StoreOp::Get) {
+            return None;
+        }
         let path = self.object(Kind::Manifest, digest);
         let raw = match self.bucket.get(&path).await {
             // More than this request may take is not corruption (another
@@ -118,7 +135,7 @@ impl SharedStore {
         let raw = match raw {
             Ok(raw) => raw,
             Err(object_store::Error::NotFound { .. }) => {
-                self.metrics.shared_store(StoreOp::Get, Found::Miss);
+                self.answered(StoreOp::Get, Found::Miss);
                 return None;
             }
             Err(e) => {
@@ -133,7 +150,7 @@ impl SharedStore {
         });
         match parsed {
             Some(found) => {
-                self.metrics.shared_store(StoreOp::Get, Found::Hit);
+                self.answered(StoreOp::Get, Found::Hit);
                 Some(found)
             }
             None => {
@@ -145,25 +162,31 @@ impl SharedStore {
 
     /// Stores a manifest whose bytes were checked against `digest`.
     pub async fn put_manifest(&self, digest: &Digest, media_type: &MediaType, bytes: &Bytes) {
+        if !self.available(StoreOp::Put) {
+            return;
+        }
         let mut object = Vec::with_capacity(bytes.len() + 80);
         object.extend_from_slice(format!("{media_type}\n").as_bytes());
         object.extend_from_slice(bytes);
         let path = self.object(Kind::Manifest, digest);
         match self.bucket.put(&path, PutPayload::from(object)).await {
-            Ok(_) => self.metrics.shared_store(StoreOp::Put, Found::Ok),
+            Ok(_) => self.answered(StoreOp::Put, Found::Ok),
             Err(e) => self.failed(StoreOp::Put, digest, &e),
         }
     }
 
     /// The size of a blob in the bucket, if it is there.
     pub async fn blob_size(&self, digest: &Digest) -> Option<u64> {
+        if !self.available(StoreOp::Head) {
+            return None;
+        }
         match self.bucket.head(&self.object(Kind::Blob, digest)).await {
             Ok(meta) => {
-                self.metrics.shared_store(StoreOp::Head, Found::Hit);
+                self.answered(StoreOp::Head, Found::Hit);
                 Some(meta.size)
             }
             Err(object_store::Error::NotFound { .. }) => {
-                self.metrics.shared_store(StoreOp::Head, Found::Miss);
+                self.answered(StoreOp::Head, Found::Miss);
                 None
             }
             Err(e) => {
@@ -184,6 +207,9 @@ impl SharedStore {
         most: u64,
         writer: Writer,
     ) -> Result<(Writer, bool), String> {
+        if !self.available(StoreOp::Get) {
+            return Ok((writer, false));
+        }
         let path = self.object(Kind::Blob, digest);
         let result = match self.bucket.get(&path).await {
             // Larger than this repository's manifests declare (or than
@@ -195,7 +221,7 @@ impl SharedStore {
             }
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => {
-                self.metrics.shared_store(StoreOp::Get, Found::Miss);
+                self.answered(StoreOp::Get, Found::Miss);
                 return Ok((writer, false));
             }
             Err(e) => {
@@ -254,7 +280,7 @@ impl SharedStore {
         }
         match writer.verify() {
             Ok(()) => {
-                self.metrics.shared_store(StoreOp::Get, Found::Hit);
+                self.answered(StoreOp::Get, Found::Hit);
                 Ok((writer, true))
             }
             Err(_) => {
@@ -269,6 +295,9 @@ impl SharedStore {
     /// slot is skipped (the blob stays local) and counted. Returns when the
     /// upload ended, so a caller holding a lease can release it after.
     pub async fn upload_blob(self: &Arc<Self>, digest: Digest, file: PathBuf) {
+        if !self.available(StoreOp::Put) {
+            return;
+        }
         let Ok(slot) = Arc::clone(&self.uploads).try_acquire_owned() else {
             self.metrics.shared_store(StoreOp::Put, Found::Skipped);
             return;
@@ -283,10 +312,11 @@ impl SharedStore {
         self.metrics.shared_uploads_in_flight.dec();
         drop(slot);
         match uploaded {
-            Ok(()) => self.metrics.shared_store(StoreOp::Put, Found::Ok),
+            Ok(()) => self.answered(StoreOp::Put, Found::Ok),
             Err(error) => {
                 tracing::warn!(%digest, %error, "uploading a blob to the shared bucket failed");
                 self.metrics.shared_store(StoreOp::Put, Found::Error);
+                self.breaker_failed();
             }
         }
     }
@@ -375,6 +405,9 @@ impl SharedStore {
         named: &[Digest],
         grantor: &Digest,
     ) {
+        if !self.available(StoreOp::Put) {
+            return;
+        }
         let leaf = format!("{}-{}", grantor.algorithm().as_str(), grantor.hex());
         let paths: Vec<ObjectPath> = named
             .iter()
@@ -394,7 +427,7 @@ impl SharedStore {
             .collect()
             .await;
         match results.iter().find_map(|r| r.as_ref().err()) {
-            None => self.metrics.shared_store(StoreOp::Put, Found::Ok),
+            None => self.answered(StoreOp::Put, Found::Ok),
             Some(e) => self.failed(StoreOp::Put, grantor, e),
         }
     }
@@ -407,6 +440,9 @@ impl SharedStore {
         repo: &RepositoryName,
         named: &Digest,
     ) -> Vec<Digest> {
+        if !self.available(StoreOp::List) {
+            return Vec::new();
+        }
         let dir = ObjectPath::from(self.reference_dir(subject, upstream, repo, named));
         let listed: Vec<_> = self.bucket.list(Some(&dir)).take(MAX_HINTS).collect().await;
         let mut found = Vec::new();
@@ -440,9 +476,9 @@ impl SharedStore {
     /// deleted, so the next replica fetches it from the upstream.
     async fn corrupt(&self, kind: Kind, digest: &Digest) {
         tracing::error!(%digest, "object in the shared bucket does not match its digest; deleting it");
-        self.metrics.shared_store(StoreOp::Get, Found::Corrupt);
+        self.answered(StoreOp::Get, Found::Corrupt);
         match self.bucket.delete(&self.object(kind, digest)).await {
-            Ok(()) => self.metrics.shared_store(StoreOp::Delete, Found::Ok),
+            Ok(()) => self.answered(StoreOp::Delete, Found::Ok),
             Err(e) => self.failed(StoreOp::Delete, digest, &e),
         }
     }
@@ -450,6 +486,64 @@ impl SharedStore {
     fn failed(&self, op: StoreOp, digest: &Digest, error: &object_store::Error) {
         tracing::warn!(%digest, op = op.as_str(), %error, "shared bucket request failed");
         self.metrics.shared_store(op, Found::Error);
+        self.breaker_failed();
+    }
+
+    fn breaker_failed(&self) {
+        use std::sync::atomic::Ordering;
+        let failures = self.breaker.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= BREAKER_FAILURES {
+            let mut open = self
+                .breaker
+                .open_until
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if open.is_none() {
+                tracing::warn!(
+                    "shared bucket failed {failures} times in a row; not asked for {}s",
+                    BREAKER_OPEN.as_secs()
+                );
+            }
+            *open = Some(std::time::Instant::now() + BREAKER_OPEN);
+        }
+    }
+
+    /// An answer from the bucket (it is reachable again): counted, and the
+    /// failures in a row start over.
+    fn answered(&self, op: StoreOp, found: Found) {
+        self.metrics.shared_store(op, found);
+        if self
+            .breaker
+            .failures
+            .swap(0, std::sync::atomic::Ordering::Relaxed)
+            >= BREAKER_FAILURES
+        {
+            tracing::info!("shared bucket answers again");
+        }
+        *self
+            .breaker
+            .open_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Whether to send a request to the bucket: not while it is left alone
+    /// after failing (then the request is counted `skipped`). After
+    /// [`BREAKER_OPEN`] requests are sent again; one more failure leaves
+    /// it alone again.
+    fn available(&self, op: StoreOp) -> bool {
+        let open = *self
+            .breaker
+            .open_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match open {
+            Some(until) if std::time::Instant::now() < until => {
+                self.metrics.shared_store(op, Found::Skipped);
+                false
+            }
+            _ => true,
+        }
     }
 }
 

@@ -62,9 +62,14 @@ impl Shared {
 
     /// `config` with the bucket and Redis of this cluster.
     fn joined(&self, config: ProxyConfig) -> ProxyConfig {
+        self.joined_with(config, "")
+    }
+
+    /// `config` with the bucket (`[cache.s3]` lines `s3` added) and Redis.
+    fn joined_with(&self, config: ProxyConfig, s3: &str) -> ProxyConfig {
         config
             .cache("store = \"s3\"")
-            .raw(&self.garage.cache_table(self.files.path(), &self.prefix))
+            .raw(&(self.garage.cache_table(self.files.path(), &self.prefix) + s3))
             .raw(&format!(
                 "[cluster]\nredis = \"{}\"\nsecret_file = \"{}\"\nlease_ttl = \"2s\"\nlease_wait = \"20s\"\ntimeout = \"2s\"\n",
                 self.redis.url(),
@@ -915,6 +920,64 @@ async fn with_the_bucket_down_replicas_serve_from_the_upstream_and_count_it() {
             .await;
         assert_eq!(got.status(), 403, "still nothing unverified");
     }
+}
+
+/// A bucket that accepts connections and never answers: after three
+/// failed requests in a row it is left alone, so later pulls spend no
+/// time on it (counted `skipped`), and are served from the upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_that_stops_answering_is_left_alone_after_three_failures() {
+    let shared = Shared::start().await;
+    let (first, _) = shared.push(995, "app").await;
+    let (second, _) = shared.push(997, "two").await;
+    let acme_pub = format!("{}/acme.pub", shared.files.path().display());
+    let config = shared.joined_with(
+        ProxyConfig::new()
+            .upstream("local", &shared.registry.url())
+            .authority(Authority::keys("acme", &[&acme_pub]))
+            .policy(Policy::signed_by("acme", "local/acme/**", &["acme"])),
+        "timeout = \"1s\"\n",
+    );
+    let a = Proxy::start(config).await;
+    shared.garage.freeze();
+    let pull = |repo: &'static str, image: Image| {
+        let a = &a;
+        async move {
+            let r = a
+                .get_manifest(&format!("/v2/local/acme/{repo}/manifests/v1"))
+                .await;
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.bytes().await.unwrap(), image.manifest);
+            for b in image.blobs() {
+                let r = a
+                    .get(&format!("/v2/local/acme/{repo}/blobs/{}", b.digest))
+                    .await;
+                assert_eq!(r.status(), 200);
+                assert_eq!(r.bytes().await.unwrap(), b.bytes);
+            }
+        }
+    };
+    let count = |outcome: &'static str| {
+        let a = &a;
+        async move {
+            let label = format!("outcome=\"{outcome}\"");
+            a.metric("portcullis_shared_store_requests_total", &[&label])
+                .await
+        }
+    };
+    pull("app", first).await;
+    let (errors, skipped) = (count("error").await, count("skipped").await);
+    assert!(errors >= 3.0, "{errors} failed requests");
+    pull("two", second).await;
+    assert_eq!(
+        count("error").await,
+        errors,
+        "no request sent to the bucket"
+    );
+    assert!(
+        count("skipped").await > skipped,
+        "the requests not sent are counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -195,6 +195,14 @@ impl Garage {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Stops the server without closing its sockets (SIGSTOP): connections
+    /// are accepted by the kernel, requests are never answered.
+    pub fn freeze(&self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+        assert!(status.success(), "garage frozen");
+    }
 }
 
 impl Drop for Garage {
