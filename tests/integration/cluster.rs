@@ -980,6 +980,91 @@ async fn a_bucket_that_stops_answering_is_left_alone_after_three_failures() {
     );
 }
 
+/// A pusher in an open repository names a shared blob with a declared size
+/// of one byte: the bucket's object is larger than that request may take,
+/// so it is skipped for it, not deleted as corrupt, and still serves the
+/// repository whose manifest declares it rightly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_declaring_a_shared_blob_smaller_than_it_is_does_not_remove_it_from_the_bucket()
+{
+    let shared = Shared::start().await;
+    let (signed, _) = shared.push(1000, "app").await;
+    let acme_pub = format!("{}/acme.pub", shared.files.path().display());
+    let config = || {
+        shared.joined(
+            ProxyConfig::new()
+                .upstream("local", &shared.registry.url())
+                .authority(Authority::keys("acme", &[&acme_pub]))
+                .policy(Policy::signed_by("acme", "local/acme/**", &["acme"]))
+                .policy(Policy::allow_unverified("open", "local/open/**")),
+        )
+    };
+    let (a, b) = (Proxy::start(config()).await, Proxy::start(config()).await);
+    let big = &signed.layers[1];
+    assert_eq!(a.answer("/v2/local/acme/app/manifests/v1").await.0, 200);
+    let r = a
+        .get(&format!("/v2/local/acme/app/blobs/{}", big.digest))
+        .await;
+    assert_eq!(r.status(), 200);
+    shared.until_shared(&big.digest).await;
+
+    shared.pusher.blob("open/x", &signed.config).await;
+    shared.pusher.blob("open/x", big).await;
+    let mut small = big.descriptor();
+    small["size"] = serde_json::json!(1);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": image::OCI_MANIFEST,
+        "config": signed.config.descriptor(), "layers": [small],
+    }))
+    .unwrap();
+    shared
+        .pusher
+        .manifest("open/x", "v1", image::OCI_MANIFEST, &manifest)
+        .await;
+    assert_eq!(b.answer("/v2/local/open/x/manifests/v1").await.0, 200);
+    let count = |outcome: &'static str| {
+        let b = &b;
+        async move {
+            let label = format!("outcome=\"{outcome}\"");
+            b.metric(
+                "portcullis_shared_store_requests_total",
+                &["op=\"get\"", &label],
+            )
+            .await
+        }
+    };
+    let skipped = count("skipped").await;
+    let r = b
+        .get(&format!("/v2/local/open/x/blobs/{}", big.digest))
+        .await;
+    assert_ne!(r.status(), 200, "not served under a size it breaks");
+    assert_eq!(
+        count("skipped").await - skipped,
+        1.0,
+        "skipped for that request"
+    );
+    assert_eq!(count("corrupt").await, 0.0, "not taken for corruption");
+    assert!(
+        shared
+            .garage
+            .client()
+            .head(&shared.blob_object(&big.digest))
+            .await
+            .is_ok(),
+        "the object is still in the bucket"
+    );
+    let hits = count("hit").await;
+    let r = b
+        .get(&format!("/v2/local/acme/app/blobs/{}", big.digest))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), big.bytes);
+    assert!(
+        count("hit").await > hits,
+        "served to the acme repository from the bucket"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sealed_tag_mapping_dated_ahead_of_the_clock_is_not_used() {
     let shared = Shared::start().await;
