@@ -5,6 +5,10 @@
 
 use super::*;
 
+/// How many times a blob is decided again when a reload lands while it is
+/// being decided (each decision under the gate it started with).
+const RELOAD_RETRIES: usize = 2;
+
 impl Puller {
     /// Records what an allowed manifest (`grantor`, decided under
     /// `generation`) references: an image's blobs, and an index's children,
@@ -161,30 +165,32 @@ impl Puller {
         target: &Target,
         digest: &Digest,
     ) -> Result<(), PullError> {
-        let (gate, generation) = self.gate();
-        // A grant derived while a reload happened belongs to the gate it
-        // retired: it does not count.
-        if gate.gates_blobs(&target.upstream.name, &target.repo)
-            && !(self
-                .rederived(
-                    target,
-                    Grant::Blob,
-                    &target.key(digest),
-                    generation,
-                    0,
-                    true,
-                )
-                .await?
-                && self.gate().1 == generation)
-        {
-            let message = format!(
-                "blob {digest} is not referenced by an allowed manifest of {}",
-                target.repo
-            );
-            return Err(PullError::Denied(
-                Denial::new(Reason::Unsigned, message).of(digest.clone()),
-            ));
+        let subject = target.key(digest);
+        for _ in 0..RELOAD_RETRIES {
+            let (gate, generation) = self.gate();
+            if !gate.gates_blobs(&target.upstream.name, &target.repo) {
+                return Ok(());
+            }
+            let granted = self
+                .rederived(target, Grant::Blob, &subject, generation, 0, true)
+                .await?;
+            // A grant derived while a reload happened belongs to the gate
+            // it retired: it does not count; the blob is decided again
+            // under the gate now in force.
+            if self.gate().1 != generation {
+                continue;
+            }
+            if granted {
+                return Ok(());
+            }
+            break;
         }
-        Ok(())
+        let message = format!(
+            "blob {digest} is not referenced by an allowed manifest of {}",
+            target.repo
+        );
+        Err(PullError::Denied(
+            Denial::new(Reason::Unsigned, message).of(digest.clone()),
+        ))
     }
 }

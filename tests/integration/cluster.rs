@@ -1065,6 +1065,64 @@ async fn a_manifest_declaring_a_shared_blob_smaller_than_it_is_does_not_remove_i
     );
 }
 
+/// A reload lands while a replica decides, for a blob request, a manifest
+/// another replica allowed. The decision was made under the retired gate,
+/// so it does not count: the blob is decided again under the new one, and
+/// served only if that still allows it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_decided_across_a_reload_is_decided_again_under_the_new_gate() {
+    let shared = Shared::start().await;
+    let (signed, _) = shared.push(1010, "app").await;
+    let front = crate::support::scripted::Scripted::start().await;
+    front.in_front_of(&shared.registry.url());
+    let a = Proxy::start(shared.replica()).await;
+    let acme_pub = format!("{}/acme.pub", shared.files.path().display());
+    let b = Proxy::start(
+        shared.joined(
+            ProxyConfig::new()
+                .upstream("local", &front.url())
+                .authority(Authority::keys("acme", &[&acme_pub]))
+                .policy(Policy::signed_by("acme", "local/acme/**", &["acme"])),
+        ),
+    )
+    .await;
+    assert_eq!(a.answer("/v2/local/acme/app/manifests/v1").await.0, 200);
+    // B's decision of the image (asked for by its digest) takes 2 s.
+    front.delay(&signed.digest, Duration::from_secs(2));
+    let path = b.config_path();
+    let blob = |n: usize| {
+        let (b, digest) = (&b, signed.layers[n].digest.clone());
+        async move { b.get(&format!("/v2/local/acme/app/blobs/{digest}")).await }
+    };
+    let reload_midway = |text: String| {
+        let (b, path) = (&b, path.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            std::fs::write(&path, text).unwrap();
+            assert_eq!(b.admin_reload(ADMIN_TOKEN).await.0, 200);
+        }
+    };
+
+    // A reload that changes nothing: decided again, still allowed.
+    let same = std::fs::read_to_string(&path).unwrap();
+    let (r, ()) = tokio::join!(blob(0), reload_midway(same.clone()));
+    assert_eq!(r.status(), 200, "allowed under the new gate too");
+    assert_eq!(r.bytes().await.unwrap(), signed.layers[0].bytes);
+
+    // A reload that trusts another key: the grant made under the old one
+    // does not count. (A reload first retires the grants just made.)
+    assert_eq!(b.admin_reload(ADMIN_TOKEN).await.0, 200);
+    let other = VendorKey::generate();
+    other.write_public(shared.files.path(), "other.pub");
+    let distrusting = same.replace(
+        &acme_pub,
+        &format!("{}/other.pub", shared.files.path().display()),
+    );
+    assert_ne!(distrusting, same);
+    let (r, ()) = tokio::join!(blob(1), reload_midway(distrusting));
+    assert_eq!(r.status(), 403, "the new gate decides");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sealed_tag_mapping_dated_ahead_of_the_clock_is_not_used() {
     let shared = Shared::start().await;

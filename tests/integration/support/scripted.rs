@@ -207,6 +207,15 @@ impl Drop for Scripted {
     }
 }
 
+/// Waits `d` before answering; false if the client hung up meanwhile.
+async fn pause(stream: &mut TcpStream, d: Duration) -> bool {
+    let mut probe = [0u8; 1];
+    tokio::select! {
+        () = tokio::time::sleep(d) => true,
+        _ = stream.read(&mut probe) => false,
+    }
+}
+
 async fn serve(
     mut stream: TcpStream,
     fault: Arc<Mutex<Fault>>,
@@ -285,6 +294,12 @@ async fn serve(
     }
     if let Some(backend) = backend {
         if !content.lock().unwrap().contains_key(&digest) {
+            let delay = special.lock().unwrap().delays.get(&digest).copied();
+            if let Some(d) = delay {
+                if !pause(&mut stream, d).await {
+                    return;
+                }
+            }
             forward(&mut stream, &text, &method, &path, &backend).await;
             return;
         }
@@ -319,11 +334,8 @@ async fn serve(
         return;
     }
     if let Some(d) = delay {
-        // A client that hangs up meanwhile ends the connection.
-        let mut probe = [0u8; 1];
-        tokio::select! {
-            () = tokio::time::sleep(d) => {}
-            _ = stream.read(&mut probe) => return,
+        if !pause(&mut stream, d).await {
+            return;
         }
     }
     if let (Some(length), "GET") = (endless, method.as_str()) {
