@@ -7,6 +7,8 @@
 #   bash benches/load.sh            # DURATION=5 BIG_MIB=512 to change the runs
 #   ONLY=flood bash benches/load.sh # only the flood rows (cached requests
 #                                   # beside a flood of cold decisions)
+#   ONLY=replicas bash benches/load.sh # only the three-replica rows (a Garage
+#                                   # bucket and Redis; needs both installed)
 #
 # Needs: cargo, docker-registry, wrk, curl, openssl, python3 (installed with
 # apt-get when missing and run as root). Everything it starts is stopped on exit.
@@ -16,7 +18,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DURATION=${DURATION:-5}
 BIG_MIB=${BIG_MIB:-512}
 DELAY_MS=${DELAY_MS:-20}
-ONLY=${ONLY:-}                     # "flood": only the flood rows
+ONLY=${ONLY:-}                     # "flood" or "replicas": only those rows
 CACHED_CONN=${CACHED_CONN:-4}      # wrk connections for the cached request beside the flood
 FLOOD_IMAGES=${FLOOD_IMAGES:-200}  # distinct images the flood asks for in turn
 FLOOD_SIGS=${FLOOD_SIGS:-10}       # wrong signatures on each, all verified per decision
@@ -318,6 +320,149 @@ flood_rows() {
   printf '%s\n' "${FLOOD_ROWS[@]}" >&2
 }
 FLOOD_ROWS=()
+
+# --- three replicas sharing a Garage bucket and Redis ------------------------
+# Needs redis-server and garage (cargo install garage --locked); skipped
+# without them. One replica against a single instance, measured in this run:
+# upstream requests for the same pulls, cached manifest throughput, and a
+# blob read from the bucket by a replica that never had it against local disk.
+GARAGE=$(command -v garage || echo "${CARGO_HOME:-$HOME/.cargo}/bin/garage")
+start_garage() { # -> S3_TABLE ([cache] lines for the bucket)
+  local d="$WORK/garage" node key id secret; mkdir -p "$d"
+  local rpc s3 admin; rpc=$(free_port); s3=$(free_port); admin=$(free_port)
+  cat >"$d/garage.toml" <<EOF
+metadata_dir = "$d/meta"
+data_dir = "$d/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc"
+rpc_public_addr = "127.0.0.1:$rpc"
+rpc_secret = "$(openssl rand -hex 32)"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$s3"
+root_domain = ".s3.garage.localhost"
+[admin]
+api_bind_addr = "127.0.0.1:$admin"
+EOF
+  RUST_LOG=warn "$GARAGE" -c "$d/garage.toml" server >"$d/log" 2>&1 &
+  GARAGE_PID=$!; PIDS+=($!)
+  g() { RUST_LOG=warn "$GARAGE" -c "$d/garage.toml" "$@"; }
+  for _ in $(seq 1 200); do node=$(g node id -q 2>/dev/null) && break; sleep 0.05; done
+  node=${node%%@*}
+  # `node id` answers before the RPC listener is up: retry the layout.
+  for _ in $(seq 1 200); do g layout assign -z dc1 -c 1G "$node" >/dev/null 2>&1 && break; sleep 0.1; done
+  g layout apply --version 1 >/dev/null
+  for _ in $(seq 1 100); do g bucket create portcullis >/dev/null 2>&1 && break; sleep 0.1; done
+  key=$(g key create pkey)
+  id=$(sed -n 's/^ *Key ID: *//p' <<<"$key"); secret=$(sed -n 's/^ *Secret key: *//p' <<<"$key")
+  g bucket allow --read --write --owner portcullis --key pkey >/dev/null
+  printf '%s' "$id" >"$d/s3.key"; printf '%s' "$secret" >"$d/s3.secret"
+  S3_URL="http://127.0.0.1:$s3"
+  S3_TABLE=$(printf 'store = "s3"\n[cache.s3]\nbucket = "portcullis"\nendpoint = "http://127.0.0.1:%s"\nregion = "garage"\naccess_key_id_file = "%s"\nsecret_access_key_file = "%s"' \
+    "$s3" "$d/s3.key" "$d/s3.secret")
+}
+quiet() { # pid: waits (up to 60 s) until it uses under 5% of a core over half a second
+  local t0 t1
+  for _ in $(seq 1 120); do
+    t0=$(awk '{print $14 + $15}' "/proc/$1/stat"); sleep 0.5; t1=$(awk '{print $14 + $15}' "/proc/$1/stat")
+    (( (t1 - t0) * 100 < 5 * $(getconf CLK_TCK) / 2 )) && return 0
+  done
+}
+balancer() { # listen port, replica ports...: each new connection goes to the next replica
+  python3 - "$@" <<'PY' &
+import asyncio, itertools, sys
+listen, ports = int(sys.argv[1]), itertools.cycle(int(p) for p in sys.argv[2:])
+async def pipe(r, w):
+    try:
+        while data := await r.read(65536):
+            w.write(data); await w.drain()
+    except Exception:
+        pass
+    finally:
+        w.close()
+async def handle(cr, cw):
+    ur, uw = await asyncio.open_connection("127.0.0.1", next(ports))
+    await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
+async def main():
+    async with await asyncio.start_server(handle, "127.0.0.1", listen) as s:
+        await s.serve_forever()
+asyncio.run(main())
+PY
+  PIDS+=($!)
+}
+pull_rounds() { # base URL, rounds: the image by tag and each of its blobs, one connection each
+  local r b
+  for r in $(seq 1 "$2"); do
+    curl -fsS -H "$ACCEPT" -o /dev/null "$1/manifests/v1"
+    for b in "$CFG" "$SMALL" "$MIB" "$BIG"; do curl -fsS -o /dev/null "$1/blobs/$b"; done
+  done
+}
+replica_rows() {
+  if ! command -v redis-server >/dev/null || ! [[ -x $GARAGE ]]; then
+    row "| three replicas | skipped: needs redis-server and garage | | |"
+    return
+  fi
+  echo "three replicas on Garage and Redis…" >&2
+  start_garage
+  local rp; rp=$(free_port)
+  redis-server --port "$rp" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do redis-cli -p "$rp" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  openssl rand -hex 32 >"$WORK/cluster.secret"
+  local cluster
+  cluster=$(printf '[cluster]\nredis = "redis://127.0.0.1:%s"\nsecret_file = "%s"' "$rp" "$WORK/cluster.secret")
+  local ports=() admins=() n
+  for n in 1 2 3; do
+    start_portcullis "replica$n" "$UP" "$S3_TABLE" "$cluster"; ports+=("$P_PORT"); admins+=("$P_ADMIN")
+  done
+  start_portcullis ha-single "$UP"; local single=$P_PORT single_admin=$P_ADMIN
+  local lb; lb=$(free_port); balancer "$lb" "${ports[@]}"; wait_http "http://127.0.0.1:$lb/v2/"
+  local rounds=6
+  pull_rounds "http://127.0.0.1:$single/v2/up/bench/app" "$rounds"
+  pull_rounds "http://127.0.0.1:$lb/v2/up/bench/app" "$rounds"
+  # GETs (what registries rate-limit) and HEADs (a replica confirming that
+  # the repository holds content another replica fetched) apart.
+  gets() { echo $(($(counter "$1" portcullis_upstream_requests_total) - $(heads "$1"))); }
+  heads() { echo $(($(counter "$1" portcullis_upstream_requests_total 'kind="manifest_head"') + $(counter "$1" portcullis_upstream_requests_total 'kind="blob_head"'))); }
+  local one one_heads three=0 three_heads=0 a
+  one=$(gets "$single_admin"); one_heads=$(heads "$single_admin")
+  for a in "${admins[@]}"; do three=$((three + $(gets "$a"))); three_heads=$((three_heads + $(heads "$a"))); done
+  row "| upstream requests for $rounds pulls of the signed image (manifest by tag, 4 blobs, its signature): three replicas round-robin vs one instance | $three GETs, $three_heads HEADs (three replicas) | $one GETs, $one_heads HEADs (one instance) | $(ratio "$three" "$one") GETs |"
+
+  # Uploads to the bucket run beside serving: let them end first.
+  local busy
+  for _ in $(seq 1 600); do
+    busy=0; for a in "${admins[@]}"; do busy=$((busy + $(counter "$a" portcullis_shared_uploads_in_flight))); done
+    ((busy == 0)) && break; sleep 0.1
+  done
+  sync
+  quiet "$GARAGE_PID" # Garage keeps working on what it stored for a while
+
+  # Each measured twice, in turn (replica, single, replica, single): the
+  # better run of each, so neither side alone meets a noisy moment.
+  better() { python3 -c "a, b = '$1'.split(), '$2'.split(); print(' '.join(a if float(a[0]) >= float(b[0]) else b))"; }
+  local ru="http://127.0.0.1:${ports[0]}/v2/up/bench/app/manifests/$DIGEST"
+  local su="http://127.0.0.1:$single/v2/up/bench/app/manifests/$DIGEST"
+  local r1 s1 r2 s2 srps sp50 sp99 rrps rp50 rp99
+  r1=$(wrk_run "$ru" 16); s1=$(wrk_run "$su" 16); r2=$(wrk_run "$ru" 16); s2=$(wrk_run "$su" 16)
+  read -r rrps rp50 rp99 < <(better "$r1" "$r2")
+  read -r srps sp50 sp99 < <(better "$s1" "$s2")
+  row "| cached manifest by digest, 16 conn: one replica of three vs a single instance | $rrps req/s, p50 $rp50 ms, p99 $rp99 ms (replica) | $srps req/s, p50 $sp50 ms, p99 $sp99 ms (single) | $(ratio "$rrps" "$srps") req/s |"
+
+  # A fourth replica that never saw the image: the big blob from the bucket
+  # (granted through the others' references), then from its own disk. The
+  # reference: a GET of the object straight from Garage.
+  start_portcullis replica4 "$UP" "$S3_TABLE" "$cluster"
+  local url="http://127.0.0.1:$P_PORT/v2/up/bench/app/blobs/$BIG" from_bucket warm fetched direct
+  direct=$(curl -fsS -o /dev/null -w '%{speed_download}' --aws-sigv4 "aws:amz:garage:s3" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
+    --user "$(cat "$WORK/garage/s3.key"):$(cat "$WORK/garage/s3.secret")" \
+    "$S3_URL/portcullis/blobs/sha256/${BIG#sha256:}" | awk '{printf "%.0f", $1/1048576}')
+  from_bucket=$(speed "$url"); sync; warm=$(best3 "$url")
+  fetched=$(counter "$P_ADMIN" portcullis_upstream_requests_total 'kind="blob"')
+  row "| ${BIG_MIB} MiB blob on a replica that never had it, from the bucket ($fetched upstream blob GETs; a GET straight from Garage: $direct MiB/s) vs then from its local disk | $from_bucket MiB/s (bucket, checked and stored before serving) | $warm MiB/s (local disk) | $(ratio "$from_bucket" "$warm") |"
+}
+
 print_table() {
   echo
   echo "| measurement | Portcullis | distribution proxy | Portcullis / distribution |"
@@ -325,6 +470,9 @@ print_table() {
   printf '%s\n' "${ROWS[@]}" "${FLOOD_ROWS[@]}"
 }
 if [[ $ONLY == flood ]]; then flood_rows; print_table; exit 0; fi
+speed() { curl -fsS -o /dev/null -w '%{speed_download}' "$1" | awk '{printf "%.0f", $1/1048576}'; }
+best3() { local a b c; a=$(speed "$1"); b=$(speed "$1"); c=$(speed "$1"); printf '%s\n' "$a" "$b" "$c" | sort -n | tail -1; }
+if [[ $ONLY == replicas ]]; then replica_rows; print_table; exit 0; fi
 
 start_portcullis portcullis "$UP"; PC=$P_PORT; PC_ADMIN=$P_ADMIN; PC_PID=$P_PID
 DP=$(free_port); registry distribution "$DP" "http://127.0.0.1:$UP"; DP_PID=${PIDS[-1]}
@@ -349,8 +497,6 @@ for what in digest tag; do
 done
 
 # --- blobs: warm and cold ${BIG_MIB} MiB ---------------------------------------
-speed() { curl -fsS -o /dev/null -w '%{speed_download}' "$1" | awk '{printf "%.0f", $1/1048576}'; }
-best3() { local a b c; a=$(speed "$1"); b=$(speed "$1"); c=$(speed "$1"); printf '%s\n' "$a" "$b" "$c" | sort -n | tail -1; }
 # Direct and warm: best of three (the upstream's file is then in the page
 # cache for the cold fetches too). Cold: the first fetch through each proxy.
 DIRECT=$(best3 "http://127.0.0.1:$UP/v2/bench/app/blobs/$BIG")
@@ -389,4 +535,5 @@ TRIPS=$(curl -fsS "http://127.0.0.1:$P_ADMIN/metrics" | awk '/^portcullis_upstre
 row "| cold signed manifest by tag, upstream +${DELAY_MS} ms/response (direct GET: $T_DIRECT ms, 1 round trip) | $T_P ms, $TRIPS upstream requests (verified) | $T_D ms (unverified) | |"
 
 flood_rows
+replica_rows
 print_table

@@ -180,8 +180,8 @@ impl Cluster {
         format!("{PREFIX}tag:{upstream}/{repo}:{}", tag.as_str())
     }
 
-    fn found_key(upstream: &UpstreamName, repo: &RepositoryName, tag: &Tag) -> String {
-        format!("{PREFIX}found:{upstream}/{repo}:{}", tag.as_str())
+    fn found_key(upstream: &UpstreamName, repo: &RepositoryName, name: &str) -> String {
+        format!("{PREFIX}found:{upstream}/{repo}:{name}")
     }
 
     /// The digest another replica resolved the tag to within `tag_ttl`,
@@ -212,16 +212,16 @@ impl Cluster {
             .await;
     }
 
-    /// What another replica's signature discovery found at a tag: the
-    /// digest of the manifest there, or `None` when there was none; and
-    /// when it looked.
+    /// What another replica's signature discovery found under `name` (a
+    /// tag, or `referrers/<digest>`): the digest of the document, or `None`
+    /// when there was none; and when it looked.
     pub async fn found(
         &self,
         upstream: &UpstreamName,
         repo: &RepositoryName,
-        tag: &Tag,
+        name: &str,
     ) -> Option<(Option<Digest>, SystemTime)> {
-        let key = Self::found_key(upstream, repo, tag);
+        let key = Self::found_key(upstream, repo, name);
         let (value, at) = self.stamped(ClusterOp::Discovery, &key).await?;
         match value.as_str() {
             ABSENT => Some((None, at)),
@@ -229,17 +229,17 @@ impl Cluster {
         }
     }
 
-    /// Shares what discovery found at a tag at `at`, for what is left of `ttl`.
+    /// Shares what discovery found under `name` at `at`, for what is left of `ttl`.
     pub async fn put_found(
         &self,
         upstream: &UpstreamName,
         repo: &RepositoryName,
-        tag: &Tag,
+        name: &str,
         digest: Option<&Digest>,
         at: SystemTime,
         left: Duration,
     ) {
-        let key = Self::found_key(upstream, repo, tag);
+        let key = Self::found_key(upstream, repo, name);
         let value = digest.map_or_else(|| ABSENT.to_string(), Digest::to_string);
         self.put_stamped(ClusterOp::Discovery, &key, &value, at, left)
             .await;
@@ -396,8 +396,12 @@ impl Cluster {
         let taken: Option<Option<String>> = self.run(ClusterOp::Lease, &cmd).await;
         match taken {
             None => Ok(None),
-            Some(None) if self.leased(what).await => Err(()),
-            Some(None) => Ok(None),
+            // Held, or released since (the caller looks for the result and
+            // asks again): wait. An entry no replica wrote: work alone.
+            Some(None) => match self.holder(what).await {
+                Holder::Replica | Holder::Nobody => Err(()),
+                Holder::Forged => Ok(None),
+            },
             Some(Some(_)) => {
                 self.metrics.cluster(ClusterOp::Lease, Found::Ok);
                 let value = Arc::new(std::sync::Mutex::new(value));
@@ -437,24 +441,31 @@ impl Cluster {
         self.lease_wait
     }
 
-    /// Whether a replica holds the lease on `what`: an entry sealed by one,
-    /// not past its time (false when Redis fails: then nobody is waited for).
+    /// Whether a replica holds the lease on `what` (false when Redis fails:
+    /// then nobody is waited for).
     pub async fn leased(&self, what: &str) -> bool {
+        self.holder(what).await == Holder::Replica
+    }
+
+    /// Who holds the lease on `what`: a replica (an entry sealed by one,
+    /// not past its time), nobody, or an entry no replica wrote (or one
+    /// replayed past its time).
+    async fn holder(&self, what: &str) -> Holder {
         let key = Self::lease_key(what);
         let cmd = redis::cmd("GET").arg(&key).to_owned();
         let Some(Some(sealed)) = self.run::<Option<String>>(ClusterOp::Lease, &cmd).await else {
-            return false;
-        };
-        let Some((_, until)) = self
-            .open(ClusterOp::Lease, &key, &sealed)
-            .and_then(|v| v.rsplit_once('@'))
-        else {
-            return false;
+            return Holder::Nobody;
         };
         let now = unix_ms(SystemTime::now());
-        until
-            .parse::<u64>()
-            .is_ok_and(|until| until.saturating_add(CLOCK_SKEW_MS) > now)
+        let live = self
+            .open(ClusterOp::Lease, &key, &sealed)
+            .and_then(|v| v.rsplit_once('@'))
+            .and_then(|(_, until)| until.parse::<u64>().ok())
+            .is_some_and(|until| until.saturating_add(CLOCK_SKEW_MS) > now);
+        match live {
+            true => Holder::Replica,
+            false => Holder::Forged,
+        }
     }
 
     /// Waits for another replica's work on `what`: polls `ready` until it
@@ -512,6 +523,13 @@ fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Holder {
+    Replica,
+    Nobody,
+    Forged,
 }
 
 /// A lease held by this replica: renewed while it lives, released when dropped.

@@ -34,6 +34,10 @@ const PART: usize = 8 << 20;
 const REFERENCE_PUTS: usize = 8;
 const MAX_HINTS: usize = 8;
 
+/// A blob download may take `cache.s3.timeout` and the time its size takes
+/// at this rate (bytes/s): slower than that, the blob comes from the upstream.
+const MIN_DOWNLOAD_RATE: f64 = (8 << 20) as f64;
+
 /// Bytes gathered from a download before one write to disk.
 const WRITE_BATCH: usize = 1 << 20;
 
@@ -44,6 +48,10 @@ const BREAKER_OPEN: Duration = Duration::from_secs(10);
 
 pub struct SharedStore {
     bucket: AmazonS3,
+    /// The same bucket for blob downloads, bounded by how long a read
+    /// stalls rather than by the whole request.
+    downloads: AmazonS3,
+    timeout: Duration,
     prefix: String,
     uploads: Arc<tokio::sync::Semaphore>,
     breaker: Breaker,
@@ -72,29 +80,39 @@ impl SharedStore {
         });
         // Read once now so a missing file is a start-up error, not a denial later.
         credentials.current().map_err(SetupError)?;
-        let options = ClientOptions::new()
-            .with_timeout(settings.timeout)
-            .with_connect_timeout(settings.timeout.min(Duration::from_secs(5)))
-            .with_allow_http(true);
         let retry = RetryConfig {
             max_retries: 2,
             retry_timeout: settings.timeout,
             ..RetryConfig::default()
         };
-        let mut builder = AmazonS3Builder::new()
-            .with_bucket_name(&settings.bucket)
-            .with_region(&settings.region)
-            .with_credentials(credentials)
-            .with_virtual_hosted_style_request(!settings.path_style)
-            .with_client_options(options)
-            .with_retry(retry);
-        if let Some(endpoint) = &settings.endpoint {
-            builder = builder.with_endpoint(endpoint.as_str().trim_end_matches('/'));
-        }
-        let bucket = builder.build().map_err(|e| SetupError(e.to_string()))?;
+        let connect = settings.timeout.min(Duration::from_secs(5));
+        let client = |options: ClientOptions| {
+            let mut builder = AmazonS3Builder::new()
+                .with_bucket_name(&settings.bucket)
+                .with_region(&settings.region)
+                .with_credentials(Arc::clone(&credentials) as _)
+                .with_virtual_hosted_style_request(!settings.path_style)
+                .with_client_options(options.with_connect_timeout(connect).with_allow_http(true))
+                .with_retry(retry.clone());
+            if let Some(endpoint) = &settings.endpoint {
+                builder = builder.with_endpoint(endpoint.as_str().trim_end_matches('/'));
+            }
+            builder.build().map_err(|e| SetupError(e.to_string()))
+        };
+        // Every request within `timeout`, but a blob download, which may
+        // take longer than that: it must not stall for `timeout`, and its
+        // whole is bounded by its size (see `download_blob`).
+        let bucket = client(ClientOptions::new().with_timeout(settings.timeout))?;
+        let downloads = client(
+            ClientOptions::new()
+                .with_timeout_disabled()
+                .with_read_timeout(settings.timeout),
+        )?;
         metrics.shared_uploads_in_flight.set(0);
         Ok(Arc::new(SharedStore {
             bucket,
+            downloads,
+            timeout: settings.timeout,
             prefix: settings.prefix.clone(),
             uploads: Arc::new(tokio::sync::Semaphore::new(settings.uploads)),
             breaker: Breaker::default(),
@@ -175,6 +193,56 @@ impl SharedStore {
         }
     }
 
+    /// A small blob (a signature document) read whole, if the object is
+    /// there, at most `most` bytes, and hashes to `digest`.
+    pub async fn read_blob(&self, digest: &Digest, most: u64) -> Option<Bytes> {
+        if !self.available(StoreOp::Get) {
+            return None;
+        }
+        let raw = match self.bucket.get(&self.object(Kind::Blob, digest)).await {
+            Ok(r) if r.meta.size > most => {
+                self.metrics.shared_store(StoreOp::Get, Found::Skipped);
+                return None;
+            }
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        };
+        match raw {
+            Ok(bytes) if digest.matches(&bytes) => {
+                self.answered(StoreOp::Get, Found::Hit);
+                Some(bytes)
+            }
+            Ok(_) => {
+                self.corrupt(Kind::Blob, digest).await;
+                None
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                self.answered(StoreOp::Get, Found::Miss);
+                None
+            }
+            Err(e) => {
+                self.failed(StoreOp::Get, digest, &e);
+                None
+            }
+        }
+    }
+
+    /// Stores a small blob whose bytes were checked against `digest`.
+    pub async fn put_blob(&self, digest: &Digest, bytes: &Bytes) {
+        if !self.available(StoreOp::Put) {
+            return;
+        }
+        let path = self.object(Kind::Blob, digest);
+        match self
+            .bucket
+            .put(&path, PutPayload::from(bytes.clone()))
+            .await
+        {
+            Ok(_) => self.answered(StoreOp::Put, Found::Ok),
+            Err(e) => self.failed(StoreOp::Put, digest, &e),
+        }
+    }
+
     /// The size of a blob in the bucket, if it is there.
     pub async fn blob_size(&self, digest: &Digest) -> Option<u64> {
         if !self.available(StoreOp::Head) {
@@ -211,7 +279,15 @@ impl SharedStore {
             return Ok((writer, false));
         }
         let path = self.object(Kind::Blob, digest);
-        let result = match self.bucket.get(&path).await {
+        let started = tokio::time::Instant::now();
+        let get = tokio::time::timeout(self.timeout, self.downloads.get(&path)).await;
+        let get = get.unwrap_or_else(|_| {
+            Err(object_store::Error::Generic {
+                store: "S3",
+                source: "no answer within cache.s3.timeout".into(),
+            })
+        });
+        let result = match get {
             // Larger than this repository's manifests declare (or than
             // max_blob_bytes): absent for this request, not deleted, so a
             // manifest declaring a small size cannot remove a shared blob.
@@ -229,13 +305,21 @@ impl SharedStore {
                 return Ok((writer, false));
             }
         };
+        let deadline = started
+            + self.timeout
+            + Duration::from_secs_f64(result.meta.size as f64 / MIN_DOWNLOAD_RATE);
         let mut stream = result.into_stream();
         let mut writer = writer;
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batched = 0;
         let mut received = 0u64;
         loop {
-            let next = stream.next().await;
+            let Ok(next) = tokio::time::timeout_at(deadline, stream.next()).await else {
+                tracing::warn!(%digest, "blob download from the shared bucket too slow; fetching it elsewhere");
+                self.metrics.shared_store(StoreOp::Get, Found::Error);
+                self.breaker_failed();
+                return Ok((writer, false));
+            };
             let done = next.is_none();
             match next {
                 Some(Ok(chunk)) => {

@@ -8,10 +8,11 @@
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::budget::Held;
+use super::replicas::Turn;
 use super::{PullError, Puller, Target};
 use crate::oci::media::{OCI_INDEX, OCI_MANIFEST};
 use crate::oci::{Descriptor, Digest, Manifest, ManifestKind, Reference, Tag};
-use crate::upstream::UpstreamError;
+use crate::upstream::{FetchedManifest, UpstreamError};
 use crate::verify::Needs;
 use crate::verify::artifact::{self, ArtifactProof};
 use crate::verify::check::COSIGN_SIGN_PREDICATE;
@@ -219,7 +220,7 @@ impl Puller {
         digest: &Digest,
         with_attestations: bool,
     ) -> Result<Found<bytes::Bytes>, PullError> {
-        let referrers = self.referrers(target, digest, None).await?;
+        let referrers = self.discovery_referrers(target, digest).await?;
         if !referrers.complete {
             let pages = super::index::MAX_REFERRER_PAGES;
             return Ok(Found::limited(format!(
@@ -277,10 +278,29 @@ impl Puller {
         layer: &Descriptor,
     ) -> Result<bytes::Bytes, PullError> {
         let size = usize::try_from(layer.size).unwrap_or(usize::MAX);
-        Ok(target
+        let Some(shared) = &self.shared else {
+            return Ok(target
+                .upstream
+                .fetch_blob_bounded(&target.repo, &layer.digest, size)
+                .await?);
+        };
+        // Another replica may have read it for the same evidence, or be
+        // reading it now.
+        let from_bucket = || shared.read_blob(&layer.digest, layer.size);
+        if let Some(bytes) = from_bucket().await {
+            return Ok(bytes);
+        }
+        let what = format!("evidence:{}:{}", target.upstream.name, layer.digest);
+        let _lease = match self.take_turn(&what, from_bucket).await {
+            Turn::Done(bytes) => return Ok(bytes),
+            Turn::Mine(lease) => lease,
+        };
+        let bytes = target
             .upstream
             .fetch_blob_bounded(&target.repo, &layer.digest, size)
-            .await?)
+            .await?;
+        shared.put_blob(&layer.digest, &bytes).await;
+        Ok(bytes)
     }
 
     /// The bundle layers one referrer manifest names.
@@ -289,21 +309,41 @@ impl Puller {
         target: &Target,
         digest: &Digest,
     ) -> Result<Vec<Descriptor>, PullError> {
-        let fetched = target
-            .upstream
-            .fetch_manifest(
-                &target.repo,
-                &Reference::Digest(digest.clone()),
-                OCI_MANIFEST,
-            )
-            .await?;
-        if !digest.matches(&fetched.bytes) {
-            let e = UpstreamError::DigestMismatch {
-                expected: digest.clone(),
-                actual: Digest::of(digest.algorithm(), &fetched.bytes),
-            };
-            return Err(target.upstream.record_fault(e).into());
-        }
+        let most = crate::upstream::MAX_MANIFEST_BYTES as u64;
+        let shared = match &self.shared {
+            Some(shared) => shared.read_manifest(digest, most).await,
+            None => None,
+        };
+        let fetched = match shared {
+            Some((media_type, bytes)) => FetchedManifest {
+                bytes,
+                content_type: Some(media_type),
+                digest_header: None,
+            },
+            None => {
+                let fetched = target
+                    .upstream
+                    .fetch_manifest(
+                        &target.repo,
+                        &Reference::Digest(digest.clone()),
+                        OCI_MANIFEST,
+                    )
+                    .await?;
+                if !digest.matches(&fetched.bytes) {
+                    let e = UpstreamError::DigestMismatch {
+                        expected: digest.clone(),
+                        actual: Digest::of(digest.algorithm(), &fetched.bytes),
+                    };
+                    return Err(target.upstream.record_fault(e).into());
+                }
+                if let (Some(shared), Some(media_type)) = (&self.shared, &fetched.content_type) {
+                    shared
+                        .put_manifest(digest, media_type, &fetched.bytes)
+                        .await;
+                }
+                fetched
+            }
+        };
         Ok(
             match Manifest::parse(&fetched.bytes, fetched.content_type.as_ref()) {
                 Ok(Manifest {

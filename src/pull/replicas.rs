@@ -6,6 +6,7 @@
 
 use super::*;
 use crate::cluster::{Lease, Subject};
+use crate::oci::MediaType;
 use crate::upstream::FetchedManifest;
 
 /// How far ahead of this replica's clock a shared entry may be dated.
@@ -139,73 +140,144 @@ impl Puller {
     }
 }
 
+/// What signature discovery found under a name: a document, shared with
+/// the other replicas when `share`.
+pub(super) struct Document {
+    pub media_type: Option<MediaType>,
+    pub bytes: bytes::Bytes,
+    pub share: bool,
+}
+
 impl Puller {
     /// A signature-discovery document at `tag` (cosign's `.sig` and `.att`,
-    /// the referrers fallback tag): what another replica found there within
-    /// `tag_ttl` (its bytes from the bucket, digest-checked), else fetched
-    /// here while the others wait, and shared. Only a name and content:
-    /// every replica verifies the evidence itself; a stale or missing entry
-    /// means less evidence (a denial), never more.
+    /// the referrers fallback tag), through [`Puller::shared_document`].
     pub(super) async fn discovery_manifest(
         &self,
         target: &Target,
         tag: &Tag,
         accept: &str,
     ) -> Result<FetchedManifest, UpstreamError> {
-        let (Some(cluster), Some(shared)) = (&self.cluster, &self.shared) else {
-            return target
+        let fetch = async {
+            let fetched = target
                 .upstream
                 .fetch_manifest(&target.repo, &Reference::Tag(tag.clone()), accept)
                 .await;
+            match fetched {
+                Ok(f) => Ok(Some(Document {
+                    share: f.content_type.is_some(),
+                    media_type: f.content_type,
+                    bytes: f.bytes,
+                })),
+                Err(UpstreamError::NotFound) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        match self.shared_document(target, tag.as_str(), fetch).await? {
+            Some(d) => Ok(FetchedManifest {
+                bytes: d.bytes,
+                content_type: d.media_type,
+                digest_header: None,
+            }),
+            None => Err(UpstreamError::NotFound),
+        }
+    }
+
+    /// The referrers of `subject` as discovery reads them (unfiltered),
+    /// through [`Puller::shared_document`]; shared only when complete.
+    pub(super) async fn discovery_referrers(
+        &self,
+        target: &Target,
+        subject: &Digest,
+    ) -> Result<Referrers, PullError> {
+        let index = MediaType::parse(crate::oci::media::OCI_INDEX)
+            .map_err(|_| PullError::Internal("index media type".into()))?;
+        let mut complete = true;
+        let fetch = async {
+            let r = self.referrers(target, subject, None).await?;
+            complete = r.complete;
+            Ok::<_, PullError>(Some(Document {
+                media_type: Some(index),
+                bytes: r.body,
+                share: r.complete,
+            }))
+        };
+        let name = format!("referrers/{subject}");
+        let found = self.shared_document(target, &name, fetch).await?;
+        Ok(Referrers {
+            body: found.map_or_else(|| bytes::Bytes::from_static(EMPTY_INDEX), |d| d.bytes),
+            filtered: false,
+            complete,
+        })
+    }
+
+    /// What another replica's discovery found under `name` in this
+    /// repository within `tag_ttl` (the document's bytes from the bucket,
+    /// digest-checked; or that there was none), else `fetch`ed here while
+    /// the others wait, and shared. Only a name and content: every replica
+    /// verifies the evidence itself, so a stale or missing entry means
+    /// other evidence or none (a denial), never more.
+    async fn shared_document<E, F>(
+        &self,
+        target: &Target,
+        name: &str,
+        fetch: F,
+    ) -> Result<Option<Document>, E>
+    where
+        F: std::future::Future<Output = Result<Option<Document>, E>>,
+    {
+        let (Some(cluster), Some(shared)) = (&self.cluster, &self.shared) else {
+            return fetch.await;
         };
         let (upstream, repo) = (&target.upstream.name, &target.repo);
         let found = || async {
-            let (digest, at) = cluster.found(upstream, repo, tag).await?;
+            let (digest, at) = cluster.found(upstream, repo, name).await?;
             if !self.fresh(at) {
                 return None;
             }
             let Some(digest) = digest else {
-                return Some(Err(UpstreamError::NotFound));
+                return Some(None);
             };
             let most = crate::upstream::MAX_MANIFEST_BYTES as u64;
             let (media_type, bytes) = shared.read_manifest(&digest, most).await?;
-            Some(Ok(FetchedManifest {
+            Some(Some(Document {
+                media_type: Some(media_type),
                 bytes,
-                content_type: Some(media_type),
-                digest_header: Some(digest),
+                share: false,
             }))
         };
         if let Some(done) = found().await {
-            return done;
+            return Ok(done);
         }
-        let what = format!("found:{upstream}/{repo}:{}", tag.as_str());
+        let what = format!("found:{upstream}/{repo}:{name}");
         let _lease = match self.take_turn(&what, found).await {
-            Turn::Done(done) => return done,
+            Turn::Done(done) => return Ok(done),
             Turn::Mine(lease) => lease,
         };
-        let fetched = target
-            .upstream
-            .fetch_manifest(repo, &Reference::Tag(tag.clone()), accept)
-            .await;
+        let fetched = fetch.await?;
         let at = self.clock.now();
         match &fetched {
-            Ok(f) => {
-                // Shared only with a media type to parse it by again.
-                if let Some(media_type) = &f.content_type {
-                    let digest = Digest::sha256_of(&f.bytes);
-                    shared.put_manifest(&digest, media_type, &f.bytes).await;
-                    cluster
-                        .put_found(upstream, repo, tag, Some(&digest), at, self.tag_ttl)
-                        .await;
-                }
-            }
-            Err(UpstreamError::NotFound) => {
+            Some(Document {
+                media_type: Some(media_type),
+                bytes,
+                share: true,
+            }) => {
+                let digest = Digest::sha256_of(bytes);
+                shared.put_manifest(&digest, media_type, bytes).await;
                 cluster
-                    .put_found(upstream, repo, tag, None, at, self.tag_ttl)
+                    .put_found(upstream, repo, name, Some(&digest), at, self.tag_ttl)
                     .await;
             }
-            Err(_) => {}
+            Some(_) => {}
+            None => {
+                cluster
+                    .put_found(upstream, repo, name, None, at, self.tag_ttl)
+                    .await;
+            }
         }
-        fetched
+        Ok(fetched)
     }
 }
+
+/// Referrers of a subject that has none.
+const EMPTY_INDEX: &[u8] =
+    br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;

@@ -62,14 +62,19 @@ impl Shared {
 
     /// `config` with the bucket and Redis of this cluster.
     fn joined(&self, config: ProxyConfig) -> ProxyConfig {
-        self.joined_with(config, "")
+        self.joined_with(config, self.s3_table())
     }
 
-    /// `config` with the bucket (`[cache.s3]` lines `s3` added) and Redis.
-    fn joined_with(&self, config: ProxyConfig, s3: &str) -> ProxyConfig {
+    /// The `[cache.s3]` table of this cluster's bucket.
+    fn s3_table(&self) -> String {
+        self.garage.cache_table(self.files.path(), &self.prefix)
+    }
+
+    /// `config` with the bucket (`[cache.s3]` table `s3`) and Redis.
+    fn joined_with(&self, config: ProxyConfig, s3: String) -> ProxyConfig {
         config
             .cache("store = \"s3\"")
-            .raw(&(self.garage.cache_table(self.files.path(), &self.prefix) + s3))
+            .raw(&s3)
             .raw(&format!(
                 "[cluster]\nredis = \"{}\"\nsecret_file = \"{}\"\nlease_ttl = \"2s\"\nlease_wait = \"20s\"\ntimeout = \"2s\"\n",
                 self.redis.url(),
@@ -518,19 +523,26 @@ async fn a_shared_discovery_entry_naming_another_images_signatures_signs_nothing
     let sig_manifest = entry.split('@').next().unwrap().to_string();
     assert!(sig_manifest.starts_with("sha256:"), "{entry}");
 
-    // B reads A's discovery: no upstream GET of the `.sig` tag.
-    let before = b
-        .metric("portcullis_upstream_requests_total", &["kind=\"manifest\""])
-        .await;
+    // B reads A's discovery: its only upstream request is a HEAD
+    // confirming that the repository holds the image.
+    let before = b.metric("portcullis_upstream_requests_total", &[]).await;
     let r = b
         .get_manifest(&format!("/v2/local/acme/app/manifests/{}", signed.digest))
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap(), signed.manifest);
-    let after = b
-        .metric("portcullis_upstream_requests_total", &["kind=\"manifest\""])
+    let after = b.metric("portcullis_upstream_requests_total", &[]).await;
+    let heads = b
+        .metric(
+            "portcullis_upstream_requests_total",
+            &["kind=\"manifest_head\""],
+        )
         .await;
-    assert_eq!(after - before, 0.0, "manifest GETs by the second replica");
+    assert_eq!(
+        (after - before, heads),
+        (1.0, 1.0),
+        "upstream requests by the second replica"
+    );
 
     // The other image's `.sig` tag pointed at the signed image's signatures.
     let forged_key = format!("portcullis:found:local/acme/app:{}", sig_tag(&other.digest));
@@ -936,7 +948,7 @@ async fn a_bucket_that_stops_answering_is_left_alone_after_three_failures() {
             .upstream("local", &shared.registry.url())
             .authority(Authority::keys("acme", &[&acme_pub]))
             .policy(Policy::signed_by("acme", "local/acme/**", &["acme"])),
-        "timeout = \"1s\"\n",
+        shared.s3_table() + "timeout = \"1s\"\n",
     );
     let a = Proxy::start(config).await;
     shared.garage.freeze();
@@ -1077,12 +1089,15 @@ async fn a_blob_decided_across_a_reload_is_decided_again_under_the_new_gate() {
     front.in_front_of(&shared.registry.url());
     let a = Proxy::start(shared.replica()).await;
     let acme_pub = format!("{}/acme.pub", shared.files.path().display());
+    // Discovery another replica shared is fresh for B for a second only,
+    // so B's second decision asks the (slow) upstream again.
     let b = Proxy::start(
         shared.joined(
             ProxyConfig::new()
                 .upstream("local", &front.url())
                 .authority(Authority::keys("acme", &[&acme_pub]))
-                .policy(Policy::signed_by("acme", "local/acme/**", &["acme"])),
+                .policy(Policy::signed_by("acme", "local/acme/**", &["acme"]))
+                .cache("tag_ttl = \"1s\""),
         ),
     )
     .await;
@@ -1111,6 +1126,7 @@ async fn a_blob_decided_across_a_reload_is_decided_again_under_the_new_gate() {
 
     // A reload that trusts another key: the grant made under the old one
     // does not count. (A reload first retires the grants just made.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(b.admin_reload(ADMIN_TOKEN).await.0, 200);
     let other = VendorKey::generate();
     other.write_public(shared.files.path(), "other.pub");
@@ -1121,6 +1137,79 @@ async fn a_blob_decided_across_a_reload_is_decided_again_under_the_new_gate() {
     assert_ne!(distrusting, same);
     let (r, ()) = tokio::join!(blob(1), reload_midway(distrusting));
     assert_eq!(r.status(), 403, "the new gate decides");
+}
+
+/// Blob downloads from the bucket are bounded by how long a read stalls and
+/// by a least rate, not by `cache.s3.timeout` for the whole: a 16 MiB blob
+/// at 12 MiB/s (longer than the 1 s timeout) comes from the bucket; one
+/// whose download stalls midway comes from the upstream, with its bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_blob_download_from_the_bucket_completes_and_a_stalled_one_falls_back_to_the_upstream()
+ {
+    let shared = Shared::start().await;
+    let image = Image::oci(1020, &[16 << 20, 16 << 20]);
+    shared.pusher.image("acme/big", "v1", &image).await;
+    cosign::push_signatures(
+        &shared.pusher,
+        "acme/big",
+        &image.digest,
+        &[shared.acme.sign(&image.digest, "r")],
+    )
+    .await;
+    let a = Proxy::start(shared.replica()).await;
+    assert_eq!(a.answer("/v2/local/acme/big/manifests/v1").await.0, 200);
+    for layer in &image.layers {
+        let r = a
+            .get(&format!("/v2/local/acme/big/blobs/{}", layer.digest))
+            .await;
+        assert_eq!(r.bytes().await.unwrap(), layer.bytes);
+        shared.until_shared(&layer.digest).await;
+    }
+    let slow = crate::support::throttle::Throttle::start(shared.garage.s3_port, 12 << 20).await;
+    let acme_pub = format!("{}/acme.pub", shared.files.path().display());
+    let b_config = shared.joined_with(
+        ProxyConfig::new()
+            .upstream("local", &shared.registry.url())
+            .authority(Authority::keys("acme", &[&acme_pub]))
+            .policy(Policy::signed_by("acme", "local/acme/**", &["acme"])),
+        shared
+            .s3_table()
+            .replace(&shared.garage.endpoint(), &slow.url())
+            + "timeout = \"1s\"\n",
+    );
+    let b = Proxy::start(b_config).await;
+    let upstream_blobs = || b.metric("portcullis_upstream_requests_total", &["kind=\"blob\""]);
+
+    let first = &image.layers[0];
+    let r = b
+        .get(&format!("/v2/local/acme/big/blobs/{}", first.digest))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.bytes().await.unwrap() == first.bytes,
+        "the first layer's bytes"
+    );
+    assert_eq!(
+        upstream_blobs().await,
+        0.0,
+        "the first layer came from the bucket"
+    );
+
+    slow.stall_after(4 << 20);
+    let second = &image.layers[1];
+    let r = b
+        .get(&format!("/v2/local/acme/big/blobs/{}", second.digest))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.bytes().await.unwrap() == second.bytes,
+        "the second layer's bytes"
+    );
+    assert_eq!(
+        upstream_blobs().await,
+        1.0,
+        "the stalled one came from the upstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

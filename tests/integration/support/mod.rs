@@ -15,6 +15,7 @@ pub mod registry;
 pub mod runnable;
 pub mod scripted;
 pub mod skopeo;
+pub mod throttle;
 pub mod token;
 pub mod trust_server;
 pub mod tuf;
