@@ -71,8 +71,10 @@ pub struct Cluster {
 }
 
 /// Releases a lease if it is still ours; renews only ours.
-const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
-const RENEW: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 else return 0 end";
+/// Both match a lease by its owner (`ARGV[1]`, the `holder.nonce@` its
+/// value starts with), so a renewal whose answer was lost changes nothing.
+const RELEASE: &str = "local v = redis.call('get', KEYS[1]) if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+const RENEW: &str = "local v = redis.call('get', KEYS[1]) if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 else return 0 end";
 
 impl Cluster {
     /// A client for Redis; it connects on first use and again after a
@@ -370,12 +372,13 @@ impl Cluster {
         format!("{PREFIX}lease:{what}")
     }
 
-    /// A lease's value: its holder and until when it holds, sealed for
-    /// `key` (a value written without the secret, or replayed after its
-    /// time, holds nothing up).
-    fn lease_value(&self, key: &str) -> String {
+    /// A lease's value: `owner` (this process and a nonce of this lease,
+    /// ending in `@`) and until when it holds, sealed for `key` (a value
+    /// written without the secret, or replayed after its time, holds
+    /// nothing up).
+    fn lease_value(&self, key: &str, owner: &str) -> String {
         let until = SystemTime::now() + self.lease_ttl;
-        self.seal(key, &format!("{}@{}", self.holder, unix_ms(until)))
+        self.seal(key, &format!("{owner}{}", unix_ms(until)))
     }
 
     /// Takes the lease on `what` if nobody holds it. While the returned
@@ -385,10 +388,14 @@ impl Cluster {
     /// wrote (work alone).
     pub async fn lease(self: &Arc<Self>, what: &str) -> Result<Option<Lease>, ()> {
         let key = Self::lease_key(what);
-        let value = self.lease_value(&key);
+        let mut nonce = [0u8; 8];
+        if aws_lc_rs::rand::fill(&mut nonce).is_err() {
+            return Ok(None);
+        }
+        let owner = format!("{}.{}@", self.holder, hex::encode(nonce));
         let cmd = redis::cmd("SET")
             .arg(&key)
-            .arg(&value)
+            .arg(self.lease_value(&key, &owner))
             .arg("NX")
             .arg("PX")
             .arg(self.lease_ttl.as_millis() as u64)
@@ -397,39 +404,34 @@ impl Cluster {
         match taken {
             None => Ok(None),
             // Held, or released since (the caller looks for the result and
-            // asks again): wait. An entry no replica wrote: work alone.
+            // asks again): wait. Anything else in the way: work alone.
             Some(None) => match self.holder(what).await {
                 Holder::Replica | Holder::Nobody => Err(()),
-                Holder::Forged => Ok(None),
+                Holder::Forged | Holder::Unknown => Ok(None),
             },
             Some(Some(_)) => {
                 self.metrics.cluster(ClusterOp::Lease, Found::Ok);
-                let value = Arc::new(std::sync::Mutex::new(value));
                 let this = Arc::clone(self);
-                let (renew_key, current) = (key.clone(), Arc::clone(&value));
+                let (renew_key, renew_owner) = (key.clone(), owner.clone());
                 let renewing = tokio::spawn(async move {
                     let every = this.lease_ttl / 3;
                     loop {
                         tokio::time::sleep(every).await;
-                        let old = current.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                        let new = this.lease_value(&renew_key);
                         let cmd = redis::cmd("EVAL")
                             .arg(RENEW)
                             .arg(1)
                             .arg(&renew_key)
-                            .arg(&old)
-                            .arg(&new)
+                            .arg(&renew_owner)
+                            .arg(this.lease_value(&renew_key, &renew_owner))
                             .arg(this.lease_ttl.as_millis() as u64)
                             .to_owned();
-                        if this.run::<i64>(ClusterOp::Lease, &cmd).await == Some(1) {
-                            *current.lock().unwrap_or_else(|e| e.into_inner()) = new;
-                        }
+                        let _: Option<i64> = this.run(ClusterOp::Lease, &cmd).await;
                     }
                 });
                 Ok(Some(Lease {
                     cluster: Arc::clone(self),
                     key,
-                    value,
+                    owner,
                     renewing,
                 }))
             }
@@ -448,13 +450,17 @@ impl Cluster {
     }
 
     /// Who holds the lease on `what`: a replica (an entry sealed by one,
-    /// not past its time), nobody, or an entry no replica wrote (or one
-    /// replayed past its time).
+    /// not past its time), nobody, an entry no replica wrote (or one
+    /// replayed past its time), or unknown (Redis failed, or the entry is
+    /// not a string).
     async fn holder(&self, what: &str) -> Holder {
         let key = Self::lease_key(what);
         let cmd = redis::cmd("GET").arg(&key).to_owned();
-        let Some(Some(sealed)) = self.run::<Option<String>>(ClusterOp::Lease, &cmd).await else {
-            return Holder::Nobody;
+        let sealed = match self.run::<Option<String>>(ClusterOp::Lease, &cmd).await {
+            Some(Some(sealed)) => sealed,
+            Some(None) => return Holder::Nobody,
+            // Redis failed, or the entry is not a string.
+            None => return Holder::Unknown,
         };
         let now = unix_ms(SystemTime::now());
         let live = self
@@ -530,14 +536,15 @@ enum Holder {
     Replica,
     Nobody,
     Forged,
+    Unknown,
 }
 
 /// A lease held by this replica: renewed while it lives, released when dropped.
 pub struct Lease {
     cluster: Arc<Cluster>,
     key: String,
-    /// The value last written (a renewal rewrites it).
-    value: Arc<std::sync::Mutex<String>>,
+    /// What this lease's value starts with (`holder.nonce@`).
+    owner: String,
     renewing: tokio::task::JoinHandle<()>,
 }
 
@@ -546,7 +553,7 @@ impl Drop for Lease {
         self.renewing.abort();
         let cluster = Arc::clone(&self.cluster);
         let key = std::mem::take(&mut self.key);
-        let value = self.value.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let owner = std::mem::take(&mut self.owner);
         // Releasing only saves the others the rest of the lease's TTL; it is
         // one bounded command, and a lease that is not released expires.
         tokio::spawn(async move {
@@ -554,7 +561,7 @@ impl Drop for Lease {
                 .arg(RELEASE)
                 .arg(1)
                 .arg(&key)
-                .arg(&value)
+                .arg(&owner)
                 .to_owned();
             let _: Option<i64> = cluster.run(ClusterOp::Lease, &cmd).await;
         });

@@ -35,7 +35,8 @@ const REFERENCE_PUTS: usize = 8;
 const MAX_HINTS: usize = 8;
 
 /// A blob download may take `cache.s3.timeout` and the time its size takes
-/// at this rate (bytes/s): slower than that, the blob comes from the upstream.
+/// at this rate (bytes/s), shared by the downloads running when it starts:
+/// slower than that, the blob comes from the upstream.
 const MIN_DOWNLOAD_RATE: f64 = (8 << 20) as f64;
 
 /// Bytes gathered from a download before one write to disk.
@@ -51,11 +52,30 @@ pub struct SharedStore {
     /// The same bucket for blob downloads, bounded by how long a read
     /// stalls rather than by the whole request.
     downloads: AmazonS3,
+    /// Blob downloads running now.
+    downloading: Arc<std::sync::atomic::AtomicUsize>,
     timeout: Duration,
     prefix: String,
     uploads: Arc<tokio::sync::Semaphore>,
     breaker: Breaker,
     metrics: Arc<Metrics>,
+}
+
+/// One of the things an [`AtomicUsize`](std::sync::atomic::AtomicUsize)
+/// counts, while it lives.
+struct Running(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Running {
+    fn count(counter: &Arc<std::sync::atomic::AtomicUsize>) -> Running {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Running(Arc::clone(counter))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Consecutive failures, and until when requests are not sent.
@@ -112,6 +132,7 @@ impl SharedStore {
         Ok(Arc::new(SharedStore {
             bucket,
             downloads,
+            downloading: Arc::default(),
             timeout: settings.timeout,
             prefix: settings.prefix.clone(),
             uploads: Arc::new(tokio::sync::Semaphore::new(settings.uploads)),
@@ -178,18 +199,30 @@ impl SharedStore {
         }
     }
 
-    /// Stores a manifest whose bytes were checked against `digest`.
-    pub async fn put_manifest(&self, digest: &Digest, media_type: &MediaType, bytes: &Bytes) {
+    /// Stores a manifest whose bytes were checked against `digest`; whether
+    /// it is stored now.
+    pub async fn put_manifest(
+        &self,
+        digest: &Digest,
+        media_type: &MediaType,
+        bytes: &Bytes,
+    ) -> bool {
         if !self.available(StoreOp::Put) {
-            return;
+            return false;
         }
         let mut object = Vec::with_capacity(bytes.len() + 80);
         object.extend_from_slice(format!("{media_type}\n").as_bytes());
         object.extend_from_slice(bytes);
         let path = self.object(Kind::Manifest, digest);
         match self.bucket.put(&path, PutPayload::from(object)).await {
-            Ok(_) => self.answered(StoreOp::Put, Found::Ok),
-            Err(e) => self.failed(StoreOp::Put, digest, &e),
+            Ok(_) => {
+                self.answered(StoreOp::Put, Found::Ok);
+                true
+            }
+            Err(e) => {
+                self.failed(StoreOp::Put, digest, &e);
+                false
+            }
         }
     }
 
@@ -305,9 +338,14 @@ impl SharedStore {
                 return Ok((writer, false));
             }
         };
+        let _running = Running::count(&self.downloading);
+        let sharing = self
+            .downloading
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1);
         let deadline = started
             + self.timeout
-            + Duration::from_secs_f64(result.meta.size as f64 / MIN_DOWNLOAD_RATE);
+            + Duration::from_secs_f64(result.meta.size as f64 * sharing as f64 / MIN_DOWNLOAD_RATE);
         let mut stream = result.into_stream();
         let mut writer = writer;
         let mut batch: Vec<Bytes> = Vec::new();
@@ -315,9 +353,10 @@ impl SharedStore {
         let mut received = 0u64;
         loop {
             let Ok(next) = tokio::time::timeout_at(deadline, stream.next()).await else {
+                // Counted, but not against the bucket's health: slow is
+                // not down (a stall fails a read within the timeout).
                 tracing::warn!(%digest, "blob download from the shared bucket too slow; fetching it elsewhere");
                 self.metrics.shared_store(StoreOp::Get, Found::Error);
-                self.breaker_failed();
                 return Ok((writer, false));
             };
             let done = next.is_none();

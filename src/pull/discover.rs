@@ -290,7 +290,10 @@ impl Puller {
         if let Some(bytes) = from_bucket().await {
             return Ok(bytes);
         }
-        let what = format!("evidence:{}:{}", target.upstream.name, layer.digest);
+        let what = format!(
+            "evidence:{}/{}:{}",
+            target.upstream.name, target.repo, layer.digest
+        );
         let _lease = match self.take_turn(&what, from_bucket).await {
             Turn::Done(bytes) => return Ok(bytes),
             Turn::Mine(lease) => lease,

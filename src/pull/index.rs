@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{PullError, Puller, Target};
 use crate::oci::media::OCI_INDEX;
-use crate::oci::{Descriptor, Digest, Manifest, ManifestKind, Tag};
+use crate::oci::{Descriptor, Digest, Manifest, ManifestKind, Reference, Tag};
 use crate::upstream::UpstreamError;
 
 /// The client's `n` and `last` for `tags/list`.
@@ -198,7 +198,12 @@ impl Puller {
             .referrers_tag()
             .parse()
             .map_err(|_| PullError::Internal("referrers tag is not a tag".into()))?;
-        let fetched = self.discovery_manifest(target, &tag, OCI_INDEX).await;
+        // Not shared here: clients may ask for any subject; discovery
+        // shares the whole answer (`discovery_referrers`).
+        let fetched = target
+            .upstream
+            .fetch_manifest(&target.repo, &Reference::Tag(tag), OCI_INDEX)
+            .await;
         match fetched {
             Ok(f) => match Manifest::parse(&f.bytes, f.content_type.as_ref()) {
                 Ok(Manifest {

@@ -9,6 +9,9 @@ use crate::cluster::{Lease, Subject};
 use crate::oci::MediaType;
 use crate::upstream::FetchedManifest;
 
+/// How long a waiter pauses before taking a lease that ended without a result.
+const RETAKE_PAUSE: Duration = Duration::from_millis(20);
+
 /// How far ahead of this replica's clock a shared entry may be dated.
 const SKEW: Duration = Duration::from_secs(5);
 
@@ -50,6 +53,8 @@ impl Puller {
                     if tokio::time::Instant::now() >= deadline {
                         return Turn::Mine(None);
                     }
+                    // The lease ended without a result: asked again, not at once.
+                    tokio::time::sleep(RETAKE_PAUSE).await;
                 }
             }
         }
@@ -261,11 +266,13 @@ impl Puller {
                 bytes,
                 share: true,
             }) => {
+                // Named only once the bucket holds it.
                 let digest = Digest::sha256_of(bytes);
-                shared.put_manifest(&digest, media_type, bytes).await;
-                cluster
-                    .put_found(upstream, repo, name, Some(&digest), at, self.tag_ttl)
-                    .await;
+                if shared.put_manifest(&digest, media_type, bytes).await {
+                    cluster
+                        .put_found(upstream, repo, name, Some(&digest), at, self.tag_ttl)
+                        .await;
+                }
             }
             Some(_) => {}
             None => {

@@ -450,7 +450,7 @@ async fn leases_written_without_the_secret_or_replayed_after_their_time_hold_no_
     let (signed, _) = shared.push(945, "app").await;
     let replicas = replicas(&shared, 1).await;
     let a = &replicas[0];
-    // Every lease this pull takes, held for a minute (lease_wait is 20 s):
+    // Leases this pull takes, held for a minute (lease_wait is 20 s):
     // the tag's and the first blob's by entries without a valid MAC, the
     // other blobs' by a genuine value replayed after its time.
     let day_ago = now_ms() - 86_400_000;
@@ -469,6 +469,13 @@ async fn leases_written_without_the_secret_or_replayed_after_their_time_hold_no_
     for (key, value) in &entries {
         let _: () = shared.redis.cmd(&["SET", key, value, "PX", "60000"]).await;
     }
+    // And the lease of the image's signature tag held by an entry that is
+    // not a string at all.
+    let sig = format!(
+        "portcullis:lease:found:local/acme/app:{}.sig",
+        signed.digest.replace(':', "-")
+    );
+    let _: i64 = shared.redis.cmd(&["LPUSH", &sig, "x"]).await;
     let started = std::time::Instant::now();
     let r = a.get_manifest("/v2/local/acme/app/manifests/v1").await;
     assert_eq!(r.status(), 200);
@@ -543,6 +550,18 @@ async fn a_shared_discovery_entry_naming_another_images_signatures_signs_nothing
         (1.0, 1.0),
         "upstream requests by the second replica"
     );
+
+    // A client's referrers request, for any subject, shares nothing.
+    let random = format!("sha256:{}", "ab".repeat(32));
+    let r = b
+        .get(&format!("/v2/local/acme/app/referrers/{random}"))
+        .await;
+    assert_eq!(r.status(), 200);
+    let left = shared
+        .redis
+        .keys(&format!("portcullis:*{}*", "ab".repeat(32)))
+        .await;
+    assert!(left.is_empty(), "nothing in Redis for it: {left:?}");
 
     // The other image's `.sig` tag pointed at the signed image's signatures.
     let forged_key = format!("portcullis:found:local/acme/app:{}", sig_tag(&other.digest));
