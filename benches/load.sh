@@ -134,9 +134,12 @@ push_manifest bench/app "${DIGEST/:/-}.sig" "$F/sigmanifest"
 
 # --- a slow path to the upstream, for cold pulls ------------------------------
 SLOW=$(free_port)
-cat >"$WORK/delay.py" <<'PY'
-import asyncio, sys
-listen, target, delay = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 1000
+# A TCP relay: each new connection goes to the next of the target ports, and
+# each response's first bytes wait the delay (ms).
+cat >"$WORK/relay.py" <<'PY'
+import asyncio, itertools, sys
+listen, delay = int(sys.argv[1]), float(sys.argv[2]) / 1000
+targets = itertools.cycle(int(p) for p in sys.argv[3:])
 async def pipe(r, w, first_delay):
     try:
         first = True
@@ -149,15 +152,15 @@ async def pipe(r, w, first_delay):
     finally:
         w.close()
 async def handle(cr, cw):
-    ur, uw = await asyncio.open_connection("127.0.0.1", target)
-    await asyncio.gather(pipe(cr, uw, False), pipe(ur, cw, True))
+    ur, uw = await asyncio.open_connection("127.0.0.1", next(targets))
+    await asyncio.gather(pipe(cr, uw, False), pipe(ur, cw, delay > 0))
 async def main():
     server = await asyncio.start_server(handle, "127.0.0.1", listen)
     async with server:
         await server.serve_forever()
 asyncio.run(main())
 PY
-python3 "$WORK/delay.py" "$SLOW" "$UP" "$DELAY_MS" &
+python3 "$WORK/relay.py" "$SLOW" "$DELAY_MS" "$UP" &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$SLOW/v2/"
 
@@ -370,25 +373,7 @@ quiet() { # pid: waits (up to 60 s) until it uses under 5% of a core over half a
   done
 }
 balancer() { # listen port, replica ports...: each new connection goes to the next replica
-  python3 - "$@" <<'PY' &
-import asyncio, itertools, sys
-listen, ports = int(sys.argv[1]), itertools.cycle(int(p) for p in sys.argv[2:])
-async def pipe(r, w):
-    try:
-        while data := await r.read(65536):
-            w.write(data); await w.drain()
-    except Exception:
-        pass
-    finally:
-        w.close()
-async def handle(cr, cw):
-    ur, uw = await asyncio.open_connection("127.0.0.1", next(ports))
-    await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
-async def main():
-    async with await asyncio.start_server(handle, "127.0.0.1", listen) as s:
-        await s.serve_forever()
-asyncio.run(main())
-PY
+  python3 "$WORK/relay.py" "$1" 0 "${@:2}" &
   PIDS+=($!)
 }
 pull_rounds() { # base URL, rounds: the image by tag and each of its blobs, one connection each

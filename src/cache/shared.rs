@@ -249,14 +249,7 @@ impl SharedStore {
                 self.corrupt(Kind::Blob, digest).await;
                 None
             }
-            Err(object_store::Error::NotFound { .. }) => {
-                self.answered(StoreOp::Get, Found::Miss);
-                None
-            }
-            Err(e) => {
-                self.failed(StoreOp::Get, digest, &e);
-                None
-            }
+            Err(e) => self.not_there(StoreOp::Get, digest, &e),
         }
     }
 
@@ -286,14 +279,7 @@ impl SharedStore {
                 self.answered(StoreOp::Head, Found::Hit);
                 Some(meta.size)
             }
-            Err(object_store::Error::NotFound { .. }) => {
-                self.answered(StoreOp::Head, Found::Miss);
-                None
-            }
-            Err(e) => {
-                self.failed(StoreOp::Head, digest, &e);
-                None
-            }
+            Err(e) => self.not_there(StoreOp::Head, digest, &e),
         }
     }
 
@@ -604,6 +590,16 @@ impl SharedStore {
             Ok(()) => self.answered(StoreOp::Delete, Found::Ok),
             Err(e) => self.failed(StoreOp::Delete, digest, &e),
         }
+    }
+
+    /// Nothing to use: a miss when the object is not there, else a failure
+    /// (both counted).
+    fn not_there<T>(&self, op: StoreOp, digest: &Digest, error: &object_store::Error) -> Option<T> {
+        match error {
+            object_store::Error::NotFound { .. } => self.answered(op, Found::Miss),
+            e => self.failed(op, digest, e),
+        }
+        None
     }
 
     fn failed(&self, op: StoreOp, digest: &Digest, error: &object_store::Error) {
