@@ -143,9 +143,27 @@ async fn governance(app: &Arc<App>, req: &Request<Incoming>) -> Response<Body> {
                 &serde_json::json!({"result": "error", "error": e.to_string()}),
             ),
         },
-        _ => json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "GET /admin/trust, GET /admin/policies, POST /admin/reload"}),
-        ),
+        (_, path) => {
+            let allow = match path {
+                "/admin/trust" | "/admin/policies" => "GET",
+                "/admin/reload" => "POST",
+                _ => {
+                    return json(
+                        StatusCode::NOT_FOUND,
+                        &serde_json::json!({"error": ENDPOINTS}),
+                    );
+                }
+            };
+            let mut r = json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &serde_json::json!({"error": format!("{path} takes {allow} only"), "endpoints": ENDPOINTS}),
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+            r
+        }
     }
 }
+
+/// The governance endpoints, as an error names them.
+const ENDPOINTS: &str = "GET /admin/trust, GET /admin/policies, POST /admin/reload";

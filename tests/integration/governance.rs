@@ -417,6 +417,47 @@ async fn document_with_a_bad_governance_signature_is_refused_and_the_old_trust_k
     assert_eq!(s.answer(&by_vendor).await, (200, None), "old trust kept");
 }
 
+/// An admin endpoint asked with the wrong method says which one it takes
+/// (405 with `Allow`), and a reload asked with GET reloads nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_endpoint_asked_with_the_wrong_method_is_405_naming_the_right_one() {
+    let key = VendorKey::generate();
+    let s = setup(
+        "keys = [\"{dir}/acme.pub\"]",
+        signed_policy,
+        &[("acme.pub", key.public_pem())],
+    )
+    .await;
+    let reloads = || s.proxy.metric("portcullis_config_reloads_total", &[]);
+    let before = reloads().await;
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/admin/reload", "POST"),
+        (reqwest::Method::POST, "/admin/trust", "GET"),
+        (reqwest::Method::DELETE, "/admin/policies", "GET"),
+    ] {
+        let r = s
+            .proxy
+            .client
+            .request(method.clone(), format!("{}{path}", s.proxy.admin_url()))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+    }
+    assert_eq!(reloads().await, before, "nothing reloaded");
+    let r = s
+        .proxy
+        .client
+        .get(format!("{}/admin/nosuch", s.proxy.admin_url()))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn key_written_inline_in_the_config_verifies_like_a_key_file() {
     let (vendor, other) = (VendorKey::generate(), VendorKey::generate());
