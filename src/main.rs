@@ -2,6 +2,7 @@
 //! subcommand in [`portcullis::command`], prints its report and exits with
 //! its code. No logic lives here.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -12,7 +13,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_format);
     match cli.command {
-        Command::CheckConfig { file } => finish(command::check_config(&file)),
+        // Clap requires one of the two.
+        Command::CheckConfig { file, config } => {
+            finish(command::check_config(&file.or(config).unwrap_or_default()))
+        }
         Command::Serve { config } => match command::serve(&config, stop_on_signal()) {
             Ok(()) => command::Exit::Success.into(),
             Err(e @ command::ServeError::Run(_)) => {
@@ -30,13 +34,15 @@ fn main() -> ExitCode {
 }
 
 /// Prints a report on stdout (and its diagnostic on stderr), or the
-/// failure on stderr, and returns the exit code either says.
+/// failure on stderr, and returns the exit code either says. A reader that
+/// went away (`| head`) ends the output quietly, not with a panic.
 fn finish<R: Report, E: Failure>(result: Result<R, E>) -> ExitCode {
     match result {
         Ok(report) => {
-            print!("{report}");
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "{report}").and_then(|()| out.flush());
             if let Some(line) = report.diagnostic() {
-                eprintln!("{line}");
+                let _ = writeln!(std::io::stderr(), "{line}");
             }
             report.exit().into()
         }
@@ -45,7 +51,7 @@ fn finish<R: Report, E: Failure>(result: Result<R, E>) -> ExitCode {
 }
 
 fn fail<E: Failure>(e: E) -> ExitCode {
-    eprintln!("{e}");
+    let _ = writeln!(std::io::stderr(), "{e}");
     e.exit().into()
 }
 

@@ -34,11 +34,19 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the proxy.
     Serve {
+        /// The config file (watched: a change is reloaded).
         #[arg(long, default_value = "/etc/portcullis/portcullis.toml")]
         config: PathBuf,
     },
     /// Validate a config file: exit 0 and a summary, or every problem with its key path.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        /// The config file (or give it with `--config`, as other commands take it).
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// The config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Decide on one image exactly as the proxy would, and explain why:
     /// exit 0 allow, 1 deny, 2 when no decision could be made.
     Verify {

@@ -36,6 +36,50 @@ fn check_config(path: impl AsRef<std::path::Path>) -> std::process::Output {
         .unwrap()
 }
 
+/// `check-config` takes the file as `--config FILE` too, as the other
+/// commands do; not both.
+#[test]
+fn check_config_takes_the_file_positionally_or_with_config() {
+    let config = format!("{}/config/portcullis.toml", env!("CARGO_MANIFEST_DIR"));
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("check-config")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let positional = run(&[&config]);
+    let named = run(&["--config", &config]);
+    assert!(positional.status.success());
+    assert!(
+        named.status.success(),
+        "{}",
+        String::from_utf8_lossy(&named.stderr)
+    );
+    assert_eq!(named.stdout, positional.stdout);
+    assert_eq!(run(&[&config, "--config", &config]).status.code(), Some(2));
+    assert_eq!(run(&[]).status.code(), Some(2));
+}
+
+/// `portcullis check-config f | head -3`: the reader is gone before the
+/// report is written; the command ends quietly with the report's own exit
+/// code, never a panic.
+#[test]
+fn check_config_into_a_closed_pipe_exits_quietly_with_its_code() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let config = format!("{}/config/portcullis.toml", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(BIN)
+        .args(["check-config", &config])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
 #[test]
 fn check_config_lists_every_problem_with_its_key_path_and_fails() {
     let dir = tempfile::tempdir().unwrap();
