@@ -405,4 +405,8 @@ async fn a_config_replaced_by_a_link_to_a_secret_is_refused_and_the_log_never_qu
     assert!(log.contains("config reload refused"), "{log}");
     assert!(log.contains("line 1, column"), "{log}");
     assert!(!log.contains("S3cr3t"), "the log quotes the secret:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no colour codes when stderr is not a terminal:\n{log}"
+    );
 }
