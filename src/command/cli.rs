@@ -56,7 +56,7 @@ pub enum Command {
         config: PathBuf,
     },
     /// Verify one Sigstore bundle (the sigstore-conformance CLI protocol):
-    /// exit 0 when it verifies, 1 when it is rejected.
+    /// exit 0 when it verifies, 1 when it is rejected, 2 when it cannot be checked.
     VerifyBundle(VerifyBundleArgs),
     /// Trust material: `portcullis trust status --config FILE`.
     Trust {

@@ -35,9 +35,10 @@ pub struct BundleVerified {
     pub identity: Option<String>,
 }
 
-/// The bundle did not verify, or could not be checked.
+/// The bundle did not verify, or could not be checked (a file that cannot
+/// be read, nothing to expect: no decision, exit 2).
 #[derive(Debug, thiserror::Error)]
-#[error("rejected: {0}")]
+#[error("{}: {}", if .0.decided() { "rejected" } else { "error" }, .0)]
 pub struct BundleRejected(#[from] Rejection);
 
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +62,20 @@ pub enum Rejection {
     Signature(sig::Failure),
 }
 
+impl Rejection {
+    /// Whether the bundle was judged (and rejected), rather than the
+    /// request unable to be checked at all.
+    fn decided(&self) -> bool {
+        !matches!(self, Rejection::Read { .. } | Rejection::NothingExpected)
+    }
+}
+
 impl Failure for BundleRejected {
     fn exit(&self) -> Exit {
-        Exit::Failure
+        match self.0.decided() {
+            true => Exit::Failure,
+            false => Exit::NoDecision,
+        }
     }
 }
 
@@ -180,7 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn a_bundle_that_cannot_be_read_is_rejected_naming_its_path() {
+    fn a_bundle_that_cannot_be_read_is_an_error_naming_its_path_and_exits_2() {
         let dir = tempfile::tempdir().unwrap();
         let req = BundleRequest {
             bundle: dir.path().join("missing.sigstore.json"),
@@ -188,7 +200,8 @@ mod tests {
             ..BundleRequest::default()
         };
         let e = verify_bundle(&req).map(|_| ()).unwrap_err();
-        assert!(e.to_string().starts_with("rejected: "), "{e}");
+        assert!(e.to_string().starts_with("error: "), "{e}");
         assert!(e.to_string().contains("missing.sigstore.json: "), "{e}");
+        assert_eq!(e.exit(), Exit::NoDecision);
     }
 }
