@@ -281,6 +281,18 @@ impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let r = &registry;
+        // Always 1: which build this is, for dashboards and upgrades.
+        register(
+            r,
+            IntGauge::with_opts(
+                Opts::new(
+                    "portcullis_build_info",
+                    "The Portcullis build, in its labels",
+                )
+                .const_label("version", env!("CARGO_PKG_VERSION")),
+            )?,
+        )?
+        .set(1);
         Ok(Metrics {
             requests: counter(
                 r,

@@ -45,4 +45,9 @@ fn every_metric_registers_and_renders_with_the_prefix() {
             .filter(|l| !l.starts_with('#'))
             .all(|l| l.starts_with("portcullis_"))
     );
+    let build = format!(
+        "portcullis_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.lines().any(|l| l == build), "{build} missing");
 }

@@ -17,17 +17,24 @@ const TRUST_METRICS: [&str; 4] = [
     "portcullis_exception_expiry_timestamp_seconds",
 ];
 
+/// Series Prometheus itself records for every scrape target.
+const SCRAPE_SERIES: [&str; 1] = ["up"];
+
 fn prometheus_dir() -> PathBuf {
     repo_path("deploy/prometheus")
 }
 
 /// Every series name Portcullis can expose: the names registered in
 /// `src/metrics.rs` (histograms as their `_bucket`, `_sum` and `_count`
-/// series) and the trust and exception metrics.
+/// series), the trust and exception metrics, and Prometheus' own `up`.
 fn exported_series() -> BTreeSet<String> {
     let file = read(&repo_path("src/metrics.rs"));
     let source = file.split("#[cfg(test)]").next().unwrap();
-    let mut series: BTreeSet<String> = TRUST_METRICS.iter().map(|s| s.to_string()).collect();
+    let mut series: BTreeSet<String> = TRUST_METRICS
+        .iter()
+        .chain(&SCRAPE_SERIES)
+        .map(|s| s.to_string())
+        .collect();
     for (at, _) in source.match_indices("\"portcullis_") {
         let name: String = source[at + 1..]
             .chars()
