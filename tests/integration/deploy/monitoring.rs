@@ -8,15 +8,6 @@ use serde_json::Value;
 
 use super::*;
 
-/// Metrics that the trust and exception work will export under exactly
-/// these names; the alerts and the dashboard already use them.
-const TRUST_METRICS: [&str; 4] = [
-    "portcullis_trust_refresh_total",
-    "portcullis_trust_last_success_timestamp_seconds",
-    "portcullis_trust_earliest_expiry_timestamp_seconds",
-    "portcullis_exception_expiry_timestamp_seconds",
-];
-
 /// Series Prometheus itself records for every scrape target.
 const SCRAPE_SERIES: [&str; 1] = ["up"];
 
@@ -26,15 +17,11 @@ fn prometheus_dir() -> PathBuf {
 
 /// Every series name Portcullis can expose: the names registered in
 /// `src/metrics.rs` (histograms as their `_bucket`, `_sum` and `_count`
-/// series), the trust and exception metrics, and Prometheus' own `up`.
+/// series) and Prometheus' own `up`.
 fn exported_series() -> BTreeSet<String> {
     let file = read(&repo_path("src/metrics.rs"));
     let source = file.split("#[cfg(test)]").next().unwrap();
-    let mut series: BTreeSet<String> = TRUST_METRICS
-        .iter()
-        .chain(&SCRAPE_SERIES)
-        .map(|s| s.to_string())
-        .collect();
+    let mut series: BTreeSet<String> = SCRAPE_SERIES.iter().map(|s| s.to_string()).collect();
     for (at, _) in source.match_indices("\"portcullis_") {
         let name: String = source[at + 1..]
             .chars()
@@ -274,6 +261,9 @@ fn every_alert_has_a_firing_and_a_quiet_unit_test() {
         })
         .collect();
     for required in [
+        "PortcullisDown",
+        "PortcullisReloadFailed",
+        "PortcullisAuditEventsDropped",
         "PortcullisPullsDenied",
         "PortcullisUpstreamErrors",
         "PortcullisCacheNearFull",
@@ -291,6 +281,91 @@ fn every_alert_has_a_firing_and_a_quiet_unit_test() {
         let (firing, quiet) = cases.get(alert).copied().unwrap_or_default();
         assert!(firing > 0, "{alert} has no case where it fires");
         assert!(quiet > 0, "{alert} has no case where it stays quiet");
+    }
+}
+
+/// Each metric's label names as `src/metrics.rs` declares them (its label
+/// list, or a constant label), histograms' series included (`_bucket` with
+/// `le`).
+fn declared_labels() -> BTreeMap<String, BTreeSet<String>> {
+    let file = read(&repo_path("src/metrics.rs"));
+    let source = file.split("#[cfg(test)]").next().unwrap();
+    let starts: Vec<usize> = source
+        .match_indices("\"portcullis_")
+        .map(|(at, _)| at)
+        .collect();
+    let quoted = |text: &str| -> Vec<String> {
+        text.split('"')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    };
+    let mut labels = BTreeMap::new();
+    for (n, &at) in starts.iter().enumerate() {
+        let name: String = source[at + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        // This metric's declaration: up to the next metric's name.
+        let end = starts.get(n + 1).copied().unwrap_or(source.len());
+        let declaration = &source[at..end];
+        let mut set = BTreeSet::new();
+        if let Some(list) = declaration.split("&[").nth(1) {
+            set.extend(quoted(list.split(']').next().unwrap()));
+        }
+        if let Some(constant) = declaration.split(".const_label(").nth(1) {
+            set.extend(quoted(constant).into_iter().take(1));
+        }
+        if source[..at].trim_end().ends_with("HistogramOpts::new(") {
+            let mut bucket = set.clone();
+            bucket.insert("le".to_string());
+            labels.insert(format!("{name}_bucket"), bucket);
+            labels.insert(format!("{name}_sum"), set.clone());
+            labels.insert(format!("{name}_count"), set.clone());
+        }
+        labels.insert(name, set);
+    }
+    labels
+}
+
+/// The promtool unit tests feed each metric the labels it really has (and
+/// Prometheus' `job` and `instance`), so an alert cannot pass its test on a
+/// label Portcullis never exports.
+#[test]
+fn alert_unit_tests_feed_only_label_sets_portcullis_exports() {
+    let declared = declared_labels();
+    assert_eq!(
+        declared["portcullis_denied_pulls_total"],
+        ["upstream", "policy", "reason"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        "labels read from src/metrics.rs"
+    );
+    let tests = yaml_documents(&prometheus_dir().join("alerts.test.yml"));
+    for test in tests[0]["tests"].as_array().unwrap() {
+        for input in test["input_series"].as_array().unwrap() {
+            let series = input["series"].as_str().unwrap();
+            let (name, rest) = series.split_once('{').unwrap_or((series, "}"));
+            let mut given: BTreeSet<String> = rest
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| kv.split('=').next().unwrap().trim().to_string())
+                .collect();
+            for scrape in ["job", "instance"] {
+                assert!(given.remove(scrape), "{series}: no {scrape} label");
+            }
+            let expected = match name {
+                "up" => BTreeSet::new(),
+                _ => declared
+                    .get(name)
+                    .unwrap_or_else(|| panic!("{series}: not a metric Portcullis exports"))
+                    .clone(),
+            };
+            assert_eq!(given, expected, "{series}: labels");
+        }
     }
 }
 
