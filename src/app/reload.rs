@@ -92,6 +92,7 @@ impl App {
             tracing::warn!(sections = ?restart_needed, "config sections changed that take effect only after a restart");
         }
         let epoch = self.install(&new, trust, trigger);
+        tracing::info!(trigger, epoch, "config reloaded");
         self.metrics.config_reload(true);
         self.audit.record(&Event::ConfigReload(ConfigReload {
             trigger,

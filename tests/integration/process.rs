@@ -349,7 +349,7 @@ fn check_config_refuses_two_authorities_naming_one_tuf_repository_with_different
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_config_replaced_by_a_link_to_a_secret_is_refused_and_the_log_never_quotes_the_secret() {
+async fn a_good_reload_is_logged_and_a_config_replaced_by_a_link_to_a_secret_is_refused_unquoted() {
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
     let path = dir.path().join("p.toml");
@@ -380,11 +380,20 @@ async fn a_config_replaced_by_a_link_to_a_secret_is_refused_and_the_log_never_qu
         assert!(started.elapsed() < Duration::from_secs(10), "did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A reload of the config as it is succeeds, and says so.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let secret = dir.path().join("secret");
     std::fs::write(&secret, format!("{SECRET_LINE}\n")).unwrap();
     std::fs::remove_file(&path).unwrap();
     std::os::unix::fs::symlink(&secret, &path).unwrap();
-    let pid = child.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-HUP", &pid])
@@ -402,6 +411,7 @@ async fn a_config_replaced_by_a_link_to_a_secret_is_refused_and_the_log_never_qu
     );
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("config reloaded"), "{log}");
     assert!(log.contains("config reload refused"), "{log}");
     assert!(log.contains("line 1, column"), "{log}");
     assert!(!log.contains("S3cr3t"), "the log quotes the secret:\n{log}");
