@@ -31,12 +31,24 @@ async fn decide(image: &str, config: &Config) -> Result<VerifyReport, VerifyErro
         name: name.to_string(),
         source,
     })?;
-    let image = format!("{}/{}:{reference}", target.upstream.name, target.repo);
+    let image = image_name(&target.upstream.name, &target.repo, &reference);
     Ok(match app.puller.manifest(&target, &reference).await {
         Ok(v) => VerifyReport::allowed(image, &v),
         Err(PullError::Denied(d)) => VerifyReport::denied(image, &d),
         Err(e) => VerifyReport::undecided(image, e.to_string()),
     })
+}
+
+/// `upstream/repo:tag`, or `upstream/repo@digest`, as references are written.
+fn image_name(
+    upstream: &impl fmt::Display,
+    repo: &impl fmt::Display,
+    reference: &crate::oci::Reference,
+) -> String {
+    match reference {
+        crate::oci::Reference::Digest(d) => format!("{upstream}/{repo}@{d}"),
+        crate::oci::Reference::Tag(t) => format!("{upstream}/{repo}:{}", t.as_str()),
+    }
 }
 
 /// Why no image could even be looked at.
@@ -275,10 +287,13 @@ impl fmt::Display for Verdict {
             ),
             Verdict::Deny {
                 policy,
+                digest,
                 reason,
                 message,
-                ..
             } => {
+                if let Some(digest) = digest {
+                    writeln!(f, "digest: {digest}")?;
+                }
                 let policy = policy.as_deref().unwrap_or("(none)");
                 writeln!(f, "policy: {policy}\nverdict: deny ({reason}): {message}")
             }

@@ -100,11 +100,23 @@ fn a_deny_with_findings_prints_reason_message_and_every_finding_and_exits_1() {
     assert_eq!(
         r.to_string(),
         format!(
-            "image: hub/acme/app:v1\npolicy: acme\n\
+            "image: hub/acme/app:v1\ndigest: {DIGEST}\npolicy: acme\n\
              verdict: deny (predicate_failed): attestation provenance not met\n{FINDINGS}"
         )
     );
     assert_eq!((r.exit(), r.diagnostic()), (Exit::Failure, None));
+}
+
+#[test]
+fn an_image_asked_by_digest_is_named_with_at_not_a_colon() {
+    let d: crate::oci::Digest = DIGEST.parse().unwrap();
+    let by_digest = super::image_name(&"hub", &"acme/app", &crate::oci::Reference::Digest(d));
+    assert_eq!(by_digest, format!("hub/acme/app@{DIGEST}"));
+    let tag = crate::oci::Reference::Tag("v1".parse().unwrap());
+    assert_eq!(
+        super::image_name(&"hub", &"acme/app", &tag),
+        "hub/acme/app:v1"
+    );
 }
 
 #[test]

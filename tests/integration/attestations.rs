@@ -375,6 +375,7 @@ async fn verify_command_names_the_predicate_type_and_condition_of_a_failed_attes
         .attest(&provenance(&img.digest, "https://ci.evil.example/builder"));
     i.push("acme/app", &img, &[att]).await;
     let config = i.proxy.config_path();
+    let digest = img.digest.clone();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args([
@@ -393,6 +394,10 @@ async fn verify_command_names_the_predicate_type_and_condition_of_a_failed_attes
     assert!(
         stdout.contains("verdict: deny (predicate_failed)"),
         "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("digest: {digest}\n")),
+        "a denial names the digest it decided: {stdout}"
     );
     assert!(
         stdout.contains(&format!(
