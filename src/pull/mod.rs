@@ -391,7 +391,11 @@ impl Puller {
                 (verdict, false)
             }
         };
-        self.verdicts.insert(key, verdict.clone());
+        // Grants first, here and for the other replicas, then the verdict:
+        // a request served from the cached verdict may send its client to
+        // another replica for a blob at once, and that replica must find
+        // the reference. (Grants count only while the verdict lives, so
+        // recording them before it is inert.)
         if verdict.is_ok() {
             // Where blobs are not gated, grants would never be asked for.
             let grantor = gate
@@ -404,6 +408,7 @@ impl Puller {
                     .await;
             }
         }
+        self.verdicts.insert(key, verdict.clone());
         Ok(verdict)
     }
 
