@@ -233,16 +233,45 @@ async fn skopeo_pulls_through_three_replicas_behind_a_round_robin_balancer_and_u
             "replica {i} took part"
         );
     }
-    assert_eq!(
-        total(
+    let fetched = total(
+        &replicas,
+        "portcullis_upstream_requests_total",
+        &["kind=\"blob\""],
+    )
+    .await;
+    let blobs = signed.blobs().count() as f64;
+    // Once each while coordination worked. A Redis command that failed, a
+    // wait that ran out, or a lease that ended without its result (all
+    // counted) lets a replica fetch on its own: then at most once per replica.
+    let degraded = total(
+        &replicas,
+        "portcullis_cluster_requests_total",
+        &["outcome=\"error\""],
+    )
+    .await
+        + total(
             &replicas,
-            "portcullis_upstream_requests_total",
-            &["kind=\"blob\""]
+            "portcullis_cluster_lease_waits_total",
+            &["outcome=\"timeout\""],
         )
-        .await,
-        signed.blobs().count() as f64,
-        "one upstream GET per blob across three replicas and ten pulls"
-    );
+        .await
+        + total(
+            &replicas,
+            "portcullis_cluster_lease_waits_total",
+            &["outcome=\"expired\""],
+        )
+        .await;
+    if degraded == 0.0 {
+        assert_eq!(
+            fetched, blobs,
+            "one upstream GET per blob across three replicas and ten pulls"
+        );
+    } else {
+        assert!(
+            fetched <= blobs * replicas.len() as f64,
+            "{fetched} upstream blob GETs with {degraded} coordination failures"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
