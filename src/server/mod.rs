@@ -431,7 +431,9 @@ fn routing_error(e: &RoutingError) -> Response<Body> {
             "invalid repository name",
             None,
         ),
-        RoutingError::UnknownNamespace | RoutingError::NoUpstream => oci_error(
+        RoutingError::UnknownNamespace
+        | RoutingError::NoUpstream
+        | RoutingError::UnknownRegistry => oci_error(
             StatusCode::NOT_FOUND,
             ErrorCode::NameUnknown,
             "no configured upstream for this name",

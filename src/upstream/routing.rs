@@ -87,8 +87,16 @@ pub enum RoutingError {
     UnknownNamespace,
     #[error("no upstream for this repository")]
     NoUpstream,
+    #[error("a registry that is not a configured upstream")]
+    UnknownRegistry,
     #[error("invalid repository name")]
     InvalidName,
+}
+
+/// Whether a reference's first component is a registry host, as Docker
+/// reads references: it holds a `.` or a `:`, or is `localhost`.
+fn names_a_registry(first: &str) -> bool {
+    first.contains(['.', ':']) || first == "localhost"
 }
 
 /// Chooses the upstream for `name`: by `ns`, else by a leading path segment
@@ -119,6 +127,13 @@ pub fn route<U: Clone>(
         }
         None => match (lookup(first), remainder) {
             (Some(u), Some(rest)) => (u, rest, None),
+            // A registry host nobody configured (a typo, or a registry
+            // Portcullis does not proxy) is refused, not taken as a
+            // repository on the default upstream: Docker Hub names never
+            // start with a host.
+            (None, Some(_)) if names_a_registry(first) => {
+                return Err(RoutingError::UnknownRegistry);
+            }
             _ => (
                 default.cloned().ok_or(RoutingError::NoUpstream)?,
                 name,

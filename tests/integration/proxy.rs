@@ -363,6 +363,38 @@ async fn routes_by_ns_prefix_and_default_upstream_with_library_normalisation() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn with_a_default_upstream_an_unconfigured_registry_prefix_is_name_unknown_not_a_repository()
+{
+    let registry = Registry::start().await;
+    let config = ProxyConfig::new()
+        .default_upstream("docker.io")
+        .upstream_with(Upstream::test("docker.io", &registry.url()).key("library_prefix", "true"))
+        .allow_all();
+    let proxy = Proxy::start(config).await;
+    for path in [
+        "/v2/nosuch.io/x/manifests/latest",
+        "/v2/localhost:5000/x/manifests/latest",
+    ] {
+        let r = proxy.get_manifest(path).await;
+        assert_eq!(r.status(), 404, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["errors"][0]["code"], "NAME_UNKNOWN", "{path}");
+    }
+    assert_eq!(
+        proxy
+            .metric("portcullis_upstream_requests_total", &[])
+            .await,
+        0.0
+    );
+    let decisions = proxy
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "decision")
+        .count();
+    assert_eq!(decisions, 0, "nothing was decided");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unknown_namespace_is_name_unknown_and_never_dialled() {
     let registry = Registry::start().await;
     let proxy = Proxy::start(config(&registry)).await;

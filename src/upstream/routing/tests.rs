@@ -57,10 +57,35 @@ fn unknown_namespaces_never_become_hosts() {
     );
     assert_eq!(
         r("evil.example.com/x", None, None),
-        Err(RoutingError::NoUpstream)
+        Err(RoutingError::UnknownRegistry)
     );
     assert_eq!(
         r("Bad/Name", None, Some("docker.io")),
         Err(RoutingError::InvalidName)
+    );
+}
+
+#[test]
+fn an_unconfigured_registry_prefix_is_refused_not_taken_as_a_repository_on_the_default() {
+    for name in [
+        "nosuch.io/x",
+        "gchr.io/org/app",
+        "localhost/x",
+        "host:5000/x",
+    ] {
+        assert_eq!(
+            r(name, None, Some("docker.io")),
+            Err(RoutingError::UnknownRegistry),
+            "{name}"
+        );
+    }
+    // Docker Hub namespaces hold no dot: they still go to the default.
+    assert_eq!(
+        r("team/app", None, Some("docker.io")),
+        Ok(("docker.io".into(), "team/app".into()))
+    );
+    assert_eq!(
+        r("ghcr.io/org/app", None, Some("docker.io")),
+        Ok(("ghcr.io".into(), "org/app".into()))
     );
 }
