@@ -9,9 +9,9 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
-use super::response::{Body, Missing, empty, full, oci_error, pull_error};
+use super::response::{Body, Missing, denied, empty, full, oci_error, pull_error};
 use super::routes::Query;
-use crate::audit::{Audit, Decision, Event};
+use crate::audit::{Audit, Decision, DecisionId, Event};
 use crate::metrics::{Metrics, Outcome};
 use crate::oci::media::OCI_INDEX;
 use crate::oci::{Digest, ErrorCode, ManifestContent, Reference};
@@ -41,7 +41,9 @@ pub async fn manifest(
     method: &Method,
 ) -> Response<Body> {
     let upstream = target.upstream.name.as_str();
+    let id = DecisionId::new();
     let base = Decision {
+        id: id.as_str(),
         upstream,
         repository: target.repo.as_str(),
         reference: reference.to_string(),
@@ -65,7 +67,10 @@ pub async fn manifest(
             if let Some(refused) = Refused::of(&e, puller, target) {
                 record_refused(metrics, audit, &refused, base);
             }
-            pull_error(&e, Missing::Manifest)
+            match &e {
+                PullError::Denied(d) => denied(d, Some(id)),
+                _ => pull_error(&e, Missing::Manifest),
+            }
         }
     }
 }

@@ -6,9 +6,13 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 
+use hyper::ext::ReasonPhrase;
+
+use crate::audit::DecisionId;
 use crate::oci::{ErrorCode, error_body};
 use crate::pull::PullError;
 use crate::upstream::UpstreamError;
+use crate::verify::Denial;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -47,27 +51,43 @@ pub enum Missing {
     Name,
 }
 
+/// A 403 `DENIED`. With the decision's id (a manifest decided and
+/// audited), the body, the `Warning` header and the HTTP reason phrase all
+/// name it: containerd, kubelet and Docker print only the status line, so
+/// the reason and the id travel there too.
+pub fn denied(d: &Denial, id: Option<DecisionId>) -> Response<Body> {
+    let detail = serde_json::json!({
+        "reason": d.reason.as_str(),
+        "policy": d.policy.as_deref(),
+        "decision_id": id.as_ref().map(DecisionId::as_str),
+    });
+    let said = match id {
+        Some(id) => format!("{} (decision {id})", d.reason),
+        None => d.reason.to_string(),
+    };
+    let mut r = oci_error(
+        StatusCode::FORBIDDEN,
+        ErrorCode::Denied,
+        &format!("{}: {}", said, d.message),
+        Some(&detail),
+    );
+    // HEAD answers have no body; containerd reports Warning headers.
+    let warning = format!("299 - \"portcullis denied: {said}\"");
+    if let Ok(v) = HeaderValue::from_str(&warning) {
+        r.headers_mut().insert(header::WARNING, v);
+    }
+    // Policy names and reasons are plain words; anything a reason phrase
+    // may not hold drops the phrase, never the answer.
+    if let Ok(phrase) = ReasonPhrase::try_from(format!("Forbidden: denied by policy, {said}")) {
+        r.extensions_mut().insert(phrase);
+    }
+    r
+}
+
 /// Maps a pull failure to its response.
 pub fn pull_error(e: &PullError, missing: Missing) -> Response<Body> {
     match e {
-        PullError::Denied(d) => {
-            let detail = serde_json::json!({
-                "reason": d.reason.as_str(),
-                "policy": d.policy.as_deref(),
-            });
-            let mut r = oci_error(
-                StatusCode::FORBIDDEN,
-                ErrorCode::Denied,
-                &format!("{}: {}", d.reason, d.message),
-                Some(&detail),
-            );
-            // HEAD answers have no body; containerd reports Warning headers.
-            let warning = format!("299 - \"portcullis denied: {}\"", d.reason);
-            if let Ok(v) = HeaderValue::from_str(&warning) {
-                r.headers_mut().insert(header::WARNING, v);
-            }
-            r
-        }
+        PullError::Denied(d) => denied(d, None),
         PullError::Upstream(u) => upstream_error(u, missing),
         PullError::ManifestInvalid { .. } => {
             tracing::warn!(error = %e, "upstream manifest refused");
@@ -183,4 +203,39 @@ fn upstream_error(e: &UpstreamError, missing: Missing) -> Response<Body> {
     };
     tracing::warn!(error = %e, status = status.as_u16(), "upstream fault");
     oci_error(status, code, message, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::Reason;
+
+    #[test]
+    fn a_decided_denial_names_reason_and_decision_in_body_warning_and_reason_phrase() {
+        let id = DecisionId::new();
+        let d = Denial::new(Reason::Unsigned, "no signature").by_policy(Some("prod".into()));
+        let r = denied(&d, Some(id));
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let phrase = r
+            .extensions()
+            .get::<ReasonPhrase>()
+            .map(|p| p.as_bytes().to_vec());
+        assert_eq!(
+            phrase,
+            Some(format!("Forbidden: denied by policy, unsigned (decision {id})").into_bytes())
+        );
+        let warning = r.headers()[header::WARNING].to_str().unwrap_or_default();
+        assert!(
+            warning.contains(&format!("unsigned (decision {id})")),
+            "{warning}"
+        );
+    }
+
+    #[test]
+    fn decision_ids_are_sixteen_hex_digits_and_differ() {
+        let (a, b) = (DecisionId::new(), DecisionId::new());
+        assert_eq!(a.as_str().len(), 16);
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
 }

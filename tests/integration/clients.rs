@@ -70,6 +70,24 @@ async fn assert_all_answered_ok(proxy: &Proxy) {
     assert!(others.is_empty(), "requests not answered 200: {others:?}");
 }
 
+/// The ids of the denials audited so far, waiting up to two seconds for
+/// the writer to flush the first.
+async fn denial_ids(proxy: &Proxy) -> Vec<String> {
+    for _ in 0..40 {
+        let ids: Vec<String> = proxy
+            .audit_events()
+            .iter()
+            .filter(|e| e["event"] == "decision" && e["decision"] == "deny")
+            .filter_map(|e| e["id"].as_str().map(str::to_string))
+            .collect();
+        if !ids.is_empty() {
+            return ids;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no denial audited");
+}
+
 async fn request_count(proxy: &Proxy, endpoint: &str, status: &str) -> f64 {
     proxy
         .metric(

@@ -220,7 +220,8 @@ async fn containerd_pulls_docker_hub_reference_through_upstream_named_docker_io(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn containerd_pull_of_denied_image_fails_with_the_denial_and_fetches_no_blob() {
+async fn containerd_pull_of_denied_image_fails_showing_reason_and_decision_id_and_fetches_no_blob()
+{
     let registry = Registry::start().await;
     let app = Runnable::new(206, Flavour::Oci, "amd64");
     Pusher::new(&registry.url())
@@ -246,6 +247,18 @@ async fn containerd_pull_of_denied_image_fails_with_the_denial_and_fetches_no_bl
     assert!(!out.status.success(), "pull of a denied image succeeded");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("403"), "ctr shows the refusal: {stderr}");
+    // ctr prints only the status line: the reason and the audited
+    // decision's id travel in its reason phrase.
+    assert!(
+        stderr.contains("403 Forbidden: denied by policy, "),
+        "ctr shows why: {stderr}"
+    );
+    let ids = denial_ids(&proxy).await;
+    assert!(
+        ids.iter()
+            .any(|id| stderr.contains(&format!("(decision {id})"))),
+        "ctr names an audited decision {ids:?}: {stderr}"
+    );
     assert!(request_count(&proxy, "manifest", "403").await >= 1.0);
     assert_eq!(request_count(&proxy, "blob", "200").await, 0.0);
     assert_eq!(proxy.upstream_requests("blob").await, 0.0);

@@ -264,7 +264,7 @@ async fn skopeo_copies_single_name_from_upstream_named_docker_io_with_library_pr
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn skopeo_copy_of_denied_image_fails_with_the_denial_and_fetches_no_blob() {
+async fn skopeo_copy_of_denied_image_fails_showing_the_decision_id_and_fetches_no_blob() {
     let registry = Registry::start().await;
     let app = Runnable::new(108, Flavour::Oci, "amd64");
     Pusher::new(&registry.url())
@@ -284,6 +284,12 @@ async fn skopeo_copy_of_denied_image_fails_with_the_denial_and_fetches_no_blob()
     assert!(
         stderr.contains("denied"),
         "skopeo shows the denial: {stderr}"
+    );
+    let ids = denial_ids(&proxy).await;
+    assert!(
+        ids.iter()
+            .any(|id| stderr.contains(&format!("(decision {id})"))),
+        "skopeo names an audited decision {ids:?}: {stderr}"
     );
     assert!(request_count(&proxy, "manifest", "403").await >= 1.0);
     assert_eq!(proxy.upstream_requests("blob").await, 0.0);
