@@ -6,17 +6,19 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use portcullis::command::cli::{Cli, Command, LogFormat, TrustCommand};
+use portcullis::command::cli::{Cli, Command, LogFormat, Output, TrustCommand};
 use portcullis::command::{self, Failure, Report};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_format);
+    let out = cli.output;
     match cli.command {
         // Clap requires one of the two.
-        Command::CheckConfig { file, config } => {
-            finish(command::check_config(&file.or(config).unwrap_or_default()))
-        }
+        Command::CheckConfig { file, config } => finish(
+            out,
+            command::check_config(&file.or(config).unwrap_or_default()),
+        ),
         Command::Serve { config } => match command::serve(&config, stop_on_signal()) {
             Ok(()) => command::Exit::Success.into(),
             Err(e @ command::ServeError::Run(_)) => {
@@ -25,22 +27,33 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
-        Command::Verify { image, config } => finish(command::verify_image(&image, &config)),
+        Command::Verify { image, config } => finish(out, command::verify_image(&image, &config)),
         Command::Trust {
             command: TrustCommand::Status { config },
-        } => finish(command::trust_status(&config)),
-        Command::VerifyBundle(a) => finish(command::verify_bundle(&a.into())),
+        } => finish(out, command::trust_status(&config)),
+        Command::VerifyBundle(a) => finish(out, command::verify_bundle(&a.into())),
+        Command::Why {
+            subject,
+            config,
+            audit,
+        } => finish(out, command::why(&subject, &config, audit.as_deref())),
     }
 }
 
 /// Prints a report on stdout (and its diagnostic on stderr), or the
 /// failure on stderr, and returns the exit code either says. A reader that
 /// went away (`| head`) ends the output quietly, not with a panic.
-fn finish<R: Report, E: Failure>(result: Result<R, E>) -> ExitCode {
+fn finish<R: Report, E: Failure>(format: Output, result: Result<R, E>) -> ExitCode {
     match result {
         Ok(report) => {
             let mut out = std::io::stdout().lock();
-            let _ = write!(out, "{report}").and_then(|()| out.flush());
+            let _ = match format {
+                Output::Text => write!(out, "{report}"),
+                Output::Json => serde_json::to_writer(&mut out, &report)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| writeln!(out)),
+            }
+            .and_then(|()| out.flush());
             if let Some(line) = report.diagnostic() {
                 let _ = writeln!(std::io::stderr(), "{line}");
             }

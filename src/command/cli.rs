@@ -20,8 +20,17 @@ pub struct Cli {
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Report format: text for people, JSON (one stable object) for machines.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -54,6 +63,18 @@ pub enum Command {
         image: String,
         #[arg(long, default_value = "/etc/portcullis/portcullis.toml")]
         config: PathBuf,
+    },
+    /// The last decision for an image, or the decision a 403 named by its
+    /// id, from the audit log: exit 0 when found, 2 when the log holds none.
+    Why {
+        /// `registry/repository[:tag|@digest]` (no tag: any reference), or a
+        /// decision id (16 hex digits).
+        subject: String,
+        #[arg(long, default_value = "/etc/portcullis/portcullis.toml")]
+        config: PathBuf,
+        /// The audit log to search (default: the config's `[audit] file`).
+        #[arg(long)]
+        audit: Option<PathBuf>,
     },
     /// Verify one Sigstore bundle (the sigstore-conformance CLI protocol):
     /// exit 0 when it verifies, 1 when it is rejected, 2 when it cannot be checked.

@@ -5,6 +5,7 @@
 //! - [`verify`]: decide on one image exactly as the proxy would
 //! - [`verify_bundle`]: verify one Sigstore bundle (the conformance CLI protocol)
 //! - [`trust_status`]: what `GET /admin/trust` and `GET /admin/policies` say
+//! - [`why`]: the last decision for an image, or a 403's decision, from the audit log
 //! - [`serve`]: run the proxy until a shutdown signal
 //!
 //! A report implements [`Display`](fmt::Display) (the text the command
@@ -18,6 +19,7 @@ pub mod serve;
 pub mod trust_status;
 pub mod verify;
 pub mod verify_bundle;
+pub mod why;
 
 use std::fmt;
 use std::future::Future;
@@ -31,6 +33,7 @@ pub use serve::{ServeError, serve};
 pub use trust_status::{TrustStatusError, TrustStatusReport, trust_status};
 pub use verify::{VerifyError, VerifyReport, verify_image};
 pub use verify_bundle::{BundleRejected, BundleRequest, BundleVerified, verify_bundle};
+pub use why::{WhyError, WhyReport, why};
 
 /// How the process ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

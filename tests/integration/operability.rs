@@ -216,3 +216,82 @@ async fn ten_thousand_distinct_repositories_do_not_grow_the_metric_series() {
         "a repository name leaked into a label"
     );
 }
+
+/// `portcullis why`, run as the binary against the proxy's config.
+fn why(proxy: &Proxy, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("why")
+        .args(args)
+        .arg("--config")
+        .arg(proxy.config_path())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn why_finds_the_decision_a_403_named_by_its_id_and_the_last_one_for_an_image() {
+    let registry = Registry::start().await;
+    let image = Image::oci(31, &[31]);
+    Pusher::new(&registry.url())
+        .image("team/secret", "v1", &image)
+        .await;
+    let proxy = Proxy::start(
+        ProxyConfig::new()
+            .upstream("local", &registry.url())
+            .policy(Policy::deny("closed", "local/team/secret"))
+            .allow_all(),
+    )
+    .await;
+    let r = proxy
+        .get_manifest("/v2/local/team/secret/manifests/v1")
+        .await;
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let id = body["errors"][0]["detail"]["decision_id"]
+        .as_str()
+        .expect("the 403 names its decision")
+        .to_string();
+    assert!(
+        body["errors"][0]["message"].as_str().unwrap().contains(&id),
+        "{body}"
+    );
+    for _ in 0..40 {
+        if proxy.audit_events().iter().any(|e| e["id"] == id.as_str()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let by_id = why(&proxy, &[&id]);
+    let text = String::from_utf8_lossy(&by_id.stdout);
+    assert_eq!(by_id.status.code(), Some(0), "{text}");
+    assert!(text.starts_with("local/team/secret:v1: deny\n"), "{text}");
+    assert!(text.contains("policy      closed"), "{text}");
+    assert!(text.contains(&format!("decision    {id}")), "{text}");
+
+    let by_image = why(&proxy, &["--output", "json", "local/team/secret:v1"]);
+    assert_eq!(by_image.status.code(), Some(0));
+    let found: serde_json::Value = serde_json::from_slice(&by_image.stdout).unwrap();
+    assert_eq!(found["last"]["id"], id.as_str());
+    assert_eq!(found["last"]["decision"], "deny");
+    assert_eq!(found["last"]["policy"], "closed");
+    assert_eq!(found["decisions"], 1);
+    assert_eq!(
+        why(&proxy, &["local/team/secret"]).status.code(),
+        Some(0),
+        "no tag: any reference"
+    );
+
+    for other in [
+        "local/team/secret:v2",
+        "local/team/other:v1",
+        "0123456789abcdef",
+    ] {
+        let none = why(&proxy, &[other]);
+        assert_eq!(none.status.code(), Some(2), "{other}");
+        assert!(
+            String::from_utf8_lossy(&none.stderr).contains("no decision"),
+            "{other}"
+        );
+    }
+}
