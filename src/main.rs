@@ -6,7 +6,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use portcullis::command::cli::{Cli, Command, LogFormat, Output, TrustCommand};
+use portcullis::command::cli::{Cli, Command, LogFormat, NodesCommand, Output, TrustCommand};
+use portcullis::command::nodes;
 use portcullis::command::{self, Failure, Report};
 
 fn main() -> ExitCode {
@@ -32,11 +33,77 @@ fn main() -> ExitCode {
             command: TrustCommand::Status { config },
         } => finish(out, command::trust_status(&config)),
         Command::VerifyBundle(a) => finish(out, command::verify_bundle(&a.into())),
+        Command::Nodes {
+            command: c @ NodesCommand::Generate { .. },
+        } => finish(out, nodes_generate(c)),
+        Command::Nodes {
+            command: c @ NodesCommand::Check {
+                every: Some(every), ..
+            },
+        } => loop {
+            let _ = finish(out, nodes_check(c.clone()));
+            std::thread::sleep(every);
+        },
+        Command::Nodes { command } => finish(out, nodes_check(command)),
         Command::Why {
             subject,
             config,
             audit,
         } => finish(out, command::why(&subject, &config, audit.as_deref())),
+    }
+}
+
+fn nodes_generate(command: NodesCommand) -> Result<nodes::GenerateReport, nodes::NodesError> {
+    match command {
+        NodesCommand::Generate {
+            config,
+            address,
+            out,
+            ca,
+        } => nodes::generate(
+            &config,
+            &nodes::Address::parse(&address)?,
+            &out,
+            ca.as_deref(),
+        ),
+        NodesCommand::Check { .. } => unreachable!("dispatched to nodes_check"),
+    }
+}
+
+fn nodes_check(command: NodesCommand) -> Result<nodes::CheckReport, nodes::NodesError> {
+    match command {
+        NodesCommand::Generate { .. } => unreachable!("dispatched to nodes_generate"),
+        NodesCommand::Check {
+            config,
+            address,
+            root,
+            containerd_hosts,
+            containerd_config,
+            registries_conf,
+            docker_daemon,
+            every: _,
+        } => {
+            let address = nodes::Address::parse(&address)?;
+            // A runtime is looked at when its file is named or its config
+            // directory exists on the node.
+            let pick = |named: Option<std::path::PathBuf>, dir: &str, file: &str| {
+                named.or_else(|| {
+                    let d = root.join(dir);
+                    d.is_dir().then(|| d.join(file))
+                })
+            };
+            let hosts = pick(containerd_hosts, "etc/containerd", "certs.d");
+            let ctrd = pick(containerd_config, "etc/containerd", "config.toml");
+            let regs = pick(registries_conf, "etc/containers", "registries.conf");
+            let docker = pick(docker_daemon, "etc/docker", "daemon.json");
+            let files = nodes::NodeFiles {
+                containerd_hosts: hosts.as_deref(),
+                containerd_config: ctrd.as_deref(),
+                registries_conf: regs.as_deref(),
+                docker_daemon: docker.as_deref(),
+            };
+            nodes::check(&config, &address, &files)
+        }
     }
 }
 

@@ -76,6 +76,11 @@ pub enum Command {
         #[arg(long)]
         audit: Option<PathBuf>,
     },
+    /// Node runtime configuration: `nodes generate`, `nodes check`.
+    Nodes {
+        #[command(subcommand)]
+        command: NodesCommand,
+    },
     /// Verify one Sigstore bundle (the sigstore-conformance CLI protocol):
     /// exit 0 when it verifies, 1 when it is rejected, 2 when it cannot be checked.
     VerifyBundle(VerifyBundleArgs),
@@ -83,6 +88,56 @@ pub enum Command {
     Trust {
         #[command(subcommand)]
         command: TrustCommand,
+    },
+}
+
+#[derive(Clone, Subcommand)]
+pub enum NodesCommand {
+    /// Write the runtime files that make Portcullis a node's only route:
+    /// containerd `certs.d/<registry>/hosts.toml` for every upstream name
+    /// and `_default`, the containerd 1.x and 2.x CRI snippets, and
+    /// `containers/registries.conf` for CRI-O and podman.
+    Generate {
+        #[arg(long, default_value = "/etc/portcullis/portcullis.toml")]
+        config: PathBuf,
+        /// The URL the runtimes reach Portcullis at (`https://host:port`).
+        #[arg(long)]
+        address: String,
+        /// The directory to write into (`containerd/…`, `containers/…`).
+        #[arg(long)]
+        out: PathBuf,
+        /// A CA file containerd should trust for Portcullis (path on the node).
+        #[arg(long)]
+        ca: Option<String>,
+    },
+    /// Report node configuration that would let a runtime pull around
+    /// Portcullis: exit 0 when none, 1 when some. A runtime whose config
+    /// directory is absent is skipped unless its file is named.
+    Check {
+        #[arg(long, default_value = "/etc/portcullis/portcullis.toml")]
+        config: PathBuf,
+        /// The URL the runtimes reach Portcullis at (`https://host:port`).
+        #[arg(long)]
+        address: String,
+        /// Where the node's filesystem is (a DaemonSet mounts it at /host).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// containerd's hosts directory [default: ROOT/etc/containerd/certs.d].
+        #[arg(long)]
+        containerd_hosts: Option<PathBuf>,
+        /// containerd's config [default: ROOT/etc/containerd/config.toml].
+        #[arg(long)]
+        containerd_config: Option<PathBuf>,
+        /// CRI-O/podman registries [default: ROOT/etc/containers/registries.conf].
+        #[arg(long)]
+        registries_conf: Option<PathBuf>,
+        /// Docker's daemon config [default: ROOT/etc/docker/daemon.json].
+        #[arg(long)]
+        docker_daemon: Option<PathBuf>,
+        /// Check again at this interval and never exit (a DaemonSet's
+        /// container): each round's report goes to stdout.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        every: Option<std::time::Duration>,
     },
 }
 

@@ -17,6 +17,7 @@ mod deploy;
 mod faults;
 mod governance;
 mod integrity;
+mod nodes;
 mod operability;
 mod process;
 mod proxy;
