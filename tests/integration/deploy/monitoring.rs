@@ -480,3 +480,15 @@ fn grafana_dashboard_queries_are_valid_promql() {
     let out = promtool(&["check", "rules", "dashboard.yml"], dir.path());
     assert_success("promtool check rules (dashboard queries)", &out);
 }
+
+#[test]
+fn the_prometheus_rule_object_holds_exactly_the_raw_rules_file() {
+    let raw = yaml_documents(&prometheus_dir().join("alerts.yml"));
+    let object = yaml_documents(&repo_path("deploy/kubernetes/base/prometheusrule.yaml"));
+    assert_eq!(object.len(), 1);
+    assert_eq!(object[0]["kind"], "PrometheusRule");
+    assert_eq!(
+        object[0]["spec"]["groups"], raw[0]["groups"],
+        "deploy/kubernetes/base/prometheusrule.yaml differs from deploy/prometheus/alerts.yml"
+    );
+}
