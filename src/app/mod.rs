@@ -1,6 +1,7 @@
 //! Building the running proxy from a validated [`Config`]: one upstream
 //! client per registry, the content store, the puller and the gate.
 
+mod diagnostic;
 mod maintain;
 mod reload;
 mod status;
@@ -20,6 +21,7 @@ use crate::trust::{Sources, TrustSnapshot, refresh};
 use crate::upstream::{self, RoutingError, Upstreams};
 use crate::verify::Gate;
 
+pub use diagnostic::Scratch;
 pub use maintain::maintain;
 pub use reload::ReloadError;
 pub use status::{PolicyStatus, TrustStatus};

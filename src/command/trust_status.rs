@@ -12,7 +12,7 @@ use crate::app::{App, BuildError};
 /// Builds the app from the config at `path` and reads its trust and policy status.
 pub fn trust_status(path: &Path) -> Result<TrustStatusReport, TrustStatusError> {
     with_runtime(path, |config| async move {
-        let app = App::build(&config).await?;
+        let (app, _scratch) = App::build_diagnostic(&config).await?;
         Ok(TrustStatusReport::new(&app))
     })
 }

@@ -26,7 +26,7 @@ async fn decide(image: &str, config: &Config) -> Result<VerifyReport, VerifyErro
         image: image.to_string(),
         source,
     })?;
-    let app = App::build(config).await?;
+    let (app, _scratch) = App::build_diagnostic(config).await?;
     let target = app.target_for(name).map_err(|source| VerifyError::Route {
         name: name.to_string(),
         source,

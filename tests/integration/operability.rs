@@ -295,3 +295,81 @@ async fn why_finds_the_decision_a_403_named_by_its_id_and_the_last_one_for_an_im
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_and_trust_status_during_a_live_blob_fill_lose_nothing_from_the_live_cache() {
+    let registry = Registry::start().await;
+    let image = Image::oci(41, &[3 << 20]);
+    Pusher::new(&registry.url())
+        .image("team/app", "v1", &image)
+        .await;
+    let slow = crate::support::throttle::Throttle::start(registry.port, 1 << 20).await;
+    let proxy = Proxy::start(
+        ProxyConfig::new()
+            .upstream("local", &format!("http://127.0.0.1:{}", slow.port))
+            .allow_all(),
+    )
+    .await;
+    let r = proxy.get_manifest("/v2/local/team/app/manifests/v1").await;
+    assert_eq!(r.status(), 200);
+    let layer = &image.layers[0];
+    let path = format!("/v2/local/team/app/blobs/{}", layer.digest);
+    let fill = {
+        let url = format!("{}{path}", proxy.url());
+        tokio::spawn(async move { reqwest::get(url).await.unwrap().bytes().await.unwrap() })
+    };
+    let tmp = proxy.cache_dir().join("tmp");
+    for _ in 0..100 {
+        if std::fs::read_dir(&tmp).is_ok_and(|mut d| d.next().is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let filling: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(!filling.is_empty(), "the fill is under way in tmp/");
+
+    let config = proxy.config_path();
+    let run = |args: &'static [&'static str]| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+                .args(args)
+                .arg("--config")
+                .arg(config)
+                .output()
+                .unwrap()
+        })
+    };
+    let verified = run(&["verify", "local/team/app:v1"]).await.unwrap();
+    assert_eq!(
+        verified.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let status = run(&["trust", "status"]).await.unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    for f in &filling {
+        assert!(
+            f.exists(),
+            "{} was removed from the live cache",
+            f.display()
+        );
+    }
+
+    assert_eq!(fill.await.unwrap(), layer.bytes);
+    // The fill committed: the layer is served from the cache.
+    let again = proxy.get(&path).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.bytes().await.unwrap(), layer.bytes);
+    assert_eq!(proxy.upstream_requests("blob").await, 1.0);
+}
