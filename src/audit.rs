@@ -59,6 +59,10 @@ pub struct Decision<'a> {
     pub identity: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<&'a str>,
+    /// Served through a tag mapping last checked this many seconds ago,
+    /// past `tag_ttl`, because the upstream was unavailable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_stale_seconds: Option<u64>,
 }
 
 /// A reload of the config, and what became of it.

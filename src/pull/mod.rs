@@ -232,18 +232,35 @@ impl Puller {
         target: &Target,
         reference: &Reference,
     ) -> Result<VerifiedManifest, PullError> {
+        self.manifest_served(target, reference).await.map(|s| s.0)
+    }
+
+    /// [`manifest`](Self::manifest), and whether the tag was resolved
+    /// through a mapping past `tag_ttl` because the upstream was
+    /// unavailable (served stale: how long ago it was last checked).
+    pub async fn manifest_served(
+        self: &Arc<Self>,
+        target: &Target,
+        reference: &Reference,
+    ) -> Result<(VerifiedManifest, Option<Duration>), PullError> {
         let named = match reference {
             Reference::Digest(d) => Some(d),
             Reference::Tag(_) => None,
         };
         self.precheck(target).map_err(|e| e.about(named))?;
-        let digest = match reference {
-            Reference::Digest(d) => d.clone(),
-            Reference::Tag(t) => self.resolve_tag(target, t).await?,
+        let (digest, stale) = match reference {
+            Reference::Digest(d) => (d.clone(), None),
+            Reference::Tag(t) => {
+                let digest = self.resolve_tag(target, t).await?;
+                let stale = self.stale_for(target, t, &digest);
+                (digest, stale)
+            }
         };
-        self.verdict(target, reference, digest.clone(), 0)
+        let verdict = self
+            .verdict(target, reference, digest.clone(), 0)
             .await
-            .map_err(|e| e.about(Some(&digest)))
+            .map_err(|e| e.about(Some(&digest)))?;
+        Ok((verdict, stale))
     }
 
     /// The verdict on `digest` (reached through `reference`) under the gate in force.

@@ -149,6 +149,25 @@ impl Puller {
         Ok(digest)
     }
 
+    /// How long ago the mapping `tag` → `digest` was last checked, when
+    /// that is past `tag_ttl`: a revalidation that reached the upstream
+    /// leaves a fresh mapping, so an old one was kept because it could not.
+    pub(super) fn stale_for(
+        &self,
+        target: &Target,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Option<Duration> {
+        let key: TagKey = (
+            target.upstream.name.clone(),
+            target.repo.clone(),
+            tag.clone(),
+        );
+        let entry = self.tags.get(&key)?;
+        let checked = age(self.clock.as_ref(), entry.checked_at);
+        (entry.digest == *digest && checked >= self.tag_ttl).then_some(checked)
+    }
+
     pub(super) fn stale_or(
         &self,
         target: &Target,

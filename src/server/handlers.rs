@@ -57,11 +57,26 @@ pub async fn manifest(
         client: client.address.map(|a| a.to_string()),
         identity: client.identity.as_deref(),
         message: None,
+        served_stale_seconds: None,
     };
-    match puller.manifest(target, reference).await {
-        Ok(v) => {
+    match puller.manifest_served(target, reference).await {
+        Ok((v, stale)) => {
+            let base = Decision {
+                served_stale_seconds: stale.map(|s| s.as_secs()),
+                ..base
+            };
             record_allowed(metrics, audit, &v, base);
-            manifest_response(v.content(), method)
+            let mut r = manifest_response(v.content(), method);
+            if let Some(age) = stale {
+                // RFC 9111's 110 "Response is Stale": the tag was not
+                // revalidated; the content is the verified one it named.
+                let warning = format!(
+                    "110 - \"portcullis: upstream unavailable; tag last checked {}s ago\"",
+                    age.as_secs()
+                );
+                put(r.headers_mut(), header::WARNING, &warning);
+            }
+            r
         }
         Err(e) => {
             if let Some(refused) = Refused::of(&e, puller, target) {

@@ -161,13 +161,30 @@ async fn upstream_down_serves_verified_tags_until_max_stale_and_digests_from_cac
     );
     assert_eq!(r.headers()["docker-content-digest"], image.digest.as_str());
     assert_eq!(
+        r.headers()["warning"],
+        "110 - \"portcullis: upstream unavailable; tag last checked 660s ago\"",
+        "a stale answer says so"
+    );
+    assert_eq!(
         proxy.metric("portcullis_stale_served_total", &[]).await,
         1.0
     );
     let r = proxy
         .get_manifest(&format!("/v2/local/c/app/manifests/{}", image.digest))
         .await;
+    assert!(
+        r.headers().get("warning").is_none(),
+        "a digest is never stale"
+    );
     assert_eq!(r.bytes().await.unwrap(), image.manifest);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let marked: Vec<_> = proxy
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "decision" && e["reference"] == "v1")
+        .map(|e| e["served_stale_seconds"].clone())
+        .collect();
+    assert_eq!(marked, [serde_json::Value::Null, serde_json::json!(660)]);
     let r = proxy
         .get(&format!("/v2/local/c/app/blobs/{}", image.layers[0].digest))
         .await;
