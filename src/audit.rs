@@ -83,6 +83,9 @@ pub enum ReloadResult {
         epoch: u64,
         restart_needed: Vec<&'static str>,
     },
+    /// The config file, the files it names and the trust material read
+    /// exactly as what is in force: nothing was changed or retired.
+    Unchanged { epoch: u64 },
     /// Refused; the running config stays.
     Error { error: String },
 }

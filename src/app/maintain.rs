@@ -62,6 +62,18 @@ pub async fn maintain(app: Arc<App>, shutdown: CancellationToken) {
 
 /// Modification times (and sizes) of the config file and every file it names.
 fn file_stamps(config: &Config) -> Vec<Option<(SystemTime, u64)>> {
+    watched_files(config)
+        .into_iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .map(|m| (m.modified().unwrap_or(UNIX_EPOCH), m.len()))
+        })
+        .collect()
+}
+
+/// The config file and every file it names, in a stable order.
+pub(super) fn watched_files(config: &Config) -> Vec<&Path> {
     let mut files: Vec<&Path> = config.source_file.iter().map(|p| p.as_path()).collect();
     for a in &config.authorities {
         match &a.kind {
@@ -83,11 +95,4 @@ fn file_stamps(config: &Config) -> Vec<Option<(SystemTime, u64)>> {
         }
     }
     files
-        .into_iter()
-        .map(|f| {
-            std::fs::metadata(f)
-                .ok()
-                .map(|m| (m.modified().unwrap_or(UNIX_EPOCH), m.len()))
-        })
-        .collect()
 }

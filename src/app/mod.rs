@@ -36,6 +36,10 @@ pub struct App {
     pub sources: Arc<Sources>,
     /// One rebuild at a time.
     rebuilding: tokio::sync::Mutex<()>,
+    /// The digest of what the gate in force was built from (config file,
+    /// the files it names, URL source documents, their availability), when
+    /// it could be read whole: a reload of the same inputs changes nothing.
+    installed_inputs: std::sync::Mutex<Option<[u8; 32]>>,
     /// Whether each URL source was usable at its last refresh.
     available: std::sync::Mutex<HashMap<String, bool>>,
     /// The upstreams, by name and alias, and how a repository is routed.
@@ -103,6 +107,8 @@ impl App {
         )
         .await
         .map_err(BuildError::Audit)?;
+        // Before trust reads the files (see `App::load_new`).
+        let files = reload::files_digest(config);
         let (sources, gate) = first_trust(config, clock.now(), &metrics, &audit).await?;
         let shared = Shared {
             store: match &config.cache.s3 {
@@ -136,6 +142,7 @@ impl App {
             config: std::sync::Mutex::new(Arc::new(config.clone())),
             sources: Arc::clone(&sources),
             rebuilding: tokio::sync::Mutex::new(()),
+            installed_inputs: std::sync::Mutex::new(None),
             available: std::sync::Mutex::new(
                 sources
                     .snapshot()
@@ -149,6 +156,12 @@ impl App {
             ready: AtomicBool::new(true),
             peers,
         });
+        // Nothing refreshes before `maintain` starts: the sources hold what
+        // the first gate was built from.
+        let inputs = app.inputs_digest(files);
+        *app.installed_inputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = inputs;
         app.trust_health();
         Ok(app)
     }

@@ -1,7 +1,9 @@
 //! Reloading: the config file and trust material read again and put in
 //! force whole, or refused whole with the running config kept.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 
 use super::{App, export_exceptions, export_expiry};
@@ -48,6 +50,28 @@ fn trust_changes(
         .collect()
 }
 
+/// The config text that was parsed and the bytes of every other file it
+/// names, read now; `None` without a config file or when one is unreadable
+/// (then no reload passes for a no-op).
+pub(super) fn files_digest(config: &Config) -> Option<[u8; 32]> {
+    let mut h = Sha256::new();
+    h.update(config.source_digest?);
+    for file in super::maintain::watched_files(config) {
+        if Some(file) == config.source_file.as_deref() {
+            continue;
+        }
+        part(&mut h, file.as_os_str().as_encoded_bytes());
+        part(&mut h, &std::fs::read(file).ok()?);
+    }
+    Some(h.finalize().into())
+}
+
+/// Feeds `bytes` with its length, so that parts cannot run together.
+fn part(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_be_bytes());
+    h.update(bytes);
+}
+
 /// The sections that changed but take effect only after a restart.
 fn restart_needed(current: &Config, new: &Config) -> Vec<&'static str> {
     [
@@ -73,7 +97,7 @@ impl App {
     pub async fn reload(&self, trigger: &str) -> Result<u64, ReloadError> {
         let _one = self.rebuilding.lock().await;
         let current = self.config();
-        let (new, trust) = match self.load_new(&current) {
+        let (new, trust, inputs) = match self.load_new(&current) {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::error!(trigger, error = %e, "config reload refused; the running config stays");
@@ -87,11 +111,35 @@ impl App {
                 return Err(e);
             }
         };
+        let unchanged = inputs.is_some()
+            && *self
+                .installed_inputs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                == inputs;
+        if unchanged && !trigger.starts_with("trust_refresh:") {
+            let (_, epoch) = self.puller.gate();
+            tracing::info!(
+                trigger,
+                epoch,
+                "config reloaded: unchanged, nothing retired"
+            );
+            self.metrics.config_reload(true);
+            self.audit.record(&Event::ConfigReload(ConfigReload {
+                trigger,
+                result: ReloadResult::Unchanged { epoch },
+            }));
+            return Ok(epoch);
+        }
         let restart_needed = restart_needed(&current, &new);
         if !restart_needed.is_empty() {
             tracing::warn!(sections = ?restart_needed, "config sections changed that take effect only after a restart");
         }
         let epoch = self.install(&new, trust, trigger);
+        *self
+            .installed_inputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = inputs;
         tracing::info!(trigger, epoch, "config reloaded");
         self.metrics.config_reload(true);
         self.audit.record(&Event::ConfigReload(ConfigReload {
@@ -108,16 +156,53 @@ impl App {
         Ok(epoch)
     }
 
+    /// The digest of what a gate is built from: `files` (see
+    /// [`files_digest`]) with the URL sources' documents and their
+    /// availability as they are now.
+    pub(super) fn inputs_digest(&self, files: Option<[u8; 32]>) -> Option<[u8; 32]> {
+        let mut h = Sha256::new();
+        h.update(files?);
+        let sources: BTreeMap<String, bytes::Bytes> = self
+            .sources
+            .snapshot()
+            .into_iter()
+            .map(|(k, f)| (k, f.body))
+            .collect();
+        for (key, body) in &sources {
+            part(&mut h, key.as_bytes());
+            part(&mut h, body);
+        }
+        let available: BTreeMap<String, bool> = self
+            .available
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .into_iter()
+            .collect();
+        for (key, up) in &available {
+            part(&mut h, key.as_bytes());
+            part(&mut h, &[u8::from(*up)]);
+        }
+        Some(h.finalize().into())
+    }
+
     /// The config file as it is now, with trust loaded from it and the URL
     /// sources' current material.
-    fn load_new(&self, current: &Config) -> Result<(Config, TrustSnapshot), ReloadError> {
+    /// The digest of its inputs is taken before trust reads them: a file
+    /// that changes meanwhile differs at the next reload, never passes for
+    /// the one in force.
+    fn load_new(
+        &self,
+        current: &Config,
+    ) -> Result<(Config, TrustSnapshot, Option<[u8; 32]>), ReloadError> {
         let new = match &current.source_file {
             Some(path) => Config::load(path)?,
             None => current.clone(),
         };
+        let inputs = self.inputs_digest(files_digest(&new));
         let trust = TrustSnapshot::load_with(&new.authorities, 0, &self.sources.snapshot())
             .map_err(ReloadError::Trust)?;
-        Ok((new, trust))
+        Ok((new, trust, inputs))
     }
 
     /// Puts `trust` and `config`'s policies in force; audits what trust changed.

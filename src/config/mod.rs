@@ -41,6 +41,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// The file this config was read from (what a reload re-reads).
     pub source_file: Option<PathBuf>,
+    /// SHA-256 of the text that was parsed from it.
+    pub source_digest: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -441,6 +443,7 @@ impl Config {
             problems,
         })?;
         config.source_file = Some(path.to_path_buf());
+        config.source_digest = Some(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()).into());
         Ok(config)
     }
 

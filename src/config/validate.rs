@@ -177,6 +177,7 @@ impl<'a> Validator<'a> {
                 audit,
                 cluster,
                 source_file: None,
+                source_digest: None,
             })
         } else {
             Err(self.problems)

@@ -1166,15 +1166,17 @@ async fn a_blob_decided_across_a_reload_is_decided_again_under_the_new_gate() {
         }
     };
 
-    // A reload that changes nothing: decided again, still allowed.
+    // A reload to an equal policy (the file differs only by a comment, so
+    // a new gate is put in force): decided again, still allowed.
     let same = std::fs::read_to_string(&path).unwrap();
-    let (r, ()) = tokio::join!(blob(0), reload_midway(same.clone()));
+    let (r, ()) = tokio::join!(blob(0), reload_midway(format!("{same}\n# written again\n")));
     assert_eq!(r.status(), 200, "allowed under the new gate too");
     assert_eq!(r.bytes().await.unwrap(), signed.layers[0].bytes);
 
     // A reload that trusts another key: the grant made under the old one
     // does not count. (A reload first retires the grants just made.)
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    std::fs::write(&path, &same).unwrap();
     assert_eq!(b.admin_reload(ADMIN_TOKEN).await.0, 200);
     let other = VendorKey::generate();
     other.write_public(shared.files.path(), "other.pub");

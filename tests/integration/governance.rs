@@ -1085,3 +1085,57 @@ async fn audit_events_eventually(
     }
     panic!("no such audit event: {:?}", proxy.audit_events());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_changes_nothing_keeps_the_epoch_and_the_cached_verdicts_and_a_key_change_still_applies()
+ {
+    let (old, new) = (VendorKey::generate(), VendorKey::generate());
+    let s = setup(
+        "keys = [\"{dir}/acme.pub\"]",
+        signed_policy,
+        &[("acme.pub", old.public_pem())],
+    )
+    .await;
+    let (_, tag) = s.image(760, Some(&old)).await;
+    assert_eq!(s.answer(&tag).await, (200, None));
+    let epoch = s.proxy.metric("portcullis_trust_epoch", &[]).await;
+    let misses = || {
+        s.proxy
+            .metric("portcullis_cache_misses_total", &["cache=\"verdict\""])
+    };
+    let missed = misses().await;
+
+    for _ in 0..2 {
+        let (status, body) = s.proxy.admin_reload(ADMIN_TOKEN).await;
+        assert_eq!(
+            (status, body["epoch"].as_f64()),
+            (200, Some(epoch)),
+            "{body}"
+        );
+    }
+    assert_eq!(s.answer(&tag).await, (200, None));
+    assert_eq!(s.proxy.metric("portcullis_trust_epoch", &[]).await, epoch);
+    assert_eq!(misses().await, missed, "the cached verdict stayed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let unchanged = s
+        .proxy
+        .audit_events()
+        .iter()
+        .filter(|e| e["event"] == "config_reload" && e["result"] == "unchanged")
+        .count();
+    assert_eq!(unchanged, 2);
+
+    // The same config naming a key file whose contents changed is a change.
+    let text = std::fs::read_to_string(s.proxy.config_path()).unwrap();
+    let key_file = text
+        .split("keys = [\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    std::fs::write(&key_file, new.public_pem()).unwrap();
+    let (status, body) = s.proxy.admin_reload(ADMIN_TOKEN).await;
+    assert_eq!(status, 200);
+    assert!(body["epoch"].as_f64().unwrap() > epoch, "{body}");
+    assert_eq!(s.answer(&tag).await, (403, Some("untrusted_signer".into())));
+}
