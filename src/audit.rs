@@ -160,6 +160,96 @@ pub struct Audit {
     tx: mpsc::Sender<String>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    reopen: Arc<tokio::sync::Notify>,
+}
+
+/// The sink as the writer holds it. A file is reopened by its path when it
+/// was renamed or removed (logrotate's default) or when asked (SIGUSR1).
+enum Out {
+    Stdout(tokio::io::Stdout),
+    File {
+        path: PathBuf,
+        file: tokio::fs::File,
+        /// Device and inode of the file open, to see a rename.
+        id: Option<(u64, u64)>,
+    },
+}
+
+impl Out {
+    async fn open(sink: &Sink) -> std::io::Result<Out> {
+        Ok(match sink {
+            Sink::Stdout => Out::Stdout(tokio::io::stdout()),
+            Sink::File(path) => {
+                let file = open_append(path).await?;
+                let id = file_id(&file.metadata().await?);
+                Out::File {
+                    path: path.clone(),
+                    file,
+                    id,
+                }
+            }
+        })
+    }
+
+    /// Reopens the file when asked or when its path no longer names it.
+    async fn follow_rotation(&mut self, asked: bool) {
+        let Out::File { path, file, id } = self else {
+            return;
+        };
+        let moved = match tokio::fs::metadata(&*path).await {
+            Ok(m) => file_id(&m) != *id,
+            Err(_) => true,
+        };
+        if !asked && !moved {
+            return;
+        }
+        let _ = file.flush().await;
+        match open_append(path).await {
+            Ok(new) => {
+                *id = match new.metadata().await {
+                    Ok(m) => file_id(&m),
+                    Err(_) => None,
+                };
+                *file = new;
+                tracing::info!(path = %path.display(), "audit log reopened");
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot reopen the audit log; writing to the file open");
+            }
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Out::Stdout(o) => {
+                o.write_all(bytes).await?;
+                o.flush().await
+            }
+            Out::File { file, .. } => {
+                file.write_all(bytes).await?;
+                file.flush().await
+            }
+        }
+    }
+}
+
+async fn open_append(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+}
+
+#[cfg(unix)]
+fn file_id(m: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
 }
 
 impl Audit {
@@ -172,16 +262,9 @@ impl Audit {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Arc<Audit>> {
         let (tx, mut rx) = mpsc::channel::<String>(queue.max(1));
-        let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match sink {
-            Sink::Stdout => Box::new(tokio::io::stdout()),
-            Sink::File(path) => Box::new(
-                tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .await?,
-            ),
-        };
+        let mut out = Out::open(sink).await?;
+        let reopen = Arc::new(tokio::sync::Notify::new());
+        let asked = Arc::clone(&reopen);
         tokio::spawn(async move {
             // Lines queued while the previous write ran go out in one write:
             // under load a handful of writes per second instead of one
@@ -193,17 +276,31 @@ impl Audit {
                         Err(_) => break,
                     }
                 }
+                // Whole batches of whole lines: a rotation lands between
+                // lines, never inside one.
+                let signalled = futures_util::FutureExt::now_or_never(asked.notified()).is_some();
+                out.follow_rotation(signalled).await;
                 if let Err(e) = out.write_all(batch.as_bytes()).await {
                     tracing::warn!(error = %e, "audit sink write failed");
                 }
-                let _ = out.flush().await;
             }
         });
-        Ok(Arc::new(Audit { tx, clock, metrics }))
+        Ok(Arc::new(Audit {
+            tx,
+            clock,
+            metrics,
+            reopen,
+        }))
     }
 
     /// Queues `event` as one line, with the time in front. A full queue
     /// drops it and counts the drop; serialising builds no JSON tree.
+    /// Asks the writer to reopen the audit file before its next write
+    /// (SIGUSR1, after a rotation that copied or moved it).
+    pub fn reopen(&self) {
+        self.reopen.notify_one();
+    }
+
     pub fn record(&self, event: &Event<'_>) {
         #[derive(serde::Serialize)]
         struct Line<'a> {

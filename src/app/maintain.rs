@@ -15,10 +15,14 @@ const WATCH_TICK: Duration = Duration::from_secs(1);
 
 /// Keeps policy and trust current until `shutdown`: reloads on SIGHUP and
 /// when the config file or a file it names changes, and refreshes each URL
-/// source and TUF repository when [`Schedule`] says it is due.
+/// source and TUF repository when [`Schedule`] says it is due. SIGUSR1
+/// reopens the audit file.
 pub async fn maintain(app: Arc<App>, shutdown: CancellationToken) {
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    #[cfg(unix)]
+    let mut usr1 =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
     let mut stamps = file_stamps(&app.config());
     let mut schedule = Schedule::default();
     let (finished, mut reports) = tokio::sync::mpsc::unbounded_channel::<(String, Duration)>();
@@ -31,11 +35,21 @@ pub async fn maintain(app: Arc<App>, shutdown: CancellationToken) {
                 None => std::future::pending().await,
             }
         };
+        #[cfg(unix)]
+        let reopen = async {
+            match usr1.as_mut() {
+                Some(u) => u.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         #[cfg(not(unix))]
         let hup = std::future::pending::<Option<()>>();
+        #[cfg(not(unix))]
+        let reopen = std::future::pending::<Option<()>>();
         tokio::select! {
             () = shutdown.cancelled() => return,
             Some((key, wait)) = reports.recv() => schedule.finished(key, wait, Instant::now()),
+            _ = reopen => app.audit.reopen(),
             _ = hup => {
                 let _ = app.reload("sighup").await;
                 stamps = file_stamps(&app.config());

@@ -373,3 +373,55 @@ async fn verify_and_trust_status_during_a_live_blob_fill_lose_nothing_from_the_l
     assert_eq!(again.bytes().await.unwrap(), layer.bytes);
     assert_eq!(proxy.upstream_requests("blob").await, 1.0);
 }
+
+/// Every decision line in `files`, parsed (each must be whole JSON).
+fn decision_lines(files: &[std::path::PathBuf]) -> usize {
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+        .flat_map(|text| {
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a whole line"))
+                .filter(|e| e["event"] == "decision")
+                .collect::<Vec<_>>()
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_audit_log_renamed_by_logrotate_is_reopened_with_no_line_lost_or_split() {
+    let proxy = Proxy::start(
+        ProxyConfig::new()
+            .upstream("local", "http://127.0.0.1:9")
+            .policy(Policy::deny("closed", "local/**")),
+    )
+    .await;
+    let audit = proxy.config_path().parent().unwrap().join("audit.jsonl");
+    let rotated = audit.with_extension("jsonl.1");
+    let pulls = |n: usize| {
+        futures_util::future::join_all((0..n).map(|i| {
+            let proxy = &proxy;
+            async move {
+                let r = proxy
+                    .get_manifest(&format!("/v2/local/app{i}/manifests/v1"))
+                    .await;
+                assert_eq!(r.status(), 403);
+            }
+        }))
+    };
+    pulls(50).await;
+    let (_, ()) = tokio::join!(pulls(50), async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        std::fs::rename(&audit, &rotated).unwrap();
+    });
+    pulls(50).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    assert!(audit.exists(), "a new audit file was opened");
+    let after = decision_lines(std::slice::from_ref(&audit));
+    assert!(
+        after >= 50,
+        "the pulls after the rotation went to the new file: {after}"
+    );
+    assert_eq!(decision_lines(&[audit, rotated]), 150, "no line lost");
+}

@@ -420,3 +420,72 @@ async fn a_good_reload_is_logged_and_a_config_replaced_by_a_link_to_a_secret_is_
         "no colour codes when stderr is not a terminal:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigusr1_reopens_the_audit_file_and_keeps_every_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let path = dir.path().join("p.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[cache]\ndir = \"cache\"\n[audit]\nsink = \"audit.jsonl\"\n{}{}",
+            Upstream::test("local", "http://127.0.0.1:9").toml(),
+            Policy::deny("closed", "local/**").toml()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client
+        .get(format!("http://127.0.0.1:{admin}/readyz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pull = || async {
+        let r = client
+            .get(format!("http://127.0.0.1:{port}/v2/local/app/manifests/v1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+    };
+    let kill = |signal: &str| {
+        assert!(
+            Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    pull().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    kill("-USR1");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pull().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill("-TERM");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the signal did not stop the server");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("audit log reopened"), "{log}");
+    let text = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    let decisions = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "decision")
+        .count();
+    assert_eq!(decisions, 2);
+}
