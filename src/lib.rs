@@ -90,7 +90,6 @@ pub async fn run_with_clock(
         Some(a) => Some(bind(a.listen).await?),
         None => None,
     };
-    tracing::info!(listen = %config.server.listen, admin = ?config.admin.as_ref().map(|a| a.listen), upstreams = config.upstreams.len(), "portcullis serving");
     let registry_app = Arc::new(server::Registry::new(
         Arc::clone(&app),
         config.server.auth.as_ref(),
@@ -99,6 +98,11 @@ pub async fn run_with_clock(
         Some(t) => Some(server::tls::acceptor(t).map_err(RunError::Tls)?),
         None => None,
     };
+    let admin_listen = config
+        .admin
+        .as_ref()
+        .map_or_else(|| "off".to_string(), |a| a.listen.to_string());
+    tracing::info!(listen = %config.server.listen, admin = %admin_listen, tls = tls.is_some(), upstreams = config.upstreams.len(), "portcullis serving");
     let registry = server::serve(
         listener,
         tls,

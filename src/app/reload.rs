@@ -133,7 +133,7 @@ impl App {
         }
         let restart_needed = restart_needed(&current, &new);
         if !restart_needed.is_empty() {
-            tracing::warn!(sections = ?restart_needed, "config sections changed that take effect only after a restart");
+            tracing::warn!(sections = %restart_needed.join(", "), "config sections changed that take effect only after a restart");
         }
         let epoch = self.install(&new, trust, trigger);
         *self
@@ -236,7 +236,7 @@ impl App {
                 epoch,
                 source: trigger,
             };
-            tracing::info!(authority, ?change.added, ?change.removed, epoch, "trust changed");
+            tracing::info!(authority, added = %change.added.join(", "), removed = %change.removed.join(", "), epoch, "trust changed");
             self.audit.record(&Event::TrustChange(change));
         }
         epoch

@@ -233,7 +233,7 @@ impl App {
                 name: p.name.clone(),
                 mode: p.mode.as_str(),
                 patterns: p.patterns.iter().map(|g| g.to_string()).collect(),
-                rule: format!("{:?}", p.rule),
+                rule: p.rule.to_string(),
                 attestations: p
                     .attestations
                     .iter()

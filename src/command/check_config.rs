@@ -149,22 +149,22 @@ impl fmt::Display for CheckConfigReport {
         let c = &self.cache;
         writeln!(
             f,
-            "  cache {} (max {} bytes, tag_ttl {:?}, max_stale {:?})",
+            "  cache {} (max {} bytes, tag_ttl {}, max_stale {})",
             c.dir.display(),
             c.max_bytes,
-            c.tag_ttl,
-            c.max_stale
+            humantime::format_duration(c.tag_ttl),
+            humantime::format_duration(c.max_stale)
         )?;
         for u in &self.upstreams {
             writeln!(f, "  upstream {} -> {}", u.name, u.url)?;
         }
         for a in &self.authorities {
-            writeln!(f, "  authority {} {:?}", a.name, a.kind)?;
+            writeln!(f, "  authority {} {}", a.name, kind_text(&a.kind))?;
         }
         for p in &self.policies {
             let globs = p.patterns.join(", ");
             let mode = p.mode.as_str();
-            writeln!(f, "  policy {} [{globs}] {:?} {mode}", p.name, p.rule)?;
+            writeln!(f, "  policy {} [{globs}] {} ({mode})", p.name, p.rule)?;
         }
         Ok(())
     }
@@ -184,7 +184,35 @@ fn kind_name<S: serde::Serializer>(kind: &AuthorityKind, s: S) -> Result<S::Ok, 
 }
 
 fn rule_text<S: serde::Serializer>(rule: &Rule, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&format_args!("{rule:?}"))
+    s.collect_str(rule)
+}
+
+/// An authority's kind and what it trusts, as people read it.
+fn kind_text(kind: &AuthorityKind) -> String {
+    let files = |pems: &[crate::config::Pem]| {
+        pems.iter()
+            .map(crate::config::Pem::label)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match kind {
+        AuthorityKind::Keys(p) => format!("keys ({})", files(p)),
+        AuthorityKind::CaRoots(p) => format!("ca_roots ({})", files(p)),
+        AuthorityKind::Keyless { issuer, subject } => {
+            format!(
+                "keyless (issuer {issuer}, subject {})",
+                subject_text(subject)
+            )
+        }
+        AuthorityKind::Source(s) => format!("source ({})", s.url),
+    }
+}
+
+fn subject_text(subject: &crate::material::SubjectMatch) -> String {
+    match subject {
+        crate::material::SubjectMatch::Exact(s) => s.clone(),
+        crate::material::SubjectMatch::Regex(r) => format!("matching {}", r.as_str()),
+    }
 }
 
 fn mode_name<S: serde::Serializer>(mode: &Mode, s: S) -> Result<S::Ok, S::Error> {
@@ -234,10 +262,10 @@ mod tests {
             report(Some(admin)).to_string(),
             "portcullis.toml: ok\n\
              \x20 listen 127.0.0.1:5000 (admin 127.0.0.1:9090)\n\
-             \x20 cache /var/tmp/portcullis (max 1024 bytes, tag_ttl 60s, max_stale 86400s)\n\
+             \x20 cache /var/tmp/portcullis (max 1024 bytes, tag_ttl 1m, max_stale 1day)\n\
              \x20 upstream docker.io -> https://registry-1.docker.io/\n\
-             \x20 authority k8s Keyless { issuer: \"https://accounts.google.com\", subject: Exact(\"krel@example.com\") }\n\
-             \x20 policy everything [docker.io/**, **] AllowUnverified audit\n"
+             \x20 authority k8s keyless (issuer https://accounts.google.com, subject krel@example.com)\n\
+             \x20 policy everything [docker.io/**, **] allow_unverified (audit)\n"
         );
         assert_eq!(report(Some(admin)).exit(), Exit::Success);
     }
@@ -271,7 +299,7 @@ mod tests {
                 "policies": [{
                     "name": "everything",
                     "patterns": ["docker.io/**", "**"],
-                    "rule": "AllowUnverified",
+                    "rule": "allow_unverified",
                     "mode": "audit",
                 }],
             })

@@ -41,6 +41,33 @@ pub enum Rule {
     },
 }
 
+/// As people read it: `deny`, `allow_unverified`, `signatures: any of
+/// [acme]`, `2 of [a, b, c]`, with `, children signed` when required.
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rule::Deny => f.write_str("deny"),
+            Rule::AllowUnverified => f.write_str("allow_unverified"),
+            Rule::Signatures {
+                authorities,
+                require,
+                require_child_signatures,
+            } => {
+                let how = match require {
+                    Require::Any => "any".to_string(),
+                    Require::All => "all".to_string(),
+                    Require::AtLeast(n) => n.to_string(),
+                };
+                write!(f, "signatures: {how} of [{}]", authorities.join(", "))?;
+                if *require_child_signatures {
+                    f.write_str(", children signed")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// How many distinct authorities must have signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Require {
@@ -148,5 +175,33 @@ impl PolicySet {
 
     pub fn iter(&self) -> impl Iterator<Item = &Policy> {
         self.policies.iter()
+    }
+}
+
+#[cfg(test)]
+mod rule_text_tests {
+    use super::*;
+
+    #[test]
+    fn a_rule_reads_as_words_not_rust() {
+        let sig = |require, children| Rule::Signatures {
+            authorities: vec!["a".into(), "b".into()],
+            require,
+            require_child_signatures: children,
+        };
+        assert_eq!(Rule::Deny.to_string(), "deny");
+        assert_eq!(Rule::AllowUnverified.to_string(), "allow_unverified");
+        assert_eq!(
+            sig(Require::Any, false).to_string(),
+            "signatures: any of [a, b]"
+        );
+        assert_eq!(
+            sig(Require::AtLeast(2), true).to_string(),
+            "signatures: 2 of [a, b], children signed"
+        );
+        assert_eq!(
+            sig(Require::All, false).to_string(),
+            "signatures: all of [a, b]"
+        );
     }
 }

@@ -168,7 +168,8 @@ fn record_refused(metrics: &Metrics, audit: &Audit, refused: &Refused<'_>, base:
         message,
     } = refused;
     let (upstream, repo, reference) = (base.upstream, base.repository, &base.reference);
-    tracing::info!(upstream, repo, %reference, digest = ?digest.map(|d| d.to_string()), policy, reason = %reason, message = %message, "denied");
+    let digest_text = digest.map_or_else(|| "none".to_string(), |d| d.to_string());
+    tracing::info!(upstream, repo, %reference, digest = %digest_text, policy, reason = %reason, message = %message, "denied");
     metrics.decision(upstream, policy, Outcome::Deny, reason.as_str());
     let event = Decision {
         digest: digest.map(|d| d.to_string()),

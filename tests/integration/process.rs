@@ -23,7 +23,22 @@ fn check_config_accepts_every_shipped_config() {
             path.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("ok"));
+        for rust in [
+            "Some(",
+            "([",
+            " { ",
+            "Keyless",
+            "Signatures",
+            "AllowUnverified",
+        ] {
+            assert!(
+                !text.contains(rust),
+                "{}: Rust Debug text {rust:?}:\n{text}",
+                path.display()
+            );
+        }
     }
 }
 
