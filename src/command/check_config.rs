@@ -20,7 +20,9 @@ pub fn check_config(file: &Path) -> Result<CheckConfigReport, CheckConfigError> 
         file: file.to_path_buf(),
         problems,
     })?;
-    Ok(CheckConfigReport::new(file, &config))
+    let mut report = CheckConfigReport::new(file, &config);
+    report.warnings = super::lints::lints(&config, std::time::SystemTime::now());
+    Ok(report)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,8 @@ pub struct CheckConfigReport {
     pub upstreams: Vec<UpstreamSummary>,
     pub authorities: Vec<AuthoritySummary>,
     pub policies: Vec<PolicySummary>,
+    /// Legal but dangerous or dead (the config is still valid).
+    pub warnings: Vec<super::lints::Lint>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,6 +135,7 @@ impl CheckConfigReport {
                     mode: p.mode,
                 })
                 .collect(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -165,6 +170,9 @@ impl fmt::Display for CheckConfigReport {
             let globs = p.patterns.join(", ");
             let mode = p.mode.as_str();
             writeln!(f, "  policy {} [{globs}] {} ({mode})", p.name, p.rule)?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "  warning {}: {}", w.path, w.message)?;
         }
         Ok(())
     }
@@ -252,6 +260,7 @@ mod tests {
                 rule: Rule::AllowUnverified,
                 mode: Mode::Audit,
             }],
+            warnings: Vec::new(),
         }
     }
 
@@ -302,6 +311,7 @@ mod tests {
                     "rule": "allow_unverified",
                     "mode": "audit",
                 }],
+                "warnings": [],
             })
         );
     }

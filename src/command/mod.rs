@@ -15,6 +15,7 @@
 
 pub mod check_config;
 pub mod cli;
+pub mod lints;
 pub mod nodes;
 pub mod serve;
 pub mod trust_status;

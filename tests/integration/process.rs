@@ -504,3 +504,53 @@ async fn sigusr1_reopens_the_audit_file_and_keeps_every_line() {
         .count();
     assert_eq!(decisions, 2);
 }
+
+#[test]
+fn check_config_warns_of_policies_no_repository_reaches_unused_authorities_and_expired_exceptions()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let key = format!(
+        "{}/config/keys/example-vendor.pub",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let path = dir.path().join("p.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:5000\"\n[cache]\ndir = \"cache\"\n\
+             [[upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\n\
+             [[authority]]\nname = \"acme\"\nkeys = [\"{key}\"]\n\
+             [[authority]]\nname = \"forgotten\"\nkeys = [\"{key}\"]\n\
+             [[policy]]\nname = \"typo\"\nmatch = [\"dockr.io/acme/**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n\
+             [[policy]]\nname = \"everything\"\nmatch = [\"docker.io/**\"]\nallow_unverified = true\n\
+             [[policy]]\nname = \"acme\"\nmatch = [\"docker.io/acme/**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n\
+             [[exception]]\nmatch = \"docker.io/acme/app\"\ndigest = \"sha256:{}\"\nexpires = \"2020-01-01T00:00:00Z\"\nticket = \"CHG-1\"\nreason = \"old\"\n",
+            "a".repeat(64)
+        ),
+    )
+    .unwrap();
+    let out = check_config(&path);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "warnings do not fail the config: {text}"
+    );
+    for expected in [
+        "warning policy[0].match: \"dockr.io/acme/**\" names no configured upstream (docker.io)",
+        "warning policy[0]: policy \"typo\" can never apply",
+        "warning policy[2].match: \"docker.io/acme/**\" is shadowed by policy \"everything\"",
+        "warning exception[0].expires: exception \"CHG-1\" expired 2020-01-01T00:00:00Z",
+        "warning authority[1]: authority \"forgotten\" is named by no policy",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert_eq!(text.matches("warning ").count(), 6, "{text}");
+    let json = Command::new(BIN)
+        .args(["check-config", "--output", "json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["warnings"].as_array().unwrap().len(), 6);
+    assert_eq!(report["warnings"][0]["path"], "policy[0].match");
+}
