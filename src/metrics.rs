@@ -293,6 +293,12 @@ impl Metrics {
             )?,
         )?
         .set(1);
+        // process_cpu_seconds_total, process_resident_memory_bytes,
+        // process_open_fds, process_max_fds, process_threads, ...
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Metrics {
             requests: counter(
                 r,

@@ -43,11 +43,25 @@ fn every_metric_registers_and_renders_with_the_prefix() {
     assert!(
         text.lines()
             .filter(|l| !l.starts_with('#'))
-            .all(|l| l.starts_with("portcullis_"))
+            .all(|l| l.starts_with("portcullis_") || l.starts_with("process_"))
     );
     let build = format!(
         "portcullis_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
     assert!(text.lines().any(|l| l == build), "{build} missing");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn process_metrics_are_exported() {
+    let text = String::from_utf8(Metrics::new().unwrap().render()).unwrap();
+    for name in [
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
 }

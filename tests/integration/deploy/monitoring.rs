@@ -492,3 +492,32 @@ fn the_prometheus_rule_object_holds_exactly_the_raw_rules_file() {
         "deploy/kubernetes/base/prometheusrule.yaml differs from deploy/prometheus/alerts.yml"
     );
 }
+
+#[test]
+fn the_operations_metrics_table_lists_every_metric_portcullis_exports() {
+    let docs = read(&repo_path("docs/operations.md"));
+    let table = docs
+        .split("## Monitor")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .unwrap();
+    let file = read(&repo_path("src/metrics.rs"));
+    let source = file.split("#[cfg(test)]").next().unwrap();
+    let mut missing = Vec::new();
+    for (at, _) in source.match_indices("\"portcullis_") {
+        let name: String = source[at + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let listed = [format!("`{name}`"), format!("`{name}{{")]
+            .iter()
+            .any(|form| table.contains(form.as_str()));
+        if !listed {
+            missing.push(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/operations.md's metrics table lacks {missing:?}"
+    );
+}
