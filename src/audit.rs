@@ -37,6 +37,35 @@ pub enum Event<'a> {
     TrustChange(TrustChange<'a>),
     /// A trust document was refused; the last good material stays.
     TrustDocumentRefused(DocumentRefused<'a>),
+    /// Upstream credentials were loaded (from their file or helper; the
+    /// secret is never recorded).
+    CredentialsLoaded(CredentialsLoaded<'a>),
+}
+
+#[derive(Debug, Serialize)]
+pub struct CredentialsLoaded<'a> {
+    pub upstream: &'a str,
+    /// The host this process runs on (a pod's name).
+    pub instance: &'a str,
+    /// `file` or `helper`.
+    pub source: &'a str,
+    pub helper: Option<&'a str>,
+    pub file: Option<&'a str>,
+    /// Counts the loads of this upstream's credentials since start.
+    pub generation: u64,
+}
+
+/// This host's name (`HOSTNAME`, else the kernel's), read once.
+pub fn instance() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default()
+    })
 }
 
 /// One pull decision.
@@ -161,6 +190,12 @@ pub struct Audit {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     reopen: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Audit")
+    }
 }
 
 /// The sink as the writer holds it. A file is reopened by its path when it

@@ -107,6 +107,7 @@ impl App {
         )
         .await
         .map_err(BuildError::Audit)?;
+        upstreams.attach_audit(&audit);
         // Before trust reads the files (see `App::load_new`).
         let files = reload::files_digest(config);
         let (sources, gate) = first_trust(config, clock.now(), &metrics, &audit).await?;

@@ -378,6 +378,10 @@ pub struct UpstreamConfig {
     pub url: reqwest::Url,
     pub ca_file: Option<PathBuf>,
     pub credentials_file: Option<PathBuf>,
+    /// A docker credential helper: `docker-credential-<name>` or a path.
+    pub credential_helper: Option<String>,
+    /// How long a helper's answer is used before it is asked again.
+    pub credential_helper_ttl: Duration,
     /// Hosts besides the upstream's own that may serve as its token realm.
     pub token_realm_hosts: Vec<String>,
     /// Docker Hub's rule: single-component names get `library/`.

@@ -303,6 +303,10 @@ pub struct RawUpstream {
     #[serde(default)]
     pub credentials_file: Option<String>,
     #[serde(default)]
+    pub credential_helper: Option<String>,
+    #[serde(default)]
+    pub credential_helper_ttl: Option<String>,
+    #[serde(default)]
     pub token_realm_hosts: Vec<String>,
     #[serde(default)]
     pub library_prefix: Option<bool>,

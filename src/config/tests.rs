@@ -577,3 +577,48 @@ fn decision_limits_have_defaults_and_the_byte_budget_must_hold_one_whole_decisio
         "limits.decision_bytes"
     );
 }
+
+#[test]
+fn a_credential_helper_name_runs_docker_credential_name_and_cannot_join_a_credentials_file() {
+    let with = |keys: &str| {
+        format!(
+            "{}\n[[upstream]]\nname = \"ecr\"\nurl = \"https://1.dkr.ecr.example\"\n{keys}\n",
+            minimal("")
+        )
+    };
+    let c = Config::from_toml(
+        &with("credential_helper = \"ecr-login\""),
+        Path::new("/etc/p"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.upstreams[1].credential_helper.as_deref(),
+        Some("docker-credential-ecr-login")
+    );
+    assert_eq!(
+        c.upstreams[1].credential_helper_ttl,
+        Duration::from_secs(600)
+    );
+    let c = Config::from_toml(
+        &with("credential_helper = \"bin/helper\"\ncredential_helper_ttl = \"1h\""),
+        Path::new("/etc/p"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.upstreams[1].credential_helper.as_deref(),
+        Some("/etc/p/bin/helper")
+    );
+    assert_eq!(
+        c.upstreams[1].credential_helper_ttl,
+        Duration::from_secs(3600)
+    );
+    let p = problems(&with(
+        "credential_helper = \"ecr-login\"\ncredentials_file = \"c.json\"",
+    ));
+    assert_eq!(p[0].path, "upstream[1].credential_helper");
+    assert!(p[0].message.contains("not both"));
+    assert_eq!(
+        problems(&with("credential_helper = \"a b\""))[0].path,
+        "upstream[1].credential_helper"
+    );
+}

@@ -498,11 +498,37 @@ impl<'a> Validator<'a> {
             raw.idle_timeout.as_deref(),
             Duration::from_secs(30),
         );
+        let credential_helper = match (&raw.credential_helper, &raw.credentials_file) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    key("credential_helper"),
+                    "give credentials_file or credential_helper, not both",
+                );
+                None
+            }
+            (Some(h), None) if h.is_empty() || h.chars().any(char::is_whitespace) => {
+                self.problem(
+                    key("credential_helper"),
+                    "a helper name like \"ecr-login\" (runs docker-credential-ecr-login) or a path",
+                );
+                None
+            }
+            (Some(h), None) if h.contains('/') => Some(self.path(h).display().to_string()),
+            (Some(h), None) => Some(format!("docker-credential-{h}")),
+            (None, _) => None,
+        };
+        let credential_helper_ttl = self.duration(
+            &key("credential_helper_ttl"),
+            raw.credential_helper_ttl.as_deref(),
+            Duration::from_secs(600),
+        );
         Some(UpstreamConfig {
             name: name?,
             url: url?,
             ca_file: raw.ca_file.as_deref().map(|p| self.path(p)),
             credentials_file: raw.credentials_file.as_deref().map(|p| self.path(p)),
+            credential_helper,
+            credential_helper_ttl,
             token_realm_hosts: raw
                 .token_realm_hosts
                 .iter()

@@ -67,7 +67,7 @@ impl Upstream {
         challenge: Option<Challenge>,
         scope: &str,
     ) -> Result<HeaderValue, UpstreamError> {
-        let (creds, generation) = self
+        let (creds, mut generation) = self
             .credentials
             .current()
             .await
@@ -84,9 +84,25 @@ impl Upstream {
                 scope: challenged,
             }) => {
                 let wanted = challenged.unwrap_or_else(|| scope.to_string());
-                let token = self
+                let token = match self
                     .fetch_token(&realm, service.as_deref(), &wanted, creds.as_ref())
-                    .await?;
+                    .await
+                {
+                    // A helper's token may have been rotated since it was
+                    // asked: ask again once, then try with the answer.
+                    Err(UpstreamError::Unauthorized) if self.credentials.is_helper() => {
+                        self.credentials.refused();
+                        let (fresh, g) = self
+                            .credentials
+                            .current()
+                            .await
+                            .map_err(UpstreamError::credentials)?;
+                        generation = g;
+                        self.fetch_token(&realm, service.as_deref(), &wanted, fresh.as_ref())
+                            .await?
+                    }
+                    other => other?,
+                };
                 let value = bearer_value(&token.value).ok_or_else(|| {
                     UpstreamError::BadResponse("token is not a header value".into())
                 })?;

@@ -1,12 +1,16 @@
-//! Upstream credentials, read from a JSON file (`{"username": …, "password": …}`)
-//! and re-read when the file changes. Secrets never appear in `Debug` output.
+//! Upstream credentials: read from a JSON file (`{"username": …, "password": …}`)
+//! and re-read when the file changes, or asked of a docker credential helper
+//! (`docker-credential-<name> get`) and kept for `ttl` or until the upstream
+//! refuses them. Secrets never appear in `Debug` output or logs.
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::Deserialize;
+
+use crate::audit::{Audit, CredentialsLoaded, Event};
 
 /// A string that is never printed.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -45,17 +49,98 @@ pub enum CredentialsError {
     },
     #[error("credentials file {path} is not {{\"username\", \"password\"}} JSON")]
     Parse { path: PathBuf },
+    /// The helper could not be run, failed, or answered something else
+    /// than `{"Username", "Secret"}` (its output is never quoted).
+    #[error("credential helper {program}: {why}")]
+    Helper { program: String, why: String },
 }
 
-/// The credentials of one upstream, reloaded when the file's mtime or size changes.
+/// The most a helper may print, and how long it may take.
+const HELPER_OUTPUT: usize = 64 << 10;
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A docker credential helper for one upstream.
+#[derive(Debug)]
+pub struct Helper {
+    /// `docker-credential-<name>` (looked up on `PATH`) or a path.
+    pub program: String,
+    /// What the helper is asked about (the upstream's host).
+    pub server: String,
+    /// How long an answer is used before the helper is asked again.
+    pub ttl: std::time::Duration,
+}
+
+#[derive(Deserialize)]
+struct HelperAnswer {
+    #[serde(rename = "Username")]
+    username: String,
+    #[serde(rename = "Secret")]
+    secret: Secret,
+}
+
+impl Helper {
+    async fn ask(&self) -> Result<Credentials, CredentialsError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let fail = |why: String| CredentialsError::Helper {
+            program: self.program.clone(),
+            why,
+        };
+        let mut child = tokio::process::Command::new(&self.program)
+            .arg("get")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| fail(format!("cannot run it: {e}")))?;
+        let run = async {
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(self.server.as_bytes()).await?;
+            }
+            let mut out = Vec::new();
+            if let Some(stdout) = child.stdout.take() {
+                stdout
+                    .take(HELPER_OUTPUT as u64 + 1)
+                    .read_to_end(&mut out)
+                    .await?;
+            }
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>((status, out))
+        };
+        let (status, out) = tokio::time::timeout(HELPER_TIMEOUT, run)
+            .await
+            .map_err(|_| fail(format!("no answer within {}s", HELPER_TIMEOUT.as_secs())))?
+            .map_err(|e| fail(e.to_string()))?;
+        if !status.success() {
+            return Err(fail(format!("exited with {status}")));
+        }
+        if out.len() > HELPER_OUTPUT {
+            return Err(fail("answered more than 64 KiB".into()));
+        }
+        let answer: HelperAnswer = serde_json::from_slice(&out)
+            .map_err(|_| fail("did not answer {\"Username\", \"Secret\"} JSON".into()))?;
+        Ok(Credentials {
+            username: answer.username,
+            password: answer.secret,
+        })
+    }
+}
+
+/// The credentials of one upstream: a file, reloaded when its mtime or
+/// size changes, or a helper, asked again after its `ttl` or a refusal.
 #[derive(Debug)]
 pub struct CredentialsFile {
     path: Option<PathBuf>,
+    helper: Option<Helper>,
     state: Mutex<Option<Loaded>>,
+    audit: std::sync::OnceLock<(Arc<Audit>, String)>,
+    /// One helper run at a time; the others wait for its answer.
+    asking: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Clone)]
 struct Loaded {
+    /// The file's mtime and size; for a helper, when it answered.
     stamp: (Option<SystemTime>, u64),
     credentials: Credentials,
     generation: u64,
@@ -65,13 +150,69 @@ impl CredentialsFile {
     pub fn new(path: Option<PathBuf>) -> Self {
         CredentialsFile {
             path,
+            helper: None,
             state: Mutex::new(None),
+            audit: std::sync::OnceLock::new(),
+            asking: tokio::sync::Mutex::new(()),
         }
     }
 
+    pub fn helper(helper: Helper) -> Self {
+        CredentialsFile {
+            path: None,
+            helper: Some(helper),
+            state: Mutex::new(None),
+            audit: std::sync::OnceLock::new(),
+            asking: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn is_helper(&self) -> bool {
+        self.helper.is_some()
+    }
+
+    /// The upstream refused the credentials: a helper is asked again at the
+    /// next request (a file is re-read when it changes).
+    pub fn refused(&self) {
+        if self.helper.is_some() {
+            if let Some(l) = self.lock().as_mut() {
+                // Stale, with its generation kept (tokens are cached by it).
+                l.stamp = (None, 0);
+            }
+        }
+    }
+
+    /// Where each load is recorded, as the credentials of `upstream`.
+    pub fn attach_audit(&self, audit: Arc<Audit>, upstream: &str) {
+        let _ = self.audit.set((audit, upstream.to_string()));
+    }
+
+    fn audit_load(&self, generation: u64) {
+        let Some((audit, upstream)) = self.audit.get() else {
+            return;
+        };
+        let file = self.path.as_ref().map(|p| p.display().to_string());
+        audit.record(&Event::CredentialsLoaded(CredentialsLoaded {
+            upstream,
+            instance: crate::audit::instance(),
+            source: if self.helper.is_some() {
+                "helper"
+            } else {
+                "file"
+            },
+            helper: self.helper.as_ref().map(|h| h.program.as_str()),
+            file: file.as_deref(),
+            generation,
+        }));
+    }
+
     /// The current credentials (`None` for anonymous access) and a generation
-    /// number that changes whenever they do.
+    /// number that changes whenever they do. Each load is audited (never
+    /// the secret).
     pub async fn current(&self) -> Result<(Option<Credentials>, u64), CredentialsError> {
+        if let Some(helper) = &self.helper {
+            return self.ask_helper(helper).await;
+        }
         let Some(path) = &self.path else {
             return Ok((None, 0));
         };
@@ -95,6 +236,39 @@ impl CredentialsFile {
             credentials: credentials.clone(),
             generation,
         });
+        drop(state);
+        self.audit_load(generation);
+        Ok((Some(credentials), generation))
+    }
+
+    async fn ask_helper(
+        &self,
+        helper: &Helper,
+    ) -> Result<(Option<Credentials>, u64), CredentialsError> {
+        let fresh = |l: &Loaded| {
+            l.stamp
+                .0
+                .and_then(|at| at.elapsed().ok())
+                .is_some_and(|age| age < helper.ttl)
+        };
+        if let Some(l) = self.lock().as_ref().filter(|l| fresh(l)) {
+            return Ok((Some(l.credentials.clone()), l.generation));
+        }
+        let _one = self.asking.lock().await;
+        if let Some(l) = self.lock().as_ref().filter(|l| fresh(l)) {
+            return Ok((Some(l.credentials.clone()), l.generation));
+        }
+        let credentials = helper.ask().await?;
+        let mut state = self.lock();
+        let generation = state.as_ref().map_or(1, |l| l.generation + 1);
+        tracing::info!(helper = %helper.program, server = %helper.server, username = %credentials.username, generation, "loaded upstream credentials");
+        *state = Some(Loaded {
+            stamp: (Some(SystemTime::now()), 0),
+            credentials: credentials.clone(),
+            generation,
+        });
+        drop(state);
+        self.audit_load(generation);
         Ok((Some(credentials), generation))
     }
 

@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use auth::Token;
 pub use challenge::Challenge;
-pub use credentials::{Credentials, CredentialsFile, Secret};
+pub use credentials::{Credentials, CredentialsFile, Helper, Secret};
 pub use error::UpstreamError;
 pub use routing::{Routed, RoutingError, Upstreams, route};
 
@@ -154,7 +154,21 @@ impl Upstream {
             base: config.url.clone(),
             http,
             realm_hosts,
-            credentials: CredentialsFile::new(config.credentials_file.clone()),
+            credentials: match &config.credential_helper {
+                Some(program) => CredentialsFile::helper(Helper {
+                    program: program.clone(),
+                    server: config
+                        .url
+                        .host_str()
+                        .map(|h| match config.url.port() {
+                            Some(p) => format!("{h}:{p}"),
+                            None => h.to_string(),
+                        })
+                        .unwrap_or_default(),
+                    ttl: config.credential_helper_ttl,
+                }),
+                None => CredentialsFile::new(config.credentials_file.clone()),
+            },
             tokens: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(3600))
@@ -177,7 +191,16 @@ impl Upstream {
 
     fn fail(&self, e: UpstreamError) -> UpstreamError {
         self.metrics.upstream_error(self.name.as_str(), e.kind());
+        if matches!(e, UpstreamError::Unauthorized) {
+            self.credentials.refused();
+        }
         e
+    }
+
+    /// Records each load of this upstream's credentials in `audit`.
+    pub fn attach_audit(&self, audit: &Arc<crate::audit::Audit>) {
+        self.credentials
+            .attach_audit(Arc::clone(audit), self.name.as_str());
     }
 
     /// Sends a request for `/v2/<repo>/<path>`, answering an auth challenge

@@ -51,6 +51,13 @@ impl Upstreams {
         Ok(Upstreams { by_name, default })
     }
 
+    /// Records each upstream's credential loads in `audit`.
+    pub fn attach_audit(&self, audit: &Arc<crate::audit::Audit>) {
+        for u in self.by_name.values() {
+            u.attach_audit(audit);
+        }
+    }
+
     /// The upstream configured under `name` (or an alias of it), if any.
     pub fn get(&self, name: &str) -> Option<Arc<Upstream>> {
         self.by_name.get(&name.to_ascii_lowercase()).cloned()

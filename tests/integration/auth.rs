@@ -223,3 +223,112 @@ async fn token_realm_on_a_host_not_allowed_for_the_upstream_is_never_contacted()
     .await;
     pull_all(&allowed, "team/app", &image).await;
 }
+
+/// A docker credential helper that answers what `dir/current.json` holds
+/// and logs each call's stdin (the server asked about) to `dir/calls`.
+fn fake_helper(dir: &std::path::Path, password: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let helper = dir.join("docker-credential-fake");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 3\ncat >> {d}/calls\necho >> {d}/calls\ncat {d}/current.json\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    rotate_helper(dir, password);
+    helper
+}
+
+fn rotate_helper(dir: &std::path::Path, password: &str) {
+    std::fs::write(
+        dir.join("current.json"),
+        serde_json::json!({"ServerURL": "ignored", "Username": "ci", "Secret": password})
+            .to_string(),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credential_helper_tokens_are_used_rotated_when_refused_and_audited_without_the_secret() {
+    let issuer = TokenIssuer::start(Some(("ci", "s3cret")), false).await;
+    let registry = token_registry(&issuer, "127.0.0.1").await;
+    let (a, b) = (Image::oci(84, &[100]), Image::oci(85, &[100]));
+    for (repo, image) in [("team/a", &a), ("team/b", &b)] {
+        pusher_with_token(&issuer.realm("127.0.0.1"), &registry, repo)
+            .await
+            .image(repo, "v1", image)
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let helper = fake_helper(dir.path(), "s3cret");
+    let upstream = Upstream::test("local", &registry.url())
+        .key("credential_helper", &format!("\"{}\"", helper.display()))
+        .key("credential_helper_ttl", "\"1h\"");
+    let proxy = Proxy::start(config(upstream)).await;
+
+    pull_all(&proxy, "team/a", &a).await;
+    let calls = || std::fs::read_to_string(dir.path().join("calls")).unwrap();
+    assert_eq!(
+        calls(),
+        format!("{}\n", registry.host()),
+        "asked once, about the upstream host"
+    );
+
+    // The token is rotated: the issuer takes only the new one, and the
+    // helper now answers it. The next pull that needs a token gets it.
+    issuer.rotate("ci", "rotated-7");
+    rotate_helper(dir.path(), "rotated-7");
+    pull_all(&proxy, "team/b", &b).await;
+    assert_eq!(
+        calls().lines().count(),
+        2,
+        "asked again after the refusal only"
+    );
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let loads: Vec<_> = proxy
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "credentials_loaded")
+        .collect();
+    assert_eq!(loads.len(), 2, "{loads:?}");
+    assert_eq!(loads[1]["upstream"], "local");
+    assert_eq!(loads[1]["source"], "helper");
+    assert_eq!(loads[1]["generation"], 2);
+    assert!(loads[1]["instance"].as_str().is_some_and(|i| !i.is_empty()));
+    let audit =
+        std::fs::read_to_string(proxy.config_path().parent().unwrap().join("audit.jsonl")).unwrap();
+    assert!(!audit.contains("s3cret") && !audit.contains("rotated-7"));
+    let metrics: String = proxy.metrics().await.keys().cloned().collect();
+    assert!(!metrics.contains("rotated-7"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_credential_helper_that_fails_is_a_502_that_names_it_and_caches_nothing() {
+    let issuer = TokenIssuer::start(Some(("ci", "s3cret")), false).await;
+    let registry = token_registry(&issuer, "127.0.0.1").await;
+    let image = Image::oci(86, &[100]);
+    pusher_with_token(&issuer.realm("127.0.0.1"), &registry, "team/c")
+        .await
+        .image("team/c", "v1", &image)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let helper = fake_helper(dir.path(), "s3cret");
+    std::fs::write(
+        dir.path().join("current.json"),
+        "the helper's own secret text",
+    )
+    .unwrap();
+    let upstream = Upstream::test("local", &registry.url())
+        .key("credential_helper", &format!("\"{}\"", helper.display()));
+    let proxy = Proxy::start(config(upstream)).await;
+    let r = proxy.get_manifest("/v2/local/team/c/manifests/v1").await;
+    assert_eq!(r.status(), 502);
+    assert!(nothing_cached(&proxy));
+    assert!(!r.text().await.unwrap().contains("secret text"));
+    rotate_helper(dir.path(), "s3cret");
+    pull_all(&proxy, "team/c", &image).await;
+}

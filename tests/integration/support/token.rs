@@ -16,6 +16,7 @@ pub const SERVICE: &str = "test-registry";
 pub const ISSUER: &str = "test-issuer";
 
 pub struct TokenIssuer {
+    signer: Arc<Signer>,
     pub port: u16,
     pub cert_pem: String,
     pub requests: Arc<AtomicUsize>,
@@ -25,7 +26,7 @@ pub struct TokenIssuer {
 struct Signer {
     key: EcdsaKeyPair,
     cert_der_b64: String,
-    user: Option<(String, String)>,
+    user: std::sync::Mutex<Option<(String, String)>>,
     anonymous_pull: bool,
 }
 
@@ -43,9 +44,10 @@ impl TokenIssuer {
             key: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &key.serialize_der())
                 .unwrap(),
             cert_der_b64: STANDARD.encode(cert.der()),
-            user: user.map(|(u, p)| (u.to_string(), p.to_string())),
+            user: std::sync::Mutex::new(user.map(|(u, p)| (u.to_string(), p.to_string()))),
             anonymous_pull,
         });
+        let kept = Arc::clone(&signer);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(AtomicUsize::new(0));
@@ -69,6 +71,7 @@ impl TokenIssuer {
             }
         });
         TokenIssuer {
+            signer: kept,
             port,
             cert_pem: cert.pem(),
             requests,
@@ -78,6 +81,11 @@ impl TokenIssuer {
 
     pub fn realm(&self, host: &str) -> String {
         format!("http://{host}:{}/token", self.port)
+    }
+
+    /// From now on only `user:password` gets a token (a rotation).
+    pub fn rotate(&self, user: &str, password: &str) {
+        *self.signer.user.lock().unwrap() = Some((user.to_string(), password.to_string()));
     }
 
     pub fn count(&self) -> usize {
@@ -118,7 +126,8 @@ impl Signer {
             })
             .and_then(|b| STANDARD.decode(b.trim()).ok())
             .map(|b| String::from_utf8_lossy(&b).into_owned());
-        let (subject, actions): (&str, &[&str]) = match (&basic, &self.user) {
+        let user = self.user.lock().unwrap().clone();
+        let (subject, actions): (&str, &[&str]) = match (&basic, &user) {
             (Some(given), Some((u, p))) if *given == format!("{u}:{p}") => {
                 (u.as_str(), &["pull", "push"])
             }
