@@ -207,19 +207,9 @@ fn kind_text(kind: &AuthorityKind) -> String {
         AuthorityKind::Keys(p) => format!("keys ({})", files(p)),
         AuthorityKind::CaRoots(p) => format!("ca_roots ({})", files(p)),
         AuthorityKind::Keyless { issuer, subject } => {
-            format!(
-                "keyless (issuer {issuer}, subject {})",
-                subject_text(subject)
-            )
+            format!("keyless (issuer {issuer}, subject {subject})")
         }
         AuthorityKind::Source(s) => format!("source ({})", s.url),
-    }
-}
-
-fn subject_text(subject: &crate::material::SubjectMatch) -> String {
-    match subject {
-        crate::material::SubjectMatch::Exact(s) => s.clone(),
-        crate::material::SubjectMatch::Regex(r) => format!("matching {}", r.as_str()),
     }
 }
 

@@ -15,6 +15,16 @@ pub enum SubjectMatch {
     Regex(regex::Regex),
 }
 
+/// The subject as written: exact, or `matching <regex>`.
+impl std::fmt::Display for SubjectMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubjectMatch::Exact(s) => f.write_str(s),
+            SubjectMatch::Regex(r) => write!(f, "matching {}", r.as_str()),
+        }
+    }
+}
+
 impl SubjectMatch {
     /// A full-match regex; an invalid or oversized pattern is an error.
     pub fn regex(pattern: &str) -> Result<SubjectMatch, String> {

@@ -145,7 +145,7 @@ impl Authority {
                 .iter()
                 .map(|c| hex::encode(Sha256::digest(c.as_ref())))
                 .collect(),
-            Material::Keyless(id) => vec![format!("{} {:?}", id.issuer, id.subject)],
+            Material::Keyless(id) => vec![format!("{} {}", id.issuer, id.subject)],
         };
         out.extend(self.root_digest.iter().map(|d| format!("trusted_root {d}")));
         out

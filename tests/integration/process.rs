@@ -554,3 +554,32 @@ fn check_config_warns_of_policies_no_repository_reaches_unused_authorities_and_e
     assert_eq!(report["warnings"].as_array().unwrap().len(), 6);
     assert_eq!(report["warnings"][0]["path"], "policy[0].match");
 }
+
+#[test]
+fn trust_status_of_the_signed_example_prints_tables_without_rust_debug_text() {
+    let config = format!("{}/config/signed.toml", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(BIN)
+        .args(["trust", "status", "--config", &config])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("trust (epoch 1)\nAUTHORITY "), "{text}");
+    assert!(
+        text.contains("https://token.actions.githubusercontent.com matching ^(?:"),
+        "{text}"
+    );
+    for rust in ["Some(", "Regex(", "Exact(", "{\"", " { "] {
+        assert!(!text.contains(rust), "Rust Debug text {rust:?}:\n{text}");
+    }
+    let json = Command::new(BIN)
+        .args(["trust", "status", "--output", "json", "--config", &config])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["trust"]["authorities"][0]["name"], "acme");
+}
