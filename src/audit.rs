@@ -239,6 +239,15 @@ impl Out {
             return;
         }
         let _ = file.flush().await;
+        // What now stands at the path must be a plain file (or nothing):
+        // a symlink or FIFO put there would send the log elsewhere or
+        // block the writer.
+        if let Ok(m) = tokio::fs::symlink_metadata(&*path).await
+            && !m.file_type().is_file()
+        {
+            tracing::warn!(path = %path.display(), "the audit path is not a plain file; writing to the file open");
+            return;
+        }
         match open_append(path).await {
             Ok(new) => {
                 *id = match new.metadata().await {

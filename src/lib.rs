@@ -84,6 +84,11 @@ pub async fn run_with_clock(
     clock: Arc<dyn clock::Clock>,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    // SIGUSR1 reopens the audit file; from here on it never ends the
+    // process (tokio keeps the handler installed), not even while trust
+    // first loads, before `maintain` listens for it.
+    #[cfg(unix)]
+    let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1());
     let app = App::build_with_clock(&config, clock).await?;
     let listener = bind(config.server.listen).await?;
     let admin = match &config.admin {

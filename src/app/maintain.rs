@@ -51,14 +51,20 @@ pub async fn maintain(app: Arc<App>, shutdown: CancellationToken) {
             Some((key, wait)) = reports.recv() => schedule.finished(key, wait, Instant::now()),
             _ = reopen => app.audit.reopen(),
             _ = hup => {
-                let _ = app.reload("sighup").await;
+                // Stamped before the reload reads the files: a change made
+                // while it runs is seen at the next tick.
                 stamps = file_stamps(&app.config());
+                let _ = app.reload("sighup").await;
             }
             _ = tick.tick() => {
                 app.recheck_freshness().await;
-                if file_stamps(&app.config()) != stamps {
+                let now = file_stamps(&app.config());
+                if now != stamps {
+                    stamps = now;
+                    // Stamped before the reload: a change made while it runs
+                    // is seen at the next tick (a reload that named other
+                    // files is followed by one more, which changes nothing).
                     let _ = app.reload("file_change").await;
-                    stamps = file_stamps(&app.config());
                 }
                 let held = app.sources.snapshot();
                 let all = refresh::refreshables(&app.config().authorities);

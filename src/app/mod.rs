@@ -159,7 +159,11 @@ impl App {
         });
         // Nothing refreshes before `maintain` starts: the sources hold what
         // the first gate was built from.
-        let inputs = app.inputs_digest(files);
+        // The files read again: a change while trust loaded them (it may
+        // wait on the network) leaves no digest, so the next reload installs.
+        let inputs = app
+            .inputs_digest(files)
+            .filter(|_| reload::files_digest(config) == files);
         *app.installed_inputs
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = inputs;

@@ -188,9 +188,9 @@ impl App {
 
     /// The config file as it is now, with trust loaded from it and the URL
     /// sources' current material.
-    /// The digest of its inputs is taken before trust reads them: a file
-    /// that changes meanwhile differs at the next reload, never passes for
-    /// the one in force.
+    /// The digest of its inputs is taken before trust reads the files and
+    /// again after; unless both agree there is none (the next reload
+    /// installs whatever it reads).
     fn load_new(
         &self,
         current: &Config,
@@ -199,9 +199,13 @@ impl App {
             Some(path) => Config::load(path)?,
             None => current.clone(),
         };
-        let inputs = self.inputs_digest(files_digest(&new));
+        let files = files_digest(&new);
+        let inputs = self.inputs_digest(files);
         let trust = TrustSnapshot::load_with(&new.authorities, 0, &self.sources.snapshot())
             .map_err(ReloadError::Trust)?;
+        // A file that changed while trust read it may have been read in
+        // either form: then nothing can stand for what is in force.
+        let inputs = inputs.filter(|_| files_digest(&new) == files);
         Ok((new, trust, inputs))
     }
 

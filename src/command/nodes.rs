@@ -232,7 +232,19 @@ pub fn check(
         check_containerd_hosts(dir, address, &names, &mut found);
     }
     if let Some(file) = files.containerd_config {
-        check_containerd_config(file, &mut found);
+        check_containerd_config(file, files.containerd_hosts, &mut found);
+    }
+    let looked = [
+        files.containerd_hosts,
+        files.containerd_config,
+        files.registries_conf,
+        files.docker_daemon,
+    ];
+    if looked.iter().all(Option::is_none) {
+        found.push(Bypass {
+            file: PathBuf::from("(none)"),
+            problem: "no runtime configuration found to check (no /etc/containerd, /etc/containers or /etc/docker under --root): nothing is known to route through Portcullis".into(),
+        });
     }
     if let Some(file) = files.registries_conf {
         check_registries_conf(file, address, &names, &mut found);
@@ -329,11 +341,47 @@ fn check_containerd_hosts(
     }
 }
 
-fn check_containerd_config(file: &Path, found: &mut Vec<Bypass>) {
-    let Some(t) = read_toml(file, found) else {
-        return;
+fn check_containerd_config(file: &Path, hosts: Option<&Path>, found: &mut Vec<Bypass>) {
+    found.extend(
+        containerd_config_problems(file, hosts)
+            .into_iter()
+            .map(|problem| Bypass {
+                file: file.to_path_buf(),
+                problem,
+            }),
+    );
+}
+
+fn containerd_config_problems(file: &Path, hosts: Option<&Path>) -> Vec<String> {
+    let t = match std::fs::read_to_string(file) {
+        Ok(text) => match text.parse::<toml::Table>() {
+            Ok(t) => t,
+            Err(e) => {
+                let at = e.span().map_or(0, |s| s.start);
+                return vec![format!(
+                    "not valid TOML (at byte {at}); containerd would refuse it"
+                )];
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return vec!["missing: containerd 1.x then reads no hosts.toml (no config_path) and pulls every registry directly".into()];
+        }
+        Err(e) => return vec![format!("cannot be read: {e}")],
     };
-    for plugin in ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images"] {
+    let mut out = Vec::new();
+    // Config version 3 is containerd 2.x, whose default config_path is
+    // /etc/containerd/certs.d; older versions have none by default.
+    let version = t
+        .get("version")
+        .and_then(toml::Value::as_integer)
+        .unwrap_or(1);
+    let mut path_problem = false;
+    let mut named_any = false;
+    for plugin in [
+        "io.containerd.grpc.v1.cri",
+        "io.containerd.cri.v1.images",
+        "cri",
+    ] {
         let registry = t
             .get("plugins")
             .and_then(|p| p.get(plugin))
@@ -345,19 +393,41 @@ fn check_containerd_config(file: &Path, found: &mut Vec<Bypass>) {
                 .and_then(toml::Value::as_table)
                 .is_some_and(|m| !m.is_empty())
             {
-                found.push(Bypass {
-                    file: file.to_path_buf(),
-                    problem: format!("plugins.\"{plugin}\".registry.{legacy} is set: it takes precedence over config_path (hosts.toml)"),
-                });
+                out.push(format!("plugins.\"{plugin}\".registry.{legacy} is set: it takes precedence over config_path (hosts.toml)"));
             }
         }
-        if registry.get("config_path").is_none() {
-            found.push(Bypass {
-                file: file.to_path_buf(),
-                problem: format!("plugins.\"{plugin}\".registry has no config_path: the hosts.toml files are not read"),
-            });
+        match registry.get("config_path").and_then(toml::Value::as_str) {
+            None if version >= 3 => {}
+            None | Some("") => {
+                path_problem = true;
+                out.push(format!(
+                    "plugins.\"{plugin}\".registry has no config_path: the hosts.toml files are not read"
+                ));
+            }
+            Some(paths) => {
+                named_any = true;
+                let checked = |h: &Path| {
+                    paths
+                        .split(':')
+                        .any(|p| Path::new(p) == h || h.ends_with(p.trim_start_matches('/')))
+                };
+                if let Some(h) = hosts.filter(|h| !checked(h)) {
+                    path_problem = true;
+                    out.push(format!(
+                        "plugins.\"{plugin}\".registry.config_path is {paths}, not the hosts directory checked ({})",
+                        h.display()
+                    ));
+                }
+            }
         }
     }
+    if version < 3 && !named_any && !path_problem {
+        out.push("no registry config_path (containerd 1.x reads no hosts.toml without one): every registry is pulled directly".into());
+    }
+    if t.get("imports").is_some() {
+        out.push("imports other config files, which are not checked: check each with --containerd-config".into());
+    }
+    out
 }
 
 fn check_registries_conf(

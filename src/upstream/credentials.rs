@@ -58,6 +58,11 @@ pub enum CredentialsError {
 /// The most a helper may print, and how long it may take.
 const HELPER_OUTPUT: usize = 64 << 10;
 const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// A refusal asks the helper again at most once in this long, and a
+/// failed run is not repeated sooner: refusals a client can
+/// provoke (a repository the identity may not read) cannot make every
+/// request run the helper.
+const HELPER_REASK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A docker credential helper for one upstream.
 #[derive(Debug)]
@@ -134,6 +139,10 @@ pub struct CredentialsFile {
     helper: Option<Helper>,
     state: Mutex<Option<Loaded>>,
     audit: std::sync::OnceLock<(Arc<Audit>, String)>,
+    /// When the helper last failed, and why (repeated until `HELPER_REASK`).
+    failed: Mutex<Option<(std::time::Instant, String)>>,
+    /// When a refusal last had the helper asked again.
+    reasked: Mutex<Option<std::time::Instant>>,
     /// One helper run at a time; the others wait for its answer.
     asking: tokio::sync::Mutex<()>,
 }
@@ -153,6 +162,8 @@ impl CredentialsFile {
             helper: None,
             state: Mutex::new(None),
             audit: std::sync::OnceLock::new(),
+            failed: Mutex::new(None),
+            reasked: Mutex::new(None),
             asking: tokio::sync::Mutex::new(()),
         }
     }
@@ -163,6 +174,8 @@ impl CredentialsFile {
             helper: Some(helper),
             state: Mutex::new(None),
             audit: std::sync::OnceLock::new(),
+            failed: Mutex::new(None),
+            reasked: Mutex::new(None),
             asking: tokio::sync::Mutex::new(()),
         }
     }
@@ -175,6 +188,11 @@ impl CredentialsFile {
     /// next request (a file is re-read when it changes).
     pub fn refused(&self) {
         if self.helper.is_some() {
+            let mut reasked = self.reasked.lock().unwrap_or_else(|e| e.into_inner());
+            if reasked.is_some_and(|at| at.elapsed() < HELPER_REASK) {
+                return;
+            }
+            *reasked = Some(std::time::Instant::now());
             if let Some(l) = self.lock().as_mut() {
                 // Stale, with its generation kept (tokens are cached by it).
                 l.stamp = (None, 0);
@@ -258,8 +276,38 @@ impl CredentialsFile {
         if let Some(l) = self.lock().as_ref().filter(|l| fresh(l)) {
             return Ok((Some(l.credentials.clone()), l.generation));
         }
-        let credentials = helper.ask().await?;
+        let recent_failure = self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < HELPER_REASK)
+            .map(|(_, why)| why.clone());
+        if let Some(why) = recent_failure {
+            return Err(CredentialsError::Helper {
+                program: helper.program.clone(),
+                why,
+            });
+        }
+        let credentials = match helper.ask().await {
+            Ok(c) => c,
+            Err(e) => {
+                let why = match &e {
+                    CredentialsError::Helper { why, .. } => why.clone(),
+                    other => other.to_string(),
+                };
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((std::time::Instant::now(), why));
+                return Err(e);
+            }
+        };
+        *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let mut state = self.lock();
+        if let Some(l) = state.as_mut().filter(|l| l.credentials == credentials) {
+            // The same answer: cached tokens stay good, nothing to record.
+            l.stamp = (Some(SystemTime::now()), 0);
+            return Ok((Some(credentials), l.generation));
+        }
         let generation = state.as_ref().map_or(1, |l| l.generation + 1);
         tracing::info!(helper = %helper.program, server = %helper.server, username = %credentials.username, generation, "loaded upstream credentials");
         *state = Some(Loaded {

@@ -329,6 +329,46 @@ async fn a_credential_helper_that_fails_is_a_502_that_names_it_and_caches_nothin
     assert_eq!(r.status(), 502);
     assert!(nothing_cached(&proxy));
     assert!(!r.text().await.unwrap().contains("secret text"));
+    // A failed run is not repeated at once: the next requests fail the
+    // same way without running the helper again.
     rotate_helper(dir.path(), "s3cret");
-    pull_all(&proxy, "team/c", &image).await;
+    for _ in 0..5 {
+        let r = proxy.get_manifest("/v2/local/team/c/manifests/v1").await;
+        assert_eq!(r.status(), 502);
+    }
+    let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap();
+    assert_eq!(calls.lines().count(), 1, "one run: {calls}");
+    assert!(nothing_cached(&proxy));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_a_client_provokes_run_the_credential_helper_at_most_once_more() {
+    let issuer = TokenIssuer::start(Some(("ci", "s3cret")), false).await;
+    let registry = token_registry(&issuer, "127.0.0.1").await;
+    let image = Image::oci(87, &[100]);
+    pusher_with_token(&issuer.realm("127.0.0.1"), &registry, "team/d")
+        .await
+        .image("team/d", "v1", &image)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let helper = fake_helper(dir.path(), "s3cret");
+    let upstream = Upstream::test("local", &registry.url())
+        .key("credential_helper", &format!("\"{}\"", helper.display()))
+        .key("credential_helper_ttl", "\"1h\"");
+    let proxy = Proxy::start(config(upstream)).await;
+    pull_all(&proxy, "team/d", &image).await;
+    // From now on the issuer refuses what the helper answers.
+    issuer.rotate("ci", "something-else");
+    for i in 0..10 {
+        let r = proxy
+            .get_manifest(&format!("/v2/local/team/x{i}/manifests/v1"))
+            .await;
+        assert!(r.status().is_server_error(), "{}", r.status());
+    }
+    let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap();
+    assert_eq!(
+        calls.lines().count(),
+        2,
+        "the first ask and one after the refusals: {calls}"
+    );
 }

@@ -1139,3 +1139,55 @@ async fn a_reload_that_changes_nothing_keeps_the_epoch_and_the_cached_verdicts_a
     assert!(body["epoch"].as_f64().unwrap() > epoch, "{body}");
     assert_eq!(s.answer(&tag).await, (403, Some("untrusted_signer".into())));
 }
+
+/// The key file changes while the first trust load waits on the network,
+/// then is changed back: the revocation must apply. (The race it guards,
+/// a digest taken before the load standing for what the load read, is
+/// closed by reading the files again after the load; this run does not
+/// hit it deterministically, since the failed source's retry installs a
+/// gate of its own.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_file_changed_while_trust_first_loads_is_not_taken_for_unchanged_by_a_later_reload() {
+    let (a, b) = (VendorKey::generate(), VendorKey::generate());
+    let registry = Registry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("acme.pub");
+    std::fs::write(&key_file, a.public_pem()).unwrap();
+    // A trust source that accepts and holds its connection: the first
+    // trust load waits on it (after the key file's digest was taken).
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = hanging.local_addr().unwrap().port();
+    let config = signed_policy(
+        ProxyConfig::new()
+            .upstream("local", &registry.url())
+            .authority(
+                Authority::named("acme").lines(&format!("keys = [\"{}\"]", key_file.display())),
+            )
+            .authority(Authority::named("slow").lines(&format!(
+                "source = {{ url = \"https://127.0.0.1:{port}/keys.pem\", refresh = \"1h\" }}"
+            ))),
+    );
+    let starting = tokio::spawn(Proxy::start(config));
+    let (held, _) = hanging.accept().await.unwrap();
+    // Rotated to B while trust loads; the gate is built from B.
+    std::fs::write(&key_file, b.public_pem()).unwrap();
+    drop(held);
+    drop(hanging);
+    let proxy = starting.await.unwrap();
+    let s = Setup {
+        pusher: Pusher::new(&registry.url()),
+        registry,
+        proxy,
+    };
+    let (_, by_b) = s.image(770, Some(&b)).await;
+    assert_eq!(s.answer(&by_b).await, (200, None));
+
+    // B revoked by writing A back: the reload must put that in force.
+    std::fs::write(&key_file, a.public_pem()).unwrap();
+    let (status, body) = s.proxy.admin_reload(ADMIN_TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        s.answer(&by_b).await,
+        (403, Some("untrusted_signer".into()))
+    );
+}

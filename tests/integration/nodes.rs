@@ -402,3 +402,51 @@ async fn podman_pull_of_a_denied_image_shows_the_reason_and_the_audited_decision
         "{ids:?}: {stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_a_containerd_config_that_never_reads_the_hosts_directory() {
+    let (_registry, proxy) = setup(431).await;
+    let out = tempfile::tempdir().unwrap();
+    generate(&proxy, out.path());
+    let hosts = out.path().join("containerd/certs.d");
+    let config = out.path().join("containerd/config.toml");
+    let args = [
+        format!("--containerd-hosts={}", hosts.display()),
+        format!("--containerd-config={}", config.display()),
+    ];
+    let run = || check(&proxy, &[&args[0], &args[1]]);
+    let cri = "[plugins.\"io.containerd.grpc.v1.cri\".registry]";
+    for (text, says) in [
+        (None, "missing: containerd 1.x"),
+        (
+            Some("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\nsnapshotter = \"overlayfs\"\n".to_string()),
+            "no registry config_path",
+        ),
+        (Some(format!("version = 2\n{cri}\nconfig_path = \"\"\n")), "has no config_path"),
+        (Some(format!("version = 2\n{cri}\nconfig_path = \"/elsewhere\"\n")), "config_path is /elsewhere"),
+    ] {
+        match &text {
+            Some(t) => std::fs::write(&config, t).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(&config);
+            }
+        }
+        let (code, report) = run();
+        assert_eq!(code, 1, "{text:?}: {report}");
+        assert!(report.contains(says), "{text:?}: {report}");
+    }
+    std::fs::write(
+        &config,
+        format!(
+            "version = 2\n{cri}\nconfig_path = \"{}\"\n",
+            hosts.display()
+        ),
+    )
+    .unwrap();
+    assert_eq!(run().0, 0);
+    // containerd 2.x reads /etc/containerd/certs.d by default.
+    std::fs::write(&config, "version = 3\n").unwrap();
+    assert_eq!(run().0, 0);
+    // Nothing to look at is not "ok".
+    assert_eq!(check(&proxy, &[]).0, 1);
+}

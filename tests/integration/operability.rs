@@ -425,3 +425,41 @@ async fn an_audit_log_renamed_by_logrotate_is_reopened_with_no_line_lost_or_spli
     );
     assert_eq!(decision_lines(&[audit, rotated]), 150, "no line lost");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlink_put_at_the_audit_path_is_not_followed() {
+    let proxy = Proxy::start(
+        ProxyConfig::new()
+            .upstream("local", "http://127.0.0.1:9")
+            .policy(Policy::deny("closed", "local/**")),
+    )
+    .await;
+    let dir = proxy.config_path().parent().unwrap().to_path_buf();
+    let audit = dir.join("audit.jsonl");
+    let victim = dir.join("victim.json");
+    std::fs::write(&victim, "{}").unwrap();
+    assert_eq!(
+        proxy
+            .get_manifest("/v2/local/a/manifests/v1")
+            .await
+            .status(),
+        403
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::rename(&audit, dir.join("audit.jsonl.1")).unwrap();
+    std::os::unix::fs::symlink(&victim, &audit).unwrap();
+    assert_eq!(
+        proxy
+            .get_manifest("/v2/local/b/manifests/v1")
+            .await
+            .status(),
+        403
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "{}");
+    assert_eq!(
+        decision_lines(&[dir.join("audit.jsonl.1")]),
+        2,
+        "kept in the file open"
+    );
+}
