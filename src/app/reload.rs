@@ -199,6 +199,9 @@ impl App {
             Some(path) => Config::load(path)?,
             None => current.clone(),
         };
+        // A source whose URL, kind or governance key changed counts for
+        // nothing until it is fetched and checked under the new terms.
+        self.sources.forget_changed(&new.authorities);
         let files = files_digest(&new);
         let inputs = self.inputs_digest(files);
         let trust = TrustSnapshot::load_with(&new.authorities, 0, &self.sources.snapshot())

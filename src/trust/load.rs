@@ -216,29 +216,31 @@ impl Loader<'_> {
                 issuer: issuer.clone(),
                 subject: subject.clone(),
             }),
-            AuthorityKind::Source(src) => match self.fetched.get(&a.name) {
-                Some(f) => match source::parse(src.kind, &f.body) {
-                    Ok(m) => {
-                        reliance.freshness.push(Freshness::new(
-                            format!("its source {}", src.url),
-                            f,
-                            src.max_stale,
-                        ));
-                        reliance.stale_after = f.header.map(|h| h.expires);
-                        m
-                    }
-                    Err(e) => {
-                        reliance.unavailable.get_or_insert(e.to_string());
+            AuthorityKind::Source(src) => {
+                match self.fetched.get(&a.name).filter(|f| f.accepted_under(src)) {
+                    Some(f) => match source::parse(src.kind, &f.body) {
+                        Ok(m) => {
+                            reliance.freshness.push(Freshness::new(
+                                format!("its source {}", src.url),
+                                f,
+                                src.max_stale,
+                            ));
+                            reliance.stale_after = f.header.map(|h| h.expires);
+                            m
+                        }
+                        Err(e) => {
+                            reliance.unavailable.get_or_insert(e.to_string());
+                            source::empty(src.kind)
+                        }
+                    },
+                    None => {
+                        reliance.unavailable.get_or_insert(
+                            "its source has not been fetched successfully yet".into(),
+                        );
                         source::empty(src.kind)
                     }
-                },
-                None => {
-                    reliance
-                        .unavailable
-                        .get_or_insert("its source has not been fetched successfully yet".into());
-                    source::empty(src.kind)
                 }
-            },
+            }
         }
     }
 

@@ -52,9 +52,37 @@ pub struct Fetched {
     pub header: Option<Header>,
     etag: Option<String>,
     last_modified: Option<String>,
+    /// The source config a URL source's document was accepted under (see
+    /// [`acceptance`]); it is not relied on, nor revalidated, under another.
+    pub accepted_under: Option<String>,
+}
+
+/// What a URL source's document is accepted under: its URL, its kind and
+/// the governance key that must sign it (by digest). A reload that changes
+/// any of them makes the held document count for nothing until it is
+/// fetched and checked again under the new terms.
+pub fn acceptance(src: &SourceConfig) -> String {
+    use sha2::{Digest as _, Sha256};
+    let kind = match src.kind {
+        crate::config::SourceKind::Keys => "keys",
+        crate::config::SourceKind::CaRoots => "ca_roots",
+    };
+    let signer = match &src.signed_by {
+        None => "unsigned".to_string(),
+        Some(p) => match std::fs::read(p) {
+            Ok(bytes) => hex::encode(Sha256::digest(&bytes)),
+            Err(_) => format!("unreadable {}", p.display()),
+        },
+    };
+    format!("{} {kind} {signer}", src.url)
 }
 
 impl Fetched {
+    /// Whether this document was accepted under `src` as it is now.
+    pub fn accepted_under(&self, src: &SourceConfig) -> bool {
+        self.accepted_under.as_deref() == Some(acceptance(src).as_str())
+    }
+
     /// A document last verified at `at`, for tests elsewhere in the crate.
     #[cfg(test)]
     pub fn for_tests(at: SystemTime) -> Fetched {
@@ -64,6 +92,7 @@ impl Fetched {
             header: None,
             etag: None,
             last_modified: None,
+            accepted_under: None,
         }
     }
 
@@ -230,7 +259,8 @@ impl Sources {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(authority)
-            .cloned();
+            .cloned()
+            .filter(|p| p.accepted_under(src));
         let (body, etag, last_modified) = match fetch(src, previous.as_ref()).await {
             Ok(Some(document)) => document,
             Ok(None) => {
@@ -279,6 +309,7 @@ impl Sources {
                 header,
                 etag,
                 last_modified,
+                accepted_under: Some(acceptance(src)),
             },
         );
         if unchanged.is_some() {
@@ -334,12 +365,27 @@ impl Sources {
                 header: None,
                 etag: None,
                 last_modified: None,
+                accepted_under: None,
             },
         );
         if unchanged.is_some() {
             Refresh::Unchanged
         } else {
             Refresh::Changed
+        }
+    }
+
+    /// Drops what is held for a URL source whose config no longer matches
+    /// the one its document was accepted under, so it is fetched at once.
+    pub fn forget_changed(&self, authorities: &[crate::config::AuthorityConfig]) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for a in authorities {
+            if let crate::config::AuthorityKind::Source(src) = &a.kind
+                && state.get(&a.name).is_some_and(|f| !f.accepted_under(src))
+            {
+                tracing::info!(authority = %a.name, "trust source config changed: its document is fetched again");
+                state.remove(&a.name);
+            }
         }
     }
 

@@ -1191,3 +1191,54 @@ async fn a_key_file_changed_while_trust_first_loads_is_not_taken_for_unchanged_b
         (403, Some("untrusted_signer".into()))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_requires_a_governance_signature_stops_relying_on_the_unsigned_document_held()
+{
+    let (intruder, governance) = (VendorKey::generate(), VendorKey::generate());
+    // The source's document as an attacker left it: unsigned.
+    let server = TrustServer::start(&intruder.public_pem(), None).await;
+    let s = setup(
+        &source(&server, &[("max_stale", "1h")]),
+        signed_policy,
+        &[
+            ("ca.pem", server.ca_pem.clone()),
+            ("governance.pub", governance.public_pem()),
+        ],
+    )
+    .await;
+    let (_, by_intruder) = s.image(780, Some(&intruder)).await;
+    assert_eq!(s.answer(&by_intruder).await, (200, None));
+
+    // Governance now requires its signature on the document.
+    let path = s.proxy.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let ca = text
+        .split("ca_file = \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let dir = std::path::Path::new(ca)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let tightened = text.replacen(
+        "max_stale = \"1h\"",
+        &format!("max_stale = \"1h\", signed_by = \"{dir}/governance.pub\""),
+        1,
+    );
+    assert_ne!(tightened, text);
+    std::fs::write(&path, tightened).unwrap();
+    let (status, body) = s.proxy.admin_reload(ADMIN_TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    // The unsigned document counts for nothing under the new terms.
+    s.eventually(
+        &by_intruder,
+        (403, Some("trust_unavailable")),
+        Duration::from_secs(3),
+    )
+    .await;
+}
