@@ -66,6 +66,10 @@ pub async fn maintain(app: Arc<App>, shutdown: CancellationToken) {
                     // files is followed by one more, which changes nothing).
                     let _ = app.reload("file_change").await;
                 }
+                let now_due = std::mem::take(&mut *app.refetch.lock().unwrap_or_else(|e| e.into_inner()));
+                for key in now_due {
+                    schedule.due_now(&key, Instant::now());
+                }
                 let held = app.sources.snapshot();
                 let all = refresh::refreshables(&app.config().authorities);
                 for r in schedule.take_due(all, |k| held.contains_key(k), Instant::now()) {

@@ -40,6 +40,9 @@ pub struct App {
     /// the files it names, URL source documents, their availability), when
     /// it could be read whole: a reload of the same inputs changes nothing.
     installed_inputs: std::sync::Mutex<Option<[u8; 32]>>,
+    /// Sources whose held document a reload dropped: `maintain` makes
+    /// their refresh due at once.
+    refetch: std::sync::Mutex<Vec<String>>,
     /// Whether each URL source was usable at its last refresh.
     available: std::sync::Mutex<HashMap<String, bool>>,
     /// The upstreams, by name and alias, and how a repository is routed.
@@ -144,6 +147,7 @@ impl App {
             sources: Arc::clone(&sources),
             rebuilding: tokio::sync::Mutex::new(()),
             installed_inputs: std::sync::Mutex::new(None),
+            refetch: std::sync::Mutex::new(Vec::new()),
             available: std::sync::Mutex::new(
                 sources
                     .snapshot()

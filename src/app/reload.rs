@@ -201,7 +201,11 @@ impl App {
         };
         // A source whose URL, kind or governance key changed counts for
         // nothing until it is fetched and checked under the new terms.
-        self.sources.forget_changed(&new.authorities);
+        let forgotten = self.sources.forget_changed(&new.authorities);
+        self.refetch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(forgotten);
         let files = files_digest(&new);
         let inputs = self.inputs_digest(files);
         let trust = TrustSnapshot::load_with(&new.authorities, 0, &self.sources.snapshot())

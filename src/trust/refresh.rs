@@ -155,6 +155,14 @@ impl Schedule {
         ready
     }
 
+    /// `key` is due at once (unless it is running; then its next run,
+    /// which follows the change, is the one that counts).
+    pub fn due_now(&mut self, key: &str, now: Instant) {
+        if !self.running.contains(key) {
+            self.due.insert(key.to_string(), now);
+        }
+    }
+
     /// `key`'s refresh ended at `now`; it is due again after `wait` (jittered).
     pub fn finished(&mut self, key: String, wait: Duration, now: Instant) {
         self.running.remove(&key);

@@ -377,16 +377,20 @@ impl Sources {
 
     /// Drops what is held for a URL source whose config no longer matches
     /// the one its document was accepted under, so it is fetched at once.
-    pub fn forget_changed(&self, authorities: &[crate::config::AuthorityConfig]) {
+    /// Returns their keys (their refresh is due now).
+    pub fn forget_changed(&self, authorities: &[crate::config::AuthorityConfig]) -> Vec<String> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut forgotten = Vec::new();
         for a in authorities {
             if let crate::config::AuthorityKind::Source(src) = &a.kind
                 && state.get(&a.name).is_some_and(|f| !f.accepted_under(src))
             {
                 tracing::info!(authority = %a.name, "trust source config changed: its document is fetched again");
                 state.remove(&a.name);
+                forgotten.push(a.name.clone());
             }
         }
+        forgotten
     }
 
     fn store(&self, authority: &str, f: Fetched) {

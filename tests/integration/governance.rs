@@ -1242,3 +1242,62 @@ async fn a_reload_that_requires_a_governance_signature_stops_relying_on_the_unsi
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_whose_terms_a_reload_changes_is_fetched_again_at_once_not_a_refresh_interval_later()
+ {
+    let (vendor, governance) = (VendorKey::generate(), VendorKey::generate());
+    let document = versioned(
+        1,
+        SystemTime::now() + Duration::from_secs(86400),
+        &vendor.public_pem(),
+    );
+    let server = TrustServer::start(
+        &document,
+        Some(governance_signature(&governance, &document)),
+    )
+    .await;
+    let url = server.url();
+    let hourly = |extra: &str| {
+        format!(
+            "source = {{ url = \"{url}\", refresh = \"1h\", max_stale = \"1h\", ca_file = \"{{dir}}/ca.pem\"{extra} }}"
+        )
+    };
+    let s = setup(
+        &hourly(""),
+        signed_policy,
+        &[
+            ("ca.pem", server.ca_pem.clone()),
+            ("governance.pub", governance.public_pem()),
+        ],
+    )
+    .await;
+    let (_, by_vendor) = s.image(790, Some(&vendor)).await;
+    assert_eq!(s.answer(&by_vendor).await, (200, None));
+
+    let path = s.proxy.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let ca = text
+        .split("ca_file = \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let dir = std::path::Path::new(ca)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let tightened = text.replacen(
+        "max_stale = \"1h\"",
+        &format!("max_stale = \"1h\", signed_by = \"{dir}/governance.pub\""),
+        1,
+    );
+    assert_ne!(tightened, text);
+    std::fs::write(&path, tightened).unwrap();
+    assert_eq!(s.proxy.admin_reload(ADMIN_TOKEN).await.0, 200);
+    // The signed document is fetched and checked under the new terms now.
+    s.eventually(&by_vendor, ALLOWED, Duration::from_secs(5))
+        .await;
+}
