@@ -148,6 +148,30 @@ async fn balancer(replicas: &[Proxy]) -> Balancer {
 }
 
 /// A metric summed over replicas.
+/// Redis commands that failed, waits that ran out and leases that ended
+/// without their result, over all replicas: each lets a replica work on
+/// its own (so it may ask the upstream itself).
+async fn coordination_failures(replicas: &[Proxy]) -> f64 {
+    total(
+        replicas,
+        "portcullis_cluster_requests_total",
+        &["outcome=\"error\""],
+    )
+    .await
+        + total(
+            replicas,
+            "portcullis_cluster_lease_waits_total",
+            &["outcome=\"timeout\""],
+        )
+        .await
+        + total(
+            replicas,
+            "portcullis_cluster_lease_waits_total",
+            &["outcome=\"expired\""],
+        )
+        .await
+}
+
 async fn total(replicas: &[Proxy], name: &str, matching: &[&str]) -> f64 {
     let mut sum = 0.0;
     for r in replicas {
@@ -243,24 +267,7 @@ async fn skopeo_pulls_through_three_replicas_behind_a_round_robin_balancer_and_u
     // Once each while coordination worked. A Redis command that failed, a
     // wait that ran out, or a lease that ended without its result (all
     // counted) lets a replica fetch on its own: then at most once per replica.
-    let degraded = total(
-        &replicas,
-        "portcullis_cluster_requests_total",
-        &["outcome=\"error\""],
-    )
-    .await
-        + total(
-            &replicas,
-            "portcullis_cluster_lease_waits_total",
-            &["outcome=\"timeout\""],
-        )
-        .await
-        + total(
-            &replicas,
-            "portcullis_cluster_lease_waits_total",
-            &["outcome=\"expired\""],
-        )
-        .await;
+    let degraded = coordination_failures(&replicas).await;
     if degraded == 0.0 {
         assert_eq!(
             fetched, blobs,
@@ -404,16 +411,12 @@ async fn a_hundred_concurrent_pulls_over_three_replicas_fetch_the_manifest_and_e
         }
     });
     futures_util::future::join_all(pulls).await;
-    assert_eq!(
-        total(
-            &replicas,
-            "portcullis_upstream_requests_total",
-            &["kind=\"blob\""]
-        )
-        .await,
-        signed.blobs().count() as f64,
-        "one upstream GET per blob"
-    );
+    let blobs = total(
+        &replicas,
+        "portcullis_upstream_requests_total",
+        &["kind=\"blob\""],
+    )
+    .await;
     // Once each, whichever replica asked: the image by tag, and for the
     // signature discovery the `.sig` tag and the referrers fallback tag
     // (this registry has no referrers API).
@@ -423,7 +426,23 @@ async fn a_hundred_concurrent_pulls_over_three_replicas_fetch_the_manifest_and_e
         &["kind=\"manifest\""],
     )
     .await;
-    assert_eq!(manifests, 3.0, "manifest GETs upstream");
+    let expected = (signed.blobs().count() as f64, 3.0);
+    // That while coordination worked. A counted coordination failure lets
+    // a replica work on its own: then at most once per replica.
+    let degraded = coordination_failures(&replicas).await;
+    if degraded == 0.0 {
+        assert_eq!(
+            (blobs, manifests),
+            expected,
+            "upstream GETs (blobs, manifests)"
+        );
+    } else {
+        let n = replicas.len() as f64;
+        assert!(
+            blobs <= expected.0 * n && manifests <= expected.1 * n,
+            "{blobs} blob and {manifests} manifest GETs with {degraded} coordination failures"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
