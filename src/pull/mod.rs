@@ -250,11 +250,7 @@ impl Puller {
         self.precheck(target).map_err(|e| e.about(named))?;
         let (digest, stale) = match reference {
             Reference::Digest(d) => (d.clone(), None),
-            Reference::Tag(t) => {
-                let digest = self.resolve_tag(target, t).await?;
-                let stale = self.stale_for(target, t, &digest);
-                (digest, stale)
-            }
+            Reference::Tag(t) => self.resolve_tag(target, t).await?,
         };
         let verdict = self
             .verdict(target, reference, digest.clone(), 0)

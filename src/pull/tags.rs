@@ -6,12 +6,14 @@ use super::*;
 impl Puller {
     /// Tag → digest: from the tag cache within `tag_ttl`, else revalidated
     /// with a HEAD (which Docker Hub does not count as a pull). While the
-    /// upstream is unavailable, a verified mapping is used up to `max_stale`.
+    /// upstream is unavailable, a verified mapping is used up to `max_stale`
+    /// and returned with how long ago it was checked. The fresh path costs
+    /// one cache lookup, as before.
     pub(super) async fn resolve_tag(
         self: &Arc<Self>,
         target: &Target,
         tag: &Tag,
-    ) -> Result<Digest, PullError> {
+    ) -> Result<(Digest, Option<Duration>), PullError> {
         let key: TagKey = (
             target.upstream.name.clone(),
             target.repo.clone(),
@@ -20,18 +22,21 @@ impl Puller {
         if let Some(entry) = self.tags.get(&key) {
             if age(self.clock.as_ref(), entry.checked_at) < self.tag_ttl {
                 self.metrics.cache_lookup(Cache::Tag, true);
-                return Ok(entry.digest);
+                return Ok((entry.digest, None));
             }
         }
         self.metrics.cache_lookup(Cache::Tag, false);
         if let Some(digest) = self.shared_tag(&key).await {
-            return Ok(digest);
+            return Ok((digest, None));
         }
         let this = Arc::clone(self);
         let t = target.clone();
         let k = key.clone();
         let flight = move || async move { this.revalidate_tag(&t, k).await };
-        self.tag_flights.run(key, flight, cancelled()).await
+        let digest = self.tag_flights.run(key, flight, cancelled()).await?;
+        // Only past a lookup that found no fresh mapping can it be stale.
+        let stale = self.stale_for(target, tag, &digest);
+        Ok((digest, stale))
     }
 
     pub(super) async fn revalidate_tag(
