@@ -13,32 +13,77 @@ use crate::config::{AuthorityKind, Config, ConfigError, Problem};
 use crate::policy::{Mode, Rule};
 use crate::trust::TrustSnapshot;
 
-/// Loads and checks `file`: every problem at once, or a summary.
+/// Loads and checks `file`: every problem at once (the config's, and the
+/// trust material of each authority that is itself valid, with the
+/// warnings of a config that is), or a summary.
 pub fn check_config(file: &Path) -> Result<CheckConfigReport, CheckConfigError> {
-    let config = Config::load(file)?;
-    TrustSnapshot::load(&config.authorities, 0).map_err(|problems| CheckConfigError::Trust {
+    let invalid = |problems, warnings| CheckConfigError {
         file: file.to_path_buf(),
         problems,
-    })?;
+        warnings,
+    };
+    let config = match Config::load(file) {
+        Ok(config) => config,
+        Err(ConfigError {
+            mut problems,
+            authorities,
+            ..
+        }) => {
+            for (i, a) in &authorities {
+                problems.extend(trust_problems(*i, a));
+            }
+            return Err(invalid(problems, Vec::new()));
+        }
+    };
+    let warnings = super::lints::lints(&config, std::time::SystemTime::now());
+    if let Err(problems) = TrustSnapshot::load(&config.authorities, 0) {
+        return Err(invalid(problems, warnings));
+    }
     let mut report = CheckConfigReport::new(file, &config);
-    report.warnings = super::lints::lints(&config, std::time::SystemTime::now());
+    report.warnings = warnings;
     Ok(report)
 }
 
+/// The problems in one authority's trust material, named by its index
+/// in the file.
+fn trust_problems(i: usize, a: &crate::config::AuthorityConfig) -> Vec<Problem> {
+    let Err(problems) = TrustSnapshot::load(std::slice::from_ref(a), 0) else {
+        return Vec::new();
+    };
+    let alone = "authority[0]";
+    problems
+        .into_iter()
+        .map(|p| Problem {
+            path: match p.path.strip_prefix(alone) {
+                Some(rest) => format!("authority[{i}]{rest}"),
+                None => p.path,
+            },
+            message: p.message,
+        })
+        .collect()
+}
+
+/// An invalid config: every problem found, and the warnings about what
+/// is valid in it.
 #[derive(Debug, thiserror::Error)]
-pub enum CheckConfigError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(
-        "{} has {} problem(s) in its trust material:\n{}",
-        file.display(),
-        problems.len(),
-        problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
-    )]
-    Trust {
-        file: PathBuf,
-        problems: Vec<Problem>,
-    },
+pub struct CheckConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<super::lints::Lint>,
+}
+
+impl fmt::Display for CheckConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(f, "{} has {n} problem(s):", self.file.display())?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        for w in &self.warnings {
+            write!(f, "\n  warning {}: {}", w.path, w.message)?;
+        }
+        Ok(())
+    }
 }
 
 impl Failure for CheckConfigError {

@@ -412,7 +412,13 @@ impl fmt::Display for Problem {
 pub struct ConfigError {
     pub file: PathBuf,
     pub problems: Vec<Problem>,
+    /// The authorities that were valid, each with its index in the file,
+    /// so that `check-config` can check their trust material too.
+    pub authorities: Vec<(usize, AuthorityConfig)>,
 }
+
+/// At most this many unknown keys are reported (each costs a re-read).
+const MAX_UNKNOWN_KEYS: usize = 64;
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -439,13 +445,16 @@ impl Config {
                 path: path_key.into(),
                 message,
             }],
+            authorities: Vec::new(),
         };
         let text = std::fs::read_to_string(path).map_err(|e| fail("(file)", e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut config = Config::from_toml(&text, base).map_err(|problems| ConfigError {
-            file: path.to_path_buf(),
-            problems,
-        })?;
+        let mut config =
+            Config::checked_toml(&text, base).map_err(|(problems, authorities)| ConfigError {
+                file: path.to_path_buf(),
+                problems,
+                authorities,
+            })?;
         config.source_file = Some(path.to_path_buf());
         config.source_digest = Some(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()).into());
         Ok(config)
@@ -453,14 +462,75 @@ impl Config {
 
     /// Parses and validates TOML text; `base` anchors relative paths.
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| vec![parse_problem("(syntax)".into(), text, &e)])?;
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            vec![parse_problem(path, text, e.inner())]
-        })?;
-        Validator::new(base).config(raw)
+        Config::checked_toml(text, base).map_err(|(problems, _)| problems)
     }
+
+    /// As [`Config::from_toml`]; a failure also gives the authorities
+    /// that were valid. Unknown keys do not hide the rest: each is
+    /// reported, left out, and the file read again, so that a typo is
+    /// listed with the other keys' problems. A value of the wrong type or
+    /// a syntax error ends the reading there.
+    fn checked_toml(text: &str, base: &Path) -> Result<Config, Invalid> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| (vec![parse_problem("(syntax)".into(), text, &e)], Vec::new()))?;
+        let e = match serde_path_to_error::deserialize::<_, RawConfig>(de) {
+            Ok(raw) => return Validator::new(base).config(raw),
+            Err(e) => e,
+        };
+        let mut problems = vec![parse_problem(e.path().to_string(), text, e.inner())];
+        let mut table: toml::Table = match text.parse() {
+            Ok(table) if unknown_key(&e) => table,
+            _ => return Err((problems, Vec::new())),
+        };
+        let mut removed = remove_key(&mut table, e.path());
+        while removed && problems.len() < MAX_UNKNOWN_KEYS {
+            let value = toml::Value::Table(table.clone());
+            match serde_path_to_error::deserialize::<_, RawConfig>(value) {
+                Ok(raw) => {
+                    let mut validator = Validator::new(base);
+                    validator.problems = problems;
+                    return validator.config(raw);
+                }
+                Err(e) => {
+                    problems.push(parse_problem(e.path().to_string(), text, e.inner()));
+                    removed = unknown_key(&e) && remove_key(&mut table, e.path());
+                }
+            }
+        }
+        Err((problems, Vec::new()))
+    }
+}
+
+/// Why a config is invalid, and the authorities in it that were valid.
+type Invalid = (Vec<Problem>, Vec<(usize, AuthorityConfig)>);
+
+fn unknown_key(e: &serde_path_to_error::Error<toml::de::Error>) -> bool {
+    e.inner().message().starts_with("unknown field")
+}
+
+/// Removes the key `path` names (the unknown key an error is about);
+/// false when the path leads nowhere in `table`.
+fn remove_key(table: &mut toml::Table, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    fn remove(value: &mut toml::Value, segments: &[&Segment]) -> bool {
+        match (segments, value) {
+            ([Segment::Map { key }], toml::Value::Table(t)) => t.remove(key.as_str()).is_some(),
+            ([Segment::Map { key }, rest @ ..], toml::Value::Table(t)) => {
+                t.get_mut(key.as_str()).is_some_and(|v| remove(v, rest))
+            }
+            ([Segment::Seq { index }, rest @ ..], toml::Value::Array(items)) => {
+                items.get_mut(*index).is_some_and(|v| remove(v, rest))
+            }
+            _ => false,
+        }
+    }
+    let segments: Vec<&Segment> = path.iter().collect();
+    let mut root = toml::Value::Table(std::mem::take(table));
+    let removed = remove(&mut root, &segments);
+    if let toml::Value::Table(t) = root {
+        *table = t;
+    }
+    removed
 }
 
 /// A parse error as its key path, position and what was wrong, never the

@@ -45,6 +45,71 @@ fn unknown_key_is_reported_with_its_path() {
     assert!(p[0].message.contains("urll"), "{p:?}");
 }
 
+/// An unknown key does not hide the others, nor what is wrong with the
+/// known ones: each is reported with its path.
+#[test]
+fn unknown_keys_are_all_reported_with_the_semantic_problems_of_the_rest() {
+    let text = r#"
+[server]
+listen = "nowhere"
+lisen = "127.0.0.1:5000"
+
+[cache]
+dir = "c"
+tag_tl = "1m"
+
+[[upstream]]
+name = "hub"
+url = "https://registry.example"
+
+[[upstream]]
+name = "other"
+url = "ftp://x"
+urll = "https://x"
+
+[[policy]]
+name = "all"
+match = ["**"]
+allow_unverified = true
+"#;
+    let p = problems(text);
+    let mut paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "cache.tag_tl",
+            "server.lisen",
+            "server.listen",
+            "upstream[1].url",
+            "upstream[1].urll",
+        ],
+        "{p:?}"
+    );
+    let tag_tl = p.iter().find(|p| p.path == "cache.tag_tl").unwrap();
+    assert!(
+        tag_tl
+            .message
+            .starts_with("unknown field `tag_tl`, expected one of"),
+        "{p:?}"
+    );
+    // The first one read carries its position in the file.
+    assert!(p[0].message.contains("(line "), "{p:?}");
+}
+
+/// A value of the wrong type ends the reading: what follows cannot be
+/// read as the config it was meant to be.
+#[test]
+fn a_wrong_type_after_an_unknown_key_is_reported_and_ends_the_reading() {
+    // Keys are read in order of their names: `cache` before `limits`.
+    let text =
+        minimal("[limits]\ndecisions = \"many\"\n").replace("[cache]", "[cache]\ntag_tl = 1");
+    let p = problems(&text);
+    let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["cache.tag_tl", "limits.decisions"], "{p:?}");
+    assert!(p[1].message.starts_with("invalid type"), "{p:?}");
+}
+
 #[test]
 fn every_semantic_problem_is_reported_at_once_with_key_paths() {
     let text = r#"

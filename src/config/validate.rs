@@ -108,7 +108,8 @@ impl<'a> Validator<'a> {
         self.base.join(s)
     }
 
-    pub(super) fn config(mut self, raw: RawConfig) -> Result<Config, Vec<Problem>> {
+    /// The config, or every problem in it with the authorities that were valid.
+    pub(super) fn config(mut self, raw: RawConfig) -> Result<Config, super::Invalid> {
         let upstreams: Vec<UpstreamConfig> = raw
             .upstreams
             .iter()
@@ -159,7 +160,6 @@ impl<'a> Validator<'a> {
             }
         }
         self.shared_tuf_repositories(&authorities);
-        let authorities: Vec<AuthorityConfig> = authorities.into_iter().map(|(_, a)| a).collect();
         let conditions = self.conditions(&raw.conditions);
         let exceptions = self.exceptions(&raw.exceptions);
         let policies = self
@@ -172,7 +172,7 @@ impl<'a> Validator<'a> {
                 cache,
                 limits,
                 upstreams,
-                authorities,
+                authorities: authorities.into_iter().map(|(_, a)| a).collect(),
                 policies,
                 audit,
                 cluster,
@@ -180,7 +180,7 @@ impl<'a> Validator<'a> {
                 source_digest: None,
             })
         } else {
-            Err(self.problems)
+            Err((self.problems, authorities))
         }
     }
 

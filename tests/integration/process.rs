@@ -114,6 +114,56 @@ fn check_config_lists_every_problem_with_its_key_path_and_fails() {
     assert!(!out.status.success());
 }
 
+/// One run shows everything: unknown keys, the semantic problems of the
+/// rest, and the trust material of each authority that is itself valid;
+/// once the config is valid, its warnings come with its trust problems.
+#[test]
+fn check_config_reports_unknown_keys_semantic_and_trust_problems_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("all.toml");
+    let broken = "[server]\nlisten = \"127.0.0.1:5000\"\nlisen = \"x\"\n[cache]\ndir = \"c\"\ntag_ttl = \"soon\"\n\
+         [[upstream]]\nname = \"u\"\nurl = \"https://x\"\n\
+         [[authority]]\nname = \"bad\"\nkeys = [\"a.pub\"]\nca_roots = [\"b.pem\"]\n\
+         [[authority]]\nname = \"k\"\nkeys = [\"missing.pub\"]\n\
+         [[authority]]\nname = \"unused\"\nkeys = [\"missing-too.pub\"]\n\
+         [[policy]]\nname = \"p\"\nmatch = [\"u/**\"]\nsignatures = { authorities = [\"bad\", \"k\"] }\n";
+    std::fs::write(&path, broken).unwrap();
+    let out = check_config(&path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for key in [
+        "server.lisen",
+        "cache.tag_ttl",
+        "authority[0]",
+        "authority[1].keys[0]",
+        "authority[2].keys[0]",
+    ] {
+        assert!(
+            err.contains(&format!("\n  {key}")),
+            "{key} missing from:\n{err}"
+        );
+    }
+    assert!(err.contains("missing.pub"), "{err}");
+    assert!(
+        !err.contains("warning"),
+        "no lints on an invalid config: {err}"
+    );
+
+    let valid = broken
+        .replace("lisen = \"x\"\n", "")
+        .replace("\"soon\"", "\"1m\"")
+        .replace("ca_roots = [\"b.pem\"]\n", "");
+    std::fs::write(&path, valid).unwrap();
+    let out = check_config(&path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("\n  authority[1].keys[0]"), "{err}");
+    assert!(
+        err.contains("\n  warning authority[2]: authority \"unused\" is named by no policy"),
+        "{err}"
+    );
+}
+
 #[test]
 fn check_config_reports_bad_trust_settings_with_their_key_paths() {
     let dir = tempfile::tempdir().unwrap();
