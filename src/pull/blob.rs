@@ -328,7 +328,9 @@ impl Puller {
         // Per upstream, as local fills are: a stalled upstream's fill never
         // holds up a pull from another.
         let what = format!("fill:{}:{digest}", target.upstream.name);
-        let ready = || shared.blob_size(digest);
+        // Ready only when the object fits this request's bound: one larger
+        // was skipped above and would be again.
+        let ready = || async { shared.blob_size(digest).await.filter(|size| *size <= most) };
         let (writer, lease) = match self.take_turn(&what, ready).await {
             super::replicas::Turn::Done(_) => {
                 match from_bucket(shared, digest, most, writer).await? {

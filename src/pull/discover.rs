@@ -287,9 +287,6 @@ impl Puller {
         // Another replica may have read it for the same evidence, or be
         // reading it now.
         let from_bucket = || shared.read_blob(&layer.digest, layer.size);
-        if let Some(bytes) = from_bucket().await {
-            return Ok(bytes);
-        }
         let what = format!(
             "evidence:{}/{}:{}",
             target.upstream.name, target.repo, layer.digest

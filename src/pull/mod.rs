@@ -485,10 +485,6 @@ impl Puller {
         }
         self.metrics.cache_lookup(Cache::ManifestDisk, false);
         // Another replica may have fetched it, or be fetching it now.
-        if let Some(content) = self.shared_manifest(digest).await {
-            self.confirm(target, digest, true).await?;
-            return Ok(content);
-        }
         let what = format!("manifest:{}:{digest}", target.upstream.name);
         let _lease = match self.take_turn(&what, || self.shared_manifest(digest)).await {
             replicas::Turn::Done(content) => {

@@ -33,30 +33,40 @@ impl Puller {
     /// Takes the lease on `what`, or waits for the replica holding it to
     /// produce what `ready` looks for. A lease that ends without a result
     /// (its holder failed or died) is taken again; past `cluster.lease_wait`
-    /// the work is done here regardless. Without Redis: always `Mine`.
+    /// the work is done here regardless. Once the lease is taken, `ready` is
+    /// asked again before the work is this replica's: a result published
+    /// after the caller last looked (its holder released the lease since)
+    /// is used, not fetched a second time. Without Redis: `ready`, else `Mine`.
     pub(super) async fn take_turn<T, F, Fut>(&self, what: &str, mut ready: F) -> Turn<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let Some(cluster) = &self.cluster else {
-            return Turn::Mine(None);
-        };
-        let deadline = tokio::time::Instant::now() + cluster.lease_wait();
-        loop {
-            match cluster.lease(what).await {
-                Ok(lease) => return Turn::Mine(lease),
-                Err(()) => {
-                    if let Some(v) = cluster.wait_for(what, deadline, &mut ready).await {
-                        return Turn::Done(v);
+        let lease = match &self.cluster {
+            None => None,
+            Some(cluster) => {
+                let deadline = tokio::time::Instant::now() + cluster.lease_wait();
+                loop {
+                    match cluster.lease(what).await {
+                        Ok(lease) => break lease,
+                        Err(()) => {
+                            if let Some(v) = cluster.wait_for(what, deadline, &mut ready).await {
+                                return Turn::Done(v);
+                            }
+                            if tokio::time::Instant::now() >= deadline {
+                                // `wait_for` has just looked.
+                                return Turn::Mine(None);
+                            }
+                            // The lease ended without a result: asked again, not at once.
+                            tokio::time::sleep(RETAKE_PAUSE).await;
+                        }
                     }
-                    if tokio::time::Instant::now() >= deadline {
-                        return Turn::Mine(None);
-                    }
-                    // The lease ended without a result: asked again, not at once.
-                    tokio::time::sleep(RETAKE_PAUSE).await;
                 }
             }
+        };
+        match ready().await {
+            Some(v) => Turn::Done(v),
+            None => Turn::Mine(lease),
         }
     }
 
@@ -250,9 +260,6 @@ impl Puller {
                 share: false,
             }))
         };
-        if let Some(done) = found().await {
-            return Ok(done);
-        }
         let what = format!("found:{upstream}/{repo}:{name}");
         let _lease = match self.take_turn(&what, found).await {
             Turn::Done(done) => return Ok(done),

@@ -26,9 +26,7 @@ impl Puller {
             }
         }
         self.metrics.cache_lookup(Cache::Tag, false);
-        if let Some(digest) = self.shared_tag(&key).await {
-            return Ok((digest, None));
-        }
+        // Another replica's mapping is looked for under the tag's lease.
         let this = Arc::clone(self);
         let t = target.clone();
         let k = key.clone();
