@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::support::containerd::Containerd;
+use crate::support::dockerd::Dockerd;
 use crate::support::runnable::{Flavour, Runnable};
 use crate::support::skopeo::Skopeo;
 use crate::support::*;
@@ -367,6 +368,25 @@ fn the_shipped_node_examples_are_what_nodes_generate_writes_for_the_container_co
     }
 }
 
+/// The ids of the denials in the audit log, once there is one (the log
+/// is written behind the response).
+async fn denial_ids(proxy: &Proxy) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids = proxy
+            .audit_events()
+            .iter()
+            .filter(|e| e["decision"] == "deny")
+            .filter_map(|e| e["id"].as_str().map(str::to_string))
+            .collect();
+        if !ids.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    ids
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn podman_pull_of_a_denied_image_shows_the_reason_and_the_audited_decision_id() {
     let (_registry, proxy) = setup(421).await;
@@ -383,23 +403,47 @@ async fn podman_pull_of_a_denied_image_shows_the_reason_and_the_audited_decision
     assert!(!out.status.success(), "podman pulled a denied image");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("denied: no_policy (decision "), "{stderr}");
-    let mut ids = Vec::new();
-    for _ in 0..40 {
-        ids = proxy
-            .audit_events()
-            .iter()
-            .filter(|e| e["decision"] == "deny")
-            .filter_map(|e| e["id"].as_str().map(str::to_string))
-            .collect();
-        if !ids.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let ids = denial_ids(&proxy).await;
     assert!(
         ids.iter()
             .any(|id| stderr.contains(&format!("(decision {id})"))),
         "{ids:?}: {stderr}"
+    );
+}
+
+/// Docker pulls the allowed image and, for the denied one, prints the
+/// body's message: the reason and the decision id the audit log holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_pull_of_a_denied_image_shows_the_reason_and_the_audited_decision_id() {
+    let (_registry, proxy) = setup(441).await;
+    let docker = Dockerd::start().await;
+    let image = |repo: &str| format!("{}/registry.test/team/{repo}:v1", proxy.host());
+    let out = docker.docker(&["pull", &image("app")]).await;
+    assert!(
+        out.status.success(),
+        "{}
+{}",
+        String::from_utf8_lossy(&out.stderr),
+        docker.log()
+    );
+    let out = docker.docker(&["pull", &image("secret")]).await;
+    assert!(!out.status.success(), "docker pulled a denied image");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("denied: no_policy (decision "), "{stderr}");
+    // Docker asks more than once; the id it prints is one the log holds.
+    let ids = denial_ids(&proxy).await;
+    assert!(
+        ids.iter()
+            .any(|id| stderr.contains(&format!("no_policy (decision {id})"))),
+        "{ids:?}: {stderr}"
+    );
+    let out = docker
+        .docker(&["image", "ls", "--format", "{{.Repository}}"])
+        .await;
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("team/app") && !listed.contains("team/secret"),
+        "{listed}"
     );
 }
 

@@ -5,6 +5,7 @@ pub mod balancer;
 pub mod config;
 pub mod containerd;
 pub mod cosign;
+pub mod dockerd;
 pub mod fulcio;
 pub mod garage;
 pub mod image;
