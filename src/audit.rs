@@ -13,6 +13,9 @@ use tokio::sync::mpsc;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 
+mod denials;
+pub use denials::{Denial, Denials};
+
 /// Where audit events go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sink {
@@ -190,6 +193,8 @@ pub struct Audit {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     reopen: Arc<tokio::sync::Notify>,
+    /// What is being denied now, kept from the decisions recorded here.
+    denials: Denials,
 }
 
 impl std::fmt::Debug for Audit {
@@ -302,6 +307,7 @@ impl Audit {
     pub async fn start(
         sink: &Sink,
         queue: usize,
+        denials: u64,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Arc<Audit>> {
@@ -331,6 +337,7 @@ impl Audit {
         });
         Ok(Arc::new(Audit {
             tx,
+            denials: Denials::new(denials, Arc::clone(&clock)),
             clock,
             metrics,
             reopen,
@@ -345,7 +352,15 @@ impl Audit {
         self.reopen.notify_one();
     }
 
+    /// What is being denied now.
+    pub fn denials(&self) -> &Denials {
+        &self.denials
+    }
+
     pub fn record(&self, event: &Event<'_>) {
+        if let Event::Decision(d) = event {
+            self.denials.decided(d);
+        }
         #[derive(serde::Serialize)]
         struct Line<'a> {
             time: String,

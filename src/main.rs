@@ -45,6 +45,11 @@ fn main() -> ExitCode {
             std::thread::sleep(every);
         },
         Command::Nodes { command } => finish(out, nodes_check(command)),
+        Command::Denials {
+            config,
+            server,
+            since,
+        } => finish(out, command::denials(&config, server.as_deref(), since)),
         Command::Why {
             subject,
             config,

@@ -207,6 +207,8 @@ pub struct Metrics {
     pub trust_epoch: IntGauge,
     /// Audit events dropped because the sink could not keep up.
     pub audit_dropped: IntCounter,
+    /// References being denied that `/admin/denials` holds.
+    pub denials_tracked: IntGauge,
     /// Pulls left in the upstream's rate-limit window (Docker Hub reports it).
     pub upstream_ratelimit_remaining: GaugeVec,
     pub upstream_in_flight: GaugeVec,
@@ -444,6 +446,13 @@ impl Metrics {
                 IntCounter::new(
                     "portcullis_audit_events_dropped_total",
                     "Audit events dropped because the sink could not keep up",
+                )?,
+            )?,
+            denials_tracked: register(
+                r,
+                IntGauge::new(
+                    "portcullis_denials_tracked",
+                    "References being denied that /admin/denials holds (at most [audit] denials)",
                 )?,
             )?,
             upstream_ratelimit_remaining: gauge(

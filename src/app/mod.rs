@@ -105,6 +105,7 @@ impl App {
         let audit = Audit::start(
             &config.audit.sink,
             config.audit.queue,
+            config.audit.denials,
             Arc::clone(&clock),
             Arc::clone(&metrics),
         )
@@ -201,6 +202,10 @@ impl App {
         self.metrics
             .read_bytes_held
             .set(i64::try_from(held).unwrap_or(i64::MAX));
+        let denials = self.audit.denials().held();
+        self.metrics
+            .denials_tracked
+            .set(i64::try_from(denials).unwrap_or(i64::MAX));
         self.metrics.render()
     }
 

@@ -76,6 +76,19 @@ pub enum Command {
         #[arg(long)]
         audit: Option<PathBuf>,
     },
+    /// What the running server is denying now (its `GET /admin/denials`,
+    /// asked with the config's admin listener and token): one line per
+    /// image and tag or digest, the most recent first.
+    Denials {
+        #[arg(long, default_value = "/etc/portcullis/portcullis.toml")]
+        config: PathBuf,
+        /// The admin listener's base URL (default: the config's `admin.listen`).
+        #[arg(long)]
+        server: Option<String>,
+        /// Only what was denied within this long (`1h`, `30m`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+    },
     /// Node runtime configuration: `nodes generate`, `nodes check`.
     Nodes {
         #[command(subcommand)]

@@ -15,6 +15,7 @@
 
 pub mod check_config;
 pub mod cli;
+pub mod denials;
 pub mod lints;
 pub mod nodes;
 pub mod serve;
@@ -31,6 +32,7 @@ use crate::config::{Config, ConfigError};
 use crate::verify::Reason;
 
 pub use check_config::{CheckConfigError, CheckConfigReport, check_config};
+pub use denials::{DenialsError, DenialsReport, denials};
 pub use serve::{ServeError, serve};
 pub use trust_status::{TrustStatusError, TrustStatusReport, trust_status};
 pub use verify::{VerifyError, VerifyReport, verify_image};

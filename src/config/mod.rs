@@ -50,6 +50,8 @@ pub struct AuditConfig {
     pub sink: crate::audit::Sink,
     /// Events queued for the sink before new ones are dropped (and counted).
     pub queue: usize,
+    /// References being denied that `/admin/denials` holds at most.
+    pub denials: u64,
 }
 
 /// A vendor: what its signatures must chain or match to.

@@ -256,6 +256,8 @@ pub struct RawAudit {
     pub sink: Option<String>,
     #[serde(default)]
     pub queue: Option<usize>,
+    #[serde(default)]
+    pub denials: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

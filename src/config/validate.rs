@@ -140,6 +140,7 @@ impl<'a> Validator<'a> {
                 Some(path) => crate::audit::Sink::File(self.path(path)),
             },
             queue: raw.audit.as_ref().and_then(|a| a.queue).unwrap_or(10_000),
+            denials: raw.audit.as_ref().and_then(|a| a.denials).unwrap_or(10_000),
         };
         let cache = self.cache(&raw.cache);
         let cluster = raw.cluster.as_ref().map(|c| self.cluster(c));

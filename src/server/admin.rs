@@ -1,7 +1,8 @@
 //! The admin listener: `/healthz`, `/readyz`, `/readyz/trust` (what peers
 //! ask, see [`crate::readiness`]) and `/metrics`, and the token-protected
 //! governance endpoints: `GET /admin/trust`, `GET /admin/policies`
-//! (policies and exceptions), `POST /admin/reload`.
+//! (policies and exceptions), `GET /admin/denials` (what is being denied
+//! now), `POST /admin/reload`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -133,6 +134,7 @@ async fn governance(app: &Arc<App>, req: &Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&http::Method::GET, "/admin/trust") => json(StatusCode::OK, &app.trust_status()),
         (&http::Method::GET, "/admin/policies") => json(StatusCode::OK, &app.policy_status()),
+        (&http::Method::GET, "/admin/denials") => denials(app, req.uri().query()),
         (&http::Method::POST, "/admin/reload") => match app.reload("admin").await {
             Ok(epoch) => json(
                 StatusCode::OK,
@@ -145,7 +147,7 @@ async fn governance(app: &Arc<App>, req: &Request<Incoming>) -> Response<Body> {
         },
         (_, path) => {
             let allow = match path {
-                "/admin/trust" | "/admin/policies" => "GET",
+                "/admin/trust" | "/admin/policies" | "/admin/denials" => "GET",
                 "/admin/reload" => "POST",
                 _ => {
                     return json(
@@ -166,4 +168,28 @@ async fn governance(app: &Arc<App>, req: &Request<Incoming>) -> Response<Body> {
 }
 
 /// The governance endpoints, as an error names them.
-const ENDPOINTS: &str = "GET /admin/trust, GET /admin/policies, POST /admin/reload";
+const ENDPOINTS: &str = "GET /admin/trust, GET /admin/policies, GET /admin/denials[?since=DURATION], POST /admin/reload";
+
+/// `GET /admin/denials[?since=1h]`: the references being denied, the most
+/// recently denied first; with `since`, those denied within it.
+fn denials(app: &App, query: Option<&str>) -> Response<Body> {
+    let mut since = None;
+    for (key, value) in query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+    {
+        match (key, crate::config::parse_duration(value)) {
+            ("since", Ok(d)) => since = Some(d),
+            ("since", Err(e)) => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": format!("since: {e}")}),
+                );
+            }
+            _ => {}
+        }
+    }
+    let denials = app.audit.denials().list(since);
+    json(StatusCode::OK, &serde_json::json!({ "denials": denials }))
+}

@@ -1301,3 +1301,118 @@ async fn a_source_whose_terms_a_reload_changes_is_fetched_again_at_once_not_a_re
     s.eventually(&by_vendor, ALLOWED, Duration::from_secs(5))
         .await;
 }
+
+/// `GET /admin/denials` and `portcullis denials`: each denied image once,
+/// with its count, reason, policy, last decision id (the audit log's) and
+/// clients; kept across a reload; ended by the pull an exception then
+/// allows; the gauge counts it.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_is_waiting_lists_each_denied_image_once_survives_a_reload_and_ends_when_allowed() {
+    let key = VendorKey::generate();
+    let s = setup(
+        "keys = [\"{dir}/acme.pub\"]",
+        signed_policy,
+        &[("acme.pub", key.public_pem())],
+    )
+    .await;
+    let (img, tag) = s.image(790, None).await;
+    let (_, signed) = s.image(791, Some(&key)).await;
+    assert_eq!(s.answer(&signed).await.0, 200);
+    for _ in 0..3 {
+        assert_eq!(s.answer(&tag).await, (403, Some("unsigned".into())));
+    }
+    let listed = |body: String| -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["denials"].as_array().unwrap().clone()
+    };
+    let denials = listed(s.proxy.admin_get("/admin/denials", ADMIN_TOKEN).await);
+    assert_eq!(denials.len(), 1, "{denials:?}");
+    let d = &denials[0];
+    assert_eq!(
+        (&d["upstream"], &d["repository"], &d["reference"]),
+        (
+            &"local".into(),
+            &"acme/app".into(),
+            &serde_json::Value::from(tag.as_str())
+        )
+    );
+    assert_eq!(d["digest"], img.digest.as_str());
+    assert_eq!(
+        (&d["reason"], &d["policy"], &d["count"]),
+        (&"unsigned".into(), &"acme".into(), &3.into())
+    );
+    // The log is written behind the response: its third denial, once there.
+    let mut denied = Vec::new();
+    for _ in 0..40 {
+        denied = s
+            .proxy
+            .audit_events()
+            .into_iter()
+            .filter(|e| e["event"] == "decision" && e["decision"] == "deny")
+            .collect();
+        if denied.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(d["last_decision"], denied[2]["id"], "{denied:?}");
+    let clients = d["clients"].as_array().unwrap();
+    assert!(
+        !clients.is_empty()
+            && clients
+                .iter()
+                .all(|c| c.as_str().unwrap().starts_with("127.0.0.1:")),
+        "{clients:?}"
+    );
+    assert_eq!(s.proxy.metric("portcullis_denials_tracked", &[]).await, 1.0);
+    let recent = listed(
+        s.proxy
+            .admin_get("/admin/denials?since=1h", ADMIN_TOKEN)
+            .await,
+    );
+    assert_eq!(recent.len(), 1);
+
+    // The CLI asks the same endpoint, with the config's listener and token.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .arg("denials")
+            .arg("--config")
+            .arg(s.proxy.config_path())
+            .output()
+            .unwrap()
+    };
+    let out = cli(&[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("local/acme/app:{tag}")) && text.contains("unsigned"),
+        "{text}"
+    );
+    let out = cli(&["--output", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["denials"].as_array().unwrap(), &denials);
+
+    // A reload keeps it; the pull the new exception allows ends it.
+    let expires = humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(3600));
+    let path = s.proxy.config_path();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[[exception]]\nmatch = \"local/acme/app\"\ndigest = \"{}\"\nexpires = \"{expires}\"\nticket = \"RISK-7\"\nreason = \"waiting for the vendor\"\n",
+        img.digest
+    ));
+    std::fs::write(&path, text).unwrap();
+    let (status, body) = s.proxy.admin_reload(ADMIN_TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    let kept = listed(s.proxy.admin_get("/admin/denials", ADMIN_TOKEN).await);
+    assert_eq!(kept, denials, "a reload changes nothing that was denied");
+    assert_eq!(s.answer(&tag).await.0, 200);
+    let after = listed(s.proxy.admin_get("/admin/denials", ADMIN_TOKEN).await);
+    assert!(after.is_empty(), "{after:?}");
+    assert_eq!(s.proxy.metric("portcullis_denials_tracked", &[]).await, 0.0);
+}
