@@ -183,12 +183,21 @@ mod tests {
         let text = report.to_string();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("IMAGE"), "{text}");
-        assert!(
-            lines[1].starts_with("docker.io/acme/app:v1  sha256:abababababab  no_signature  acme"),
-            "{text}"
-        );
-        assert!(
-            lines[1].ends_with("0123456789abcdef  10.0.0.1:4000 (+2 more)"),
+        let cells: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "docker.io/acme/app:v1",
+                "sha256:abababababab",
+                "no_signature",
+                "acme",
+                "3",
+                "2026-12-04T10:05:00Z",
+                "0123456789abcdef",
+                "10.0.0.1:4000",
+                "(+2",
+                "more)"
+            ],
             "{text}"
         );
         assert!(
