@@ -43,6 +43,24 @@ pub enum Event<'a> {
     /// Upstream credentials were loaded (from their file or helper; the
     /// secret is never recorded).
     CredentialsLoaded(CredentialsLoaded<'a>),
+    /// A tag that named a verified (allowed) manifest now names another:
+    /// recorded with the first decision through the tag after the move.
+    TagMoved(TagMoved<'a>),
+}
+
+#[derive(Debug, Serialize)]
+pub struct TagMoved<'a> {
+    pub upstream: &'a str,
+    pub repository: &'a str,
+    pub tag: &'a str,
+    pub old_digest: String,
+    /// Always `allow`: only a verified mapping's move is recorded.
+    pub old_decision: &'a str,
+    pub new_digest: Option<String>,
+    pub new_decision: &'a str,
+    pub new_reason: &'a str,
+    /// The decision on the new digest (its `decision` line has the same id).
+    pub id: &'a str,
 }
 
 #[derive(Debug, Serialize)]

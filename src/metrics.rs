@@ -195,6 +195,9 @@ pub struct Metrics {
     pub verification_seconds: Histogram,
     /// Denials an exception overrode, by exception.
     pub exceptions_used: IntCounterVec,
+    /// Verified tags the upstream moved to another digest, by upstream and
+    /// the decision on the digest they now name.
+    pub tag_moves: IntCounterVec,
     /// When each configured exception expires (Unix seconds).
     pub exception_expiry: GaugeVec,
     /// Config reloads by result (ok, error).
@@ -403,6 +406,12 @@ impl Metrics {
                 "portcullis_exceptions_used_total",
                 "Denials overridden by an exception, by exception",
                 &["exception"],
+            )?,
+            tag_moves: counter(
+                r,
+                "portcullis_tag_moves_total",
+                "Verified tags the upstream moved to another digest, by the decision on the new one",
+                &["upstream", "decision"],
             )?,
             exception_expiry: gauge(
                 r,

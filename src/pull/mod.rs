@@ -103,6 +103,10 @@ pub struct Puller {
     store: Arc<ContentStore>,
     hot: moka::sync::Cache<Digest, Arc<ManifestContent>>,
     tags: moka::sync::Cache<TagKey, TagEntry>,
+    /// Verified tags the upstream moved to another digest, with the digest
+    /// they named: taken by the first decision through the tag after the
+    /// move, which records it (`take_tag_move`).
+    moved: moka::sync::Cache<TagKey, Digest>,
     /// (upstream, repo, digest) the upstream is known to hold.
     known: moka::sync::Cache<RepoDigest, ()>,
     /// The largest size allowed image manifests of the repository declare
@@ -160,6 +164,10 @@ impl Puller {
             tags: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(config.max_stale)
+                .build(),
+            moved: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(3600))
                 .build(),
             known: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
             declared: moka::sync::Cache::builder().max_capacity(1_000_000).build(),

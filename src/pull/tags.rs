@@ -80,6 +80,13 @@ impl Puller {
                 Err(e) => return self.stale_or(target, &key, e),
             }
         };
+        if let Some(p) = previous
+            .as_ref()
+            .filter(|p| p.verified && p.digest != digest)
+        {
+            // Recorded with the first decision through the tag now.
+            self.moved.insert(key.clone(), p.digest.clone());
+        }
         let verified = previous.is_some_and(|p| p.verified && p.digest == digest);
         self.know(target.key(&digest));
         let checked_at = self.clock.now();
@@ -205,6 +212,17 @@ impl Puller {
         {
             self.tags.invalidate(&key);
         }
+    }
+
+    /// The digest a verified tag named before the upstream moved it, once:
+    /// the caller records the move with the decision it just made.
+    pub fn take_tag_move(&self, target: &Target, tag: &Tag) -> Option<Digest> {
+        let key: TagKey = (
+            target.upstream.name.clone(),
+            target.repo.clone(),
+            tag.clone(),
+        );
+        self.moved.remove(&key)
     }
 
     pub(super) fn mark_tag_verified(&self, target: &Target, tag: &Tag, digest: &Digest) {

@@ -65,7 +65,19 @@ pub async fn manifest(
                 served_stale_seconds: stale.map(|s| s.as_secs()),
                 ..base
             };
-            record_allowed(metrics, audit, &v, base);
+            let (outcome, reason) = record_allowed(metrics, audit, &v, base);
+            let new = Some(v.content().digest());
+            record_move(
+                puller,
+                metrics,
+                audit,
+                target,
+                reference,
+                id.as_str(),
+                new,
+                outcome,
+                reason,
+            );
             let mut r = manifest_response(v.content(), method);
             if let Some(age) = stale {
                 // RFC 9111's 110 "Response is Stale": the tag was not
@@ -81,6 +93,18 @@ pub async fn manifest(
         Err(e) => {
             if let Some(refused) = Refused::of(&e, puller, target) {
                 record_refused(metrics, audit, &refused, base);
+                let (new, reason) = (refused.digest, refused.reason.as_str());
+                record_move(
+                    puller,
+                    metrics,
+                    audit,
+                    target,
+                    reference,
+                    id.as_str(),
+                    new,
+                    Outcome::Deny,
+                    reason,
+                );
             }
             match &e {
                 PullError::Denied(d) => denied(d, Some(id)),
@@ -129,9 +153,55 @@ impl<'e> Refused<'e> {
     }
 }
 
+/// When this decision is the first through a verified tag since the
+/// upstream moved it, records the move with the decision on what the tag
+/// now names.
+#[allow(clippy::too_many_arguments)]
+fn record_move(
+    puller: &Puller,
+    metrics: &Metrics,
+    audit: &Audit,
+    target: &Target,
+    reference: &Reference,
+    id: &str,
+    new: Option<&Digest>,
+    outcome: Outcome,
+    reason: &str,
+) {
+    let Reference::Tag(tag) = reference else {
+        return;
+    };
+    let Some(old) = puller.take_tag_move(target, tag) else {
+        return;
+    };
+    let upstream = target.upstream.name.as_str();
+    tracing::warn!(upstream, repo = %target.repo, %tag, old = %old, new = ?new.map(|d| d.to_string()), decision = outcome.as_str(), "verified tag moved");
+    metrics
+        .tag_moves
+        .with_label_values(&[upstream, outcome.as_str()])
+        .inc();
+    audit.record(&Event::TagMoved(crate::audit::TagMoved {
+        upstream,
+        repository: target.repo.as_str(),
+        tag: tag.as_str(),
+        old_digest: old.to_string(),
+        old_decision: Outcome::Allow.as_str(),
+        new_digest: new.map(|d| d.to_string()),
+        new_decision: outcome.as_str(),
+        new_reason: reason,
+        id,
+    }));
+}
+
 /// Logs, counts and audits a manifest served: allowed, allowed by an
-/// exception, or allowed in audit mode where enforce would deny.
-fn record_allowed(metrics: &Metrics, audit: &Audit, v: &VerifiedManifest, base: Decision<'_>) {
+/// exception, or allowed in audit mode where enforce would deny. Returns
+/// the outcome and its reason.
+fn record_allowed(
+    metrics: &Metrics,
+    audit: &Audit,
+    v: &VerifiedManifest,
+    base: Decision<'_>,
+) -> (Outcome, &'static str) {
     let (upstream, repo, reference) = (base.upstream, base.repository, &base.reference);
     let (outcome, reason) = match (v.audit_denial(), v.exception()) {
         (Some(r), _) => {
@@ -157,6 +227,7 @@ fn record_allowed(metrics: &Metrics, audit: &Audit, v: &VerifiedManifest, base: 
         message: v.audit_message(),
         ..base
     }));
+    (outcome, reason)
 }
 
 /// Logs, counts and audits a manifest refused.

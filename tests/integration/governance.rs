@@ -1416,3 +1416,92 @@ async fn what_is_waiting_lists_each_denied_image_once_survives_a_reload_and_ends
     assert!(after.is_empty(), "{after:?}");
     assert_eq!(s.proxy.metric("portcullis_denials_tracked", &[]).await, 0.0);
 }
+
+/// A verified tag overwritten upstream with an unsigned build: the first
+/// pull after the move is denied and records `tag_moved` (old and new
+/// digest, both decisions, the denial's id) and counts it; later pulls and
+/// moves of a tag that was not verified record nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verified_tag_moved_upstream_to_an_unsigned_build_is_recorded_once_with_both_verdicts() {
+    let key = VendorKey::generate();
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let s = setup_with_clock(
+        "keys = [\"{dir}/acme.pub\"]",
+        signed_policy,
+        &[("acme.pub", key.public_pem())],
+        &clock,
+    )
+    .await;
+    let signed = Image::oci(800, &[200]);
+    s.pusher.image("acme/app", "latest", &signed).await;
+    let sig = key.sign(&signed.digest, "acme/app");
+    cosign::push_signatures(&s.pusher, "acme/app", &signed.digest, &[sig]).await;
+    assert_eq!(s.answer("latest").await, (200, None));
+    let unsigned = Image::oci(801, &[200]);
+    s.pusher.image("acme/app", "latest", &unsigned).await;
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(s.answer("latest").await, (403, Some("unsigned".into())));
+    assert_eq!(s.answer("latest").await, (403, Some("unsigned".into())));
+    let moves = || {
+        s.proxy
+            .audit_events()
+            .into_iter()
+            .filter(|e| e["event"] == "tag_moved")
+            .collect::<Vec<_>>()
+    };
+    let mut moved = Vec::new();
+    for _ in 0..40 {
+        moved = moves();
+        if !moved.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    let m = &moved[0];
+    assert_eq!(
+        (&m["upstream"], &m["repository"], &m["tag"]),
+        (&"local".into(), &"acme/app".into(), &"latest".into())
+    );
+    assert_eq!(
+        (&m["old_digest"], &m["old_decision"]),
+        (&signed.digest.as_str().into(), &"allow".into())
+    );
+    assert_eq!(
+        (&m["new_digest"], &m["new_decision"], &m["new_reason"]),
+        (
+            &unsigned.digest.as_str().into(),
+            &"deny".into(),
+            &"unsigned".into()
+        )
+    );
+    let denial = s
+        .proxy
+        .audit_events()
+        .into_iter()
+        .find(|e| e["event"] == "decision" && e["id"] == m["id"])
+        .expect("the move names its decision");
+    assert_eq!(denial["decision"], "deny");
+    let counted = |decision: &'static str| {
+        let s = &s;
+        async move {
+            let label = format!("decision=\"{decision}\"");
+            s.proxy
+                .metric(
+                    "portcullis_tag_moves_total",
+                    &["upstream=\"local\"", &label],
+                )
+                .await
+        }
+    };
+    assert_eq!(counted("deny").await, 1.0);
+
+    // Moved again, from a mapping that was never verified: nothing to say.
+    let other = Image::oci(802, &[200]);
+    s.pusher.image("acme/app", "latest", &other).await;
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(s.answer("latest").await.0, 403);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(moves().len(), 1);
+    assert_eq!(counted("deny").await, 1.0);
+}
