@@ -64,6 +64,46 @@ impl Validator<'_> {
         out
     }
 
+    /// `[[client]]`: each identity once, with at least one repository
+    /// glob (a scope that names none would be a client that sees nothing:
+    /// written as that, it is more likely a mistake).
+    pub(super) fn clients(&mut self, raw: &[raw::RawClient]) -> Vec<crate::policy::ClientScope> {
+        let mut out: Vec<crate::policy::ClientScope> = Vec::new();
+        for (i, c) in raw.iter().enumerate() {
+            let key = |field: &str| format!("client[{i}].{field}");
+            if c.identity.trim().is_empty() {
+                self.problem(key("identity"), "must not be empty");
+                continue;
+            }
+            if out.iter().any(|o| o.identity == c.identity) {
+                self.problem(key("identity"), format!("`{}` is scoped twice", c.identity));
+                continue;
+            }
+            if c.repositories.is_empty() {
+                self.problem(
+                    key("repositories"),
+                    "names no repository; list what this identity may pull (remove the [[client]] to leave it unscoped)",
+                );
+                continue;
+            }
+            let globs: Vec<Glob> = c
+                .repositories
+                .iter()
+                .enumerate()
+                .filter_map(|(j, g)| {
+                    self.check(&format!("client[{i}].repositories[{j}]"), g.parse::<Glob>())
+                })
+                .collect();
+            if globs.len() == c.repositories.len() {
+                out.push(crate::policy::ClientScope {
+                    identity: c.identity.clone(),
+                    repositories: globs,
+                });
+            }
+        }
+        out
+    }
+
     pub(super) fn exceptions(&mut self, raw: &[raw::RawException]) -> Vec<Exception> {
         let mut out = Vec::new();
         for (i, e) in raw.iter().enumerate() {

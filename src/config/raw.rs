@@ -24,8 +24,18 @@ pub struct RawConfig {
     pub conditions: Vec<RawCondition>,
     #[serde(default, rename = "exception")]
     pub exceptions: Vec<RawException>,
+    #[serde(default, rename = "client")]
+    pub clients: Vec<RawClient>,
     #[serde(default)]
     pub cluster: Option<RawCluster>,
+}
+
+/// `[[client]]`: the repositories one client identity may pull.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub identity: String,
+    pub repositories: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -687,3 +687,42 @@ fn a_credential_helper_name_runs_docker_credential_name_and_cannot_join_a_creden
         "upstream[1].credential_helper"
     );
 }
+
+#[test]
+fn client_scopes_need_an_identity_once_and_at_least_one_valid_glob() {
+    let p = problems(&minimal(
+        "[[client]]\nidentity = \"a\"\nrepositories = []\n\
+         [[client]]\nidentity = \"b\"\nrepositories = [\"hub/ok/**\", \"a//b\"]\n\
+         [[client]]\nidentity = \"c\"\nrepositories = [\"hub/**\"]\n\
+         [[client]]\nidentity = \"c\"\nrepositories = [\"hub/**\"]\n\
+         [[client]]\nidentity = \" \"\nrepositories = [\"hub/**\"]\n",
+    ));
+    let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "client[0].repositories",
+            "client[1].repositories[1]",
+            "client[3].identity",
+            "client[4].identity"
+        ],
+        "{p:?}"
+    );
+    let c = Config::from_toml(
+        &minimal("[[client]]\nidentity = \"team-a\"\nrepositories = [\"hub/team-a/**\"]\n"),
+        Path::new("/etc/p"),
+    )
+    .unwrap();
+    let policies = &c.policies;
+    assert!(policies.client_may_pull(Some("team-a"), "hub", "team-a/app"));
+    assert!(!policies.client_may_pull(Some("team-a"), "hub", "team-b/app"));
+    assert!(!policies.client_may_pull(Some("team-a"), "other", "team-a/app"));
+    assert!(
+        policies.client_may_pull(Some("ops"), "hub", "team-b/app"),
+        "unscoped"
+    );
+    assert!(
+        policies.client_may_pull(None, "hub", "team-b/app"),
+        "anonymous"
+    );
+}

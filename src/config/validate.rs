@@ -163,9 +163,11 @@ impl<'a> Validator<'a> {
         self.shared_tuf_repositories(&authorities);
         let conditions = self.conditions(&raw.conditions);
         let exceptions = self.exceptions(&raw.exceptions);
+        let clients = self.clients(&raw.clients);
         let policies = self
             .policies(&raw.policies, &names, &conditions)
-            .with_exceptions(exceptions);
+            .with_exceptions(exceptions)
+            .with_clients(clients);
         if self.problems.is_empty() {
             Ok(Config {
                 server,

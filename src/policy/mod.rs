@@ -134,6 +134,14 @@ pub struct Exception {
 pub struct PolicySet {
     policies: Vec<Policy>,
     exceptions: Vec<Exception>,
+    clients: Vec<ClientScope>,
+}
+
+/// `[[client]]`: the only repositories a client identity may pull.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientScope {
+    pub identity: String,
+    pub repositories: Vec<Glob>,
 }
 
 impl PolicySet {
@@ -141,7 +149,34 @@ impl PolicySet {
         PolicySet {
             policies,
             exceptions: Vec::new(),
+            clients: Vec::new(),
         }
+    }
+
+    pub fn with_clients(mut self, clients: Vec<ClientScope>) -> Self {
+        self.clients = clients;
+        self
+    }
+
+    pub fn clients(&self) -> &[ClientScope] {
+        &self.clients
+    }
+
+    /// Whether `identity` may pull `upstream/repository`: yes for a client
+    /// with no identity or an identity no `[[client]]` scopes; for a scoped
+    /// one, only where one of its globs matches.
+    pub fn client_may_pull(
+        &self,
+        identity: Option<&str>,
+        upstream: &str,
+        repository: &str,
+    ) -> bool {
+        let Some(scope) = identity.and_then(|id| self.clients.iter().find(|c| c.identity == id))
+        else {
+            return true;
+        };
+        let parts: Vec<&str> = upstream.split('/').chain(repository.split('/')).collect();
+        scope.repositories.iter().any(|g| g.matches_parts(&parts))
     }
 
     pub fn with_exceptions(mut self, exceptions: Vec<Exception>) -> Self {

@@ -114,6 +114,61 @@ pub async fn manifest(
     }
 }
 
+/// A request by a client identity whose `[[client]]` scope does not cover
+/// the repository: refused `not_authorized`, counted and audited with the
+/// identity, before anything is fetched or read.
+pub fn out_of_scope(
+    metrics: &Metrics,
+    audit: &Audit,
+    client: &super::Client,
+    target: &Target,
+    route: &super::routes::Route,
+    epoch: u64,
+) -> Response<Body> {
+    use super::routes::Route;
+    let reference = match route {
+        Route::Manifest { reference, .. } => reference.to_string(),
+        Route::Blob { digest, .. } => digest.to_string(),
+        Route::Referrers { digest, .. } => format!("referrers/{digest}"),
+        Route::Tags { .. } | Route::Base => "tags/list".to_string(),
+    };
+    let upstream = target.upstream.name.as_str();
+    let identity = client.identity.as_deref().unwrap_or("");
+    let message = format!(
+        "identity {identity} may not pull {upstream}/{}",
+        target.repo
+    );
+    let id = DecisionId::new();
+    tracing::info!(upstream, repo = %target.repo, %reference, identity, "not authorized for this repository");
+    metrics.decision(
+        upstream,
+        "none",
+        Outcome::Deny,
+        Reason::NotAuthorized.as_str(),
+    );
+    audit.record(&Event::Decision(Decision {
+        id: id.as_str(),
+        upstream,
+        repository: target.repo.as_str(),
+        reference,
+        digest: None,
+        decision: Outcome::Deny.as_str(),
+        policy: "none",
+        reason: Reason::NotAuthorized.as_str(),
+        authorities: Vec::new(),
+        exception: None,
+        trust_epoch: epoch,
+        client: client.address.map(|a| a.to_string()),
+        identity: client.identity.as_deref(),
+        message: Some(&message),
+        served_stale_seconds: None,
+    }));
+    denied(
+        &crate::verify::Denial::new(Reason::NotAuthorized, message.clone()),
+        Some(id),
+    )
+}
+
 /// A manifest refused, as it is recorded.
 struct Refused<'e> {
     reason: Reason,

@@ -376,6 +376,19 @@ async fn dispatch(
     };
     let p = &app.puller;
     let m = &app.metrics;
+    // Before anything is asked of the upstream or the cache.
+    let (gate, epoch) = p.gate();
+    let (upstream, repo) = (target.upstream.name.as_str(), target.repo.as_str());
+    if !gate
+        .policies()
+        .client_may_pull(client.identity.as_deref(), upstream, repo)
+    {
+        return (
+            endpoint,
+            handlers::out_of_scope(m, &app.audit, client, &target, &route, epoch),
+        );
+    }
+    drop(gate);
     let mut response = match &route {
         Route::Base => handlers::base(),
         Route::Manifest { reference, .. } => {

@@ -31,6 +31,8 @@ pub enum Reason {
     LimitExceeded,
     NoPolicy,
     ExceptionExpired,
+    /// The client's identity is scoped (`[[client]]`) to other repositories.
+    NotAuthorized,
 }
 
 impl Reason {
@@ -52,6 +54,7 @@ impl Reason {
             Reason::LimitExceeded => "limit_exceeded",
             Reason::NoPolicy => "no_policy",
             Reason::ExceptionExpired => "exception_expired",
+            Reason::NotAuthorized => "not_authorized",
         }
     }
 }

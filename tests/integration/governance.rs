@@ -1505,3 +1505,148 @@ async fn a_verified_tag_moved_upstream_to_an_unsigned_build_is_recorded_once_wit
     assert_eq!(moves().len(), 1);
     assert_eq!(counted("deny").await, 1.0);
 }
+
+/// `[[client]]` scopes: a scoped identity pulls only its repositories;
+/// anything else is 403 `not_authorized` for every endpoint, before any
+/// upstream request, counted and audited with the identity; an unscoped
+/// identity keeps today's behaviour; skopeo shows the reason; a reload
+/// changes the scope.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scoped_client_identity_pulls_only_its_repositories_and_is_refused_before_the_upstream() {
+    let registry = Registry::start().await;
+    let pusher = Pusher::new(&registry.url());
+    let mine = Image::oci(810, &[300]);
+    let theirs = Image::oci(811, &[300]);
+    pusher.image("team-a/app", "v1", &mine).await;
+    pusher.image("team-b/secret", "v1", &theirs).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tokens"),
+        "team-a:tok-a\nteam-b:tok-b\nops:tok-ops\n",
+    )
+    .unwrap();
+    let config = ProxyConfig::new()
+        .in_dir(dir)
+        .server("auth = { tokens_file = \"tokens\" }\n")
+        .upstream("local", &registry.url())
+        .allow_all()
+        .raw("[[client]]\nidentity = \"team-a\"\nrepositories = [\"local/team-a/**\"]\n")
+        .raw("[[client]]\nidentity = \"team-b\"\nrepositories = [\"local/team-b/**\"]\n");
+    let proxy = Proxy::start(config).await;
+    let ask = |path: String, token: &'static str| {
+        let proxy = &proxy;
+        async move {
+            let r = proxy
+                .client
+                .get(format!("{}{path}", proxy.url()))
+                .bearer_auth(token)
+                .header("accept", image::OCI_MANIFEST)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            let reason = body["errors"][0]["detail"]["reason"]
+                .as_str()
+                .map(String::from);
+            (status, reason)
+        }
+    };
+    let upstream_requests = || proxy.metric("portcullis_upstream_requests_total", &[]);
+    assert_eq!(
+        ask("/v2/local/team-a/app/manifests/v1".into(), "tok-a")
+            .await
+            .0,
+        200
+    );
+    let before = upstream_requests().await;
+    let refused = (403, Some("not_authorized".to_string()));
+    let secret = "/v2/local/team-b/secret";
+    for path in [
+        format!("{secret}/manifests/v1"),
+        format!("{secret}/manifests/{}", theirs.digest),
+        format!("{secret}/blobs/{}", theirs.layers[0].digest),
+        format!("{secret}/tags/list"),
+        format!("{secret}/referrers/{}", theirs.digest),
+    ] {
+        assert_eq!(ask(path.clone(), "tok-a").await, refused, "{path}");
+    }
+    assert_eq!(
+        upstream_requests().await,
+        before,
+        "refused before any upstream request"
+    );
+    assert_eq!(
+        proxy
+            .metric(
+                "portcullis_pull_decisions_total",
+                &["decision=\"deny\"", "reason=\"not_authorized\""]
+            )
+            .await,
+        5.0
+    );
+    // Its owner and an unscoped identity pull it.
+    assert_eq!(ask(format!("{secret}/manifests/v1"), "tok-b").await.0, 200);
+    assert_eq!(
+        ask(format!("{secret}/manifests/v1"), "tok-ops").await.0,
+        200
+    );
+    assert_eq!(
+        ask("/v2/local/team-a/app/manifests/v1".into(), "tok-b").await,
+        refused
+    );
+    let mut audited = Vec::new();
+    for _ in 0..40 {
+        audited = proxy
+            .audit_events()
+            .into_iter()
+            .filter(|e| e["reason"] == "not_authorized")
+            .collect();
+        if audited.len() == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(audited.len(), 6, "{audited:?}");
+    assert!(
+        audited[..5]
+            .iter()
+            .all(|e| e["identity"] == "team-a" && e["decision"] == "deny")
+    );
+    assert_eq!(audited[5]["identity"], "team-b");
+
+    // Names that would reach team-b's repository another way.
+    for path in [
+        "/v2/local/team-a/../team-b/secret/manifests/v1",
+        "/v2/local/team-a/%2e%2e/team-b/secret/manifests/v1",
+        "/v2/team-b/secret/manifests/v1?ns=local",
+    ] {
+        let (status, _) = ask(path.into(), "tok-a").await;
+        assert!([400, 403, 404].contains(&status), "{path}: {status}");
+    }
+    // skopeo, logged in as team-a, is told why.
+    let skopeo = crate::support::skopeo::Skopeo::new();
+    let out = skopeo
+        .run(&[
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            "team-a:tok-a",
+            &format!("docker://{}/local/team-b/secret:v1", proxy.host()),
+        ])
+        .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not_authorized (decision "), "{stderr}");
+
+    // A reload widens team-a's scope.
+    let path = proxy.config_path();
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[\"local/team-a/**\"]",
+        "[\"local/team-a/**\", \"local/team-b/**\"]",
+    );
+    std::fs::write(&path, text).unwrap();
+    let (status, body) = proxy.admin_reload(ADMIN_TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ask(format!("{secret}/manifests/v1"), "tok-a").await.0, 200);
+}
