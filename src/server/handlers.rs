@@ -59,6 +59,16 @@ pub async fn manifest(
         message: None,
         served_stale_seconds: None,
     };
+    // The first decision through a tag the upstream moved records the move.
+    let moved = |new: Option<&Digest>, outcome: Outcome, reason: &str| {
+        let decided = Decided {
+            id,
+            new,
+            outcome,
+            reason,
+        };
+        record_move(puller, metrics, audit, target, reference, &decided);
+    };
     match puller.manifest_served(target, reference).await {
         Ok((v, stale)) => {
             let base = Decision {
@@ -66,18 +76,7 @@ pub async fn manifest(
                 ..base
             };
             let (outcome, reason) = record_allowed(metrics, audit, &v, base);
-            let new = Some(v.content().digest());
-            record_move(
-                puller,
-                metrics,
-                audit,
-                target,
-                reference,
-                id.as_str(),
-                new,
-                outcome,
-                reason,
-            );
+            moved(Some(v.content().digest()), outcome, reason);
             let mut r = manifest_response(v.content(), method);
             if let Some(age) = stale {
                 // RFC 9111's 110 "Response is Stale": the tag was not
@@ -93,18 +92,7 @@ pub async fn manifest(
         Err(e) => {
             if let Some(refused) = Refused::of(&e, puller, target) {
                 record_refused(metrics, audit, &refused, base);
-                let (new, reason) = (refused.digest, refused.reason.as_str());
-                record_move(
-                    puller,
-                    metrics,
-                    audit,
-                    target,
-                    reference,
-                    id.as_str(),
-                    new,
-                    Outcome::Deny,
-                    reason,
-                );
+                moved(refused.digest, Outcome::Deny, refused.reason.as_str());
             }
             match &e {
                 PullError::Denied(d) => denied(d, Some(id)),
@@ -208,21 +196,32 @@ impl<'e> Refused<'e> {
     }
 }
 
+/// A decision as a tag move records it.
+struct Decided<'a> {
+    id: DecisionId,
+    new: Option<&'a Digest>,
+    outcome: Outcome,
+    reason: &'a str,
+}
+
 /// When this decision is the first through a verified tag since the
 /// upstream moved it, records the move with the decision on what the tag
 /// now names.
-#[allow(clippy::too_many_arguments)]
 fn record_move(
     puller: &Puller,
     metrics: &Metrics,
     audit: &Audit,
     target: &Target,
     reference: &Reference,
-    id: &str,
-    new: Option<&Digest>,
-    outcome: Outcome,
-    reason: &str,
+    decided: &Decided<'_>,
 ) {
+    let Decided {
+        id,
+        new,
+        outcome,
+        reason,
+    } = decided;
+    let (new, outcome) = (*new, *outcome);
     let Reference::Tag(tag) = reference else {
         return;
     };
@@ -244,7 +243,7 @@ fn record_move(
         new_digest: new.map(|d| d.to_string()),
         new_decision: outcome.as_str(),
         new_reason: reason,
-        id,
+        id: id.as_str(),
     }));
 }
 
