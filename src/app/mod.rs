@@ -24,7 +24,9 @@ use crate::verify::Gate;
 pub use diagnostic::Scratch;
 pub use maintain::maintain;
 pub use reload::ReloadError;
-pub use status::{Availability, PolicyEntry, PolicyStatus, RootStatus, SourceStatus, TrustStatus};
+pub use status::{
+    Availability, ClientEntry, PolicyEntry, PolicyStatus, RootStatus, SourceStatus, TrustStatus,
+};
 
 /// Everything a request handler needs.
 pub struct App {

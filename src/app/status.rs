@@ -99,6 +99,14 @@ pub struct PolicyStatus {
     pub epoch: u64,
     pub policies: Vec<PolicyEntry>,
     pub exceptions: Vec<ExceptionEntry>,
+    /// `[[client]]` scopes: identity → the repositories it may pull.
+    pub clients: Vec<ClientEntry>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClientEntry {
+    pub identity: String,
+    pub repositories: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -260,10 +268,20 @@ impl App {
                 reason: e.reason.clone(),
             })
             .collect();
+        let clients = gate
+            .policies()
+            .clients()
+            .iter()
+            .map(|c| ClientEntry {
+                identity: c.identity.clone(),
+                repositories: c.repositories.iter().map(|g| g.to_string()).collect(),
+            })
+            .collect();
         PolicyStatus {
             epoch,
             policies,
             exceptions,
+            clients,
         }
     }
 }

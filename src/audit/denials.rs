@@ -17,6 +17,18 @@ use crate::clock::Clock;
 /// Distinct clients listed per entry; the others are counted.
 const CLIENTS: usize = 8;
 
+/// Bytes of a denial's message kept (it may carry upstream-chosen text).
+const MESSAGE: usize = 512;
+
+/// `s` cut to at most `most` bytes, at a character boundary.
+fn bounded(s: &str, most: usize) -> &str {
+    let mut end = most.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 type Key = (String, String, String);
 
 /// The denials in force, as one entry each.
@@ -60,7 +72,7 @@ pub struct Denial {
     pub last_seen: String,
     /// Denials of this reference since it was first seen.
     pub count: u64,
-    /// Up to eight distinct clients (`identity@address`, or the address).
+    /// Up to eight distinct clients (`identity@host`, or the host address).
     pub clients: Vec<String>,
     /// Clients beyond those listed, counted once per denial.
     pub other_clients: u64,
@@ -81,6 +93,10 @@ impl Denials {
     /// allowed pull of the same reference ends it.
     pub(super) fn decided(&self, d: &Decision<'_>) {
         match d.decision {
+            // A scoped identity's refusals cost nothing upstream and name
+            // whatever it asks: in the audit log and metrics, not here,
+            // where they would crowd out what is really waiting.
+            "deny" if d.reason == "not_authorized" => {}
             "deny" => self.denied(d),
             // Until the first denial no allowed pull has an entry to end.
             "allow" | "allow_exception" if self.any.load(Ordering::Relaxed) => {
@@ -121,14 +137,19 @@ impl Denials {
         w.digest = d.digest.clone().or(w.digest.take());
         w.reason = d.reason.to_string();
         w.policy = d.policy.to_string();
-        w.message = d.message.map(str::to_string);
+        w.message = d.message.map(|m| bounded(m, MESSAGE).to_string());
         w.last_seen = now;
         w.count += 1;
         w.decision = d.id.to_string();
-        let client = match (d.identity, &d.client) {
-            (Some(identity), Some(address)) => Some(format!("{identity}@{address}")),
+        // The address without its port: one host reconnecting is one client.
+        let host = d.client.as_deref().map(|a| {
+            a.parse::<std::net::SocketAddr>()
+                .map_or_else(|_| a.to_string(), |s| s.ip().to_string())
+        });
+        let client = match (d.identity, host) {
+            (Some(identity), Some(host)) => Some(format!("{identity}@{host}")),
             (Some(identity), None) => Some(identity.to_string()),
-            (None, Some(address)) => Some(address.clone()),
+            (None, Some(host)) => Some(host),
             (None, None) => None,
         };
         if let Some(client) = client {
@@ -232,12 +253,16 @@ mod tests {
         d.decided(&decision("deny", "v1", "id1", "10.0.0.1:1"));
         clock.advance(Duration::from_secs(60));
         d.decided(&decision("deny", "v1", "id2", "10.0.0.2:1"));
-        d.decided(&decision("deny", "v1", "id3", "10.0.0.1:1"));
+        d.decided(&decision("deny", "v1", "id3", "10.0.0.1:2"));
         let list = d.list(None);
         assert_eq!(list.len(), 1, "{list:?}");
         let e = &list[0];
         assert_eq!((e.count, e.last_decision.as_str()), (3, "id3"));
-        assert_eq!(e.clients, ["10.0.0.1:1", "10.0.0.2:1"]);
+        assert_eq!(
+            e.clients,
+            ["10.0.0.1", "10.0.0.2"],
+            "one host is one client, whatever its port"
+        );
         assert_eq!(e.first_seen, "1970-01-12T13:46:40Z");
         assert_eq!(e.last_seen, "1970-01-12T13:47:40Z");
         assert_eq!(e.reason, "no_signature");
@@ -261,6 +286,23 @@ mod tests {
         assert_eq!(left, ["v2"]);
         d.decided(&decision("allow_exception", "v2", "e", "c:1"));
         assert!(d.list(None).is_empty());
+    }
+
+    #[test]
+    fn scope_refusals_are_not_listed_and_messages_are_bounded() {
+        let (_, d) = setup(10);
+        let mut refused = decision("deny", "v1", "a", "c:1");
+        refused.reason = "not_authorized";
+        d.decided(&refused);
+        assert!(d.list(None).is_empty());
+        let long = "x".repeat(10_000);
+        let mut denied = decision("deny", "v1", "b", "c:1");
+        denied.message = Some(&long);
+        d.decided(&denied);
+        assert_eq!(
+            d.list(None)[0].message.as_deref().map(str::len),
+            Some(MESSAGE)
+        );
     }
 
     #[test]

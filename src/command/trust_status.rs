@@ -165,6 +165,14 @@ impl fmt::Display for TrustStatusReport {
             }
             table(f, &rows)?;
         }
+        if !self.policies.clients.is_empty() {
+            writeln!(f, "\nclient scopes")?;
+            let mut rows = vec![["IDENTITY", "MAY PULL"].map(String::from)];
+            for c in &self.policies.clients {
+                rows.push([c.identity.clone(), c.repositories.join(", ")]);
+            }
+            table(f, &rows)?;
+        }
         Ok(())
     }
 }
@@ -211,6 +219,10 @@ mod tests {
                     attestations: vec![],
                 }],
                 exceptions: vec![],
+                clients: vec![crate::app::ClientEntry {
+                    identity: "team-a".into(),
+                    repositories: vec!["docker.io/team-a/**".into()],
+                }],
             },
             trust: crate::app::TrustStatus {
                 epoch: 3,
@@ -223,7 +235,10 @@ mod tests {
              AUTHORITY  SOURCE  AVAILABLE  TRUSTS  ROOT  LAST VERIFIED  STALE AFTER  EARLIEST EXPIRY  LAST ERROR\n\
              \npolicies (epoch 3)\n\
              POLICY  MODE     MATCH              RULE                       ATTESTATIONS\n\
-             acme    enforce  docker.io/acme/**  signatures: any of [acme]  -\n"
+             acme    enforce  docker.io/acme/**  signatures: any of [acme]  -\n\
+             \nclient scopes\n\
+             IDENTITY  MAY PULL\n\
+             team-a    docker.io/team-a/**\n"
         );
         let json = serde_json::to_string(&report).unwrap_or_default();
         assert!(json.starts_with("{\"policies\":{\"epoch\":3"), "{json}");

@@ -67,13 +67,48 @@ impl Validator<'_> {
     /// `[[client]]`: each identity once, with at least one repository
     /// glob (a scope that names none would be a client that sees nothing:
     /// written as that, it is more likely a mistake).
-    pub(super) fn clients(&mut self, raw: &[raw::RawClient]) -> Vec<crate::policy::ClientScope> {
+    /// A scope must name an identity requests can carry: with
+    /// `server.auth`, a token identity or user name; without it, a client
+    /// certificate's `cert:<16 lowercase hex>`. One that cannot match
+    /// would leave that client unscoped while the config reads as scoped.
+    pub(super) fn clients(
+        &mut self,
+        raw: &[raw::RawClient],
+        (auth, client_ca): (bool, bool),
+    ) -> Vec<crate::policy::ClientScope> {
         let mut out: Vec<crate::policy::ClientScope> = Vec::new();
+        if !raw.is_empty() && !auth && !client_ca {
+            self.problem(
+                "client",
+                "scopes need client identities: set server.auth (tokens or htpasswd) or server.client_ca",
+            );
+        }
         for (i, c) in raw.iter().enumerate() {
             let key = |field: &str| format!("client[{i}].{field}");
-            if c.identity.trim().is_empty() {
-                self.problem(key("identity"), "must not be empty");
+            let id = c.identity.as_str();
+            if id.trim().is_empty() || id.trim() != id {
+                self.problem(key("identity"), "must be a name without surrounding spaces");
                 continue;
+            }
+            if let Some(fingerprint) = id.strip_prefix("cert:") {
+                let hex = fingerprint.len() == 16
+                    && fingerprint
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                if !hex {
+                    self.problem(
+                        key("identity"),
+                        "a certificate identity is cert: and the first 16 lowercase hex digits of its SHA-256 fingerprint",
+                    );
+                    continue;
+                }
+                if auth {
+                    self.problem(
+                        key("identity"),
+                        "with server.auth on, requests are identified by token or user, never by certificate",
+                    );
+                    continue;
+                }
             }
             if out.iter().any(|o| o.identity == c.identity) {
                 self.problem(key("identity"), format!("`{}` is scoped twice", c.identity));

@@ -690,12 +690,20 @@ fn a_credential_helper_name_runs_docker_credential_name_and_cannot_join_a_creden
 
 #[test]
 fn client_scopes_need_an_identity_once_and_at_least_one_valid_glob() {
-    let p = problems(&minimal(
+    let with_auth = |extra: &str| {
+        minimal(extra).replace(
+            "default_upstream = \"hub\"",
+            "default_upstream = \"hub\"\nauth = { tokens_file = \"tokens\" }",
+        )
+    };
+    let p = problems(&with_auth(
         "[[client]]\nidentity = \"a\"\nrepositories = []\n\
          [[client]]\nidentity = \"b\"\nrepositories = [\"hub/ok/**\", \"a//b\"]\n\
          [[client]]\nidentity = \"c\"\nrepositories = [\"hub/**\"]\n\
          [[client]]\nidentity = \"c\"\nrepositories = [\"hub/**\"]\n\
-         [[client]]\nidentity = \" \"\nrepositories = [\"hub/**\"]\n",
+         [[client]]\nidentity = \" \"\nrepositories = [\"hub/**\"]\n\
+         [[client]]\nidentity = \" team \"\nrepositories = [\"hub/**\"]\n\
+         [[client]]\nidentity = \"cert:0123456789abcdef\"\nrepositories = [\"hub/**\"]\n",
     ));
     let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(
@@ -704,12 +712,22 @@ fn client_scopes_need_an_identity_once_and_at_least_one_valid_glob() {
             "client[0].repositories",
             "client[1].repositories[1]",
             "client[3].identity",
-            "client[4].identity"
+            "client[4].identity",
+            "client[5].identity",
+            "client[6].identity"
         ],
         "{p:?}"
     );
+    assert!(
+        problems(&minimal(
+            "[[client]]\nidentity = \"a\"\nrepositories = [\"hub/**\"]\n"
+        ))
+        .iter()
+        .any(|p| p.path == "client" && p.message.contains("server.auth")),
+        "a scope no request can carry an identity for"
+    );
     let c = Config::from_toml(
-        &minimal("[[client]]\nidentity = \"team-a\"\nrepositories = [\"hub/team-a/**\"]\n"),
+        &with_auth("[[client]]\nidentity = \"team-a\"\nrepositories = [\"hub/team-a/**\"]\n"),
         Path::new("/etc/p"),
     )
     .unwrap();

@@ -163,7 +163,11 @@ impl<'a> Validator<'a> {
         self.shared_tuf_repositories(&authorities);
         let conditions = self.conditions(&raw.conditions);
         let exceptions = self.exceptions(&raw.exceptions);
-        let clients = self.clients(&raw.clients);
+        // Who a request is: a token or password (server.auth), else a
+        // client certificate (server.client_ca).
+        let mtls = server.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        let identified = (server.auth.is_some(), mtls);
+        let clients = self.clients(&raw.clients, identified);
         let policies = self
             .policies(&raw.policies, &names, &conditions)
             .with_exceptions(exceptions)

@@ -325,6 +325,15 @@ impl Puller {
             Ok(size) => return Ok(Filled::shared(size)),
             Err(writer) => writer,
         };
+        // Without Redis no other replica's fill can be waited for: the
+        // bucket was just looked at.
+        if self.cluster.is_none() {
+            let size = self.run_fill(target, digest, declared, writer, tx).await?;
+            return Ok(Filled {
+                size,
+                from_upstream: Some(None),
+            });
+        }
         // Per upstream, as local fills are: a stalled upstream's fill never
         // holds up a pull from another.
         let what = format!("fill:{}:{digest}", target.upstream.name);

@@ -103,10 +103,10 @@ pub struct Puller {
     store: Arc<ContentStore>,
     hot: moka::sync::Cache<Digest, Arc<ManifestContent>>,
     tags: moka::sync::Cache<TagKey, TagEntry>,
-    /// Verified tags the upstream moved to another digest, with the digest
-    /// they named: taken by the first decision through the tag after the
-    /// move, which records it (`take_tag_move`).
-    moved: moka::sync::Cache<TagKey, Digest>,
+    /// Verified tags the upstream moved to another digest: (the digest
+    /// they named, the one they name now), taken by the first decision on
+    /// the new one through the tag, which records it (`take_tag_move`).
+    moved: moka::sync::Cache<TagKey, (Digest, Digest)>,
     /// (upstream, repo, digest) the upstream is known to hold.
     known: moka::sync::Cache<RepoDigest, ()>,
     /// The largest size allowed image manifests of the repository declare

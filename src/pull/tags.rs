@@ -85,7 +85,8 @@ impl Puller {
             .filter(|p| p.verified && p.digest != digest)
         {
             // Recorded with the first decision through the tag now.
-            self.moved.insert(key.clone(), p.digest.clone());
+            self.moved
+                .insert(key.clone(), (p.digest.clone(), digest.clone()));
         }
         let verified = previous.is_some_and(|p| p.verified && p.digest == digest);
         self.know(target.key(&digest));
@@ -214,15 +215,31 @@ impl Puller {
         }
     }
 
-    /// The digest a verified tag named before the upstream moved it, once:
-    /// the caller records the move with the decision it just made.
-    pub fn take_tag_move(&self, target: &Target, tag: &Tag) -> Option<Digest> {
+    /// The digest a verified tag named before the upstream moved it to
+    /// `decided`, once: the caller records the move with the decision it
+    /// just made on `decided`. A decision on another digest (one that
+    /// resolved the tag before the move, or none was known) takes nothing.
+    pub fn take_tag_move(
+        &self,
+        target: &Target,
+        tag: &Tag,
+        decided: Option<&Digest>,
+    ) -> Option<Digest> {
+        use moka::ops::compute::{CompResult, Op};
+        let decided = decided?;
         let key: TagKey = (
             target.upstream.name.clone(),
             target.repo.clone(),
             tag.clone(),
         );
-        self.moved.remove(&key)
+        let taken = self.moved.entry(key).and_compute_with(|entry| match entry {
+            Some(e) if e.value().1 == *decided => Op::Remove,
+            _ => Op::Nop,
+        });
+        match taken {
+            CompResult::Removed(e) => Some(e.into_value().0),
+            _ => None,
+        }
     }
 
     pub(super) fn mark_tag_verified(&self, target: &Target, tag: &Tag, digest: &Digest) {

@@ -225,7 +225,7 @@ fn record_move(
     let Reference::Tag(tag) = reference else {
         return;
     };
-    let Some(old) = puller.take_tag_move(target, tag) else {
+    let Some(old) = puller.take_tag_move(target, tag, new) else {
         return;
     };
     let upstream = target.upstream.name.as_str();
