@@ -2,7 +2,7 @@
 //! no repository can reach (shadowed by an earlier one, or naming an
 //! upstream nobody configured, so its repositories fall through to a later
 //! catch-all), an exception that can never apply or already expired, an
-//! authority no policy uses.
+//! authority no policy uses, a client scope naming no upstream.
 
 use std::collections::BTreeSet;
 use std::time::SystemTime;
@@ -82,6 +82,21 @@ pub fn lints(config: &Config, now: SystemTime) -> Vec<Lint> {
                     humantime::format_rfc3339_seconds(e.expires)
                 ),
             });
+        }
+    }
+    for (i, c) in config.policies.clients().iter().enumerate() {
+        for (j, g) in c.repositories.iter().enumerate() {
+            if !names_an_upstream(g, &upstreams) {
+                found.push(Lint {
+                    path: format!("client[{i}].repositories[{j}]"),
+                    message: format!(
+                        "\"{}\" names no configured upstream ({}): identity \"{}\" may pull nothing through it",
+                        g.as_str(),
+                        upstreams.join(", "),
+                        c.identity
+                    ),
+                });
+            }
         }
     }
     let used: BTreeSet<&str> = config

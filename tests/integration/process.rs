@@ -564,11 +564,13 @@ fn check_config_warns_of_policies_no_repository_reaches_unused_authorities_and_e
         env!("CARGO_MANIFEST_DIR")
     );
     let path = dir.path().join("p.toml");
+    std::fs::write(dir.path().join("tokens"), "team-a:tok-a\n").unwrap();
     std::fs::write(
         &path,
         format!(
-            "[server]\nlisten = \"127.0.0.1:5000\"\n[cache]\ndir = \"cache\"\n\
+            "[server]\nlisten = \"127.0.0.1:5000\"\nauth = {{ tokens_file = \"tokens\" }}\n[cache]\ndir = \"cache\"\n\
              [[upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\n\
+             [[client]]\nidentity = \"team-a\"\nrepositories = [\"hub/team-a/**\"]\n\
              [[authority]]\nname = \"acme\"\nkeys = [\"{key}\"]\n\
              [[authority]]\nname = \"forgotten\"\nkeys = [\"{key}\"]\n\
              [[policy]]\nname = \"typo\"\nmatch = [\"dockr.io/acme/**\"]\nsignatures = {{ authorities = [\"acme\"] }}\n\
@@ -591,17 +593,18 @@ fn check_config_warns_of_policies_no_repository_reaches_unused_authorities_and_e
         "warning policy[2].match: \"docker.io/acme/**\" is shadowed by policy \"everything\"",
         "warning exception[0].expires: exception \"CHG-1\" expired 2020-01-01T00:00:00Z",
         "warning authority[1]: authority \"forgotten\" is named by no policy",
+        "warning client[0].repositories[0]: \"hub/team-a/**\" names no configured upstream (docker.io): identity \"team-a\" may pull nothing through it",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
-    assert_eq!(text.matches("warning ").count(), 6, "{text}");
+    assert_eq!(text.matches("warning ").count(), 7, "{text}");
     let json = Command::new(BIN)
         .args(["check-config", "--output", "json"])
         .arg(&path)
         .output()
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(report["warnings"].as_array().unwrap().len(), 6);
+    assert_eq!(report["warnings"].as_array().unwrap().len(), 7);
     assert_eq!(report["warnings"][0]["path"], "policy[0].match");
 }
 
