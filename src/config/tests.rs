@@ -744,3 +744,33 @@ fn client_scopes_need_an_identity_once_and_at_least_one_valid_glob() {
         "anonymous"
     );
 }
+
+#[test]
+fn a_certificate_scope_is_cert_and_sixteen_lowercase_hex_digits_and_needs_mtls_without_auth() {
+    let mtls = |identity: &str| {
+        minimal(&format!(
+            "[[client]]\nidentity = \"{identity}\"\nrepositories = [\"hub/**\"]\n"
+        ))
+        .replace(
+            "default_upstream = \"hub\"",
+            "default_upstream = \"hub\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nclient_ca = \"ca.pem\"",
+        )
+    };
+    let base = Path::new("/etc/p");
+    let c = Config::from_toml(&mtls("cert:0123456789abcdef"), base).unwrap();
+    assert!(
+        c.policies
+            .client_may_pull(Some("cert:0123456789abcdef"), "hub", "x")
+    );
+    for bad in [
+        "cert:0123456789ABCDEF",
+        "cert:0123456789abcde",
+        "cert:0123456789abcdef0",
+        "cert:0123456789abcdeg",
+    ] {
+        let p = Config::from_toml(&mtls(bad), base).unwrap_err();
+        assert_eq!(p.len(), 1, "{bad}: {p:?}");
+        assert_eq!(p[0].path, "client[0].identity", "{bad}");
+        assert!(p[0].message.contains("16 lowercase hex"), "{bad}: {p:?}");
+    }
+}
