@@ -29,11 +29,16 @@ fn bounded(s: &str, most: usize) -> &str {
     &s[..end]
 }
 
+/// Upstream, repository, reference.
 type Key = (String, String, String);
 
-/// The denials in force, as one entry each.
+/// The denials in force, as one entry each. Entries are found by a keyed
+/// hash of their names, so an allowed pull (the cached-manifest path)
+/// looks one up without building its key; the entry holds the names and
+/// is only taken for the names it holds.
 pub struct Denials {
-    entries: moka::sync::Cache<Key, Arc<Mutex<Waiting>>>,
+    entries: moka::sync::Cache<u64, Arc<(Key, Mutex<Waiting>)>>,
+    hasher: std::hash::RandomState,
     clock: Arc<dyn Clock>,
     /// Whether anything was ever denied.
     any: AtomicBool,
@@ -84,6 +89,7 @@ impl Denials {
     pub fn new(capacity: u64, clock: Arc<dyn Clock>) -> Denials {
         Denials {
             entries: moka::sync::Cache::builder().max_capacity(capacity).build(),
+            hasher: std::hash::RandomState::new(),
             clock,
             any: AtomicBool::new(false),
         }
@@ -100,40 +106,54 @@ impl Denials {
             "deny" => self.denied(d),
             // Until the first denial no allowed pull has an entry to end.
             "allow" | "allow_exception" if self.any.load(Ordering::Relaxed) => {
-                let key = (
-                    d.upstream.to_string(),
-                    d.repository.to_string(),
-                    d.reference.clone(),
-                );
-                self.entries.invalidate(&key);
+                let slot = self.slot(d);
+                if self.entries.get(&slot).is_some_and(|e| holds(&e.0, d)) {
+                    self.entries.invalidate(&slot);
+                }
             }
             _ => {}
         }
     }
 
+    fn slot(&self, d: &Decision<'_>) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher
+            .hash_one((d.upstream, d.repository, d.reference.as_str()))
+    }
+
     fn denied(&self, d: &Decision<'_>) {
         self.any.store(true, Ordering::Relaxed);
         let now = self.clock.now();
-        let key = (
-            d.upstream.to_string(),
-            d.repository.to_string(),
-            d.reference.clone(),
-        );
-        let entry = self.entries.get_with(key, || {
-            Arc::new(Mutex::new(Waiting {
-                digest: None,
-                reason: String::new(),
-                policy: String::new(),
-                message: None,
-                first_seen: now,
-                last_seen: now,
-                count: 0,
-                clients: Vec::new(),
-                other_clients: 0,
-                decision: String::new(),
-            }))
-        });
-        let mut w = entry.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = self.slot(d);
+        let fresh = || {
+            let key = (
+                d.upstream.to_string(),
+                d.repository.to_string(),
+                d.reference.clone(),
+            );
+            Arc::new((
+                key,
+                Mutex::new(Waiting {
+                    digest: None,
+                    reason: String::new(),
+                    policy: String::new(),
+                    message: None,
+                    first_seen: now,
+                    last_seen: now,
+                    count: 0,
+                    clients: Vec::new(),
+                    other_clients: 0,
+                    decision: String::new(),
+                }),
+            ))
+        };
+        let mut entry = self.entries.get_with(slot, fresh);
+        if !holds(&entry.0, d) {
+            // Another reference's hash (2^-64): this one takes the slot.
+            entry = fresh();
+            self.entries.insert(slot, Arc::clone(&entry));
+        }
+        let mut w = entry.1.lock().unwrap_or_else(|e| e.into_inner());
         w.digest = d.digest.clone().or(w.digest.take());
         w.reason = d.reason.to_string();
         w.policy = d.policy.to_string();
@@ -170,11 +190,12 @@ impl Denials {
         let mut listed: Vec<(SystemTime, Denial)> = self
             .entries
             .iter()
-            .filter_map(|(key, entry)| {
-                let w = entry.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            .filter_map(|(_, entry)| {
+                let (key, waiting) = &*entry;
+                let w = waiting.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let recent =
                     since.is_none_or(|s| now.duration_since(w.last_seen).unwrap_or_default() <= s);
-                recent.then(|| (w.last_seen, denial(&key, w)))
+                recent.then(|| (w.last_seen, denial(key, w)))
             })
             .collect();
         listed.sort_by(|a, b| {
@@ -189,6 +210,11 @@ impl Denials {
         self.entries.run_pending_tasks();
         self.entries.entry_count()
     }
+}
+
+/// Whether the entry named `key` is the one decision `d` is about.
+fn holds(key: &Key, d: &Decision<'_>) -> bool {
+    key.0 == d.upstream && key.1 == d.repository && key.2 == d.reference
 }
 
 fn denial(key: &Key, w: Waiting) -> Denial {

@@ -87,6 +87,8 @@ impl Puller {
             // Recorded with the first decision through the tag now.
             self.moved
                 .insert(key.clone(), (p.digest.clone(), digest.clone()));
+            // Counted at once: `take_tag_move` looks only while one is held.
+            self.moved.run_pending_tasks();
         }
         let verified = previous.is_some_and(|p| p.verified && p.digest == digest);
         self.know(target.key(&digest));
@@ -227,6 +229,10 @@ impl Puller {
     ) -> Option<Digest> {
         use moka::ops::compute::{CompResult, Op};
         let decided = decided?;
+        // The cached path: no key built, no entry locked, while no move is held.
+        if self.moved.entry_count() == 0 {
+            return None;
+        }
         let key: TagKey = (
             target.upstream.name.clone(),
             target.repo.clone(),
